@@ -1,0 +1,52 @@
+"""Events and dead letters (SPEC §3, §7)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class EventKind(StrEnum):
+    COMM_LOST = "comm_lost"
+    COMM_RESTORED = "comm_restored"
+    ANOMALY = "anomaly"
+    TAMPER = "tamper"
+    LOW_CREDIT = "low_credit"
+    CREDIT_EXHAUSTED = "credit_exhausted"
+    RELAY_DISCONNECTED = "relay_disconnected"
+    RELAY_CONNECTED = "relay_connected"
+    TOPUP = "topup"
+    INSPECTION_RECOMMENDED = "inspection_recommended"
+    DEADLETTER = "deadletter"
+    SPOOL_HIGH = "spool_high"
+    DUPLICATE_CONFLICT = "duplicate_conflict"
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    ts: datetime
+    meter_id: str | None
+    kind: EventKind
+    severity: Severity
+    detail: str
+    acknowledged: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Input that could not become data: kept with where it came from and why."""
+
+    ts: datetime
+    source: str  # "mqtt" | "modbus"
+    where: str  # topic, or endpoint/unit/address
+    reason: str  # short stable name: malformed_json, wrong_type, unknown_meter, ...
+    detail: str
+    payload: str  # truncated for storage
+    meter_id: str | None = None

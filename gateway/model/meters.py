@@ -1,0 +1,53 @@
+"""Meters and assignments (SPEC §3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class Utility(StrEnum):
+    ELECTRICITY = "electricity"
+    WATER = "water"
+    GAS = "gas"
+    HEAT = "heat"
+
+
+class MeterStatus(StrEnum):
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+    MAINTENANCE = "maintenance"
+
+
+class Protocol(StrEnum):
+    MODBUS_TCP = "modbus_tcp"
+    MODBUS_RTU_TCP = "modbus_rtu_tcp"
+    MODBUS_RTU = "modbus_rtu"
+    MQTT = "mqtt"
+
+
+@dataclass(frozen=True, slots=True)
+class Meter:
+    meter_id: str
+    utility: Utility
+    protocol: Protocol
+    address: str  # "endpoint/unit" for Modbus, the topic for MQTT
+    model: str = "generic"
+    device_number: str | None = None
+    payg: bool = False
+    status: MeterStatus = MeterStatus.ACTIVE
+    installed_at: datetime | None = None
+    consumer_number: str | None = None
+    location: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    meter_id: str
+    consumer_number: str
+    start: datetime
+    end: datetime | None = None
+    opening_read: float | None = None
+    closing_read: float | None = None

@@ -1,0 +1,33 @@
+"""PAYG (prepayment) balance updates (SPEC §3). Money is Decimal, never float."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+
+class Relay(StrEnum):
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceUpdate:
+    """What a PAYG meter reported about its credit at `ts`."""
+
+    meter_id: str
+    ts: datetime
+    balance: Decimal
+    currency: str
+    emergency_credit: Decimal | None = None
+    emergency_credit_in_use: bool = False
+    debt: Decimal | None = None
+    relay: Relay | None = None
+    last_topup_amount: Decimal | None = None
+    last_topup_ts: datetime | None = None
+    low_credit: bool = False
+    credit_exhausted: bool = False
+    received_at: datetime | None = None
+    seq: int | None = None

@@ -1,0 +1,113 @@
+"""Readings: the canonical measurement record (SPEC §3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import IntFlag, StrEnum
+
+
+class Channel(StrEnum):
+    """Canonical channels; each has exactly one canonical unit (see UNITS)."""
+
+    ENERGY_IMPORT = "energy_import"
+    ENERGY_EXPORT = "energy_export"
+    POWER = "power"
+    VOLTAGE_L1 = "voltage_l1"
+    VOLTAGE_L2 = "voltage_l2"
+    VOLTAGE_L3 = "voltage_l3"
+    CURRENT_L1 = "current_l1"
+    CURRENT_L2 = "current_l2"
+    CURRENT_L3 = "current_l3"
+    FREQUENCY = "frequency"
+    POWER_FACTOR = "power_factor"
+    VOLUME = "volume"
+    FLOW = "flow"
+    HEAT_ENERGY = "heat_energy"
+
+
+UNITS: dict[Channel, str] = {
+    Channel.ENERGY_IMPORT: "kWh",
+    Channel.ENERGY_EXPORT: "kWh",
+    Channel.POWER: "kW",
+    Channel.VOLTAGE_L1: "V",
+    Channel.VOLTAGE_L2: "V",
+    Channel.VOLTAGE_L3: "V",
+    Channel.CURRENT_L1: "A",
+    Channel.CURRENT_L2: "A",
+    Channel.CURRENT_L3: "A",
+    Channel.FREQUENCY: "Hz",
+    Channel.POWER_FACTOR: "",
+    Channel.VOLUME: "m3",
+    Channel.FLOW: "m3/h",
+    Channel.HEAT_ENERGY: "kWh",
+}
+
+CUMULATIVE_CHANNELS = frozenset(
+    {Channel.ENERGY_IMPORT, Channel.ENERGY_EXPORT, Channel.VOLUME, Channel.HEAT_ENERGY}
+)
+
+
+class Kind(StrEnum):
+    CUMULATIVE = "cumulative"
+    INSTANTANEOUS = "instantaneous"
+
+
+class Status(StrEnum):
+    VALID = "valid"
+    SUSPECT = "suspect"
+    REJECTED = "rejected"
+    ESTIMATED = "estimated"
+    VERIFIED = "verified"
+
+
+class Source(StrEnum):
+    MODBUS = "modbus"
+    MQTT = "mqtt"
+    ESTIMATE = "estimate"
+    MANUAL = "manual"
+
+
+class Quality(IntFlag):
+    """VEE quality flags; the integer value is stored, so never renumber a flag."""
+
+    NONE = 0
+    REGRESSION = 1 << 0
+    ROLLOVER = 1 << 1
+    SPIKE = 1 << 2
+    FLATLINE = 1 << 3
+    ZERO_CONSUMPTION = 1 << 4
+    GAP = 1 << 5
+    FUTURE_TS = 1 << 6
+    STALE_TS = 1 << 7
+    CLOCK_SKEW = 1 << 8
+    OUT_OF_RANGE = 1 << 9
+    DUPLICATE_CONFLICT = 1 << 10
+    TAMPER = 1 << 11
+    ESTIMATED = 1 << 12
+
+    def names(self) -> list[str]:
+        """Flag names in bit order, e.g. ['regression', 'gap']."""
+        return [f.name.lower() for f in Quality if f.value and f in self and f.name]
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One value of one channel of one meter at one measurement time (UTC)."""
+
+    meter_id: str
+    channel: Channel
+    ts: datetime
+    value: float
+    kind: Kind
+    quality: Quality = Quality.NONE
+    status: Status = Status.VALID
+    source: Source = Source.MODBUS
+    received_at: datetime | None = None
+    #: Store-wide ingest sequence; assigned by the store, None before that.
+    seq: int | None = None
+    #: Free detail kept with a flagged reading (e.g. the rollover modulus used).
+    note: str | None = field(default=None, compare=False)
+
+    def with_flags(self, quality: Quality, status: Status) -> Reading:
+        return replace(self, quality=quality, status=status)
