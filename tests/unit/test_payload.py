@@ -1,0 +1,235 @@
+"""parse_balance: a table of payloads → BalanceUpdate or PayloadError(reason, exact message)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from gateway.errors import PayloadError
+from gateway.model import Relay
+from gateway.normalise.payload import DEFAULT_MAPPING, REASONS, parse_balance
+
+TOPIC = "payg/M-1/balance"
+RECEIVED = datetime(2024, 5, 1, 10, 0, 30, tzinfo=UTC)
+TS = datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC)
+
+
+def parse(payload: bytes | str | dict[str, object], **kwargs: object):  # type: ignore[no-untyped-def]
+    if isinstance(payload, dict):
+        payload = json.dumps(payload)
+    if isinstance(payload, str):
+        payload = payload.encode()
+    return parse_balance(payload, TOPIC, "M-1", received_at=RECEIVED, **kwargs)  # type: ignore[arg-type]
+
+
+def test_full_default_layout() -> None:
+    update = parse(
+        '{"ts": "2024-05-01T10:00:00Z", "balance": 10.10, "currency": "kes", "emergency_credit": 5,'
+        ' "emergency_credit_in_use": true, "debt": "12.5", "relay": "Disconnected",'
+        ' "last_topup": {"amount": 100, "ts": 1714550000}}'
+    )
+    assert update.meter_id == "M-1"
+    assert update.ts == TS
+    assert update.balance == Decimal("10.10") and str(update.balance) == "10.10"
+    assert update.currency == "KES"
+    assert update.emergency_credit == Decimal(5)
+    assert update.emergency_credit_in_use is True
+    assert update.debt == Decimal("12.5")
+    assert update.relay is Relay.DISCONNECTED
+    assert update.last_topup_amount == Decimal(100)
+    assert update.last_topup_ts == datetime(2024, 5, 1, 7, 53, 20, tzinfo=UTC)
+    assert update.received_at == RECEIVED
+    assert (update.low_credit, update.credit_exhausted) == (False, False)
+
+
+def test_optional_fields_absent_or_null() -> None:
+    update = parse({"ts": "2024-05-01T10:00:00Z", "balance": 7, "debt": None})
+    assert update.currency == "XXX"
+    assert (update.emergency_credit, update.debt, update.relay, update.last_topup_amount) == (None,) * 4
+    assert update.emergency_credit_in_use is False
+    assert parse({"ts": "2024-05-01T10:00:00Z", "balance": 7}, currency="KES").currency == "KES"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ('"2024-05-01T10:00:00Z"', TS),
+        ('"2024-05-01T10:00:00+00:00"', TS),
+        ('"2024-05-01T13:00:00+03:00"', TS),
+        ('"2024-05-01T10:00:00"', TS),  # naive = UTC
+        ('"2024-05-01T10:00:00.250Z"', TS + timedelta(milliseconds=250)),
+        ("1714557600", TS),  # epoch seconds
+        ("1714557600.5", TS + timedelta(milliseconds=500)),
+        ("1714557600000", TS),  # epoch milliseconds
+        ("1714557600123", TS + timedelta(milliseconds=123)),
+        ('"1714557600"', TS),  # epoch in a string
+    ],
+)
+def test_timestamp_forms(raw: str, expected: datetime) -> None:
+    update = parse(f'{{"ts": {raw}, "balance": 1}}')
+    assert update.ts == expected
+    assert update.ts.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("10.10", "10.10"), ('"10.10"', "10.10"), ("0.1", "0.1"), ("1e2", "1E+2"), ("-3.50", "-3.50"), ("42", "42")],
+)
+def test_balance_is_exact_decimal(raw: str, expected: str) -> None:
+    balance = parse(f'{{"ts": 1714557600, "balance": {raw}}}').balance
+    assert isinstance(balance, Decimal)
+    assert str(balance) == expected
+
+
+@pytest.mark.parametrize(
+    ("balance", "low", "exhausted"),
+    [("5.01", False, False), ("5", True, False), ("0.01", True, False), ("0", True, True), ("-2", True, True)],
+)
+def test_derived_flags(balance: str, low: bool, exhausted: bool) -> None:
+    update = parse(f'{{"ts": 1714557600, "balance": {balance}}}')
+    assert (update.low_credit, update.credit_exhausted) == (low, exhausted)
+
+
+def test_threshold_is_configurable() -> None:
+    update = parse('{"ts": 1714557600, "balance": 20}', low_credit_threshold=Decimal("25"))
+    assert update.low_credit is True
+
+
+def test_bare_number_is_a_balance_at_receipt() -> None:
+    update = parse(b"12.34", currency="KES")
+    assert update.balance == Decimal("12.34")
+    assert update.ts == RECEIVED
+    assert update.currency == "KES"
+    assert parse(b" 3 ").balance == Decimal(3)
+
+
+def test_mapping_with_json_pointers() -> None:
+    payload = {
+        "data": {"credit": "99.90", "time": 1714557600000, "flags": [{"relay": "connected"}]},
+        "a/b": {"cur~": "USD"},
+    }
+    mapping = {"balance": "/data/credit", "ts": "/data/time", "relay": "/data/flags/0/relay", "currency": "/a~1b/cur~0"}
+    update = parse(payload, mapping=mapping)
+    assert (update.balance, update.ts, update.relay, update.currency) == (
+        Decimal("99.90"),
+        TS,
+        Relay.CONNECTED,
+        "USD",
+    )
+
+
+def test_mapping_names_the_pointer_in_errors() -> None:
+    with pytest.raises(PayloadError) as info:
+        parse({"data": {"time": 1714557600}}, mapping={"balance": "/data/credit", "ts": "/data/time"})
+    assert info.value.reason == "missing_field"
+    assert str(info.value) == "topic payg/M-1/balance: field 'balance' (/data/credit) is missing"
+
+
+def test_mapping_rejects_unknown_fields_and_bad_pointers() -> None:
+    with pytest.raises(ValueError, match="unknown canonical field"):
+        parse({"balance": 1, "ts": 1}, mapping={"credit": "/x"})
+    with pytest.raises(ValueError, match="must start with '/'"):
+        parse({"balance": 1, "ts": 1}, mapping={"balance": "data/credit"})
+    assert set(DEFAULT_MAPPING) >= {"ts", "balance", "currency", "relay"}
+
+
+ERRORS = [
+    # (payload, reason, message after "topic payg/M-1/balance: ")
+    (b"x" * 20000, "oversized", "payload is 20000 bytes, more than the 16384 allowed"),
+    (b'{"balance": ', "malformed_json", "payload is not valid JSON: Expecting value at line 1 column 13"),
+    (b"\xff\xfe", "malformed_json", "payload is not UTF-8 text (bad byte at offset 0)"),
+    (b"", "malformed_json", "payload is not valid JSON: Expecting value at line 1 column 1"),
+    (b'{"ts": 1, "balance": NaN}', "malformed_json", "payload is not valid JSON: NaN is not valid JSON"),
+    (b"[1, 2]", "not_an_object", "payload must be a JSON object or a bare number, got an array"),
+    (b'"12.5"', "not_an_object", "payload must be a JSON object or a bare number, got a string"),
+    (b"null", "not_an_object", "payload must be a JSON object or a bare number, got null"),
+    (b"true", "not_an_object", "payload must be a JSON object or a bare number, got a boolean"),
+    (b'{"ts": 1714557600}', "missing_field", "field 'balance' is missing"),
+    (b'{"balance": null, "ts": 1714557600}', "missing_field", "field 'balance' is missing"),
+    (b'{"balance": 1}', "missing_field", "field 'ts' is missing"),
+    (b'{"ts": 1714557600, "balance": "abc"}', "wrong_type", "field 'balance' must be a number, got 'abc'"),
+    (b'{"ts": 1714557600, "balance": true}', "wrong_type", "field 'balance' must be a number, got true"),
+    (b'{"ts": 1714557600, "balance": "NaN"}', "wrong_type", "field 'balance' must be a number, got 'NaN'"),
+    (b'{"ts": 1714557600, "balance": [1]}', "wrong_type", "field 'balance' must be a number, got [1]"),
+    (
+        b'{"ts": 1714557600, "balance": 1, "currency": 5}',
+        "wrong_type",
+        "field 'currency' must be a non-empty string, got 5",
+    ),
+    (
+        b'{"ts": 1714557600, "balance": 1, "relay": "on"}',
+        "wrong_type",
+        "field 'relay' must be 'connected' or 'disconnected', got 'on'",
+    ),
+    (
+        b'{"ts": 1714557600, "balance": 1, "emergency_credit_in_use": "yes"}',
+        "wrong_type",
+        "field 'emergency_credit_in_use' must be true or false, got 'yes'",
+    ),
+    (
+        b'{"ts": 1714557600, "balance": 1, "last_topup": 5}',
+        "wrong_type",
+        "field 'last_topup_amount': /last_topup must be an object, got 5",
+    ),
+    (
+        b'{"ts": true, "balance": 1}',
+        "wrong_type",
+        "field 'ts' must be an ISO 8601 string or epoch seconds/milliseconds, got true",
+    ),
+    (
+        b'{"ts": "yesterday", "balance": 1}',
+        "bad_timestamp",
+        "field 'ts' is not an ISO 8601 time or epoch seconds/milliseconds: 'yesterday'",
+    ),
+    (
+        b'{"ts": 1e300, "balance": 1}',
+        "bad_timestamp",
+        "field 'ts' is not an ISO 8601 time or epoch seconds/milliseconds: 1E+300",
+    ),
+    (
+        b'{"ts": 1714557600, "balance": 1, "last_topup": {"amount": 5, "ts": "soon"}}',
+        "bad_timestamp",
+        "field 'last_topup_ts' is not an ISO 8601 time or epoch seconds/milliseconds: 'soon'",
+    ),
+    (
+        b'{"ts": "2024-05-01T10:06:00Z", "balance": 1}',
+        "future_ts",
+        "field 'ts' 2024-05-01T10:06:00+00:00 is more than 300 s after receipt (2024-05-01T10:00:30+00:00)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("payload", "reason", "message"), ERRORS)
+def test_errors(payload: bytes, reason: str, message: str) -> None:
+    with pytest.raises(PayloadError) as info:
+        parse(payload)
+    assert info.value.reason == reason
+    assert info.value.topic == TOPIC
+    assert str(info.value) == f"topic {TOPIC}: {message}"
+
+
+def test_every_reason_is_covered() -> None:
+    assert {reason for _, reason, _ in ERRORS} == REASONS
+
+
+def test_future_ts_within_allowance_is_accepted() -> None:
+    update = parse({"ts": "2024-05-01T10:04:00Z", "balance": 1})
+    assert update.ts == datetime(2024, 5, 1, 10, 4, tzinfo=UTC)
+    with pytest.raises(PayloadError) as info:
+        parse({"ts": "2024-05-01T10:04:00Z", "balance": 1}, max_future=timedelta(minutes=1))
+    assert info.value.reason == "future_ts"
+
+
+def test_max_bytes_is_configurable() -> None:
+    with pytest.raises(PayloadError) as info:
+        parse({"ts": 1714557600, "balance": 1}, max_bytes=10)
+    assert info.value.reason == "oversized"
+
+
+def test_deep_nesting_is_malformed_not_a_crash() -> None:
+    with pytest.raises(PayloadError) as info:
+        parse(b"[" * 15000 + b"]" * 15000, max_bytes=40000)
+    assert info.value.reason in ("malformed_json", "not_an_object")
