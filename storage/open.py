@@ -1,0 +1,48 @@
+"""Open the configured store: the one place that knows both backends' constructors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol, Self
+
+from gateway.errors import SinkError
+from storage.base import Store
+
+BACKENDS = ("sqlite", "timescale")
+
+
+class ManagedStore(Store, Protocol):
+    """A `Store` that is also an async context manager: `__aexit__` closes it."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None: ...  # fmt: skip
+
+
+async def open_store(backend: str, *, sqlite_path: Path | None = None, dsn: str | None = None,
+                     chunk_interval: str = "7 days") -> ManagedStore:  # fmt: skip
+    """Open the store of `backend` ("sqlite" with `sqlite_path`, "timescale" with `dsn`).
+
+    The store is open but not migrated: call `await store.migrate()`. Close it with
+    `await store.close()` or use it as `async with`. A TimescaleDB that is down does not
+    make this fail; the store's calls raise SinkUnavailable until it is back.
+    """
+    if backend == "sqlite":
+        if sqlite_path is None:
+            msg = "store backend 'sqlite': sqlite_path is required"
+            raise SinkError(msg)
+        from storage.sqlite.store import SqliteStore
+
+        return await SqliteStore.open(sqlite_path)
+    if backend == "timescale":
+        if not dsn:
+            msg = "store backend 'timescale': dsn is required"
+            raise SinkError(msg)
+        # Imported here so that an embedded-only install never loads psycopg.
+        from storage.timescale.store import TimescaleStore
+
+        return await TimescaleStore.open(dsn, chunk_interval=chunk_interval)
+    msg = f"store backend {backend!r}: unknown (known: {', '.join(BACKENDS)})"
+    raise SinkError(msg)

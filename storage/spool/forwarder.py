@@ -1,0 +1,156 @@
+"""Drain the spool into the sink in order; back off while the sink is down.
+
+Never reorders, never drops: a batch leaves the spool only after the sink committed it.
+A batch the sink refuses for a reason other than being unreachable is split until the
+offending rows are isolated; those go to the dead-letter table and the rest lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from gateway.backoff import Backoff
+from gateway.errors import SinkError, SinkUnavailable
+from gateway.model import Batch, DeadLetter, Event, EventKind, Severity
+from storage.base import Store, WriteResult
+from storage.spool.spool import Spool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ForwarderState:
+    sink_up: bool = True
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    last_write_at: datetime | None = None
+    batches: int = 0
+    rows: int = 0
+    retries: int = 0
+    deadlettered: int = 0
+    last_batch_s: float = 0.0
+    conflicts: int = 0
+    on_write: list[Callable[[WriteResult, float], None]] = field(default_factory=list)
+
+
+class Forwarder:
+    def __init__(self, spool: Spool, store: Store, *, batch_items: int = 2000,
+                 backoff: Backoff | None = None) -> None:
+        self.spool = spool
+        self.store = store
+        self.batch_items = batch_items
+        self.backoff = backoff or Backoff(0.2, 10.0)
+        self.state = ForwarderState()
+
+    async def run(self) -> None:
+        """Forward until cancelled."""
+        while True:
+            await self.spool.wait_for_data()
+            await self.forward_once()
+
+    async def drain(self, deadline: float) -> bool:
+        """Forward what is spooled until empty or `deadline` (monotonic) passes."""
+        while self.spool.stats().rows and time.monotonic() < deadline:
+            remaining = deadline - time.monotonic()
+            try:
+                await asyncio.wait_for(self.forward_once(), timeout=max(0.01, remaining))
+            except TimeoutError:
+                break
+        return self.spool.stats().rows == 0
+
+    async def forward_once(self) -> None:
+        """Move one chunk of the spool to the sink; sleeps with backoff if the sink is down."""
+        chunk = await self.spool.peek(self.batch_items)
+        if not chunk:
+            return
+        merged = Batch()
+        for _, b in chunk:
+            merged.extend(b)
+        started = time.perf_counter()
+        try:
+            result = await self._write_isolating(merged)
+        except SinkUnavailable as exc:
+            self._down(exc)
+            await asyncio.sleep(self.backoff.next())
+            return
+        if not self.state.sink_up:
+            log.info("sink is back: forwarding %d spooled batches", self.spool.stats().rows)
+        self.state.sink_up = True
+        self.backoff.reset()
+        elapsed = time.perf_counter() - started
+        if result.conflicts:
+            # Same key, different value: the first value is kept; say so, never overwrite.
+            events = [Event(ts=r.ts, meter_id=r.meter_id, kind=EventKind.DUPLICATE_CONFLICT,
+                            severity=Severity.WARNING,
+                            detail=f"{r.channel.value} at {r.ts.isoformat()}: re-delivered with value {r.value:g}, kept the stored one")
+                      for r in result.conflicts]
+            await self.store.write(Batch(events=events))
+            self.state.conflicts += len(result.conflicts)
+        await self.spool.delete_upto(chunk[-1][0])
+        self.state.batches += 1
+        self.state.rows += len(merged)
+        self.state.last_batch_s = elapsed
+        self.state.last_write_at = datetime.now(UTC)
+        for callback in self.state.on_write:
+            callback(result, elapsed)
+
+    async def _write_isolating(self, batch: Batch) -> WriteResult:
+        try:
+            return await self.store.write(batch)
+        except SinkUnavailable:
+            raise
+        except SinkError as exc:
+            if len(batch) <= 1:
+                await self._deadletter(batch, exc)
+                return WriteResult()
+            log.warning("sink refused a batch of %d (%s): isolating the bad rows", len(batch), exc)
+            left, right = _halves(batch)
+            a = await self._write_isolating(left)
+            b = await self._write_isolating(right)
+            return _merge(a, b)
+
+    async def _deadletter(self, batch: Batch, exc: SinkError) -> None:
+        item = (batch.readings or batch.balances or batch.events or batch.deadletters)[0]
+        meter_id = getattr(item, "meter_id", None)
+        dead = DeadLetter(ts=datetime.now(UTC), source="sink", where=type(item).__name__, reason="sink_rejected",
+                          detail=str(exc)[:500], payload=repr(item)[:2048], meter_id=meter_id)
+        self.state.deadlettered += 1
+        log.error("sink rejected %r: %s (sent to dead letters)", item, exc)
+        if isinstance(item, DeadLetter):
+            return  # a dead letter the sink refuses cannot be dead-lettered again; logged above
+        await self.store.write(Batch(deadletters=[dead]))
+
+    def _down(self, exc: Exception) -> None:
+        if self.state.sink_up:
+            log.error("sink unavailable: %s; spooling (%d batches waiting)", exc, self.spool.stats().rows)
+        self.state.sink_up = False
+        self.state.retries += 1
+        self.state.last_error = str(exc)
+        self.state.last_error_at = datetime.now(UTC)
+
+
+def _halves(batch: Batch) -> tuple[Batch, Batch]:
+    items: list[tuple[str, object]] = [("readings", x) for x in batch.readings] + \
+        [("balances", x) for x in batch.balances] + [("events", x) for x in batch.events] + \
+        [("deadletters", x) for x in batch.deadletters]
+    mid = len(items) // 2
+    out = (Batch(), Batch())
+    for i, (name, x) in enumerate(items):
+        getattr(out[0 if i < mid else 1], name).append(x)
+    return out
+
+
+def _merge(a: WriteResult, b: WriteResult) -> WriteResult:
+    return WriteResult(
+        readings_inserted=a.readings_inserted + b.readings_inserted,
+        readings_duplicate=a.readings_duplicate + b.readings_duplicate,
+        conflicts=a.conflicts + b.conflicts,
+        balances_inserted=a.balances_inserted + b.balances_inserted,
+        events_inserted=a.events_inserted + b.events_inserted,
+        deadletters_inserted=a.deadletters_inserted + b.deadletters_inserted,
+    )

@@ -1,0 +1,167 @@
+"""The durable spool: accepted data waits here until the sink has committed it.
+
+`append` returns only after the batch is committed with synchronous=FULL, so a crash
+right after it loses nothing; that commit is what "accepted" means (SPEC §2). The
+forwarder reads in id order and deletes only what the sink has committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import aiosqlite
+
+from gateway.errors import SpoolError
+from gateway.model import Batch
+from storage.spool import codec
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spool (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    body BLOB NOT NULL,
+    items INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolStats:
+    rows: int
+    items: int
+    bytes: int
+    max_bytes: int
+    oldest_age_s: float | None
+
+    @property
+    def fill(self) -> float:
+        return self.bytes / self.max_bytes
+
+
+class Spool:
+    """Append-only durable queue in a SQLite file (WAL). Use `async with Spool(path)`."""
+
+    def __init__(self, path: Path, *, max_bytes: int = 1_000_000_000, high_water: float = 0.8,
+                 on_high_water: Callable[[SpoolStats], None] | None = None,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.high_water = high_water
+        self._on_high_water = on_high_water
+        self._wall = wall
+        self._db: aiosqlite.Connection | None = None
+        self._bytes = 0
+        self._items = 0
+        self._rows = 0
+        self._oldest: float | None = None
+        self._room = asyncio.Event()
+        self._data = asyncio.Event()
+        self._above_high = False
+
+    async def __aenter__(self) -> Spool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = await aiosqlite.connect(self.path)
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.execute("PRAGMA synchronous=FULL")
+            await self._db.executescript(_SCHEMA)
+            await self._db.commit()
+            async with self._db.execute("SELECT COUNT(*), COALESCE(SUM(items),0), COALESCE(SUM(size),0), MIN(created) FROM spool") as cur:
+                row = await cur.fetchone()
+        except Exception as exc:
+            if self._db is not None:
+                await self._db.close()
+            msg = f"spool {self.path}: cannot open: {exc}"
+            raise SpoolError(msg) from exc
+        assert row is not None
+        self._rows, self._items, self._bytes, self._oldest = int(row[0]), int(row[1]), int(row[2]), row[3]
+        self._update_events()
+        if self._rows:
+            log.info("spool %s: %d batches (%d items) waiting from before the restart", self.path, self._rows, self._items)
+        return self
+
+    async def __aexit__(self, *exc: object | TracebackType | None) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            msg = "spool is not open"
+            raise SpoolError(msg)
+        return self._db
+
+    def stats(self) -> SpoolStats:
+        age = None if self._oldest is None else max(0.0, self._wall() - self._oldest)
+        return SpoolStats(self._rows, self._items, self._bytes, self.max_bytes, age)
+
+    async def append(self, batch: Batch) -> int:
+        """Commit `batch` durably and return its id. Waits while the spool is full
+        (back-pressure), never drops."""
+        body = codec.encode(batch)
+        while self._bytes + len(body) > self.max_bytes and self._rows > 0:
+            self._room.clear()
+            log.warning("spool %s full (%d of %d bytes): holding producers", self.path, self._bytes, self.max_bytes)
+            await self._room.wait()
+        now = self._wall()
+        cur = await self.db.execute("INSERT INTO spool (body, items, size, created) VALUES (?, ?, ?, ?)",
+                                    (body, len(batch), len(body), now))
+        await self.db.commit()
+        row_id = int(cur.lastrowid or 0)
+        await cur.close()
+        self._rows += 1
+        self._items += len(batch)
+        self._bytes += len(body)
+        if self._oldest is None:
+            self._oldest = now
+        self._update_events()
+        return row_id
+
+    async def peek(self, max_items: int) -> list[tuple[int, Batch]]:
+        """The oldest batches, in order, up to about `max_items` items (at least one batch)."""
+        out: list[tuple[int, Batch]] = []
+        total = 0
+        async with self.db.execute("SELECT id, body, items FROM spool ORDER BY id LIMIT 1000") as cur:
+            async for row_id, body, items in cur:
+                if out and total + items > max_items:
+                    break
+                out.append((int(row_id), codec.decode(body)))
+                total += int(items)
+        return out
+
+    async def delete_upto(self, last_id: int) -> None:
+        """Forget every batch with id <= last_id: the sink has committed them."""
+        await self.db.execute("DELETE FROM spool WHERE id <= ?", (last_id,))
+        await self.db.commit()
+        async with self.db.execute("SELECT COUNT(*), COALESCE(SUM(items),0), COALESCE(SUM(size),0), MIN(created) FROM spool") as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        self._rows, self._items, self._bytes, self._oldest = int(row[0]), int(row[1]), int(row[2]), row[3]
+        self._update_events()
+
+    async def wait_for_data(self) -> None:
+        await self._data.wait()
+
+    def _update_events(self) -> None:
+        if self._rows:
+            self._data.set()
+        else:
+            self._data.clear()
+        if self._bytes < self.max_bytes:
+            self._room.set()
+        above = self._bytes >= self.high_water * self.max_bytes
+        if above and not self._above_high:
+            log.warning("spool %s above %d %% of its limit", self.path, int(self.high_water * 100))
+            if self._on_high_water is not None:
+                self._on_high_water(self.stats())
+        self._above_high = above

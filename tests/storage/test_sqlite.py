@@ -1,0 +1,113 @@
+"""What only the embedded SQLite store promises: WAL, recorded migrations, index use."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import SinkError, SinkUnavailable
+from gateway.model import Batch, Channel
+from storage.sqlite.store import SqliteStore, _statements
+from tests.storage.samples import T0, reading
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    async with await SqliteStore.open(tmp_path / "data" / "store.db") as store:
+        await store.migrate()
+        yield store
+
+
+def _query(path: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql).fetchall()
+
+
+async def test_database_is_in_wal_mode(sqlite_store: SqliteStore) -> None:
+    assert _query(sqlite_store.path, "PRAGMA journal_mode") == [("wal",)]
+
+
+async def test_migrations_are_recorded_once(sqlite_store: SqliteStore) -> None:
+    await sqlite_store.migrate()
+
+    rows = _query(sqlite_store.path, "SELECT version, name FROM schema_migrations")
+    assert rows == [(1, "init")]
+    tables = {r[0] for r in _query(sqlite_store.path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"meters", "readings", "balances", "events", "deadletters", "assignments", "api_keys",
+            "verification_log", "schema_migrations"} <= tables  # fmt: skip
+
+
+async def test_reader_queries_seek_indexes_instead_of_scanning_readings(sqlite_store: SqliteStore) -> None:
+    """latest_readings, readings and last_cumulative must not read a meter's history."""
+    await sqlite_store.write(Batch(readings=[
+        reading(meter_id=m, channel=c, minutes=i) for m in ("M-1", "M-2") for c in (Channel.POWER,
+        Channel.ENERGY_IMPORT) for i in range(20)
+    ]))  # fmt: skip
+    traced: list[str] = []
+    await sqlite_store._reader.set_trace_callback(traced.append)
+
+    await sqlite_store.latest_readings("M-1")
+    await sqlite_store.readings("M-1", start=T0, end=T0 + timedelta(hours=1), limit=5,
+                                after=(T0, Channel.POWER.value))  # fmt: skip
+    await sqlite_store.readings("M-1", start=T0, end=T0 + timedelta(hours=1), channel=Channel.POWER)
+    await sqlite_store.last_cumulative()
+    await sqlite_store._reader.set_trace_callback(None)  # type: ignore[arg-type]  # None unsets it
+
+    selects = [sql for sql in traced if "readings" in sql]
+    assert len(selects) == 4
+    for sql in selects:
+        plan = [row[3] for row in _query(sqlite_store.path, f"EXPLAIN QUERY PLAN {sql}")]
+        scans = [step for step in plan if re.match(r"SCAN (readings|r)\b", str(step))]
+        assert scans == [], f"{sql}\nscans readings: {plan}"
+        if "ORDER BY ts, channel" in sql:
+            assert "USE TEMP B-TREE FOR ORDER BY" not in plan, f"{sql}\nsorts instead of walking an index: {plan}"
+
+
+async def test_closed_store_is_unavailable(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path / "store.db")
+    await store.close()
+    await store.close()  # twice is fine
+
+    with pytest.raises(SinkUnavailable, match="closed"):
+        await store.ping()
+    with pytest.raises(SinkError, match=re.escape(str(tmp_path / "store.db"))):
+        await store.write(Batch(readings=[reading()]))
+
+
+async def test_locked_database_is_unavailable_not_an_error(tmp_path: Path) -> None:
+    """Another process holding the write lock past busy_timeout: try again later."""
+    path = tmp_path / "store.db"
+    async with await SqliteStore.open(path, busy_timeout=0.1) as store:
+        await store.migrate()
+        blocker = sqlite3.connect(path, isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")
+            with pytest.raises(SinkUnavailable, match="database unavailable"):
+                await store.write(Batch(readings=[reading()]))
+        finally:
+            blocker.close()
+        assert (await store.write(Batch(readings=[reading()]))).readings_inserted == 1
+
+
+def test_migration_scripts_split_into_whole_statements() -> None:
+    script = """
+    -- a comment; with a semicolon
+    CREATE TABLE a (x INTEGER); CREATE TABLE b (y TEXT DEFAULT ';');
+    CREATE TRIGGER t AFTER INSERT ON a BEGIN
+        INSERT INTO b VALUES ('x');
+        DELETE FROM b WHERE y = ';';
+    END;
+    -- trailing comment
+    """
+    statements = _statements(script)
+
+    assert len(statements) == 3
+    assert statements[1].startswith("CREATE TABLE b")
+    assert statements[2].startswith("CREATE TRIGGER t") and statements[2].endswith("END;")
+    with pytest.raises(SinkError, match="incomplete statement"):
+        _statements("CREATE TABLE c (x INTEGER)")
