@@ -1,0 +1,230 @@
+"""SimFleet: N simulated meters behind one pymodbus TCP server (unit ids 1..N), like a TCP gateway.
+
+Faults are served through pymodbus' SimDevice `action` hook, called on every request before
+the answer is built: it copies the meter's current words into the device's registers, or
+answers an exception code, or raises NoSuchIdException, which a server started with
+`ignore_missing_devices=True` answers with silence (the client times out).
+We use SimDevice directly because ModbusDeviceContext / ModbusServerContext are, in pymodbus
+3.16, deprecated wrappers that the server converts to SimDevices anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from types import TracebackType
+from typing import Any, Self
+
+from pymodbus.constants import ExcCodes
+from pymodbus.exceptions import NoSuchIdException
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from gateway.model.profiles import DeviceProfile
+from simulators.modbus.meter import SimMeter
+
+log = logging.getLogger(__name__)
+
+_FRAMERS = {"socket": FramerType.SOCKET, "rtu": FramerType.RTU}
+
+
+class SimFleet:
+    """Meters `meter_ids` (default M-0001..) on units 1..N of one server bound to `host`.
+
+    The first `start()` binds `port` (0: a free one, see `.port`); later starts reuse it, so
+    a test can stop the "device" and bring it back. `speedup` runs simulated time faster than
+    the wall clock. Every `update_interval` seconds (None: never) the meters are advanced.
+    """
+
+    def __init__(
+        self,
+        profile: DeviceProfile,
+        n_meters: int,
+        *,
+        seed: int = 1,
+        meter_ids: list[str] | None = None,
+        speedup: float = 1.0,
+        update_interval: float | None = 1.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        framer: str = "socket",
+        start: datetime | None = None,
+    ) -> None:
+        ids = meter_ids or [f"M-{i:04d}" for i in range(1, n_meters + 1)]
+        if len(ids) != n_meters or not 1 <= n_meters <= 247 or len(set(ids)) != n_meters:
+            msg = f"simulator: need 1..247 distinct meter ids, got {n_meters} meters and ids {ids[:5]}..."
+            raise ValueError(msg)
+        self.profile = profile
+        self.host = host
+        self.framer = framer
+        self.speedup = speedup
+        self.update_interval = update_interval
+        self._port = port
+        self._sim_start = (start or datetime.now(UTC)).timestamp()
+        self._mono_start = time.monotonic()
+        self.meters: dict[int, SimMeter] = {
+            unit: SimMeter(meter_id, seed=seed, start=datetime.fromtimestamp(self._sim_start, UTC))
+            for unit, meter_id in enumerate(ids, 1)
+        }
+        # Address span per function code; each device's registers cover it, holes read as 0.
+        self._spans: dict[int, tuple[int, int]] = {}
+        for spec in profile.registers:
+            lo, hi = self._spans.get(spec.function.code, (spec.address, spec.address + spec.words))
+            self._spans[spec.function.code] = (min(lo, spec.address), max(hi, spec.address + spec.words))
+        self._images: dict[int, tuple[int, dict[int, list[int]]]] = {}  # unit -> (revision, fc -> words)
+        self._server: ModbusTcpServer | None = None
+        self._updater: asyncio.Task[None] | None = None
+        self._delayed: set[asyncio.Task[Any]] = set()  # server tasks sleeping in a "slow" answer
+        self.requests = 0  # requests answered or refused, for tests and the demo
+
+    @property
+    def port(self) -> int:
+        """The TCP port the fleet listens on (known after the first start)."""
+        return self._port
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def unit_of(self, meter_id: str) -> int:
+        for unit, meter in self.meters.items():
+            if meter.meter_id == meter_id:
+                return unit
+        raise KeyError(meter_id)
+
+    def sim_now(self) -> datetime:
+        """Simulated time: the start plus wall-clock time elapsed since, times `speedup`."""
+        elapsed = (time.monotonic() - self._mono_start) * self.speedup
+        return datetime.fromtimestamp(self._sim_start, UTC) + timedelta(seconds=elapsed)
+
+    def tick(self, now: datetime | None = None) -> None:
+        """Advance every meter to simulated time `now` (default `sim_now()`)."""
+        now = now or self.sim_now()
+        for meter in self.meters.values():
+            meter.tick(now)
+
+    def _image(self, unit: int) -> dict[int, list[int]]:
+        """The meter's registers per function code, re-encoded only when its state changed."""
+        meter = self.meters[unit]
+        cached = self._images.get(unit)
+        if cached is not None and cached[0] == meter.revision:
+            return cached[1]
+        images = {fc: [0] * (hi - lo) for fc, (lo, hi) in self._spans.items()}
+        for (fc, address), words in meter.encode(self.profile).items():
+            lo = self._spans[fc][0]
+            images[fc][address - lo : address - lo + len(words)] = words
+        self._images[unit] = (meter.revision, images)
+        return images
+
+    def words(self, unit: int, function_code: int, address: int, count: int) -> list[int]:
+        """What the server answers now for these registers (answering faults aside)."""
+        lo = self._spans[function_code][0]
+        return self._image(unit)[function_code][address - lo : address - lo + count]
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Listen (again) on `host:port`; the first start with port 0 picks a free port."""
+        if self._server is not None:
+            return
+        server = ModbusTcpServer(
+            self._devices(), framer=_FRAMERS[self.framer], address=(self.host, self._port),
+            ignore_missing_devices=True,
+        )
+        await server.serve_forever(background=True)
+        self._server = server
+        # pymodbus keeps the asyncio.Server as its transport; it knows the port the OS chose.
+        self._port = int(server.transport.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+        if self.update_interval:
+            # One owned task, cancelled and awaited in stop(): the fleet is its only owner.
+            self._updater = asyncio.create_task(self._update_forever(self.update_interval), name="simfleet updater")
+        log.info("simulated fleet of %d meters on %s:%d", len(self.meters), self.host, self._port)
+
+    async def stop(self) -> None:
+        """Stop answering and close every client connection; `start()` brings the fleet back."""
+        updater, self._updater = self._updater, None
+        if updater is not None:
+            updater.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await updater
+        for task in list(self._delayed):  # a stopped device answers nothing, late answers included
+            task.cancel()
+        server, self._server = self._server, None
+        if server is not None:
+            listener = server.transport
+            await server.shutdown()  # type: ignore[no-untyped-call]
+            if listener is not None:
+                await listener.wait_closed()  # type: ignore[attr-defined]
+            await asyncio.sleep(0)  # let the closed transports run their connection_lost
+
+    async def _update_forever(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            self.tick()
+
+    def _devices(self) -> list[SimDevice]:
+        def registers(fc: int) -> list[SimData]:
+            if fc not in self._spans:
+                return [SimData(0)]  # one invalid register: any read answers exception 2
+            lo, hi = self._spans[fc]
+            return [SimData(lo, count=hi - lo, values=0, datatype=DataType.REGISTERS)]
+
+        def bits() -> list[SimData]:
+            return [SimData(0, values=[False], datatype=DataType.BITS)]
+
+        devices = [
+            SimDevice(unit, simdata=(bits(), bits(), registers(3), registers(4)), action=partial(self._answer, unit))
+            for unit in self.meters
+        ]
+        # Unit 0 stands for every unit not in the fleet: answer like a TCP gateway whose
+        # serial device is absent (exception 0x0B), not with pymodbus' "device failure".
+        devices.append(SimDevice(0, simdata=(bits(), bits(), registers(3), registers(4)), action=self._absent))
+        return devices
+
+    async def _answer(
+        self, unit: int, function_code: int, start_address: int, address: int, count: int,
+        registers: list[int], set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        self.requests += 1
+        meter = self.meters[unit]
+        match meter.fault:
+            case "timeout":
+                raise NoSuchIdException(f"unit {unit} ({meter.meter_id}) is faulted silent")
+            case "exception":
+                return ExcCodes(meter.exception_code)
+            case "slow":
+                task = asyncio.current_task()  # pymodbus' task handling this request
+                if task is None:  # not run by a loop task: nothing to cancel later
+                    await asyncio.sleep(meter.delay)
+                else:
+                    self._delayed.add(task)
+                    try:
+                        await asyncio.sleep(meter.delay)
+                    finally:
+                        self._delayed.discard(task)
+        if set_values is not None:
+            return ExcCodes.ILLEGAL_FUNCTION  # simulated meters are read-only
+        image = self._image(unit).get(function_code)
+        if image is not None:
+            # The image and pymodbus' register block both start at the span's low address.
+            off = address - start_address
+            registers[off : off + count] = image[off : off + count]
+        return None
+
+    async def _absent(
+        self, function_code: int, start_address: int, address: int, count: int,
+        registers: list[int], set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        return ExcCodes.GATEWAY_NO_RESPONSE
