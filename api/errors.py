@@ -1,0 +1,59 @@
+"""One place that maps errors to HTTP: JSON with a message, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.errors import GatewayError, InvalidRequest, NotFound, SinkUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def error_body(error: str, message: str, where: str | None = None) -> dict[str, str]:
+    body = {"error": error, "message": message}
+    if where:
+        body["where"] = where
+    return body
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()))
+            problems.append(f"{where}: {err.get('msg', 'invalid')}")
+        return JSONResponse(status_code=422, content={
+            **error_body("invalid_request", "; ".join(problems) or "invalid request"),
+            "problems": problems,
+        })
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        names = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+        return JSONResponse(status_code=exc.status_code, headers=getattr(exc, "headers", None),
+                            content=error_body(names.get(exc.status_code, "http_error"), str(exc.detail)))
+
+    @app.exception_handler(GatewayError)
+    async def _gateway(_: Request, exc: GatewayError) -> JSONResponse:
+        # Handlers are looked up along the MRO, so this covers the whole GatewayError tree.
+        if isinstance(exc, NotFound):
+            return JSONResponse(status_code=404, content=error_body("not_found", str(exc)))
+        if isinstance(exc, InvalidRequest):
+            return JSONResponse(status_code=400, content=error_body("invalid_request", str(exc)))
+        if isinstance(exc, SinkUnavailable):
+            return JSONResponse(status_code=503, headers={"Retry-After": "5"},
+                                content=error_body("storage_unavailable", f"the store cannot be reached now: {exc}"))
+        log.error("request failed: %s", exc)
+        return JSONResponse(status_code=503, content=error_body("gateway_error", str(exc)))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error serving %s %s", request.method, request.url.path)
+        return JSONResponse(status_code=500, content=error_body(
+            "internal_error", "the gateway failed to answer this request; the error is in its log"))
