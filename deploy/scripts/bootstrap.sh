@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# One command to set everything up on a fresh Debian 12 (Python 3.11, root or sudo) and
+#   demo : run the demo (simulated meters, a private Mosquitto, the embedded store, the API)
+#   test : run the whole test suite (real Mosquitto, PostgreSQL 15 + TimescaleDB, pymodbus)
+# Idempotent: a second run installs nothing and starts at once.
+set -euo pipefail
+
+mode=${1:-}
+shift || true
+case "$mode" in
+  demo|test) ;;
+  *) echo "usage: $0 demo|test [extra arguments for the demo or pytest]" >&2; exit 2 ;;
+esac
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$root"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+apt_updated=""
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "bootstrap: installing ${missing[*]} from Debian's packages"
+  if [ -z "$apt_updated" ]; then $SUDO apt-get update -qq; apt_updated=1; fi
+  # policy-rc.d keeps package scripts from starting system services we do not use:
+  # the tests and the demo start their own private instances on free ports.
+  $SUDO sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || { $SUDO rm -f /usr/sbin/policy-rc.d; return 1; }
+  $SUDO rm -f /usr/sbin/policy-rc.d
+}
+
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_install mosquitto
+if [ "$mode" = test ]; then
+  [ -x /usr/lib/postgresql/15/bin/initdb ] || apt_install postgresql-15
+  command -v runuser >/dev/null 2>&1 || apt_install util-linux
+  bash deploy/scripts/install-timescaledb.sh
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  if ! "$PY" -m venv .venv >/dev/null 2>&1; then
+    rm -rf .venv
+    apt_install python3-venv
+    "$PY" -m venv .venv
+  fi
+fi
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)-$mode
+if [ ! -f "$stamp" ]; then
+  echo "bootstrap: installing Python packages into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip
+  if [ "$mode" = test ]; then .venv/bin/pip install -q -e '.[test]'; else .venv/bin/pip install -q -e .; fi
+  touch "$stamp"
+fi
+
+if [ "$mode" = demo ]; then
+  exec .venv/bin/meter-gateway demo "$@"
+else
+  exec .venv/bin/python -m pytest -q "$@"
+fi
