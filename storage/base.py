@@ -16,11 +16,13 @@ from gateway.model import (
     BalanceUpdate,
     Batch,
     Channel,
+    Command,
     DeadLetter,
     Event,
     EventKind,
     Meter,
     Reading,
+    Status,
 )
 
 
@@ -46,6 +48,49 @@ class LastValue:
     channel: Channel
     ts: datetime
     value: float
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPage:
+    """A page of the change feed: readings in ingest order, and the cursor to continue from.
+
+    A reading appears again (with a higher seq) whenever its status or value changes
+    (verification, an estimate replaced by the real read). `next_after` is the seq to pass
+    as `after` next time; it never passes a seq that a still-running transaction could
+    yet commit, so a client that stores it gets every change exactly once.
+    """
+
+    items: list[Reading]
+    next_after: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumptionBucket:
+    """Consumption of one channel in [start, end): rollover- and gap-aware."""
+
+    start: datetime
+    end: datetime
+    value: float | None  # None when there is no read to measure from
+    first_read: Reading | None  # the read that opens the bucket (last read at or before start)
+    last_read: Reading | None  # the read that closes it (last read before end)
+    estimated: bool  # an estimated read, or interpolation across a gap, contributed
+    suspect: bool  # a suspect or rejected read lies inside the bucket
+
+
+@dataclass(frozen=True, slots=True)
+class BillingRead:
+    """Opening and closing read of one meter and channel for a billing period."""
+
+    meter_id: str
+    channel: Channel
+    start: datetime
+    end: datetime
+    opening: Reading | None
+    closing: Reading | None
+    consumption: float | None
+    estimated: bool
+    suspect: bool
+    flags: list[str] = field(default_factory=list)
 
 
 @runtime_checkable
@@ -105,4 +150,37 @@ class Store(Protocol):
 
     async def deadletters(self, *, meter_id: str | None = None, reason: str | None = None,
                           limit: int = 100) -> list[DeadLetter]:
+        """Most recent first."""
+
+    # -- wave 2 (issues 4, 5, 6); both stores implement these ---------------------
+    async def feed(self, *, after: int, limit: int = 1000) -> FeedPage:
+        """Readings with seq > after, in seq order, never skipping a row that a concurrent
+        writer commits later with a lower seq (see FeedPage)."""
+
+    async def set_status(self, meter_id: str, channel: Channel, ts: datetime, status: Status, *,
+                         note: str, by: str) -> Reading:
+        """Verify or reject a reading (a person's decision): records it in the verification
+        log, gives the reading a new seq so the feed shows it again. NotFound if absent."""
+
+    async def consumption(self, meter_id: str, channel: Channel, *, start: datetime, end: datetime,
+                          bucket: str, tz: str = "UTC") -> list[ConsumptionBucket]:
+        """Consumption per 'hour' | 'day' | 'month' (bucket boundaries in time zone `tz`) from
+        a cumulative channel, correct across rollovers (uses the ROLLOVER flag's modulus
+        stored in the reading's note) and gaps; rejected reads are ignored."""
+
+    async def billing_read(self, meter_id: str, channel: Channel, *, start: datetime,
+                           end: datetime) -> BillingRead:
+        """Opening read: last valid read at or before `start`; closing read: last valid read at
+        or before `end`; consumption between them (rollover-aware)."""
+
+    async def cumulative_history(self, *, since: datetime) -> list[Reading]:
+        """Cumulative readings with ts >= since ordered by (meter_id, channel, ts): seeds VEE
+        windows after a restart."""
+
+    async def save_command(self, command: Command) -> None:
+        """Insert or update a PAYG command by correlation_id."""
+
+    async def get_command(self, correlation_id: str) -> Command | None: ...
+
+    async def commands(self, *, meter_id: str | None = None, limit: int = 100) -> list[Command]:
         """Most recent first."""

@@ -1,6 +1,7 @@
 """The shared vocabulary of every stage: frozen dataclasses, stdlib only."""
 
 from gateway.model.batch import Batch
+from gateway.model.commands import Command, CommandKind, CommandStatus
 from gateway.model.events import DeadLetter, Event, EventKind, Severity
 from gateway.model.meters import Assignment, Meter, MeterStatus, Protocol, Utility
 from gateway.model.payg import BalanceUpdate, Relay
@@ -22,6 +23,9 @@ __all__ = [
     "BalanceUpdate",
     "Batch",
     "Channel",
+    "Command",
+    "CommandKind",
+    "CommandStatus",
     "DeadLetter",
     "Event",
     "EventKind",
