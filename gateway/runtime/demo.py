@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from simulators.mqtt.payg import PaygFleet
 
 from gateway.config.profiles import load_profiles
 from gateway.config.schema import GatewayConfig
 from gateway.runtime.gateway import Gateway
 from simulators.broker import Broker
 from simulators.modbus import SimFleet
+from simulators.mqtt.payg import PaygFleet
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from storage.open import open_store
 
 from api.app import create_app
 from drivers.modbus import ModbusEndpoint, ModbusPoller, PollTarget
@@ -33,8 +32,10 @@ from gateway.model.profiles import DeviceProfile
 from gateway.normalise.normaliser import Normaliser, PaygOptions
 from gateway.runtime.pipeline import Pipeline
 from gateway.runtime.supervise import supervise
+from gateway.runtime.systemd import Notifier, PipelineProgress, watchdog
 from gateway.validate.validator import Validator
 from storage.base import Store
+from storage.open import open_store
 from storage.spool import Spool, SpoolStats
 from storage.spool.forwarder import Forwarder
 
@@ -155,7 +156,15 @@ class Gateway:
                 api_task = tg.create_task(self._serve_api(), name="api") if cfg.api.enabled else None
                 if api_task is None:
                     self.started.set()
+                notifier = Notifier()
+                progress = PipelineProgress(self.pipeline.queue.qsize, lambda: self.pipeline.counters.batches
+                                            if self.pipeline else 0)
+                watchdog_task = tg.create_task(watchdog(notifier, progress), name="systemd-watchdog")
+                await self.started.wait()
+                notifier.notify("READY=1")
                 await stop.wait()
+                notifier.notify("STOPPING=1")
+                watchdog_task.cancel()
                 log.info("stopping: drivers first, then draining the pipeline and the spool")
                 deadline = time.monotonic() + cfg.gateway.shutdown_deadline
                 drivers_task.cancel()
