@@ -7,12 +7,15 @@ against both. Every write is idempotent on (meter_id, channel, ts) for readings 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from decimal import Decimal
+from typing import Any, Protocol, runtime_checkable
 
+from gateway.errors import InvalidRequest
 from gateway.model import (
+    Assignment,
     BalanceUpdate,
     Batch,
     Channel,
@@ -21,9 +24,12 @@ from gateway.model import (
     Event,
     EventKind,
     Meter,
+    MeterStatus,
     Reading,
     Status,
+    Utility,
 )
+from storage.keys import ApiKey
 
 
 @dataclass(slots=True)
@@ -38,6 +44,9 @@ class WriteResult:
     balances_inserted: int = 0
     events_inserted: int = 0
     deadletters_inserted: int = 0
+    #: Stored estimates (source=estimate) replaced by the real reading of their key; the
+    #: replaced rows get a new seq, so the change feed shows them again.
+    readings_replaced: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +79,23 @@ class ConsumptionBucket:
 
     start: datetime
     end: datetime
-    value: float | None  # None when there is no read to measure from
+    value: float | None  # None when there is no read to measure from (or none inside the bucket)
     first_read: Reading | None  # the read that opens the bucket (last read at or before start)
-    last_read: Reading | None  # the read that closes it (last read before end)
-    estimated: bool  # an estimated read, or interpolation across a gap, contributed
-    suspect: bool  # a suspect or rejected read lies inside the bucket
+    #: The read that closes it: the last read at or before `end`, so a read exactly on a
+    #: boundary closes one bucket and opens the next, and the buckets add up to the total.
+    last_read: Reading | None
+    estimated: bool  # an estimated read (status estimated, source estimate or ESTIMATED flag) contributed
+    suspect: bool  # a suspect or rejected read lies inside, a rollover without a modulus, or a negative value
+    gap: bool = False  # a read flagged GAP lies between the opening and the closing read
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionResult:
+    """What one `apply_retention` did: which mechanism, the cut-off, rows or chunks removed."""
+
+    mode: str  # "policy" (TimescaleDB community jobs), "drop_chunks", "delete" or "off"
+    cutoff: datetime | None
+    removed: dict[str, int] = field(default_factory=dict)  # table -> rows (delete) or chunks (drop_chunks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +112,69 @@ class BillingRead:
     estimated: bool
     suspect: bool
     flags: list[str] = field(default_factory=list)
+
+
+class Conflict(InvalidRequest):
+    """The request contradicts what is stored (a meter that already exists, a consumer
+    number that was deactivated, an assignment before the current one)."""
+
+
+#: Meter fields `update_meter` may change; the consumer number changes only through
+#: assignments, the identity and wiring (meter_id, utility, protocol) never.
+UPDATABLE_METER_FIELDS = frozenset({"device_number", "model", "address", "payg", "status", "installed_at",
+                                    "location", "tags"})
+#: Meter fields the configuration file always decides; the rest it decides only where it
+#: sets them, so what the API changed survives a restart (see `Store.sync_meters`).
+CONFIG_OWNED_FIELDS = frozenset({"utility", "protocol", "address", "model", "payg"})
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    """A consumer number (an account): active until deactivated; its history stays."""
+
+    consumer_number: str
+    active: bool
+    created_at: datetime
+    deactivated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event with its store-wide `seq` (the tie-breaker of event pages)."""
+
+    seq: int
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class PaygTotals:
+    """The PAYG fleet in one currency, from each meter's latest balance update."""
+
+    currency: str
+    meters: int
+    total_balance: Decimal
+    low_credit: int
+    emergency_credit: int  # meters using emergency credit now
+    credit_exhausted: int
+    disconnected: int
+    total_debt: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class MeterActivity:
+    """What the fleet summary needs of one meter: its status and when it last sent data."""
+
+    meter_id: str
+    status: MeterStatus
+    utility: Utility
+    payg: bool
+    last_seen: datetime | None  # newest reading or balance update ts since the `since` asked for
+
+
+def cumulative_channel(utility: Utility) -> Channel:
+    """The register a meter of `utility` is billed from: move-in and move-out reads use it."""
+    return {Utility.ELECTRICITY: Channel.ENERGY_IMPORT, Utility.WATER: Channel.VOLUME,
+            Utility.GAS: Channel.VOLUME, Utility.HEAT: Channel.HEAT_ENERGY}[utility]
 
 
 @runtime_checkable
@@ -119,10 +203,12 @@ class Store(Protocol):
         """Create or update meters (by meter_id), e.g. from the configuration at start."""
 
     # -- reader ------------------------------------------------------------------
-    async def list_meters(self, *, search: str | None = None, limit: int = 100,
-                          after: str | None = None) -> list[Meter]:
+    async def list_meters(self, *, search: str | None = None, limit: int = 100, after: str | None = None,
+                          status: MeterStatus | None = None, utility: Utility | None = None,
+                          payg: bool | None = None, consumer_number: str | None = None) -> list[Meter]:
         """Meters ordered by meter_id, after the given meter_id; `search` matches meter
-        number, device number or consumer number (substring, case-insensitive)."""
+        number, device number or consumer number (substring, case-insensitive); the other
+        filters are exact."""
 
     async def get_meter(self, meter_id: str) -> Meter | None: ...
 
@@ -131,9 +217,9 @@ class Store(Protocol):
 
     async def readings(self, meter_id: str, *, start: datetime, end: datetime,
                        channel: Channel | None = None, limit: int = 1000,
-                       after: tuple[datetime, str] | None = None) -> list[Reading]:
+                       after: tuple[datetime, str] | None = None, status: Status | None = None) -> list[Reading]:
         """Readings with start <= ts < end ordered by (ts, channel); keyset `after`
-        is the (ts, channel) of the last row of the previous page."""
+        is the (ts, channel) of the last row of the previous page; `status` filters."""
 
     async def last_cumulative(self) -> list[LastValue]:
         """Last stored value of every cumulative (meter, channel)."""
@@ -166,12 +252,15 @@ class Store(Protocol):
                           bucket: str, tz: str = "UTC") -> list[ConsumptionBucket]:
         """Consumption per 'hour' | 'day' | 'month' (bucket boundaries in time zone `tz`) from
         a cumulative channel, correct across rollovers (uses the ROLLOVER flag's modulus
-        stored in the reading's note) and gaps; rejected reads are ignored."""
+        stored in the reading's note as `modulus=<float>`) and gaps; rejected reads are
+        ignored. Buckets cover [start, end) widened to whole buckets. InvalidRequest for an
+        unknown bucket or zone, a channel that is not cumulative, or too many buckets."""
 
     async def billing_read(self, meter_id: str, channel: Channel, *, start: datetime,
                            end: datetime) -> BillingRead:
         """Opening read: last valid read at or before `start`; closing read: last valid read at
-        or before `end`; consumption between them (rollover-aware)."""
+        or before `end` (valid: status valid, verified or estimated; suspect and rejected
+        reads are never billed from); consumption between them (rollover-aware)."""
 
     async def cumulative_history(self, *, since: datetime) -> list[Reading]:
         """Cumulative readings with ts >= since ordered by (meter_id, channel, ts): seeds VEE
@@ -184,3 +273,70 @@ class Store(Protocol):
 
     async def commands(self, *, meter_id: str | None = None, limit: int = 100) -> list[Command]:
         """Most recent first."""
+
+    async def apply_retention(self, now: datetime | None = None) -> RetentionResult:
+        """Remove readings, balances, events and dead letters older than the configured
+        retention. The runtime calls it periodically; a no-op ("off") without retention,
+        and under TimescaleDB's community license (its own policy job does the work)."""
+
+    # -- wave 3 (issue 7: the account-system API); both stores implement these -------
+    async def create_api_key(self, key: ApiKey) -> None:
+        """Store a new key (its hash only). Conflict if the id is taken."""
+
+    async def get_api_key(self, key_id: str) -> ApiKey | None:
+        """The key with this public id, revoked or not; None if unknown."""
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        """Every key, oldest first."""
+
+    async def revoke_api_key(self, key_id: str, *, at: datetime) -> ApiKey:
+        """Mark the key revoked (idempotent: the first revocation time stays). NotFound."""
+
+    async def create_meters(self, meters: Sequence[Meter], *, at: datetime) -> None:
+        """Create meters, all or none (Conflict naming the meter_ids that exist). A meter with
+        a consumer_number gets an open assignment from its installed_at (else `at`)."""
+
+    async def update_meter(self, meter_id: str, changes: Mapping[str, Any], *, at: datetime) -> Meter:
+        """Change the given fields (names in UPDATABLE_METER_FIELDS; None clears an optional
+        one). NotFound, InvalidRequest for another field."""
+
+    async def deactivate_meter(self, meter_id: str, *, at: datetime) -> Meter:
+        """Status inactive; its open assignment is closed at `at` with its closing read.
+        Readings and assignment history stay. NotFound."""
+
+    async def sync_meters(self, meters: Sequence[tuple[Meter, frozenset[str]]], *, at: datetime) -> None:
+        """The configuration's meters, each with the names of the fields its file sets: new
+        meters are created; existing ones get CONFIG_OWNED_FIELDS and the fields the file
+        sets, and keep what the API changed. A consumer_number from the file opens an
+        assignment only for a meter that never had one."""
+
+    async def assign_meter(self, meter_id: str, consumer_number: str, *, start: datetime,
+                           at: datetime) -> Assignment:
+        """Move-in: the meter's open assignment (if any) ends at `start`; the last valid
+        cumulative read of the meter's billing channel at or before `start` is its closing
+        read and the new assignment's opening read. NotFound (meter), Conflict (deactivated
+        consumer, `start` not after the open assignment's start, same consumer already)."""
+
+    async def assignments(self, *, meter_id: str | None = None,
+                          consumer_number: str | None = None) -> list[Assignment]:
+        """Assignments ordered by (start, meter_id)."""
+
+    async def get_consumer(self, consumer_number: str) -> Consumer | None:
+        """A consumer number that has (had) an assignment; None if never seen."""
+
+    async def deactivate_consumer(self, consumer_number: str, *, at: datetime) -> Consumer:
+        """Close the consumer's open assignments at `at` (closing reads as on move-out) and
+        refuse new ones. Idempotent. NotFound if never seen."""
+
+    async def events_page(self, *, meter_id: str | None = None, kind: EventKind | None = None,
+                          start: datetime | None = None, end: datetime | None = None, limit: int = 100,
+                          before: tuple[datetime, int] | None = None) -> list[StoredEvent]:
+        """Events with start <= ts < end, most recent first, keyset-paginated: `before` is
+        the (ts, seq) of the last event of the previous page."""
+
+    async def payg_totals(self) -> list[PaygTotals]:
+        """Per currency, the sum over PAYG meters of their latest balance update."""
+
+    async def meter_activity(self, *, since: datetime) -> list[MeterActivity]:
+        """Every registered meter, by meter_id, with its newest reading or balance ts at or
+        after `since` (None: nothing since)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
@@ -22,12 +23,13 @@ class ManagedStore(Store, Protocol):
 
 
 async def open_store(backend: str, *, sqlite_path: Path | None = None, dsn: str | None = None,
-                     chunk_interval: str = "7 days") -> ManagedStore:  # fmt: skip
+                     chunk_interval: str = "7 days", retention: timedelta | None = None) -> ManagedStore:  # fmt: skip
     """Open the store of `backend` ("sqlite" with `sqlite_path`, "timescale" with `dsn`).
 
     The store is open but not migrated: call `await store.migrate()`. Close it with
     `await store.close()` or use it as `async with`. A TimescaleDB that is down does not
     make this fail; the store's calls raise SinkUnavailable until it is back.
+    `retention`: how long data is kept (None: for ever); see `Store.apply_retention`.
     """
     if backend == "sqlite":
         if sqlite_path is None:
@@ -35,7 +37,7 @@ async def open_store(backend: str, *, sqlite_path: Path | None = None, dsn: str 
             raise SinkError(msg)
         from storage.sqlite.store import SqliteStore
 
-        return await SqliteStore.open(sqlite_path)
+        return await SqliteStore.open(sqlite_path, retention=retention)
     if backend == "timescale":
         if not dsn:
             msg = "store backend 'timescale': dsn is required"
@@ -43,6 +45,6 @@ async def open_store(backend: str, *, sqlite_path: Path | None = None, dsn: str 
         # Imported here so that an embedded-only install never loads psycopg.
         from storage.timescale.store import TimescaleStore
 
-        return await TimescaleStore.open(dsn, chunk_interval=chunk_interval)
+        return await TimescaleStore.open(dsn, chunk_interval=chunk_interval, retention=retention)
     msg = f"store backend {backend!r}: unknown (known: {', '.join(BACKENDS)})"
     raise SinkError(msg)

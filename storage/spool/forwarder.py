@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from gateway.backoff import Backoff
 from gateway.errors import SinkError, SinkUnavailable
-from gateway.model import Batch, DeadLetter, Event, EventKind, Severity
+from gateway.model import Batch, DeadLetter, Event, EventKind, Reading, Severity
 from storage.base import Store, WriteResult
 from storage.spool.spool import Spool
 
@@ -39,11 +39,15 @@ class ForwarderState:
 
 
 class Forwarder:
-    def __init__(self, spool: Spool, store: Store, *, batch_items: int = 2000,
-                 backoff: Backoff | None = None) -> None:
+    """Moves spooled batches to the store. A write is closed by size (`batch_items`) or by
+    age (`linger` seconds after the oldest spooled item arrived), whichever comes first."""
+
+    def __init__(self, spool: Spool, store: Store, *, batch_items: int = 2000, linger: float = 0.05,
+                 backoff: Backoff | None = None) -> None:  # fmt: skip
         self.spool = spool
         self.store = store
         self.batch_items = batch_items
+        self.linger = linger
         self.backoff = backoff or Backoff(0.2, 10.0)
         self.state = ForwarderState()
 
@@ -51,7 +55,18 @@ class Forwarder:
         """Forward until cancelled."""
         while True:
             await self.spool.wait_for_data()
+            await self._linger()
             await self.forward_once()
+
+    async def _linger(self) -> None:
+        # Under a trickle, wait a little for a fuller batch: one store transaction per
+        # poll of one meter would cost the database more than the data is worth.
+        while True:
+            stats = self.spool.stats()
+            age = stats.oldest_age_s or 0.0
+            if stats.items >= self.batch_items or age >= self.linger or stats.full:
+                return
+            await asyncio.sleep(self.linger - age)
 
     async def drain(self, deadline: float) -> bool:
         """Forward what is spooled until empty or `deadline` (monotonic) passes."""
@@ -74,6 +89,11 @@ class Forwarder:
         started = time.perf_counter()
         try:
             result = await self._write_isolating(merged)
+            if result.conflicts:
+                # Same key, different value: the first value is kept; say so, never
+                # overwrite. A separate write: if it fails, the whole chunk is retried,
+                # the readings are then duplicates and the conflicts are found again.
+                await self.store.write(Batch(events=[_conflict_event(r) for r in result.conflicts]))
         except SinkUnavailable as exc:
             self._down(exc)
             await asyncio.sleep(self.backoff.next())
@@ -83,14 +103,7 @@ class Forwarder:
         self.state.sink_up = True
         self.backoff.reset()
         elapsed = time.perf_counter() - started
-        if result.conflicts:
-            # Same key, different value: the first value is kept; say so, never overwrite.
-            events = [Event(ts=r.ts, meter_id=r.meter_id, kind=EventKind.DUPLICATE_CONFLICT,
-                            severity=Severity.WARNING,
-                            detail=f"{r.channel.value} at {r.ts.isoformat()}: re-delivered with value {r.value:g}, kept the stored one")
-                      for r in result.conflicts]
-            await self.store.write(Batch(events=events))
-            self.state.conflicts += len(result.conflicts)
+        self.state.conflicts += len(result.conflicts)
         await self.spool.delete_upto(chunk[-1][0])
         self.state.batches += 1
         self.state.rows += len(merged)
@@ -117,13 +130,24 @@ class Forwarder:
     async def _deadletter(self, batch: Batch, exc: SinkError) -> None:
         item = (batch.readings or batch.balances or batch.events or batch.deadletters)[0]
         meter_id = getattr(item, "meter_id", None)
-        dead = DeadLetter(ts=datetime.now(UTC), source="sink", where=type(item).__name__, reason="sink_rejected",
-                          detail=str(exc)[:500], payload=repr(item)[:2048], meter_id=meter_id)
+        # ts and payload come from the item, not the clock: a replay of the same batch
+        # (a crash before the spool delete) makes the same dead letter, which the store
+        # then keeps once.
+        dead = DeadLetter(ts=item.ts, source="sink", where=type(item).__name__, reason="sink_rejected",
+                          detail=_printable(str(exc))[:500], payload=repr(item)[:2048],
+                          meter_id=None if meter_id is None else _printable(meter_id))
         self.state.deadlettered += 1
         log.error("sink rejected %r: %s (sent to dead letters)", item, exc)
         if isinstance(item, DeadLetter):
             return  # a dead letter the sink refuses cannot be dead-lettered again; logged above
-        await self.store.write(Batch(deadletters=[dead]))
+        try:
+            await self.store.write(Batch(deadletters=[dead]))
+        except SinkUnavailable:
+            raise
+        except SinkError as again:
+            # Even the dead letter is refused (its meter id holds what the sink cannot
+            # store): the log line above is all that is left of it.
+            log.error("sink refused the dead letter of %r too: %s", item, again)
 
     def _down(self, exc: Exception) -> None:
         if self.state.sink_up:
@@ -132,6 +156,17 @@ class Forwarder:
         self.state.retries += 1
         self.state.last_error = str(exc)
         self.state.last_error_at = datetime.now(UTC)
+
+
+def _printable(text: str) -> str:
+    """NUL is the one character PostgreSQL text cannot hold; show it escaped instead."""
+    return text.replace("\x00", "\\x00")
+
+
+def _conflict_event(r: Reading) -> Event:
+    return Event(ts=r.ts, meter_id=r.meter_id, kind=EventKind.DUPLICATE_CONFLICT, severity=Severity.WARNING,
+                 detail=f"{r.channel.value} at {r.ts.isoformat()}: re-delivered with value {r.value:g}, "
+                        "kept the stored one")  # fmt: skip
 
 
 def _halves(batch: Batch) -> tuple[Batch, Batch]:

@@ -12,13 +12,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
 import aiosqlite
 
 from gateway.errors import SpoolError
-from gateway.model import Batch
+from gateway.model import Batch, Event, EventKind, Severity
 from storage.spool import codec
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,10 @@ class SpoolStats:
     bytes: int
     max_bytes: int
     oldest_age_s: float | None
+    #: Appends that had to wait for room (back-pressure), since the spool was opened.
+    held: int = 0
+    #: True while a producer is waiting for room now.
+    full: bool = False
 
     @property
     def fill(self) -> float:
@@ -48,7 +53,13 @@ class SpoolStats:
 
 
 class Spool:
-    """Append-only durable queue in a SQLite file (WAL). Use `async with Spool(path)`."""
+    """Append-only durable queue in a SQLite file (WAL). Use `async with Spool(path)`.
+
+    Crossing `high_water` (a share of `max_bytes`) appends a SPOOL_HIGH event to the spool
+    itself, so it reaches the store like any data (and calls `on_high_water`, for logs and
+    metrics). At `max_bytes`, `append` waits until the forwarder has made room.
+    `on_append` observers see every committed batch (diagnostics, tests).
+    """
 
     def __init__(self, path: Path, *, max_bytes: int = 1_000_000_000, high_water: float = 0.8,
                  on_high_water: Callable[[SpoolStats], None] | None = None,
@@ -58,6 +69,9 @@ class Spool:
         self.high_water = high_water
         self._on_high_water = on_high_water
         self._wall = wall
+        self.on_append: list[Callable[[int, Batch], None]] = []
+        self._held = 0
+        self._waiting = 0
         self._db: aiosqlite.Connection | None = None
         self._bytes = 0
         self._items = 0
@@ -103,16 +117,32 @@ class Spool:
 
     def stats(self) -> SpoolStats:
         age = None if self._oldest is None else max(0.0, self._wall() - self._oldest)
-        return SpoolStats(self._rows, self._items, self._bytes, self.max_bytes, age)
+        return SpoolStats(self._rows, self._items, self._bytes, self.max_bytes, age, self._held, self._waiting > 0)
 
     async def append(self, batch: Batch) -> int:
         """Commit `batch` durably and return its id. Waits while the spool is full
         (back-pressure), never drops."""
         body = codec.encode(batch)
-        while self._bytes + len(body) > self.max_bytes and self._rows > 0:
-            self._room.clear()
+        if self._bytes + len(body) > self.max_bytes and self._rows > 0:
+            self._held += 1
+            self._waiting += 1
             log.warning("spool %s full (%d of %d bytes): holding producers", self.path, self._bytes, self.max_bytes)
-            await self._room.wait()
+            try:
+                while self._bytes + len(body) > self.max_bytes and self._rows > 0:
+                    self._room.clear()
+                    await self._room.wait()
+            finally:
+                self._waiting -= 1
+        if not self._above_high and self._bytes + len(body) >= self.high_water * self.max_bytes:
+            # This append crosses the warning level: the event travels with it, in the same
+            # commit, so it can be neither lost nor duplicated.
+            fill = (self._bytes + len(body)) / self.max_bytes
+            warning = Event(ts=datetime.fromtimestamp(self._wall(), UTC), meter_id=None, kind=EventKind.SPOOL_HIGH,
+                            severity=Severity.CRITICAL,
+                            detail=f"spool {self.path.name} at {fill:.0%} of {self.max_bytes} bytes "
+                                   f"({self._items + len(batch)} items waiting for the store)")  # fmt: skip
+            batch = Batch(batch.readings, batch.balances, [*batch.events, warning], batch.deadletters)
+            body = codec.encode(batch)
         now = self._wall()
         cur = await self.db.execute("INSERT INTO spool (body, items, size, created) VALUES (?, ?, ?, ?)",
                                     (body, len(batch), len(body), now))
@@ -125,6 +155,8 @@ class Spool:
         if self._oldest is None:
             self._oldest = now
         self._update_events()
+        for observer in self.on_append:
+            observer(row_id, batch)
         return row_id
 
     async def peek(self, max_items: int) -> list[tuple[int, Batch]]:
@@ -141,12 +173,20 @@ class Spool:
 
     async def delete_upto(self, last_id: int) -> None:
         """Forget every batch with id <= last_id: the sink has committed them."""
+        # Sums over the deleted range only (a primary-key range), not the whole spool: a
+        # spool that grew to millions of batches during an outage drains in linear time.
+        async with self.db.execute("SELECT COUNT(*), COALESCE(SUM(items),0), COALESCE(SUM(size),0) FROM spool"
+                                   " WHERE id <= ?", (last_id,)) as cur:
+            gone = await cur.fetchone()
         await self.db.execute("DELETE FROM spool WHERE id <= ?", (last_id,))
         await self.db.commit()
-        async with self.db.execute("SELECT COUNT(*), COALESCE(SUM(items),0), COALESCE(SUM(size),0), MIN(created) FROM spool") as cur:
-            row = await cur.fetchone()
-        assert row is not None
-        self._rows, self._items, self._bytes, self._oldest = int(row[0]), int(row[1]), int(row[2]), row[3]
+        async with self.db.execute("SELECT created FROM spool ORDER BY id LIMIT 1") as cur:
+            first = await cur.fetchone()
+        assert gone is not None
+        self._rows -= int(gone[0])
+        self._items -= int(gone[1])
+        self._bytes -= int(gone[2])
+        self._oldest = None if first is None else float(first[0])
         self._update_events()
 
     async def wait_for_data(self) -> None:
@@ -164,4 +204,6 @@ class Spool:
             log.warning("spool %s above %d %% of its limit", self.path, int(self.high_water * 100))
             if self._on_high_water is not None:
                 self._on_high_water(self.stats())
+        elif self._above_high and not above:
+            log.info("spool %s back below %d %% of its limit", self.path, int(self.high_water * 100))
         self._above_high = above

@@ -10,170 +10,45 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import aiosqlite
 
-from gateway.errors import SinkError, SinkUnavailable
-from gateway.model import (
-    BalanceUpdate,
-    Batch,
-    Channel,
-    DeadLetter,
-    Event,
-    EventKind,
-    Kind,
-    Meter,
-    MeterStatus,
-    Protocol,
-    Quality,
-    Reading,
-    Relay,
-    Severity,
-    Source,
-    Status,
-    Utility,
-)
-from storage.base import LastValue, WriteResult
+from gateway.errors import InvalidRequest, NotFound, SinkError, SinkUnavailable
+from gateway.model import Batch, Channel, Command, Meter, Reading, Status
+from storage.base import RetentionResult, WriteResult
+from storage.identity import digest
 from storage.migrate import load_migrations, pending
+from storage.sqlite import rows
+from storage.sqlite.accounts import SqliteAccounts
+from storage.sqlite.queries import SqliteQueries
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-_ALL_CHANNELS = json.dumps([c.value for c in Channel])
+log = logging.getLogger(__name__)
 
 # Primary SQLite result codes that mean "not now" rather than "never": busy or locked
 # by another process, I/O error, disk full, file cannot be opened, no memory.
 _TRANSIENT_CODES = frozenset({5, 6, 7, 10, 13, 14, 15})
 
-_READING_COLS = "seq, meter_id, channel, ts, value, kind, quality, status, source, received_at, note"
-_BALANCE_COLS = (
-    "seq, meter_id, ts, balance, currency, emergency_credit, emergency_credit_in_use, debt, relay,"
-    " last_topup_amount, last_topup_ts, low_credit, credit_exhausted, received_at"
-)
-_METER_COLS = (
-    "meter_id, utility, protocol, address, model, device_number, payg, status, installed_at,"
-    " consumer_number, location, tags"
-)
-_EVENT_COLS = "ts, meter_id, kind, severity, detail, acknowledged"
-_DEADLETTER_COLS = "ts, source, origin, reason, detail, payload, meter_id"
-
 # The per-connection staging table a batch of readings is loaded into, so that the
-# insert, the duplicate count and the conflict check are three set operations instead
-# of one statement per reading.
+# insert, the duplicate count and the conflict check are set operations instead of one
+# statement per reading.
 _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS staging_readings (
     idx INTEGER PRIMARY KEY, meter_id TEXT, channel TEXT, ts INTEGER, value REAL,
     kind TEXT, quality INTEGER, status TEXT, source TEXT, received_at INTEGER, note TEXT
 )"""
+_IN = rows.READING_IN
+_S_IN = ", ".join(f"s.{c.strip()}" for c in _IN.split(","))
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _us(dt: datetime) -> int:
-    """Microseconds since the epoch; a naive datetime is taken as UTC (the model's rule)."""
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return (dt - _EPOCH) // _MICROSECOND
-
-
-def _opt_us(dt: datetime | None) -> int | None:
-    return None if dt is None else _us(dt)
-
-
-def _dt(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
-
-
-def _opt_dt(us: int | None) -> datetime | None:
-    return None if us is None else _dt(us)
-
-
-def _opt_str(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def _opt_dec(text: str | None) -> Decimal | None:
-    return None if text is None else Decimal(text)
-
-
-def _like(search: str) -> str:
-    """A LIKE pattern matching `search` anywhere, with its own % and _ taken literally."""
-    escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-def _reading_row(r: Reading) -> tuple[Any, ...]:
-    return (
-        r.meter_id, r.channel.value, _us(r.ts), r.value, r.kind.value, int(r.quality),
-        r.status.value, r.source.value, _opt_us(r.received_at), r.note,
-    )  # fmt: skip
-
-
-def _reading(row: Any) -> Reading:
-    return Reading(
-        seq=row[0], meter_id=row[1], channel=Channel(row[2]), ts=_dt(row[3]), value=row[4],
-        kind=Kind(row[5]), quality=Quality(row[6]), status=Status(row[7]), source=Source(row[8]),
-        received_at=_opt_dt(row[9]), note=row[10],
-    )  # fmt: skip
-
-
-def _balance_row(b: BalanceUpdate) -> tuple[Any, ...]:
-    return (
-        b.meter_id, _us(b.ts), str(b.balance), b.currency, _opt_str(b.emergency_credit),
-        int(b.emergency_credit_in_use), _opt_str(b.debt), None if b.relay is None else b.relay.value,
-        _opt_str(b.last_topup_amount), _opt_us(b.last_topup_ts), int(b.low_credit),
-        int(b.credit_exhausted), _opt_us(b.received_at),
-    )  # fmt: skip
-
-
-def _balance(row: Any) -> BalanceUpdate:
-    return BalanceUpdate(
-        seq=row[0], meter_id=row[1], ts=_dt(row[2]), balance=Decimal(row[3]), currency=row[4],
-        emergency_credit=_opt_dec(row[5]), emergency_credit_in_use=bool(row[6]), debt=_opt_dec(row[7]),
-        relay=None if row[8] is None else Relay(row[8]), last_topup_amount=_opt_dec(row[9]),
-        last_topup_ts=_opt_dt(row[10]), low_credit=bool(row[11]), credit_exhausted=bool(row[12]),
-        received_at=_opt_dt(row[13]),
-    )  # fmt: skip
-
-
-def _meter_row(m: Meter, now: int) -> tuple[Any, ...]:
-    return (
-        m.meter_id, m.utility.value, m.protocol.value, m.address, m.model, m.device_number,
-        int(m.payg), m.status.value, _opt_us(m.installed_at), m.consumer_number, m.location,
-        json.dumps(m.tags, sort_keys=True), now, now,
-    )  # fmt: skip
-
-
-def _meter(row: Any) -> Meter:
-    return Meter(
-        meter_id=row[0], utility=Utility(row[1]), protocol=Protocol(row[2]), address=row[3],
-        model=row[4], device_number=row[5], payg=bool(row[6]), status=MeterStatus(row[7]),
-        installed_at=_opt_dt(row[8]), consumer_number=row[9], location=row[10],
-        tags=json.loads(row[11]),
-    )  # fmt: skip
-
-
-def _event(row: Any) -> Event:
-    return Event(
-        ts=_dt(row[0]), meter_id=row[1], kind=EventKind(row[2]), severity=Severity(row[3]),
-        detail=row[4], acknowledged=bool(row[5]),
-    )  # fmt: skip
-
-
-def _deadletter(row: Any) -> DeadLetter:
-    return DeadLetter(
-        ts=_dt(row[0]), source=row[1], where=row[2], reason=row[3], detail=row[4], payload=row[5],
-        meter_id=row[6],
-    )  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -199,7 +74,7 @@ def _errors(path: Path, action: str) -> Iterator[None]:
         raise SinkError(msg) from exc
 
 
-class SqliteStore:
+class SqliteStore(SqliteAccounts, SqliteQueries):
     """`Store` on one SQLite file. Open with `await SqliteStore.open(path)`; close it after.
 
     Writes are serialised (one writer connection, one transaction per batch) and are
@@ -209,10 +84,17 @@ class SqliteStore:
 
     mode = "sqlite"
 
+    @property
+    def retention_mode(self) -> str:
+        """How old data goes: "delete" (the gateway's scheduled DELETE) or "off"."""
+        return "off" if self.retention is None else "delete"
+
     def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection, *,
-                 clock: Callable[[], datetime] = _utcnow) -> None:  # fmt: skip
+                 clock: Callable[[], datetime] = _utcnow, retention: timedelta | None = None) -> None:  # fmt: skip
         """Use `SqliteStore.open`; this takes connections that are already configured."""
         self.path = path
+        #: How long data is kept (None: for ever); `apply_retention` deletes what is older.
+        self.retention = retention
         self._writer = writer
         self._reader = reader
         self._clock = clock
@@ -221,7 +103,7 @@ class SqliteStore:
         self._closed = False
 
     @classmethod
-    async def open(cls, path: Path, *, busy_timeout: float = 5.0,
+    async def open(cls, path: Path, *, busy_timeout: float = 5.0, retention: timedelta | None = None,
                    clock: Callable[[], datetime] = _utcnow) -> Self:  # fmt: skip
         """Open (creating if needed) the database file at `path`. Does not migrate."""
         path = Path(path)
@@ -233,6 +115,8 @@ class SqliteStore:
                 await writer.execute("PRAGMA synchronous=NORMAL")
                 await writer.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
                 await writer.execute(_STAGING)
+                # Used by migration 0002 to key rows written before it (storage/identity.py).
+                await writer.create_function("mg_digest", -1, digest, deterministic=True)
                 reader = await aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout)
             except BaseException:
                 await writer.close()
@@ -245,7 +129,7 @@ class SqliteStore:
                 await reader.close()
                 await writer.close()
                 raise
-        return cls(path, writer, reader, clock=clock)
+        return cls(path, writer, reader, clock=clock, retention=retention)
 
     async def __aenter__(self) -> Self:
         return self
@@ -281,9 +165,9 @@ class SqliteStore:
                     raise
                 await self._writer.execute("COMMIT")
 
-    async def _fetch(self, action: str, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+    async def _fetch(self, action: str, sql: str, params: Iterable[Any] | dict[str, Any] = ()) -> list[Any]:
         with _errors(self.path, action):
-            return list(await self._reader.execute_fetchall(sql, tuple(params)))
+            return list(await self._reader.execute_fetchall(sql, params if isinstance(params, dict) else tuple(params)))
 
     # -- lifecycle ---------------------------------------------------------------
     async def migrate(self) -> None:
@@ -299,14 +183,14 @@ class SqliteStore:
             async with self._transaction(f"migration {migration.version:04d}_{migration.name}") as db:
                 # Re-read inside the write transaction: another process may have applied
                 # it since we looked.
-                rows = await db.execute_fetchall("SELECT version FROM schema_migrations")
-                if not pending([migration], {int(r[0]) for r in rows}):
+                applied = await db.execute_fetchall("SELECT version FROM schema_migrations")
+                if not pending([migration], {int(r[0]) for r in applied}):
                     continue
                 for statement in _statements(migration.sql):
                     await db.execute(statement)
                 await db.execute(
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                    (migration.version, migration.name, _us(self._clock())),
+                    (migration.version, migration.name, rows.us(self._clock())),
                 )
 
     async def ping(self) -> None:
@@ -318,6 +202,40 @@ class SqliteStore:
             # Reads the schema page: "SELECT 1" would succeed without touching the file.
             await self._reader.execute_fetchall("SELECT count(*) FROM sqlite_master")
 
+    async def apply_retention(self, now: datetime | None = None) -> RetentionResult:
+        """Delete readings, balances, events and dead letters older than the retention."""
+        if self.retention is None:
+            return RetentionResult("off", None)
+        cutoff = rows.us(now or self._clock()) - self.retention // timedelta(microseconds=1)
+        removed: dict[str, int] = {}
+        meters = await self._fetch("apply retention", "SELECT DISTINCT meter_id FROM meters")
+        for table in ("readings", "balances"):
+            total = 0
+            # Per meter: the (meter_id, ts) indexes find the old rows without a scan, and
+            # each transaction stays short, so writers are not held up for long.
+            known = {m[0] for m in meters} | await self._distinct_meters(table)
+            for meter_id in sorted(known):
+                async with self._transaction("apply retention") as db:
+                    cur = await db.execute(f"DELETE FROM {table} WHERE meter_id = ? AND ts < ?", (meter_id, cutoff))
+                    total += cur.rowcount
+            removed[table] = total
+        for table in ("events", "deadletters"):
+            async with self._transaction("apply retention") as db:
+                cur = await db.execute(f"DELETE FROM {table} WHERE ts < ?", (cutoff,))
+                removed[table] = cur.rowcount
+        if any(removed.values()):
+            log.info("sqlite store %s: retention removed %s older than %s", self.path, removed, rows.dt(cutoff))
+        return RetentionResult("delete", rows.dt(cutoff), removed)
+
+    async def _distinct_meters(self, table: str) -> set[str]:
+        found = await self._fetch(
+            "apply retention",
+            f"WITH RECURSIVE m(meter_id) AS (SELECT min(meter_id) FROM {table} UNION ALL"
+            f" SELECT (SELECT min(t.meter_id) FROM {table} AS t WHERE t.meter_id > m.meter_id)"
+            " FROM m WHERE m.meter_id IS NOT NULL) SELECT meter_id FROM m WHERE meter_id IS NOT NULL",
+        )
+        return {r[0] for r in found}
+
     # -- sink --------------------------------------------------------------------
     async def write(self, batch: Batch) -> WriteResult:
         """Write the batch in one transaction; committed when this returns. Idempotent."""
@@ -326,201 +244,133 @@ class SqliteStore:
             return result
         async with self._transaction("write") as db:
             if batch.readings:
-                await self._write_readings(db, batch.readings, result)
+                await _write_readings(db, batch.readings, result)
             if batch.balances:
                 cur = await db.executemany(
-                    f"INSERT INTO balances ({_BALANCE_COLS.removeprefix('seq, ')})"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    f"INSERT INTO balances ({rows.BALANCE_IN}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (meter_id, ts) DO NOTHING",
-                    [_balance_row(b) for b in batch.balances],
+                    [rows.balance_row(b) for b in batch.balances],
                 )
                 result.balances_inserted = cur.rowcount
             if batch.events:
-                await db.executemany(
-                    f"INSERT INTO events ({_EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(_us(e.ts), e.meter_id, e.kind.value, e.severity.value, e.detail,
-                      int(e.acknowledged)) for e in batch.events],
-                )  # fmt: skip
-                result.events_inserted = len(batch.events)
+                cur = await db.executemany(
+                    f"INSERT INTO events ({rows.EVENT_COLS}, ikey) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (ts, ikey) DO NOTHING",
+                    [rows.event_row(e) for e in batch.events],
+                )
+                result.events_inserted = cur.rowcount
             if batch.deadletters:
-                await db.executemany(
-                    f"INSERT INTO deadletters ({_DEADLETTER_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(_us(d.ts), d.source, d.where, d.reason, d.detail, d.payload, d.meter_id)
-                     for d in batch.deadletters],
-                )  # fmt: skip
-                result.deadletters_inserted = len(batch.deadletters)
+                cur = await db.executemany(
+                    f"INSERT INTO deadletters ({rows.DEADLETTER_COLS}, ikey) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (ts, ikey) DO NOTHING",
+                    [rows.deadletter_row(d) for d in batch.deadletters],
+                )
+                result.deadletters_inserted = cur.rowcount
         return result
-
-    async def _write_readings(self, db: aiosqlite.Connection, readings: list[Reading],
-                              result: WriteResult) -> None:  # fmt: skip
-        cols = _READING_COLS.removeprefix("seq, ")
-        await db.execute("DELETE FROM temp.staging_readings")
-        await db.executemany(
-            f"INSERT INTO temp.staging_readings (idx, {cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(i, *_reading_row(r)) for i, r in enumerate(readings)],
-        )
-        # ORDER BY idx: seq follows the batch order. WHERE true: SQLite's documented way
-        # to keep "ON CONFLICT" from being parsed as a join constraint.
-        cur = await db.execute(
-            f"INSERT INTO readings ({cols}) SELECT {cols} FROM temp.staging_readings"
-            " WHERE true ORDER BY idx ON CONFLICT (meter_id, channel, ts) DO NOTHING"
-        )
-        result.readings_inserted = cur.rowcount
-        # Every staged row now has a stored row with its key; those whose stored value
-        # differs lost to an earlier value (stored before, or earlier in this batch).
-        rows = await db.execute_fetchall(
-            "SELECT s.idx FROM temp.staging_readings AS s JOIN readings AS r"
-            " ON r.meter_id = s.meter_id AND r.channel = s.channel AND r.ts = s.ts"
-            " WHERE r.value IS NOT s.value ORDER BY s.idx"
-        )
-        result.conflicts = [readings[int(row[0])] for row in rows]
-        result.readings_duplicate = len(readings) - result.readings_inserted - len(result.conflicts)
-        await db.execute("DELETE FROM temp.staging_readings")
 
     async def upsert_meters(self, meters: Sequence[Meter]) -> None:
         """Create or update meters by meter_id; created_at is kept on update."""
         if not meters:
             return
-        now = _us(self._clock())
-        updates = ", ".join(f"{c} = excluded.{c}" for c in _METER_COLS.replace(" ", "").split(",") if c != "meter_id")
+        now = rows.us(self._clock())
+        updates = ", ".join(
+            f"{c} = excluded.{c}" for c in rows.METER_COLS.replace(" ", "").split(",") if c != "meter_id"
+        )
         async with self._transaction("upsert meters") as db:
             await db.executemany(
-                f"INSERT INTO meters ({_METER_COLS}, created_at, updated_at)"
+                f"INSERT INTO meters ({rows.METER_COLS}, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 f" ON CONFLICT (meter_id) DO UPDATE SET {updates}, updated_at = excluded.updated_at",
-                [_meter_row(m, now) for m in meters],
+                [rows.meter_row(m, now) for m in meters],
             )
 
-    # -- reader ------------------------------------------------------------------
-    async def list_meters(self, *, search: str | None = None, limit: int = 100,
-                          after: str | None = None) -> list[Meter]:  # fmt: skip
-        """Meters by meter_id after `after`; `search` is a case-insensitive substring of the
-        meter number, device number or consumer number (ASCII case folding)."""
-        where, params = ["1"], []
-        if after is not None:
-            where.append("meter_id > ?")
-            params.append(after)
-        if search:
-            where.append(
-                "(meter_id LIKE ? ESCAPE '\\' OR device_number LIKE ? ESCAPE '\\'"
-                " OR consumer_number LIKE ? ESCAPE '\\')"
+    async def set_status(self, meter_id: str, channel: Channel, ts: datetime, status: Status, *,
+                         note: str, by: str) -> Reading:  # fmt: skip
+        """A person's verdict on a reading: new status, new seq (the feed shows it again),
+        and a line in the verification log. NotFound if there is no such reading."""
+        if status is Status.ESTIMATED:
+            msg = "set status: 'estimated' is not a verdict (estimates come from the estimator, with source=estimate)"
+            raise InvalidRequest(msg)
+        key = (meter_id, channel.value, rows.us(ts))
+        async with self._transaction(f"set status of {meter_id}") as db:
+            found = await db.execute_fetchall(
+                "SELECT seq, status FROM readings WHERE meter_id = ? AND channel = ? AND ts = ?", key
             )
-            params += [_like(search)] * 3
-        rows = await self._fetch(
-            "list meters",
-            f"SELECT {_METER_COLS} FROM meters WHERE {' AND '.join(where)} ORDER BY meter_id LIMIT ?",
-            [*params, limit],
+            if not found:
+                raise NotFound("reading", f"{meter_id}/{channel.value}@{rows.dt(key[2]).isoformat()}")
+            old_seq, previous = next(iter(found))
+            seq = await _next_seq(db)
+            updated = await db.execute_fetchall(
+                f"UPDATE readings SET status = ?, seq = ? WHERE seq = ? RETURNING {rows.READING_COLS}",
+                (status.value, seq, old_seq),
+            )
+            await db.execute(
+                "INSERT INTO verification_log (meter_id, channel, ts, previous_status, status, note, actor,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (*key, previous, status.value, note, by, rows.us(self._clock())),
+            )
+        return rows.reading(next(iter(updated)))
+
+    async def save_command(self, command: Command) -> None:
+        """Insert or update a PAYG command by correlation_id (created_at is kept)."""
+        async with self._transaction(f"save command {command.correlation_id}") as db:
+            await db.execute(
+                f"INSERT INTO commands ({rows.COMMAND_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (correlation_id) DO UPDATE SET meter_id = excluded.meter_id, kind = excluded.kind,"
+                " status = excluded.status, amount = excluded.amount, reference = excluded.reference,"
+                " updated_at = excluded.updated_at, detail = excluded.detail",
+                rows.command_row(command),
+            )
+
+
+async def _next_seq(db: aiosqlite.Connection) -> int:
+    """A new seq above every seq ever given (AUTOINCREMENT's own counter, moved on by one)."""
+    found = await db.execute_fetchall(
+        "UPDATE sqlite_sequence SET seq = max(seq, (SELECT coalesce(max(seq), 0) FROM readings)) + 1"
+        " WHERE name = 'readings' RETURNING seq"
+    )
+    return int(next(iter(found))[0])
+
+
+async def _write_readings(db: aiosqlite.Connection, readings: list[Reading], result: WriteResult) -> None:
+    await db.execute("DELETE FROM temp.staging_readings")
+    await db.executemany(
+        f"INSERT INTO temp.staging_readings (idx, {_IN}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(i, *rows.reading_row(r)) for i, r in enumerate(readings)],
+    )
+    # Stored estimates whose real reading arrives: replaced (rare, so one by one, each
+    # with a new seq so the feed shows the real value).
+    replace = list(await db.execute_fetchall(
+        "SELECT r.seq, min(s.idx) FROM temp.staging_readings AS s JOIN readings AS r"
+        " ON r.meter_id = s.meter_id AND r.channel = s.channel AND r.ts = s.ts"
+        " WHERE r.source = 'estimate' AND s.source <> 'estimate' GROUP BY r.seq ORDER BY min(s.idx)"
+    ))
+    for old_seq, idx in replace:
+        seq = await _next_seq(db)
+        await db.execute(
+            f"UPDATE readings SET (seq, {_IN}) = (SELECT ?, {_S_IN} FROM temp.staging_readings AS s WHERE s.idx = ?)"
+            " WHERE seq = ?",
+            (seq, idx, old_seq),
         )
-        return [_meter(r) for r in rows]
-
-    async def get_meter(self, meter_id: str) -> Meter | None:
-        """The meter with this meter_id, or None."""
-        rows = await self._fetch(
-            f"get meter {meter_id}", f"SELECT {_METER_COLS} FROM meters WHERE meter_id = ?", [meter_id]
-        )
-        return _meter(rows[0]) if rows else None
-
-    async def latest_readings(self, meter_id: str) -> list[Reading]:
-        """The latest reading of each channel, ordered by channel: one index probe per
-        canonical channel, never a scan of the meter's history."""
-        rows = await self._fetch(
-            f"latest readings of {meter_id}",
-            f"SELECT {_READING_COLS} FROM readings WHERE seq IN ("
-            " SELECT (SELECT r.seq FROM readings AS r WHERE r.meter_id = ? AND r.channel = c.value"
-            "         ORDER BY r.ts DESC LIMIT 1)"
-            " FROM json_each(?) AS c) ORDER BY channel",
-            [meter_id, _ALL_CHANNELS],
-        )
-        return [_reading(r) for r in rows]
-
-    async def readings(self, meter_id: str, *, start: datetime, end: datetime,
-                       channel: Channel | None = None, limit: int = 1000,
-                       after: tuple[datetime, str] | None = None) -> list[Reading]:  # fmt: skip
-        """Readings with start <= ts < end ordered by (ts, channel), keyset-paginated."""
-        where = ["meter_id = ?", "ts >= ?", "ts < ?"]
-        params: list[Any] = [meter_id, _us(start), _us(end)]
-        if channel is not None:
-            where.append("channel = ?")
-            params.append(channel.value)
-        if after is not None:
-            where.append("(ts, channel) > (?, ?)")
-            params += [_us(after[0]), str(after[1])]
-        rows = await self._fetch(
-            f"readings of {meter_id}",
-            f"SELECT {_READING_COLS} FROM readings WHERE {' AND '.join(where)} ORDER BY ts, channel LIMIT ?",
-            [*params, limit],
-        )
-        return [_reading(r) for r in rows]
-
-    async def last_cumulative(self) -> list[LastValue]:
-        """The latest reading of every (meter, channel) whose latest reading is cumulative.
-
-        Walks the distinct meters with index seeks (a loose index scan) and probes each
-        channel's newest row, so the cost grows with meters, not with history.
-        """
-        rows = await self._fetch(
-            "last cumulative values",
-            "WITH RECURSIVE m(meter_id) AS ("
-            " SELECT min(meter_id) FROM readings"
-            " UNION ALL"
-            " SELECT (SELECT min(r.meter_id) FROM readings AS r WHERE r.meter_id > m.meter_id)"
-            " FROM m WHERE m.meter_id IS NOT NULL)"
-            " SELECT meter_id, channel, ts, value FROM readings WHERE seq IN ("
-            "  SELECT (SELECT r.seq FROM readings AS r WHERE r.meter_id = m.meter_id"
-            "          AND r.channel = c.value ORDER BY r.ts DESC LIMIT 1)"
-            "  FROM m, json_each(?) AS c WHERE m.meter_id IS NOT NULL)"
-            " AND kind = ? ORDER BY meter_id, channel",
-            [_ALL_CHANNELS, Kind.CUMULATIVE.value],
-        )
-        return [LastValue(r[0], Channel(r[1]), _dt(r[2]), r[3]) for r in rows]
-
-    async def latest_balance(self, meter_id: str) -> BalanceUpdate | None:
-        """The newest balance update of the meter (by ts), or None."""
-        rows = await self._fetch(
-            f"latest balance of {meter_id}",
-            f"SELECT {_BALANCE_COLS} FROM balances WHERE meter_id = ? ORDER BY ts DESC LIMIT 1",
-            [meter_id],
-        )
-        return _balance(rows[0]) if rows else None
-
-    async def balances(self, meter_id: str, *, start: datetime, end: datetime,
-                       limit: int = 1000) -> list[BalanceUpdate]:  # fmt: skip
-        """Balance updates with start <= ts < end, ordered by ts."""
-        rows = await self._fetch(
-            f"balances of {meter_id}",
-            f"SELECT {_BALANCE_COLS} FROM balances WHERE meter_id = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?",
-            [meter_id, _us(start), _us(end), limit],
-        )
-        return [_balance(r) for r in rows]
-
-    async def events(self, *, meter_id: str | None = None, kind: EventKind | None = None,
-                     limit: int = 100) -> list[Event]:  # fmt: skip
-        """Events, most recent first."""
-        where, params = _filters(meter_id=meter_id, kind=None if kind is None else kind.value)
-        rows = await self._fetch(
-            "events",
-            f"SELECT {_EVENT_COLS} FROM events WHERE {where} ORDER BY ts DESC, seq DESC LIMIT ?",
-            [*params, limit],
-        )
-        return [_event(r) for r in rows]
-
-    async def deadletters(self, *, meter_id: str | None = None, reason: str | None = None,
-                          limit: int = 100) -> list[DeadLetter]:  # fmt: skip
-        """Dead letters, most recent first."""
-        where, params = _filters(meter_id=meter_id, reason=reason)
-        rows = await self._fetch(
-            "dead letters",
-            f"SELECT {_DEADLETTER_COLS} FROM deadletters WHERE {where} ORDER BY ts DESC, seq DESC LIMIT ?",
-            [*params, limit],
-        )
-        return [_deadletter(r) for r in rows]
-
-
-def _filters(**equal: str | None) -> tuple[str, list[Any]]:
-    """A WHERE clause of `column = ?` for every filter that is set (names are ours)."""
-    used = {col: value for col, value in equal.items() if value is not None}
-    clause = " AND ".join(f"{col} = ?" for col in used) or "1"
-    return clause, list(used.values())
+    # ORDER BY idx: seq follows the batch order. WHERE true: SQLite's documented way
+    # to keep "ON CONFLICT" from being parsed as a join constraint.
+    cur = await db.execute(
+        f"INSERT INTO readings ({_IN}) SELECT {_IN} FROM temp.staging_readings"
+        " WHERE true ORDER BY idx ON CONFLICT (meter_id, channel, ts) DO NOTHING"
+    )
+    result.readings_inserted = cur.rowcount
+    # Every staged row now has a stored row with its key; those whose stored value
+    # differs lost to an earlier value (stored before, or earlier in this batch), except
+    # estimates arriving for a real read: estimates never overwrite and are not news.
+    found = await db.execute_fetchall(
+        "SELECT s.idx FROM temp.staging_readings AS s JOIN readings AS r"
+        " ON r.meter_id = s.meter_id AND r.channel = s.channel AND r.ts = s.ts"
+        " WHERE r.value IS NOT s.value AND NOT (s.source = 'estimate' AND r.source <> 'estimate') ORDER BY s.idx"
+    )
+    result.conflicts = [readings[int(row[0])] for row in found]
+    result.readings_replaced = len(replace)
+    result.readings_duplicate = len(readings) - result.readings_inserted - len(result.conflicts) - len(replace)
+    await db.execute("DELETE FROM temp.staging_readings")
 
 
 def _statements(script: str) -> list[str]:

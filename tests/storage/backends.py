@@ -6,6 +6,7 @@ TimescaleDB turned off (plain tables), the fallback for a server without the ext
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from storage.base import Store
@@ -15,10 +16,10 @@ from storage.timescale.store import TimescaleStore
 BACKENDS = ["sqlite", "timescale", "postgresql"]
 
 
-async def open_backend(backend: str, where: str) -> Store:
+async def open_backend(backend: str, where: str, *, retention: timedelta | None = None) -> Store:
     """An open, not yet migrated store: `where` is a file path (sqlite) or a DSN."""
     if backend == "sqlite":
-        return await open_store("sqlite", sqlite_path=Path(where))
+        return await open_store("sqlite", sqlite_path=Path(where), retention=retention)
     if backend == "timescale":
-        return await open_store("timescale", dsn=where, chunk_interval="1 day")
-    return await TimescaleStore.open(where, timescaledb=False)
+        return await open_store("timescale", dsn=where, chunk_interval="1 day", retention=retention)
+    return await TimescaleStore.open(where, timescaledb=False, retention=retention)

@@ -42,7 +42,7 @@ async def test_readings_and_balances_are_hypertables_with_the_chunk_interval(
         "SELECT hypertable_name, column_name, time_interval::text FROM timescaledb_information.dimensions"
         " ORDER BY hypertable_name",
     )
-    assert rows == [("balances", "ts", "2 days"), ("readings", "ts", "2 days")]
+    assert rows == [("balances", "ts", "2 days"), ("events", "ts", "2 days"), ("readings", "ts", "2 days")]
 
 
 async def test_migrations_are_recorded_once_even_when_gateways_race(timescale_dsn: str) -> None:
@@ -54,7 +54,7 @@ async def test_migrations_are_recorded_once_even_when_gateways_race(timescale_ds
         for s in stores:
             await s.close()
 
-    assert _query(timescale_dsn, "SELECT version, name FROM schema_migrations") == [(1, "init")]
+    assert _query(timescale_dsn, "SELECT version, name FROM schema_migrations ORDER BY version") == [(1, "init"), (2, "wave2"), (3, "accounts")]
 
 
 async def test_plain_postgresql_mode_makes_no_hypertables(timescale_dsn: str) -> None:
@@ -124,3 +124,153 @@ async def test_close_twice_then_calls_are_refused(timescale_dsn: str) -> None:
     with pytest.raises(SinkError, match="closed") as info:
         await store.ping()
     assert not isinstance(info.value, SinkUnavailable)
+
+
+# -- the change feed under concurrent transactions -----------------------------------------
+async def test_feed_never_passes_a_seq_an_open_transaction_may_still_commit(
+    ts_store: TimescaleStore, timescale_dsn: str
+) -> None:
+    """Writer A takes seq 2..4 and stays open; writer B takes 5..7 and commits; a reader
+    must not get 5..7 (and move its cursor past 2..4) until A has committed."""
+    from gateway.model import Reading
+    from storage.timescale.ingest import write_batch
+
+    # Seq 1, committed first: it also creates the chunk, which an open transaction would
+    # otherwise hold locked against B (TimescaleDB creates chunks transactionally).
+    await ts_store.write(Batch(readings=[reading("Z")]))
+    async with await psycopg.AsyncConnection.connect(timescale_dsn) as a_conn:
+        await a_conn.execute("SET TIME ZONE 'UTC'")
+        await a_conn.execute("SELECT 1")  # A: open transaction (psycopg starts it implicitly)
+        await write_batch(a_conn, Batch(readings=[reading("A", minutes=m) for m in range(3)]))
+
+        await ts_store.write(Batch(readings=[reading("B", minutes=m) for m in range(3)]))  # B commits
+
+        async with await psycopg.AsyncConnection.connect(timescale_dsn, autocommit=True) as peek:
+            cur = await peek.execute("SELECT seq, meter_id FROM readings ORDER BY seq")
+            # B committed seqs above A's uncommitted 2..4: commits out of seq order.
+            assert await cur.fetchall() == [(1, "Z"), (5, "B"), (6, "B"), (7, "B")]
+        page = await ts_store.feed(after=0)
+        assert [r.meter_id for r in page.items] == ["Z"]  # B held back: A may still commit 2..4
+        page = await ts_store.feed(after=page.next_after)
+        assert page.items == [] and page.next_after == 1
+
+        await a_conn.commit()
+
+    seen: list[Reading] = []
+    after = 0
+    while page := await ts_store.feed(after=after, limit=2):
+        if not page.items:
+            break
+        seen += page.items
+        after = page.next_after
+    assert [(r.meter_id, r.seq) for r in seen] == [("Z", 1), ("A", 2), ("A", 3), ("A", 4), ("B", 5), ("B", 6), ("B", 7)]
+
+
+async def test_feed_is_not_held_back_by_a_rolled_back_writer_or_other_locks(
+    ts_store: TimescaleStore, timescale_dsn: str
+) -> None:
+    from storage.timescale.ingest import write_batch
+
+    await ts_store.write(Batch(readings=[reading("Z", minutes=1)]))  # creates the chunk (see above)
+    async with await psycopg.AsyncConnection.connect(timescale_dsn) as conn:
+        await write_batch(conn, Batch(readings=[reading("A")]))
+        await conn.rollback()
+        # Someone else's advisory locks (another application) do not count.
+        await conn.execute("SELECT pg_advisory_xact_lock_shared(1), pg_advisory_xact_lock_shared(5, 6)")
+        await ts_store.write(Batch(readings=[reading("B")]))
+        page = await ts_store.feed(after=0)
+        await conn.rollback()
+    assert [r.meter_id for r in page.items] == ["Z", "B"]
+
+
+# -- the write paths -------------------------------------------------------------------------
+async def test_fast_and_careful_paths_store_the_same(ts_store: TimescaleStore, timescale_dsn: str) -> None:
+    """The COPY fast path and the staging path give identical rows and counts."""
+    batch = Batch(readings=[reading(m, minutes=i, value=i) for m in ("F", "C") for i in range(50)])
+    fast = await ts_store.write(Batch(readings=[r for r in batch.readings if r.meter_id == "F"]))
+    careful = await ts_store.write(Batch(readings=[r for r in batch.readings if r.meter_id == "C"]), fast=False)
+
+    assert (fast.readings_inserted, careful.readings_inserted) == (50, 50)
+    f = _query(timescale_dsn, "SELECT channel, ts, value, kind, quality, status, source FROM readings WHERE meter_id = 'F' ORDER BY ts")
+    c = _query(timescale_dsn, "SELECT channel, ts, value, kind, quality, status, source FROM readings WHERE meter_id = 'C' ORDER BY ts")
+    assert f == c
+
+
+async def test_a_replayed_batch_falls_back_and_writes_nothing_twice(ts_store: TimescaleStore, timescale_dsn: str) -> None:
+    first = Batch(readings=[reading(minutes=m, value=m) for m in range(100)])
+    await ts_store.write(first)
+    replay = Batch(readings=[*first.readings[50:], *(reading(minutes=m, value=m) for m in range(100, 120))])
+
+    result = await ts_store.write(replay)  # COPY hits unique_violation, the careful path takes over
+
+    assert (result.readings_inserted, result.readings_duplicate, result.conflicts) == (20, 50, [])
+    rows, keys, top = _query(timescale_dsn, "SELECT count(*), count(DISTINCT ts), max(seq) FROM readings")[0]
+    assert rows == keys == 120
+    assert isinstance(top, int)
+
+
+# -- license modes ------------------------------------------------------------------------
+APACHE_REFUSAL = 'not supported under the current "apache" license'
+
+
+async def test_community_statements_reach_timescaledb_and_are_refused_by_this_apache_build(
+    ts_store: TimescaleStore, timescale_dsn: str
+) -> None:
+    """Each community statement parses, names real objects and gets to TimescaleDB, which
+    refuses it for the license alone (a syntax or name error would be a different error)."""
+    from datetime import timedelta
+
+    from storage.timescale.policies import community_statements
+
+    statements = community_statements(timedelta(days=400), timedelta(days=30))
+    refused = []
+    async with await psycopg.AsyncConnection.connect(timescale_dsn, autocommit=True) as conn:
+        for sql in statements:
+            if sql.startswith("SELECT remove_retention_policy"):
+                continue  # also refused, but only after add_retention_policy could have run
+            if sql.startswith("SELECT add_continuous_aggregate_policy"):
+                # Needs the view the previous statement could not create: it gets as far
+                # as resolving its argument, so it parsed.
+                with pytest.raises(psycopg.errors.UndefinedTable, match='"readings_daily" does not exist'):
+                    await conn.execute(sql)
+                continue
+            with pytest.raises(psycopg.errors.FeatureNotSupported) as info:
+                await conn.execute(sql)
+            refused.append(sql)
+            assert APACHE_REFUSAL in str(info.value) or "under the current \"apache\" license" in str(info.value), sql
+    assert len(refused) == 3 * 3 + 1  # compress, compression policy, retention policy per table; the view
+
+
+async def test_community_branch_is_taken_when_the_license_says_so(ts_store: TimescaleStore) -> None:
+    """Migrate as if the license were 'timescale': the community set-up runs (and this
+    Apache build refuses it, proving the branch reached TimescaleDB)."""
+    from storage.timescale import policies
+
+    assert policies.retention_mode("timescaledb-community", None) == "off"
+    assert policies.retention_mode(policies.COMMUNITY, __import__("datetime").timedelta(days=1)) == "policy"
+    assert policies.retention_mode(policies.APACHE, __import__("datetime").timedelta(days=1)) == "drop_chunks"
+    assert policies.retention_mode(policies.PLAIN, __import__("datetime").timedelta(days=1)) == "delete"
+
+    async def community(conn: object) -> str:
+        return policies.COMMUNITY
+
+    import storage.timescale.store as store_module
+
+    original = store_module._mode_of
+    store_module._mode_of = community  # type: ignore[assignment]
+    try:
+        with pytest.raises(SinkError, match="apache"):
+            await ts_store.migrate()
+    finally:
+        store_module._mode_of = original
+    assert (await ts_store.apply_retention()).mode == "off"  # no retention configured
+
+
+async def test_mode_and_retention_are_logged(timescale_dsn: str, caplog: pytest.LogCaptureFixture) -> None:
+    from datetime import timedelta
+
+    caplog.set_level("INFO", logger="storage.timescale.store")
+    async with await TimescaleStore.open(timescale_dsn, retention=timedelta(days=400)) as store:
+        await store.migrate()
+        assert store.retention_mode == "drop_chunks"
+    assert "mode timescaledb-apache, retention 400 days, 0:00:00 by the gateway's scheduled drop_chunks" in caplog.text

@@ -66,10 +66,15 @@ async def test_full_spool_holds_producer_until_drained(tmp_path: Path) -> None:
         for i in range(3):
             await spool.append(batch(i))
         assert len(warnings) == 1  # crossed 80 % once
+        # The warning travels in the spool with the batch that crossed the line.
+        [(_, crossing)] = await spool.peek(100) and (await spool.peek(100))[2:]
+        assert [e.kind for e in crossing.events] == [EventKind.SPOOL_HIGH]
         blocked = asyncio.create_task(spool.append(batch(3)))
         await asyncio.sleep(0.2)
         assert not blocked.done()  # back-pressure: waiting, not dropped
-        got = await spool.peek(1)
-        await spool.delete_upto(got[0][0])
+        assert spool.stats().full and spool.stats().held == 1
+        got = await spool.peek(2)
+        await spool.delete_upto(got[-1][0])
         await asyncio.wait_for(blocked, 5)
-        assert [b.readings[0].value for _, b in await spool.peek(100)] == [1.0, 2.0, 3.0]
+        assert [b.readings[0].value for _, b in await spool.peek(100)] == [2.0, 3.0]
+        assert not spool.stats().full

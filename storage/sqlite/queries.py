@@ -1,0 +1,279 @@
+"""The read side of the embedded store (the API's queries), as a mixin of SqliteStore.
+
+Each query is one statement on the reader connection, so it sees one consistent snapshot
+(WAL) and never a half-written batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from gateway.errors import InvalidRequest
+from gateway.model import (
+    BalanceUpdate,
+    Channel,
+    Command,
+    DeadLetter,
+    Event,
+    EventKind,
+    Kind,
+    Meter,
+    MeterStatus,
+    Reading,
+    Status,
+    Utility,
+)
+from storage import consumption as cons
+from storage.base import BillingRead, ConsumptionBucket, FeedPage, LastValue
+from storage.rows import CHANNEL
+from storage.sqlite import rows
+
+_ALL_CHANNELS = json.dumps([c.value for c in Channel])
+_USABLE = json.dumps([s.value for s in Status if s is not Status.REJECTED])
+_BILLABLE = json.dumps([s.value for s in cons.BILLABLE])
+_RC = ", ".join(f"r.{c.strip()}" for c in rows.READING_COLS.split(","))
+
+# Part 0: for each boundary, the last usable read at or before it (one index probe each).
+# Part 1: the flagged reads from the first opening read to the last boundary (partial
+# index). One statement, so both parts come from the same snapshot.
+_CLOSINGS_AND_FLAGGED = f"""
+SELECT 0, b.key, {_RC} FROM json_each(:bounds) AS b
+LEFT JOIN readings AS r ON r.seq = (
+    SELECT p.seq FROM readings AS p WHERE p.meter_id = :m AND p.channel = :ch AND p.ts <= b.value
+      AND p.status IN (SELECT value FROM json_each(:ok)) ORDER BY p.ts DESC LIMIT 1)
+UNION ALL
+SELECT 1, NULL, {rows.READING_COLS} FROM readings
+WHERE meter_id = :m AND channel = :ch AND ts <= :hi AND {cons.FLAGGED_SQL}
+  AND ts >= coalesce((SELECT p.ts FROM readings AS p WHERE p.meter_id = :m AND p.channel = :ch AND p.ts <= :lo
+                      AND p.status IN (SELECT value FROM json_each(:ok)) ORDER BY p.ts DESC LIMIT 1), :lo)
+ORDER BY 1, 2, 6"""
+
+
+class SqliteQueries:
+    """Reader methods; the store provides `_fetch` (on its read-only connection)."""
+
+    async def _fetch(self, action: str, sql: str, params: Iterable[Any] | dict[str, Any] = ()) -> list[Any]:
+        raise NotImplementedError
+
+    async def list_meters(self, *, search: str | None = None, limit: int = 100, after: str | None = None,
+                          status: MeterStatus | None = None, utility: Utility | None = None,
+                          payg: bool | None = None, consumer_number: str | None = None) -> list[Meter]:  # fmt: skip
+        """Meters by meter_id after `after`; `search` is a case-insensitive substring of the
+        meter number, device number or consumer number (ASCII case folding)."""
+        clause, params = _filters(status=None if status is None else status.value,
+                                  utility=None if utility is None else utility.value, consumer_number=consumer_number)
+        where = [clause]
+        if payg is not None:
+            where.append("payg = ?")
+            params.append(int(payg))
+        if after is not None:
+            where.append("meter_id > ?")
+            params.append(after)
+        if search:
+            where.append(
+                "(meter_id LIKE ? ESCAPE '\\' OR device_number LIKE ? ESCAPE '\\'"
+                " OR consumer_number LIKE ? ESCAPE '\\')"
+            )
+            params += [_like(search)] * 3
+        found = await self._fetch(
+            "list meters",
+            f"SELECT {rows.METER_COLS} FROM meters WHERE {' AND '.join(where)} ORDER BY meter_id LIMIT ?",
+            [*params, limit],
+        )
+        return [rows.meter(r) for r in found]
+
+    async def get_meter(self, meter_id: str) -> Meter | None:
+        """The meter with this meter_id, or None."""
+        found = await self._fetch(
+            f"get meter {meter_id}", f"SELECT {rows.METER_COLS} FROM meters WHERE meter_id = ?", [meter_id]
+        )
+        return rows.meter(found[0]) if found else None
+
+    async def latest_readings(self, meter_id: str) -> list[Reading]:
+        """The latest reading of each channel, ordered by channel: one index probe per
+        canonical channel, never a scan of the meter's history."""
+        found = await self._fetch(
+            f"latest readings of {meter_id}",
+            f"SELECT {rows.READING_COLS} FROM readings WHERE seq IN ("
+            " SELECT (SELECT r.seq FROM readings AS r WHERE r.meter_id = ? AND r.channel = c.value"
+            "         ORDER BY r.ts DESC LIMIT 1)"
+            " FROM json_each(?) AS c) ORDER BY channel",
+            [meter_id, _ALL_CHANNELS],
+        )
+        return [rows.reading(r) for r in found]
+
+    async def readings(self, meter_id: str, *, start: datetime, end: datetime,
+                       channel: Channel | None = None, limit: int = 1000,
+                       after: tuple[datetime, str] | None = None,
+                       status: Status | None = None) -> list[Reading]:  # fmt: skip
+        """Readings with start <= ts < end ordered by (ts, channel), keyset-paginated."""
+        where = ["meter_id = ?", "ts >= ?", "ts < ?"]
+        params: list[Any] = [meter_id, rows.us(start), rows.us(end)]
+        if channel is not None:
+            where.append("channel = ?")
+            params.append(channel.value)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status.value)
+        if after is not None:
+            where.append("(ts, channel) > (?, ?)")
+            params += [rows.us(after[0]), str(after[1])]
+        found = await self._fetch(
+            f"readings of {meter_id}",
+            f"SELECT {rows.READING_COLS} FROM readings WHERE {' AND '.join(where)} ORDER BY ts, channel LIMIT ?",
+            [*params, limit],
+        )
+        return [rows.reading(r) for r in found]
+
+    async def last_cumulative(self) -> list[LastValue]:
+        """The latest reading of every (meter, channel) whose latest reading is cumulative.
+
+        Walks the distinct meters with index seeks (a loose index scan) and probes each
+        channel's newest row, so the cost grows with meters, not with history.
+        """
+        found = await self._fetch(
+            "last cumulative values",
+            "WITH RECURSIVE m(meter_id) AS ("
+            " SELECT min(meter_id) FROM readings"
+            " UNION ALL"
+            " SELECT (SELECT min(r.meter_id) FROM readings AS r WHERE r.meter_id > m.meter_id)"
+            " FROM m WHERE m.meter_id IS NOT NULL)"
+            " SELECT meter_id, channel, ts, value FROM readings WHERE seq IN ("
+            "  SELECT (SELECT r.seq FROM readings AS r WHERE r.meter_id = m.meter_id"
+            "          AND r.channel = c.value ORDER BY r.ts DESC LIMIT 1)"
+            "  FROM m, json_each(?) AS c WHERE m.meter_id IS NOT NULL)"
+            " AND kind = ? ORDER BY meter_id, channel",
+            [_ALL_CHANNELS, Kind.CUMULATIVE.value],
+        )
+        return [LastValue(r[0], CHANNEL[r[1]], rows.dt(r[2]), r[3]) for r in found]
+
+    async def latest_balance(self, meter_id: str) -> BalanceUpdate | None:
+        """The newest balance update of the meter (by ts), or None."""
+        found = await self._fetch(
+            f"latest balance of {meter_id}",
+            f"SELECT {rows.BALANCE_COLS} FROM balances WHERE meter_id = ? ORDER BY ts DESC LIMIT 1",
+            [meter_id],
+        )
+        return rows.balance(found[0]) if found else None
+
+    async def balances(self, meter_id: str, *, start: datetime, end: datetime,
+                       limit: int = 1000) -> list[BalanceUpdate]:  # fmt: skip
+        """Balance updates with start <= ts < end, ordered by ts."""
+        found = await self._fetch(
+            f"balances of {meter_id}",
+            f"SELECT {rows.BALANCE_COLS} FROM balances WHERE meter_id = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?",
+            [meter_id, rows.us(start), rows.us(end), limit],
+        )
+        return [rows.balance(r) for r in found]
+
+    async def events(self, *, meter_id: str | None = None, kind: EventKind | None = None,
+                     limit: int = 100) -> list[Event]:  # fmt: skip
+        """Events, most recent first."""
+        where, params = _filters(meter_id=meter_id, kind=None if kind is None else kind.value)
+        found = await self._fetch(
+            "events",
+            f"SELECT {rows.EVENT_COLS} FROM events WHERE {where} ORDER BY ts DESC, seq DESC LIMIT ?",
+            [*params, limit],
+        )
+        return [rows.event(r) for r in found]
+
+    async def deadletters(self, *, meter_id: str | None = None, reason: str | None = None,
+                          limit: int = 100) -> list[DeadLetter]:  # fmt: skip
+        """Dead letters, most recent first."""
+        where, params = _filters(meter_id=meter_id, reason=reason)
+        found = await self._fetch(
+            "dead letters",
+            f"SELECT {rows.DEADLETTER_COLS} FROM deadletters WHERE {where} ORDER BY ts DESC, seq DESC LIMIT ?",
+            [*params, limit],
+        )
+        return [rows.deadletter(r) for r in found]
+
+    # -- wave 2 -------------------------------------------------------------------
+    async def feed(self, *, after: int, limit: int = 1000) -> FeedPage:
+        """Readings with seq > after in seq order. SQLite has one writer at a time and
+        seq is taken inside its write transaction, so commit order is seq order: every
+        committed seq is final and the feed can never skip one."""
+        found = await self._fetch(
+            "feed", f"SELECT {rows.READING_COLS} FROM readings WHERE seq > ? ORDER BY seq LIMIT ?", [after, limit]
+        )
+        items = [rows.reading(r) for r in found]
+        return FeedPage(items, items[-1].seq if items and items[-1].seq is not None else after)
+
+    async def consumption(self, meter_id: str, channel: Channel, *, start: datetime, end: datetime,
+                          bucket: str, tz: str = "UTC") -> list[ConsumptionBucket]:  # fmt: skip
+        """Consumption per bucket (see storage.consumption for the rules)."""
+        zone = cons.check_request(channel, bucket, tz)
+        bounds = cons.bucket_bounds(start, end, bucket, zone)
+        closings, flagged = await self._closings_and_flagged(meter_id, channel, bounds, _USABLE)
+        return cons.buckets(bounds, closings, flagged)
+
+    async def billing_read(self, meter_id: str, channel: Channel, *, start: datetime,
+                           end: datetime) -> BillingRead:  # fmt: skip
+        """Opening and closing billable reads of the period and the consumption between."""
+        if rows.us(end) < rows.us(start):
+            msg = f"billing read of {meter_id}: end {end.isoformat()} is before start {start.isoformat()}"
+            raise InvalidRequest(msg)
+        (opening, closing), flagged = await self._closings_and_flagged(meter_id, channel, [start, end], _BILLABLE)
+        return cons.billing(meter_id, channel, start, end, opening, closing, flagged)
+
+    async def _closings_and_flagged(self, meter_id: str, channel: Channel, bounds: list[datetime],
+                                    statuses: str) -> tuple[list[Reading | None], list[Reading]]:  # fmt: skip
+        micros = [rows.us(b) for b in bounds]
+        found = await self._fetch(
+            f"consumption of {meter_id}",
+            _CLOSINGS_AND_FLAGGED,
+            {"bounds": json.dumps(micros), "m": meter_id, "ch": channel.value, "ok": statuses,
+             "lo": micros[0], "hi": micros[-1]},
+        )  # fmt: skip
+        closings: list[Reading | None] = []
+        flagged: list[Reading] = []
+        for row in found:
+            if row[0] == 0:
+                closings.append(None if row[2] is None else rows.reading(row[2:]))
+            else:
+                flagged.append(rows.reading(row[2:]))
+        return closings, flagged
+
+    async def cumulative_history(self, *, since: datetime) -> list[Reading]:
+        """Cumulative readings with ts >= since ordered by (meter_id, channel, ts)."""
+        found = await self._fetch(
+            "cumulative history",
+            f"SELECT {rows.READING_COLS} FROM readings WHERE ts >= ? AND kind = ? ORDER BY meter_id, channel, ts",
+            [rows.us(since), Kind.CUMULATIVE.value],
+        )
+        return [rows.reading(r) for r in found]
+
+    async def get_command(self, correlation_id: str) -> Command | None:
+        found = await self._fetch(
+            f"command {correlation_id}",
+            f"SELECT {rows.COMMAND_COLS} FROM commands WHERE correlation_id = ?",
+            [correlation_id],
+        )
+        return rows.command(found[0]) if found else None
+
+    async def commands(self, *, meter_id: str | None = None, limit: int = 100) -> list[Command]:
+        """Commands, most recent first."""
+        where, params = _filters(meter_id=meter_id)
+        found = await self._fetch(
+            "commands",
+            f"SELECT {rows.COMMAND_COLS} FROM commands WHERE {where}"
+            " ORDER BY created_at DESC, correlation_id DESC LIMIT ?",
+            [*params, limit],
+        )
+        return [rows.command(r) for r in found]
+
+
+def _like(search: str) -> str:
+    """A LIKE pattern matching `search` anywhere, with its own % and _ taken literally."""
+    escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _filters(**equal: str | None) -> tuple[str, list[Any]]:
+    """A WHERE clause of `column = ?` for every filter that is set (names are ours)."""
+    used = {col: value for col, value in equal.items() if value is not None}
+    clause = " AND ".join(f"{col} = ?" for col in used) or "1"
+    return clause, list(used.values())

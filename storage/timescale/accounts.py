@@ -1,0 +1,330 @@
+"""The account side of the PostgreSQL store (API keys, meter registry edits, assignments,
+consumers, fleet and PAYG summaries), as a mixin of TimescaleStore.
+
+Writes that read before they decide (assignments, deactivations) lock the meter's row
+first (SELECT ... FOR UPDATE), so two API calls on one meter, from one gateway or several,
+take turns instead of both closing the same assignment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from gateway.errors import InvalidRequest, NotFound
+from gateway.model import Assignment, EventKind, Meter, MeterStatus
+from storage import accounts, consumption
+from storage.base import (
+    CONFIG_OWNED_FIELDS,
+    UPDATABLE_METER_FIELDS,
+    Conflict,
+    Consumer,
+    MeterActivity,
+    PaygTotals,
+    StoredEvent,
+    cumulative_channel,
+)
+from storage.keys import ApiKey, format_scopes, parse_scopes
+from storage.rows import METER_STATUS, UTILITY
+from storage.timescale import rows
+
+Conn = psycopg.AsyncConnection[tuple[Any, ...]]
+
+_KEY_COLS = "id, name, hash, scopes, created_at, revoked_at"
+_ASSIGNMENT_COLS = "meter_id, consumer_number, start_ts, end_ts, opening_read, closing_read"
+_BILLABLE = [s.value for s in consumption.BILLABLE]
+_METER_PLACEHOLDERS = ", ".join(["%s"] * 14)
+
+
+def _key(row: Any) -> ApiKey:
+    return ApiKey(key_id=row[0], name=row[1], hash=row[2], scopes=parse_scopes(row[3]), created_at=rows.utc(row[4]),
+                  revoked_at=rows.opt_utc(row[5]))
+
+
+def _assignment(row: Any) -> Assignment:
+    return Assignment(meter_id=row[0], consumer_number=row[1], start=rows.utc(row[2]), end=rows.opt_utc(row[3]),
+                      opening_read=row[4], closing_read=row[5])
+
+
+def _column(name: str, value: Any) -> Any:
+    """A meter field's value as the meters table stores it."""
+    if name == "tags":
+        return Jsonb(dict(value or {}))
+    if name == "installed_at":
+        return rows.opt_utc(value)
+    if name in ("status", "utility", "protocol"):
+        return value.value
+    return value
+
+
+class TimescaleAccounts:
+    """Account methods; the store provides `_conn`, `_fetch`."""
+
+    def _conn(self, action: str) -> AbstractAsyncContextManager[Conn]:
+        raise NotImplementedError
+
+    async def _fetch(self, action: str, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
+        raise NotImplementedError
+
+    # -- API keys -------------------------------------------------------------------
+    async def create_api_key(self, key: ApiKey) -> None:
+        async with self._conn(f"create API key {key.key_id}") as conn:
+            cur = await conn.execute(
+                f"INSERT INTO api_keys ({_KEY_COLS}) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (key.key_id, key.name, key.hash, format_scopes(key.scopes), rows.utc(key.created_at),
+                 rows.opt_utc(key.revoked_at)))
+            if cur.rowcount != 1:
+                msg = f"API key id {key.key_id} is already taken"
+                raise Conflict(msg)
+
+    async def get_api_key(self, key_id: str) -> ApiKey | None:
+        found = await self._fetch(f"API key {key_id}", f"SELECT {_KEY_COLS} FROM api_keys WHERE id = %(k)s",
+                                  {"k": key_id})
+        return _key(found[0]) if found else None
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        found = await self._fetch("API keys", f"SELECT {_KEY_COLS} FROM api_keys ORDER BY created_at, id")
+        return [_key(r) for r in found]
+
+    async def revoke_api_key(self, key_id: str, *, at: datetime) -> ApiKey:
+        found = await self._fetch(
+            f"revoke API key {key_id}",
+            f"UPDATE api_keys SET revoked_at = coalesce(revoked_at, %(at)s) WHERE id = %(k)s RETURNING {_KEY_COLS}",
+            {"at": rows.utc(at), "k": key_id})
+        if not found:
+            raise NotFound("API key", key_id)
+        return _key(found[0])
+
+    # -- meters ---------------------------------------------------------------------
+    async def create_meters(self, meters: Sequence[Meter], *, at: datetime) -> None:
+        if not meters:
+            return
+        ids = [m.meter_id for m in meters]
+        async with self._conn("create meters") as conn, conn.transaction():
+            cur = await conn.execute("SELECT meter_id FROM meters WHERE meter_id = ANY(%s) ORDER BY meter_id", [ids])
+            taken = [r[0] for r in await cur.fetchall()] + sorted({i for i in ids if ids.count(i) > 1})
+            if taken:
+                msg = f"meter(s) {', '.join(taken)} already exist"
+                raise Conflict(msg)
+            try:
+                for m in meters:
+                    await _insert_meter(conn, m, at)
+            except psycopg.errors.UniqueViolation:
+                # Another writer created one of them since the check above.
+                msg = f"meter(s) among {', '.join(ids[:10])} were created meanwhile by another request"
+                raise Conflict(msg) from None
+
+    async def update_meter(self, meter_id: str, changes: Mapping[str, Any], *, at: datetime) -> Meter:
+        unknown = sorted(set(changes) - UPDATABLE_METER_FIELDS)
+        if unknown:
+            msg = (f"meter {meter_id}: cannot change {', '.join(unknown)} "
+                   f"(changeable: {', '.join(sorted(UPDATABLE_METER_FIELDS))})")
+            raise InvalidRequest(msg)
+        sets = "".join(f"{name} = %s, " for name in changes)
+        found = await self._fetch(
+            f"update meter {meter_id}",
+            f"UPDATE meters SET {sets}updated_at = %s WHERE meter_id = %s RETURNING {rows.METER_COLS}",
+            [*(_column(n, v) for n, v in changes.items()), rows.utc(at), meter_id])  # type: ignore[arg-type]
+        if not found:
+            raise NotFound("meter", meter_id)
+        return rows.meter(found[0])
+
+    async def deactivate_meter(self, meter_id: str, *, at: datetime) -> Meter:
+        async with self._conn(f"deactivate meter {meter_id}") as conn, conn.transaction():
+            meter = await _meter(conn, meter_id, lock=True)
+            await _close_open(conn, meter, at, "meter_id = %s", meter_id)
+            cur = await conn.execute(
+                "UPDATE meters SET status = %s, consumer_number = NULL, updated_at = %s WHERE meter_id = %s"
+                f" RETURNING {rows.METER_COLS}", (MeterStatus.INACTIVE.value, rows.utc(at), meter_id))
+            row = await cur.fetchone()
+            assert row is not None  # locked above
+            return rows.meter(row)
+
+    async def sync_meters(self, meters: Sequence[tuple[Meter, frozenset[str]]], *, at: datetime) -> None:
+        if not meters:
+            return
+        async with self._conn("sync configured meters") as conn, conn.transaction():
+            for meter, fields in sorted(meters, key=lambda m: m[0].meter_id):  # lock order: no deadlocks
+                cur = await conn.execute("SELECT 1 FROM meters WHERE meter_id = %s FOR UPDATE", [meter.meter_id])
+                if await cur.fetchone() is None:
+                    await _insert_meter(conn, meter, at, lenient=True)
+                    continue
+                names = sorted(CONFIG_OWNED_FIELDS | (fields & (UPDATABLE_METER_FIELDS - CONFIG_OWNED_FIELDS)))
+                await conn.execute(
+                    f"UPDATE meters SET {', '.join(f'{n} = %s' for n in names)}, updated_at = %s WHERE meter_id = %s",
+                    [*(_column(n, getattr(meter, n)) for n in names), rows.utc(at), meter.meter_id])
+                if "consumer_number" in fields and meter.consumer_number:
+                    cur = await conn.execute("SELECT 1 FROM assignments WHERE meter_id = %s LIMIT 1", [meter.meter_id])
+                    if await cur.fetchone() is None:
+                        await _open_first(conn, meter, at, lenient=True)
+
+    # -- assignments and consumers ----------------------------------------------------
+    async def assign_meter(self, meter_id: str, consumer_number: str, *, start: datetime,
+                           at: datetime) -> Assignment:
+        start = rows.utc(start)
+        async with self._conn(f"assign meter {meter_id}") as conn, conn.transaction():
+            meter = await _meter(conn, meter_id, lock=True)
+            cur = await conn.execute(
+                "SELECT consumer_number, start_ts FROM assignments WHERE meter_id = %s AND end_ts IS NULL", [meter_id])
+            row = await cur.fetchone()
+            open_ = accounts.OpenAssignment(row[0], rows.utc(row[1])) if row else None
+            cur = await conn.execute("SELECT max(end_ts) FROM assignments WHERE meter_id = %s", [meter_id])
+            last = await cur.fetchone()
+            accounts.check_assignment(meter_id, consumer_number, start, rows.utc(at), open_=open_,
+                                      last_end=rows.opt_utc(last[0]) if last else None,
+                                      deactivated_at=await _deactivated_at(conn, consumer_number))
+            read = await _last_billable(conn, meter, start)
+            await conn.execute(
+                "UPDATE assignments SET end_ts = %s, closing_read = %s WHERE meter_id = %s AND end_ts IS NULL",
+                (start, read, meter_id))
+            return await _open(conn, meter_id, consumer_number, start, read, at)
+
+    async def assignments(self, *, meter_id: str | None = None,
+                          consumer_number: str | None = None) -> list[Assignment]:
+        where = ["true"]
+        params: dict[str, Any] = {}
+        for column, value in (("meter_id", meter_id), ("consumer_number", consumer_number)):
+            if value is not None:
+                where.append(f"{column} = %({column})s")
+                params[column] = value
+        found = await self._fetch("assignments", f"SELECT {_ASSIGNMENT_COLS} FROM assignments"
+                                  f" WHERE {' AND '.join(where)} ORDER BY start_ts, meter_id, id", params)
+        return [_assignment(r) for r in found]
+
+    async def get_consumer(self, consumer_number: str) -> Consumer | None:
+        found = await self._fetch(f"consumer {consumer_number}", "SELECT consumer_number, created_at, deactivated_at"
+                                  " FROM consumers WHERE consumer_number = %(c)s", {"c": consumer_number})
+        if not found:
+            return None
+        row = found[0]
+        return Consumer(row[0], row[2] is None, rows.utc(row[1]), rows.opt_utc(row[2]))
+
+    async def deactivate_consumer(self, consumer_number: str, *, at: datetime) -> Consumer:
+        async with self._conn(f"deactivate consumer {consumer_number}") as conn, conn.transaction():
+            cur = await conn.execute(
+                "UPDATE consumers SET deactivated_at = coalesce(deactivated_at, %s) WHERE consumer_number = %s"
+                " RETURNING consumer_number, created_at, deactivated_at", (rows.utc(at), consumer_number))
+            row = await cur.fetchone()
+            if row is None:
+                raise NotFound("consumer", consumer_number)
+            cur = await conn.execute("SELECT meter_id FROM assignments WHERE consumer_number = %s AND end_ts IS NULL"
+                                     " ORDER BY meter_id", [consumer_number])
+            for (meter_id,) in await cur.fetchall():
+                meter = await _meter(conn, meter_id, lock=True)
+                await _close_open(conn, meter, at, "meter_id = %s AND consumer_number = %s", meter_id, consumer_number)
+                await conn.execute("UPDATE meters SET consumer_number = NULL, updated_at = %s"
+                                   " WHERE meter_id = %s AND consumer_number = %s", (rows.utc(at), meter_id,
+                                                                                      consumer_number))
+        return Consumer(row[0], False, rows.utc(row[1]), rows.utc(row[2]))
+
+    # -- events, PAYG and fleet summaries ---------------------------------------------
+    async def events_page(self, *, meter_id: str | None = None, kind: EventKind | None = None,
+                          start: datetime | None = None, end: datetime | None = None, limit: int = 100,
+                          before: tuple[datetime, int] | None = None) -> list[StoredEvent]:
+        where = ["true"]
+        params: dict[str, Any] = {"limit": limit}
+        if meter_id is not None:
+            where.append("meter_id = %(m)s")
+            params["m"] = meter_id
+        if kind is not None:
+            where.append("kind = %(kind)s")
+            params["kind"] = kind.value
+        if start is not None:
+            where.append("ts >= %(start)s")
+            params["start"] = rows.utc(start)
+        if end is not None:
+            where.append("ts < %(end)s")
+            params["end"] = rows.utc(end)
+        if before is not None:
+            where.append("(ts, seq) < (%(b_ts)s, %(b_seq)s)")
+            params["b_ts"], params["b_seq"] = rows.utc(before[0]), before[1]
+        found = await self._fetch("events", f"SELECT seq, {rows.EVENT_COLS} FROM events WHERE {' AND '.join(where)}"
+                                  " ORDER BY ts DESC, seq DESC LIMIT %(limit)s", params)
+        return [StoredEvent(r[0], rows.event(r[1:])) for r in found]
+
+    async def payg_totals(self) -> list[PaygTotals]:
+        found = await self._fetch(
+            "PAYG totals",
+            f"SELECT l.* FROM meters AS m CROSS JOIN LATERAL (SELECT {rows.BALANCE_COLS} FROM balances AS b"
+            " WHERE b.meter_id = m.meter_id ORDER BY b.ts DESC LIMIT 1) AS l WHERE m.payg")
+        return accounts.payg_totals(rows.balance(r) for r in found)
+
+    async def meter_activity(self, *, since: datetime) -> list[MeterActivity]:
+        found = await self._fetch(
+            "meter activity",
+            "SELECT m.meter_id, m.status, m.utility, m.payg, greatest(r.ts, b.ts) FROM meters AS m"
+            " LEFT JOIN LATERAL (SELECT ts FROM readings WHERE meter_id = m.meter_id AND ts >= %(since)s"
+            "  ORDER BY ts DESC LIMIT 1) AS r ON true"
+            " LEFT JOIN LATERAL (SELECT ts FROM balances WHERE meter_id = m.meter_id AND ts >= %(since)s"
+            "  ORDER BY ts DESC LIMIT 1) AS b ON true"
+            " ORDER BY m.meter_id", {"since": rows.utc(since)})
+        return [MeterActivity(r[0], METER_STATUS[r[1]], UTILITY[r[2]], r[3], rows.opt_utc(r[4])) for r in found]
+
+
+# -- inside a transaction -------------------------------------------------------------------
+async def _meter(conn: Conn, meter_id: str, *, lock: bool = False) -> Meter:
+    cur = await conn.execute(f"SELECT {rows.METER_COLS} FROM meters WHERE meter_id = %s"
+                             f"{' FOR UPDATE' if lock else ''}", [meter_id])
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound("meter", meter_id)
+    return rows.meter(row)
+
+
+async def _deactivated_at(conn: Conn, consumer_number: str) -> datetime | None:
+    cur = await conn.execute("SELECT deactivated_at FROM consumers WHERE consumer_number = %s", [consumer_number])
+    row = await cur.fetchone()
+    return rows.opt_utc(row[0]) if row else None
+
+
+async def _last_billable(conn: Conn, meter: Meter, at: datetime) -> float | None:
+    """The last billable read of the meter's billing register at or before `at`."""
+    cur = await conn.execute(
+        "SELECT value FROM readings WHERE meter_id = %s AND channel = %s AND ts <= %s AND status = ANY(%s)"
+        " ORDER BY ts DESC LIMIT 1", (meter.meter_id, cumulative_channel(meter.utility).value, rows.utc(at), _BILLABLE))
+    row = await cur.fetchone()
+    return float(row[0]) if row else None
+
+
+async def _close_open(conn: Conn, meter: Meter, at: datetime, where: str, *params: Any) -> None:
+    read = await _last_billable(conn, meter, at)
+    await conn.execute(f"UPDATE assignments SET end_ts = greatest(start_ts, %s), closing_read = %s WHERE {where}"
+                       " AND end_ts IS NULL", (rows.utc(at), read, *params))
+
+
+async def _open(conn: Conn, meter_id: str, consumer_number: str, start: datetime, opening: float | None,
+                at: datetime) -> Assignment:
+    await conn.execute("INSERT INTO consumers (consumer_number, created_at) VALUES (%s, %s)"
+                       " ON CONFLICT (consumer_number) DO NOTHING", (consumer_number, rows.utc(at)))
+    await conn.execute(f"INSERT INTO assignments ({_ASSIGNMENT_COLS}, created_at)"
+                       " VALUES (%s, %s, %s, NULL, %s, NULL, %s)",
+                       (meter_id, consumer_number, rows.utc(start), opening, rows.utc(at)))
+    await conn.execute("UPDATE meters SET consumer_number = %s, updated_at = %s WHERE meter_id = %s",
+                       (consumer_number, rows.utc(at), meter_id))
+    return Assignment(meter_id, consumer_number, rows.utc(start), None, opening, None)
+
+
+async def _open_first(conn: Conn, meter: Meter, at: datetime, *, lenient: bool) -> None:
+    """The first assignment of a new meter, from its installation (or now)."""
+    assert meter.consumer_number is not None
+    deactivated = await _deactivated_at(conn, meter.consumer_number)
+    if deactivated is not None:
+        if lenient:  # the configuration is not the place to argue: the meter stays unassigned
+            await conn.execute("UPDATE meters SET consumer_number = NULL WHERE meter_id = %s", [meter.meter_id])
+            return
+        msg = f"meter {meter.meter_id}: consumer {meter.consumer_number} was deactivated at {deactivated.isoformat()}"
+        raise Conflict(msg)
+    start = min(rows.utc(meter.installed_at or at), rows.utc(at))
+    await _open(conn, meter.meter_id, meter.consumer_number, start, await _last_billable(conn, meter, start), at)
+
+
+async def _insert_meter(conn: Conn, meter: Meter, at: datetime, *, lenient: bool = False) -> None:
+    await conn.execute(f"INSERT INTO meters ({rows.METER_COLS}, created_at, updated_at)"
+                       f" VALUES ({_METER_PLACEHOLDERS})", rows.meter_row(meter, rows.utc(at)))
+    if meter.consumer_number:
+        await _open_first(conn, meter, at, lenient=lenient)

@@ -1,0 +1,349 @@
+"""The read side of the PostgreSQL store (the API's queries), as a mixin of TimescaleStore.
+
+Every query is shaped for an index: `readings_key` (meter_id, channel, ts) for per-channel
+ranges and "latest" probes scanned backwards, `readings_meter_ts` for a meter's readings
+of all channels, `readings_seq_idx` for the feed, `readings_flagged` (a partial index of
+the few non-plain reads) for consumption and billing reads.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from gateway.errors import InvalidRequest, NotFound
+from gateway.model import (
+    BalanceUpdate,
+    Channel,
+    Command,
+    DeadLetter,
+    Event,
+    EventKind,
+    Kind,
+    Meter,
+    MeterStatus,
+    Reading,
+    Status,
+    Utility,
+)
+from storage import consumption as cons
+from storage.base import BillingRead, ConsumptionBucket, FeedPage, LastValue
+from storage.rows import CHANNEL
+from storage.timescale import rows
+
+Conn = psycopg.AsyncConnection[tuple[Any, ...]]
+
+_BILLABLE = [s.value for s in cons.BILLABLE]
+
+# The last usable read at or before each boundary: one backward index probe per bound.
+_CLOSINGS = (
+    "SELECT b.i, l.* FROM unnest(%(bounds)s::timestamptz[]) WITH ORDINALITY AS b(t, i)"
+    f" LEFT JOIN LATERAL (SELECT {rows.READING_COLS} FROM readings AS r"
+    "  WHERE r.meter_id = %(m)s AND r.channel = %(ch)s AND r.ts <= b.t AND r.status = ANY(%(ok)s)"
+    "  ORDER BY r.ts DESC LIMIT 1) AS l ON true ORDER BY b.i"
+)
+_FLAGGED = (
+    f"SELECT {rows.READING_COLS} FROM readings WHERE meter_id = %(m)s AND channel = %(ch)s"
+    f" AND ts >= %(lo)s AND ts <= %(hi)s AND {cons.FLAGGED_SQL} ORDER BY ts"
+)
+_USABLE = [s.value for s in Status if s is not Status.REJECTED]
+
+# Up to this many bounds, one backward probe each (_CLOSINGS); beyond, one range scan.
+# A probe has no lower time bound, so it cannot exclude chunks: on a year of 7-day chunks
+# each probe costs a chunk walk, and a year of daily buckets made 366 of them.
+_PROBE_BOUNDS = 8
+# The last usable read of each bucket (b[i-1], b[i]], from one scan of (b[0], b[n]]:
+# width_bucket over the bounds moved on by a microsecond puts a read exactly on b[i] in
+# bucket i (it closes that bucket), as _CLOSINGS does.
+_LAST_PER_BUCKET = (
+    f"SELECT DISTINCT ON (k) k, {rows.READING_COLS} FROM (SELECT width_bucket(ts, %(shifted)s::timestamptz[]) AS k,"
+    f"  {rows.READING_COLS} FROM readings WHERE meter_id = %(m)s AND channel = %(ch)s AND ts > %(b0)s"
+    "  AND ts <= %(bn)s AND status = ANY(%(ok)s)) AS s ORDER BY k, ts DESC"
+)
+_LAST_AT_OR_BEFORE = (
+    f"SELECT {rows.READING_COLS} FROM readings WHERE meter_id = %(m)s AND channel = %(ch)s AND ts <= %(b0)s"
+    " AND status = ANY(%(ok)s) ORDER BY ts DESC LIMIT 1"
+)
+
+
+class TimescaleQueries:
+    """Reader methods; the store provides `_conn` and `_fetch`."""
+
+    def _conn(self, action: str) -> AbstractAsyncContextManager[Conn]:
+        raise NotImplementedError
+
+    async def _fetch(self, action: str, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
+        raise NotImplementedError
+
+    async def list_meters(self, *, search: str | None = None, limit: int = 100, after: str | None = None,
+                          status: MeterStatus | None = None, utility: Utility | None = None,
+                          payg: bool | None = None, consumer_number: str | None = None) -> list[Meter]:  # fmt: skip
+        """Meters by meter_id after `after`; `search` is a case-insensitive substring of the
+        meter number, device number or consumer number; the other filters are exact."""
+        clause, params = _filters(status=None if status is None else status.value,
+                                  utility=None if utility is None else utility.value, consumer_number=consumer_number)
+        where = [clause]
+        params["limit"] = limit
+        if payg is not None:
+            where.append("payg = %(payg)s")
+            params["payg"] = payg
+        if after is not None:
+            where.append("meter_id > %(after)s")
+            params["after"] = after
+        if search:
+            where.append("(meter_id ILIKE %(p)s OR device_number ILIKE %(p)s OR consumer_number ILIKE %(p)s)")
+            params["p"] = _like(search)
+        found = await self._fetch(
+            "list meters",
+            f"SELECT {rows.METER_COLS} FROM meters WHERE {' AND '.join(where)} ORDER BY meter_id LIMIT %(limit)s",
+            params,
+        )
+        return [rows.meter(r) for r in found]
+
+    async def get_meter(self, meter_id: str) -> Meter | None:
+        """The meter with this meter_id, or None."""
+        found = await self._fetch(
+            f"get meter {meter_id}", f"SELECT {rows.METER_COLS} FROM meters WHERE meter_id = %(m)s", {"m": meter_id}
+        )
+        return rows.meter(found[0]) if found else None
+
+    async def latest_readings(self, meter_id: str) -> list[Reading]:
+        """The latest reading of each channel, ordered by channel: one backward index probe
+        per channel the meter has (meter_channels, kept by every write), not DISTINCT ON,
+        which reads the meter's whole history where TimescaleDB's SkipScan is not
+        available, nor a probe per canonical channel: one for a channel the meter lacks
+        visits every chunk."""
+        found = await self._fetch(
+            f"latest readings of {meter_id}",
+            "SELECT l.* FROM meter_channels AS c"
+            f" CROSS JOIN LATERAL (SELECT {rows.READING_COLS} FROM readings AS r"
+            "  WHERE r.meter_id = c.meter_id AND r.channel = c.channel ORDER BY r.ts DESC LIMIT 1) AS l"
+            " WHERE c.meter_id = %(m)s ORDER BY l.channel",
+            {"m": meter_id},
+        )
+        return [rows.reading(r) for r in found]
+
+    async def readings(self, meter_id: str, *, start: datetime, end: datetime,
+                       channel: Channel | None = None, limit: int = 1000,
+                       after: tuple[datetime, str] | None = None,
+                       status: Status | None = None) -> list[Reading]:  # fmt: skip
+        """Readings with start <= ts < end ordered by (ts, channel), keyset-paginated."""
+        where = ["meter_id = %(m)s", "ts >= %(start)s", "ts < %(end)s"]
+        params: dict[str, Any] = {"m": meter_id, "start": rows.utc(start), "end": rows.utc(end), "limit": limit}
+        if channel is not None:
+            where.append("channel = %(ch)s")
+            params["ch"] = channel.value
+        if status is not None:
+            where.append("status = %(status)s")
+            params["status"] = status.value
+        if after is not None:
+            where.append("(ts, channel) > (%(after_ts)s, %(after_ch)s)")
+            params["after_ts"], params["after_ch"] = rows.utc(after[0]), str(after[1])
+        found = await self._fetch(
+            f"readings of {meter_id}",
+            f"SELECT {rows.READING_COLS} FROM readings WHERE {' AND '.join(where)}"
+            " ORDER BY ts, channel LIMIT %(limit)s",
+            params,
+        )
+        return [rows.reading(r) for r in found]
+
+    async def last_cumulative(self) -> list[LastValue]:
+        """The latest reading of every (meter, channel) whose latest reading is cumulative:
+        one backward index probe per pair of meter_channels, so the cost grows with
+        meters, not with rows."""
+        found = await self._fetch(
+            "last cumulative values",
+            "SELECT l.meter_id, l.channel, l.ts, l.value FROM meter_channels AS c"
+            " CROSS JOIN LATERAL (SELECT meter_id, channel, ts, value, kind FROM readings AS r"
+            "  WHERE r.meter_id = c.meter_id AND r.channel = c.channel ORDER BY r.ts DESC LIMIT 1) AS l"
+            " WHERE l.kind = %(kind)s ORDER BY l.meter_id, l.channel",
+            {"kind": Kind.CUMULATIVE.value},
+        )
+        return [LastValue(r[0], CHANNEL[r[1]], rows.utc(r[2]), r[3]) for r in found]
+
+    async def latest_balance(self, meter_id: str) -> BalanceUpdate | None:
+        """The newest balance update of the meter (by ts), or None."""
+        found = await self._fetch(
+            f"latest balance of {meter_id}",
+            f"SELECT {rows.BALANCE_COLS} FROM balances WHERE meter_id = %(m)s ORDER BY ts DESC LIMIT 1",
+            {"m": meter_id},
+        )
+        return rows.balance(found[0]) if found else None
+
+    async def balances(self, meter_id: str, *, start: datetime, end: datetime,
+                       limit: int = 1000) -> list[BalanceUpdate]:  # fmt: skip
+        """Balance updates with start <= ts < end, ordered by ts."""
+        found = await self._fetch(
+            f"balances of {meter_id}",
+            f"SELECT {rows.BALANCE_COLS} FROM balances"
+            " WHERE meter_id = %(m)s AND ts >= %(start)s AND ts < %(end)s ORDER BY ts LIMIT %(limit)s",
+            {"m": meter_id, "start": rows.utc(start), "end": rows.utc(end), "limit": limit},
+        )
+        return [rows.balance(r) for r in found]
+
+    async def events(self, *, meter_id: str | None = None, kind: EventKind | None = None,
+                     limit: int = 100) -> list[Event]:  # fmt: skip
+        """Events, most recent first."""
+        where, params = _filters(meter_id=meter_id, kind=None if kind is None else kind.value)
+        found = await self._fetch(
+            "events",
+            f"SELECT {rows.EVENT_COLS} FROM events WHERE {where} ORDER BY ts DESC, seq DESC LIMIT %(limit)s",
+            {**params, "limit": limit},
+        )
+        return [rows.event(r) for r in found]
+
+    async def deadletters(self, *, meter_id: str | None = None, reason: str | None = None,
+                          limit: int = 100) -> list[DeadLetter]:  # fmt: skip
+        """Dead letters, most recent first."""
+        where, params = _filters(meter_id=meter_id, reason=reason)
+        found = await self._fetch(
+            "dead letters",
+            f"SELECT {rows.DEADLETTER_COLS} FROM deadletters WHERE {where}"
+            " ORDER BY ts DESC, seq DESC LIMIT %(limit)s",
+            {**params, "limit": limit},
+        )
+        return [rows.deadletter(r) for r in found]
+
+    # -- wave 2 -------------------------------------------------------------------
+    async def feed(self, *, after: int, limit: int = 1000) -> FeedPage:
+        """Readings with seq > after in seq order, up to the visibility watermark (see
+        migration 0002): a seq a still-running writer may yet commit is never passed."""
+        async with self._conn("feed") as conn:
+            # Two statements on purpose: the rows' snapshot must be taken after the
+            # watermark was read (autocommit: each statement has its own snapshot).
+            cur = await conn.execute("SELECT meter_gateway_feed_watermark()")
+            row = await cur.fetchone()
+            mark = row[0] if row and row[0] is not None else 0
+            cur = await conn.execute(
+                f"SELECT {rows.READING_COLS} FROM readings WHERE seq > %(after)s AND seq <= %(mark)s"
+                " ORDER BY seq LIMIT %(limit)s",
+                {"after": after, "mark": mark, "limit": limit},
+            )
+            items = [rows.reading(r) for r in await cur.fetchall()]
+        return FeedPage(items, items[-1].seq if items and items[-1].seq is not None else after)
+
+    async def consumption(self, meter_id: str, channel: Channel, *, start: datetime, end: datetime,
+                          bucket: str, tz: str = "UTC") -> list[ConsumptionBucket]:  # fmt: skip
+        """Consumption per bucket (see storage.consumption for the rules)."""
+        zone = cons.check_request(channel, bucket, tz)
+        bounds = cons.bucket_bounds(start, end, bucket, zone)
+        closings, flagged = await self._closings_and_flagged(meter_id, channel, bounds, _USABLE)
+        return cons.buckets(bounds, closings, flagged)
+
+    async def billing_read(self, meter_id: str, channel: Channel, *, start: datetime,
+                           end: datetime) -> BillingRead:  # fmt: skip
+        """Opening and closing billable reads of the period and the consumption between."""
+        if rows.utc(end) < rows.utc(start):
+            msg = f"billing read of {meter_id}: end {end.isoformat()} is before start {start.isoformat()}"
+            raise InvalidRequest(msg)
+        bounds = [rows.utc(start), rows.utc(end)]
+        (opening, closing), flagged = await self._closings_and_flagged(meter_id, channel, bounds, _BILLABLE)
+        return cons.billing(meter_id, channel, start, end, opening, closing, flagged)
+
+    async def _closings_and_flagged(self, meter_id: str, channel: Channel, bounds: list[datetime],
+                                    statuses: list[str]) -> tuple[list[Reading | None], list[Reading]]:  # fmt: skip
+        params: dict[str, Any] = {"m": meter_id, "ch": channel.value, "bounds": bounds, "ok": statuses}
+        async with self._conn(f"consumption of {meter_id}") as conn, conn.transaction():
+            # One snapshot for both queries (REPEATABLE READ is not needed: a read-only
+            # transaction in READ COMMITTED would take two; this one is short).
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            if len(bounds) <= _PROBE_BOUNDS:
+                cur = await conn.execute(_CLOSINGS, params)
+                closings = [None if r[1] is None else rows.reading(r[1:]) for r in await cur.fetchall()]
+            else:
+                closings = await _closings_by_bucket(conn, params)
+            first = closings[0]
+            params["lo"] = first.ts if first is not None else bounds[0]
+            params["hi"] = bounds[-1]
+            cur = await conn.execute(_FLAGGED, params)
+            flagged = [rows.reading(r) for r in await cur.fetchall()]
+        return closings, flagged
+
+    async def cumulative_history(self, *, since: datetime) -> list[Reading]:
+        """Cumulative readings with ts >= since ordered by (meter_id, channel, ts)."""
+        found = await self._fetch(
+            "cumulative history",
+            f"SELECT {rows.READING_COLS} FROM readings WHERE ts >= %(since)s AND kind = %(kind)s"
+            " ORDER BY meter_id, channel, ts",
+            {"since": rows.utc(since), "kind": Kind.CUMULATIVE.value},
+        )
+        return [rows.reading(r) for r in found]
+
+    async def get_command(self, correlation_id: str) -> Command | None:
+        found = await self._fetch(
+            f"command {correlation_id}",
+            f"SELECT {rows.COMMAND_COLS} FROM commands WHERE correlation_id = %(c)s",
+            {"c": correlation_id},
+        )
+        return rows.command(found[0]) if found else None
+
+    async def commands(self, *, meter_id: str | None = None, limit: int = 100) -> list[Command]:
+        """Commands, most recent first."""
+        where, params = _filters(meter_id=meter_id)
+        found = await self._fetch(
+            "commands",
+            f"SELECT {rows.COMMAND_COLS} FROM commands WHERE {where}"
+            " ORDER BY created_at DESC, correlation_id DESC LIMIT %(limit)s",
+            {**params, "limit": limit},
+        )
+        return [rows.command(r) for r in found]
+
+
+async def _closings_by_bucket(conn: Conn, params: dict[str, Any]) -> list[Reading | None]:
+    """For each bound, the last usable read at or before it (same answer as _CLOSINGS)."""
+    bounds: list[datetime] = params["bounds"]
+    scan = {**params, "b0": bounds[0], "bn": bounds[-1], "shifted": [b + timedelta(microseconds=1) for b in bounds]}
+    cur = await conn.execute(_LAST_AT_OR_BEFORE, scan)
+    row = await cur.fetchone()
+    closings: list[Reading | None] = [None if row is None else rows.reading(row)]
+    cur = await conn.execute(_LAST_PER_BUCKET, scan)
+    last = {r[0]: rows.reading(r[1:]) for r in await cur.fetchall()}
+    for i in range(1, len(bounds)):
+        # An empty bucket is closed by the read that closed the one before it.
+        closings.append(last.get(i, closings[i - 1]))
+    return closings
+
+
+async def set_status_in(conn: Conn, meter_id: str, channel: Channel, ts: datetime, status: Status, *,
+                        note: str, by: str, now: datetime) -> Reading:  # fmt: skip
+    """Inside the caller's transaction: new status and seq, and a verification log line."""
+    key = {"m": meter_id, "ch": channel.value, "ts": rows.utc(ts)}
+    cur = await conn.execute(
+        "SELECT status FROM readings WHERE meter_id = %(m)s AND channel = %(ch)s AND ts = %(ts)s FOR UPDATE", key
+    )
+    found = await cur.fetchone()
+    if found is None:
+        raise NotFound("reading", f"{meter_id}/{channel.value}@{rows.utc(ts).isoformat()}")
+    await conn.execute("SELECT meter_gateway_feed_register()")
+    cur = await conn.execute(
+        "UPDATE readings SET status = %(status)s, seq = nextval('readings_seq')"
+        f" WHERE meter_id = %(m)s AND channel = %(ch)s AND ts = %(ts)s RETURNING {rows.READING_COLS}",
+        {**key, "status": status.value},
+    )
+    updated = await cur.fetchone()
+    assert updated is not None  # locked above
+    await conn.execute(
+        "INSERT INTO verification_log (meter_id, channel, ts, previous_status, status, note, actor, created_at)"
+        " VALUES (%(m)s, %(ch)s, %(ts)s, %(prev)s, %(status)s, %(note)s, %(by)s, %(now)s)",
+        {**key, "prev": found[0], "status": status.value, "note": note, "by": by, "now": rows.utc(now)},
+    )
+    return rows.reading(updated)
+
+
+def _like(search: str) -> str:
+    """An ILIKE pattern matching `search` anywhere, with its own % and _ taken literally."""
+    escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _filters(**equal: str | None) -> tuple[str, dict[str, Any]]:
+    """A WHERE clause of `column = %(column)s` for every filter that is set (names are ours)."""
+    used = {col: value for col, value in equal.items() if value is not None}
+    clause = " AND ".join(f"{col} = %({col})s" for col in used) or "true"
+    return clause, used
+
+
+__all__ = ["TimescaleQueries", "set_status_in"]
