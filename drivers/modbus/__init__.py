@@ -1,13 +1,20 @@
-"""Modbus TCP (and RTU over TCP) driver: poll meters, emit RawRegisters / PollFailure / Event.
+"""Modbus driver (TCP, RTU over TCP, serial RTU): poll meters, emit RawRegisters / PollFailure / Event.
 
 Only `drivers.modbus.connection` imports pymodbus; nothing outside drivers/ needs to.
 """
 
-from drivers.modbus.connection import ModbusConnection, ModbusEndpoint
+from drivers.modbus.breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from drivers.modbus.connection import ConnectionStats, ModbusConnection, ModbusEndpoint, SerialLine, Transport
+from drivers.modbus.health import MeterHealth
 from drivers.modbus.plan import ReadBlock, plan_reads
-from drivers.modbus.poller import Emit, MeterHealth, ModbusPoller, PollTarget
+from drivers.modbus.poller import Emit, ModbusPoller, PollTarget
+from drivers.modbus.schedule import Schedule, Slot, send_offset
 
 __all__ = [
+    "BreakerPolicy",
+    "BreakerState",
+    "CircuitBreaker",
+    "ConnectionStats",
     "Emit",
     "MeterHealth",
     "ModbusConnection",
@@ -15,5 +22,10 @@ __all__ = [
     "ModbusPoller",
     "PollTarget",
     "ReadBlock",
+    "Schedule",
+    "SerialLine",
+    "Slot",
+    "Transport",
     "plan_reads",
+    "send_offset",
 ]

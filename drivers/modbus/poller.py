@@ -1,8 +1,9 @@
-"""ModbusPoller: polls the meters of one endpoint on their intervals and emits what it read.
+"""ModbusPoller: polls the meters of one endpoint on their schedules and emits what it read.
 
 One task per meter inside one TaskGroup; the endpoint's connection (and its lock) is the only
 thing they share, and each hold of the lock is bounded by the endpoint's timeout, so a slow or
-dead meter costs its own slot, not the fleet's. Each meter's health is a small state machine
+dead meter costs its own slot, not the fleet's schedule; its circuit breaker stops it from
+costing bus time at all after a while. Each meter's health is a small state machine
 (ok -> failing -> lost -> ok) that emits comm_lost / comm_restored once per transition.
 """
 
@@ -10,17 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
 
-from drivers.modbus.connection import ModbusConnection, ModbusEndpoint, describe_read
-from drivers.modbus.plan import plan_reads
+from drivers.modbus.breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from drivers.modbus.connection import ConnectionStats, ModbusConnection, ModbusEndpoint, describe_read
+from drivers.modbus.health import LatencyWindow, MeterHealth
+from drivers.modbus.plan import ReadBlock, plan_reads
+from drivers.modbus.schedule import Schedule, Slot, send_offset
 from drivers.samples import PollFailure, RawRegisters, RegisterBlock
 from gateway.backoff import Backoff
 from gateway.errors import DriverError, InvalidRequest, NotFound
@@ -30,60 +32,44 @@ from gateway.model.profiles import DeviceProfile, Function
 log = logging.getLogger(__name__)
 
 Emit = Callable[[RawRegisters | PollFailure | Event], Awaitable[None]]
+Sleep = Callable[[float], Awaitable[None]]
 
-#: Send times are spread over the first part of each interval: this fraction, at most _MAX_SPREAD s.
-_SPREAD = 0.1
-_MAX_SPREAD = 5.0
 MAX_READ = 125  # registers per FC 03/04 request (Modbus Application Protocol V1.1b3)
 
 
 @dataclass(frozen=True, slots=True)
 class PollTarget:
-    """One meter on the endpoint: its unit id, register map and poll interval."""
+    """One meter on the endpoint: its unit id, register map and schedule.
+
+    `interval` 0 polls back to back (benchmarks, commissioning). `align` stamps each reading
+    with the interval boundary its poll belongs to; `jitter` is the window (s) after the
+    boundary over which meters spread their sends (None: 10 % of the interval, at most 5 s).
+    """
 
     meter_id: str
     unit: int  # Modbus device id 1..247
     profile: DeviceProfile
     interval: float  # seconds
-    align: bool = True  # timestamp = interval boundary the poll belongs to
+    align: bool = True
+    jitter: float | None = None
 
     def __post_init__(self) -> None:
-        if not 1 <= self.unit <= 247 or self.interval <= 0:
-            msg = f"meter {self.meter_id}: need unit in 1..247 and interval > 0 (got {self.unit}, {self.interval})"
+        if not 1 <= self.unit <= 247 or self.interval < 0 or (self.jitter is not None and self.jitter < 0):
+            msg = (f"meter {self.meter_id}: need unit in 1..247, interval >= 0 and jitter >= 0 "
+                   f"(got {self.unit}, {self.interval}, {self.jitter})")
             raise ValueError(msg)
-
-
-@dataclass(slots=True)
-class MeterHealth:
-    """What diagnostics show of one meter; updated on every poll."""
-
-    meter_id: str
-    unit: int
-    last_attempt: datetime | None = None
-    last_success: datetime | None = None
-    consecutive_failures: int = 0
-    last_error: str | None = None
-    last_error_kind: str | None = None
-    last_latency_s: float | None = None
-    polls: int = 0  # attempts, failed ones included
-    failures: int = 0
-    skipped: int = 0  # boundaries missed because the previous poll was still running
-    last_raw: tuple[RegisterBlock, ...] = ()
-    comm_lost: bool = False
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def send_offset(meter_id: str, interval: float) -> float:
-    """Deterministic per-meter delay after the boundary, so meters do not all send at once."""
-    window = min(interval * _SPREAD, _MAX_SPREAD)
-    return window * (zlib.crc32(meter_id.encode()) / 2**32)
-
-
 class ModbusPoller:
-    """Polls `targets` on `endpoint` until cancelled, emitting RawRegisters, PollFailure and Events."""
+    """Polls `targets` on `endpoint` until cancelled, emitting RawRegisters, PollFailure and Events.
+
+    `clock` (wall time, for schedules and timestamps), `monotonic` (for backoffs and breakers)
+    and `sleep` are injected so tests can move time instead of waiting for it.
+    """
 
     def __init__(
         self,
@@ -95,6 +81,8 @@ class ModbusPoller:
         failures_before_lost: int = 3,
         backoff: Backoff | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        breaker: BreakerPolicy | None = None,
     ) -> None:
         self._targets: dict[str, PollTarget] = {}
         self._by_unit: dict[int, str] = {}
@@ -112,8 +100,15 @@ class ModbusPoller:
         self._clock = clock
         self._lost_after = failures_before_lost
         self._monotonic = monotonic
+        self._sleep = sleep
         self._conn = ModbusConnection(endpoint, backoff=backoff, monotonic=monotonic)
+        # Plans are computed here once per target, never per poll.
+        self._plans: dict[str, tuple[ReadBlock, ...]] = {
+            t.meter_id: plan_reads(t.profile, endpoint.max_gap) for t in targets
+        }
         self._health = {t.meter_id: MeterHealth(t.meter_id, t.unit) for t in targets}
+        self._latency = {t.meter_id: LatencyWindow() for t in targets}
+        self._breakers = {t.meter_id: CircuitBreaker(breaker) for t in targets}
 
     @property
     def targets(self) -> tuple[PollTarget, ...]:
@@ -122,6 +117,10 @@ class ModbusPoller:
     @property
     def connected(self) -> bool:
         return self._conn.connected
+
+    def connection_stats(self) -> ConnectionStats:
+        """A copy of the endpoint's connection counters."""
+        return replace(self._conn.stats)
 
     async def __aenter__(self) -> Self:
         return self
@@ -149,7 +148,8 @@ class ModbusPoller:
     async def poll_now(self, meter_id: str) -> RawRegisters:
         """Read one meter at once (ts = now). Raises DriverError; NotFound for an unknown meter.
 
-        Touches neither the health counters nor the comm state, and emits nothing.
+        Bypasses the circuit breaker (a technician asked), touches neither the health
+        counters nor the comm state, and emits nothing.
         """
         target = self._targets.get(meter_id)
         if target is None:
@@ -157,7 +157,10 @@ class ModbusPoller:
         return await self._read(target, self._clock())
 
     async def read_registers(self, unit: int, function: Function, address: int, count: int) -> tuple[int, ...]:
-        """Raw read of `count` (1..125) holding or input registers of `unit`; raises DriverError."""
+        """Raw read of `count` (1..125) holding or input registers of `unit`; raises DriverError.
+
+        Read-only function codes only (03, 04): nothing here can change a device.
+        """
         function = Function(function)
         if not 1 <= unit <= 247 or not 1 <= count <= MAX_READ or not 0 <= address <= 0xFFFF - count + 1:
             msg = (
@@ -169,12 +172,17 @@ class ModbusPoller:
 
     def health(self) -> dict[str, MeterHealth]:
         """A snapshot (copies) of every meter's health, by meter id."""
-        return {meter_id: replace(h) for meter_id, h in self._health.items()}
+        out = {}
+        for meter_id, h in self._health.items():
+            p50, p90, p99 = self._latency[meter_id].percentiles(50, 90, 99)
+            out[meter_id] = replace(h, latency_p50_s=p50, latency_p90_s=p90, latency_p99_s=p99,
+                                    breaker=self._breakers[meter_id].state.value)
+        return out
 
     async def _read(self, target: PollTarget, ts: datetime) -> RawRegisters:
         blocks: list[RegisterBlock] = []
         on_wire = 0.0
-        for rb in plan_reads(target.profile):  # the first failure ends the poll: no point going on
+        for rb in self._plans[target.meter_id]:  # the first failure ends the poll: no point going on
             words, spent = await self._conn.read_timed(
                 target.unit, rb.function, rb.address, rb.count, meter_id=target.meter_id
             )
@@ -182,44 +190,57 @@ class ModbusPoller:
             on_wire += spent
         return RawRegisters(target.meter_id, ts, self._clock(), tuple(blocks), on_wire)
 
-    async def _meter_loop(self, target: PollTarget) -> None:
-        interval = target.interval
-        offset = send_offset(target.meter_id, interval)
-        now = self._clock().timestamp()
-        # Boundaries are epoch + k * interval: wall-clock aligned, or phased from now if not aligned.
-        epoch = 0.0 if target.align else now
-        k = math.floor((now - epoch) / interval) + 1 if target.align else 0
-        health = self._health[target.meter_id]
-        while True:
-            due = epoch + k * interval
-            delay = due + offset - self._clock().timestamp()
-            if delay > 2 * interval:  # the wall clock went back: find our place again
-                k = math.floor((self._clock().timestamp() - epoch) / interval) + 1
-                continue
-            if delay > 0:
-                await asyncio.sleep(delay)
-            ts = datetime.fromtimestamp(due, UTC) if target.align else self._clock()
-            await self._poll_once(target, health, ts)
-            # Boundaries that passed while this poll ran are skipped and counted, never queued.
-            missed = math.floor((self._clock().timestamp() - due) / interval)
-            if missed > 0:
-                health.skipped += missed
-                log.debug("meter %s: poll overran, %d poll(s) skipped", target.meter_id, missed,
-                          extra={"meter_id": target.meter_id})
-            k += 1 + max(missed, 0)
+    def _now(self) -> float:
+        return self._clock().timestamp()
 
-    async def _poll_once(self, target: PollTarget, health: MeterHealth, ts: datetime) -> None:
+    async def _meter_loop(self, target: PollTarget) -> None:
+        offset = send_offset(target.meter_id, target.interval, target.jitter) if target.interval else 0.0
+        schedule = Schedule(target.interval, align=target.align, offset=offset)
+        health = self._health[target.meter_id]
+        breaker = self._breakers[target.meter_id]
+        task = asyncio.current_task()
+        while True:
+            if task is not None and task.cancelling():
+                # On Python 3.11, asyncio.wait_for inside pymodbus can swallow a cancel that
+                # races a reply; without this check the meter would poll on and shutdown hang.
+                raise asyncio.CancelledError
+            slot = schedule.next(self._now())
+            delay = slot.send_at - self._now()
+            if delay > 0:
+                await self._sleep(delay)
+            else:
+                await asyncio.sleep(0)  # back-to-back polls still let the others run
+            if breaker.allow(self._monotonic()):
+                ts = datetime.fromtimestamp(slot.due, UTC) if target.align and target.interval else self._clock()
+                await self._poll_once(target, health, breaker, ts)
+            else:
+                health.breaker_skips += 1
+                if not target.interval:  # no schedule to wait on: wait out the cool-down
+                    await self._sleep(max(0.0, breaker.open_until - self._monotonic()))
+            self._overran(target, health, schedule, slot)
+
+    def _overran(self, target: PollTarget, health: MeterHealth, schedule: Schedule, slot: Slot) -> None:
+        missed = schedule.finished(slot, self._now())
+        if missed:
+            health.skipped += missed
+            log.debug("meter %s: poll overran, %d slot(s) skipped", target.meter_id, missed,
+                      extra={"meter_id": target.meter_id})
+
+    async def _poll_once(self, target: PollTarget, health: MeterHealth, breaker: CircuitBreaker,
+                         ts: datetime) -> None:
         health.last_attempt = self._clock()
         health.polls += 1
         try:
             raw = await self._read(target, ts)
         except DriverError as err:
-            await self._failed(target, health, ts, err)
+            await self._failed(target, health, breaker, ts, err)
             return
         restored = health.comm_lost
         failed_before = health.consecutive_failures
+        breaker.success()
         health.last_success = raw.received_at
         health.last_latency_s = raw.latency_s
+        self._latency[target.meter_id].add(raw.latency_s)
         health.last_raw = raw.blocks
         health.consecutive_failures = 0
         health.comm_lost = False
@@ -233,7 +254,8 @@ class ModbusPoller:
             log.info("meter %s: poll succeeded again after %d failure(s)", target.meter_id, failed_before,
                      extra={"meter_id": target.meter_id})
 
-    async def _failed(self, target: PollTarget, health: MeterHealth, ts: datetime, err: DriverError) -> None:
+    async def _failed(self, target: PollTarget, health: MeterHealth, breaker: CircuitBreaker, ts: datetime,
+                      err: DriverError) -> None:
         health.failures += 1
         health.consecutive_failures += 1
         health.last_error = str(err)
@@ -248,6 +270,10 @@ class ModbusPoller:
             log.info("meter %s: poll failed: %s", target.meter_id, err, extra=extra)
         else:
             log.debug("meter %s: poll failed again: %s", target.meter_id, err, extra=extra)
+        was_half_open = breaker.state is BreakerState.HALF_OPEN
+        if breaker.failure(self._monotonic()) and not was_half_open:
+            log.info("meter %s: circuit breaker open after %d failed polls; probing again in %.0f s",
+                     target.meter_id, breaker.failures, breaker.open_until - self._monotonic(), extra=extra)
         await self._emit(PollFailure(target.meter_id, ts, err))
         if lost:
             event = Event(self._clock(), target.meter_id, EventKind.COMM_LOST, Severity.WARNING, str(err))

@@ -12,10 +12,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from gateway.config.locate import index_lines, problems_from_validation
+from gateway.config.locate import Path as KeyPath
+from gateway.config.locate import index_lines, line_of, problems_from_validation
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.model.meters import Utility
-from gateway.model.profiles import ByteOrder, DataType, DeviceProfile, Function, RegisterSpec
+from gateway.model.profiles import ByteOrder, DataType, DeviceFlag, DeviceProfile, FlagSpec, Function, RegisterSpec
 from gateway.model.readings import Channel, Kind
 from gateway.normalise.units import conversion_factor
 
@@ -35,11 +36,22 @@ class RegisterIn(_Strict):
     unit: str = ""
     kind: Kind = Kind.INSTANTANEOUS
     modulus: float | None = Field(default=None, gt=0)
+    not_available: int | None = Field(default=None, description="Raw value the device sends for 'no value'")
 
     @model_validator(mode="after")
     def _unit_fits_channel(self) -> RegisterIn:
         conversion_factor(self.unit, self.channel)  # raises ValueError naming both
         return self
+
+
+class FlagIn(_Strict):
+    """A status bit, e.g. `[[flags]] function = "input", address = 14, bit = 0, flag = "tamper"`."""
+
+    flag: DeviceFlag
+    function: Function = Function.INPUT
+    address: int = Field(ge=0, le=0xFFFF)
+    bit: int = Field(ge=0, le=15)
+    active: bool = Field(default=True, description="Bit value that means the flag is raised")
 
 
 class ProfileMeta(_Strict):
@@ -55,16 +67,28 @@ class ProfileMeta(_Strict):
 class ProfileFile(_Strict):
     profile: ProfileMeta
     registers: list[RegisterIn] = Field(min_length=1)
+    flags: list[FlagIn] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _no_overlap(self) -> ProfileFile:
-        seen: dict[Channel, int] = {}
-        for i, reg in enumerate(self.registers):
-            if reg.channel in seen:
-                msg = f"registers[{i}] repeats channel {reg.channel.value} (first at registers[{seen[reg.channel]}])"
-                raise ValueError(msg)
-            seen[reg.channel] = i
-        return self
+
+def _cross_check(parsed: ProfileFile, index: dict[KeyPath, int]) -> list[ConfigProblem]:
+    """Checks that span several keys, each problem with its key and line."""
+    problems: list[ConfigProblem] = []
+    seen: dict[Channel, int] = {}
+    limit = parsed.profile.max_registers_per_request
+    for i, reg in enumerate(parsed.registers):
+        key: KeyPath = ("registers", i)
+        if reg.channel in seen:
+            msg = f"repeats channel {reg.channel.value} (first at registers[{seen[reg.channel]}])"
+            problems.append(ConfigProblem(f"registers[{i}].channel", line_of(index, (*key, "channel")), msg))
+        seen.setdefault(reg.channel, i)
+        if reg.type.words > limit:
+            msg = (f"{reg.channel.value} ({reg.type.value}) needs {reg.type.words} registers but "
+                   f"max_registers_per_request is {limit}")
+            problems.append(ConfigProblem(f"registers[{i}].type", line_of(index, (*key, "type")), msg))
+        if reg.address + reg.type.words > 0x10000:
+            msg = f"{reg.channel.value} ({reg.type.value}) runs past register 0xffff"
+            problems.append(ConfigProblem(f"registers[{i}].address", line_of(index, (*key, "address")), msg))
+    return problems
 
 
 def parse_profile(text: str, source: str) -> DeviceProfile:
@@ -73,10 +97,14 @@ def parse_profile(text: str, source: str) -> DeviceProfile:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [ConfigProblem("(file)", None, f"not valid TOML: {exc}")]) from exc
+    index = index_lines(text)
     try:
         parsed = ProfileFile.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, problems_from_validation(exc, index_lines(text))) from exc
+        raise ConfigError(source, problems_from_validation(exc, index)) from exc
+    problems = _cross_check(parsed, index)
+    if problems:
+        raise ConfigError(source, problems)
     meta = parsed.profile
     return DeviceProfile(
         name=meta.name,
@@ -86,11 +114,12 @@ def parse_profile(text: str, source: str) -> DeviceProfile:
         utility=meta.utility,
         max_registers_per_request=meta.max_registers_per_request,
         max_gap=meta.max_gap,
+        flags=tuple(FlagSpec(f.flag, f.function, f.address, f.bit, f.active) for f in parsed.flags),
         registers=tuple(
             RegisterSpec(
                 channel=r.channel, function=r.function, address=r.address, type=r.type,
                 order=r.order, scale=r.scale, offset=r.offset, unit=r.unit, kind=r.kind,
-                modulus=r.modulus,
+                modulus=r.modulus, not_available=r.not_available,
             )
             for r in parsed.registers
         ),

@@ -76,10 +76,39 @@ class RegisterSpec:
     #: Value at which a cumulative register wraps to zero, in the device's raw units
     #: after scale (e.g. 99999999.9 kWh display -> 1e8); None if it does not wrap.
     modulus: float | None = None
+    #: Raw register value (before scale) the device sends for "not available", e.g. 0xFFFFFFFF.
+    not_available: int | None = None
 
     @property
     def words(self) -> int:
         return self.type.words
+
+
+class DeviceFlag(StrEnum):
+    """A condition a meter reports in a status register. Each maps to a Quality flag."""
+
+    TAMPER = "tamper"  # cover opened, magnetic field, reverse current, ... as the device reports it
+
+
+@dataclass(frozen=True, slots=True)
+class FlagSpec:
+    """One status bit: `flag` is raised when bit `bit` (0 = least significant) of the
+    16-bit register at `address` equals `active`."""
+
+    flag: DeviceFlag
+    function: Function
+    address: int
+    bit: int
+    active: bool = True
+
+    @property
+    def words(self) -> int:
+        return 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.bit <= 15:
+            msg = f"{self.flag.value} flag at {self.address:#06x}: bit must be 0..15, got {self.bit}"
+            raise ValueError(msg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,3 +121,4 @@ class DeviceProfile:
     registers: tuple[RegisterSpec, ...]
     max_registers_per_request: int = 125
     max_gap: int = 8  # registers of hole a single read may span to save a request
+    flags: tuple[FlagSpec, ...] = ()  # status bits read with every poll

@@ -1,4 +1,5 @@
-"""SimFleet: N simulated meters behind one pymodbus TCP server (unit ids 1..N), like a TCP gateway.
+"""SimFleet: N simulated meters behind one pymodbus server (unit ids 1..N), like an RS-485 bus
+behind a TCP gateway (Modbus TCP or RTU over TCP), or on a serial line of this machine.
 
 Faults are served through pymodbus' SimDevice `action` hook, called on every request before
 the answer is built: it copies the meter's current words into the device's registers, or
@@ -22,23 +23,28 @@ from typing import Any, Self
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.framer import FramerType
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from gateway.model.profiles import DeviceProfile
-from simulators.modbus.meter import SimMeter
+from gateway.model.profiles import DeviceFlag, DeviceProfile, FlagSpec, RegisterSpec
+from gateway.model.readings import Kind
+from simulators.modbus.meter import Fault, SimMeter
 
 log = logging.getLogger(__name__)
 
-_FRAMERS = {"socket": FramerType.SOCKET, "rtu": FramerType.RTU}
+_LEGACY = {"socket": "tcp", "rtu": "rtu_tcp"}
+_TRANSPORTS = ("tcp", "rtu_tcp", "serial")
 
 
 class SimFleet:
-    """Meters `meter_ids` (default M-0001..) on units 1..N of one server bound to `host`.
+    """Meters `meter_ids` (default M-0001..) on units 1..N of one server.
 
-    The first `start()` binds `port` (0: a free one, see `.port`); later starts reuse it, so
-    a test can stop the "device" and bring it back. `speedup` runs simulated time faster than
-    the wall clock. Every `update_interval` seconds (None: never) the meters are advanced.
+    `transport` "tcp" (Modbus TCP) or "rtu_tcp" (RTU frames over TCP, a transparent serial
+    gateway) listen on `host:port`: the first `start()` binds `port` (0: a free one, see
+    `.port`); later starts reuse it, so a test can stop the "device" and bring it back.
+    "serial" serves RTU on the serial device `serial_port` (e.g. one end of a pty pair).
+    `speedup` runs simulated time faster than the wall clock. Every `update_interval`
+    seconds (None: never) the meters are advanced.
     """
 
     def __init__(
@@ -52,16 +58,25 @@ class SimFleet:
         update_interval: float | None = 1.0,
         host: str = "127.0.0.1",
         port: int = 0,
-        framer: str = "socket",
+        framer: str | None = None,
         start: datetime | None = None,
+        transport: str = "tcp",
+        serial_port: str | None = None,
+        baudrate: int = 9600,
     ) -> None:
         ids = meter_ids or [f"M-{i:04d}" for i in range(1, n_meters + 1)]
         if len(ids) != n_meters or not 1 <= n_meters <= 247 or len(set(ids)) != n_meters:
             msg = f"simulator: need 1..247 distinct meter ids, got {n_meters} meters and ids {ids[:5]}..."
             raise ValueError(msg)
+        transport = _LEGACY[framer] if framer is not None else transport
+        if transport not in _TRANSPORTS or (transport == "serial") != (serial_port is not None):
+            msg = f"simulator: transport {transport!r} unknown, or serial_port given without 'serial' (or missing)"
+            raise ValueError(msg)
         self.profile = profile
         self.host = host
-        self.framer = framer
+        self.transport = transport
+        self.serial_port = serial_port
+        self.baudrate = baudrate
         self.speedup = speedup
         self.update_interval = update_interval
         self._port = port
@@ -73,11 +88,12 @@ class SimFleet:
         }
         # Address span per function code; each device's registers cover it, holes read as 0.
         self._spans: dict[int, tuple[int, int]] = {}
-        for spec in profile.registers:
+        located: list[RegisterSpec | FlagSpec] = [*profile.registers, *profile.flags]
+        for spec in located:
             lo, hi = self._spans.get(spec.function.code, (spec.address, spec.address + spec.words))
             self._spans[spec.function.code] = (min(lo, spec.address), max(hi, spec.address + spec.words))
         self._images: dict[int, tuple[int, dict[int, list[int]]]] = {}  # unit -> (revision, fc -> words)
-        self._server: ModbusTcpServer | None = None
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._updater: asyncio.Task[None] | None = None
         self._delayed: set[asyncio.Task[Any]] = set()  # server tasks sleeping in a "slow" answer
         self.requests = 0  # requests answered or refused, for tests and the demo
@@ -96,6 +112,30 @@ class SimFleet:
             if meter.meter_id == meter_id:
                 return unit
         raise KeyError(meter_id)
+
+    def meter(self, meter_id: str) -> SimMeter:
+        return self.meters[self.unit_of(meter_id)]
+
+    def set_fault(self, meter_id: str, fault: Fault | None, **params: float) -> None:
+        """Fault one meter at run time, e.g. `set_fault("M-0002", "slow", delay=0.5)`.
+
+        `params` set the meter's fault parameters (delay, exception_code, regression_kwh,
+        garbage_word, rollover_margin_kwh, spike_kwh, spike_factor). A fault this fleet's
+        profile cannot show (tamper without a tamper bit, rollover without a modulus) is refused.
+        """
+        meter = self.meter(meter_id)
+        if fault == "tamper" and not any(f.flag is DeviceFlag.TAMPER for f in self.profile.flags):
+            msg = f"simulator: profile {self.profile.name} has no tamper status bit"
+            raise ValueError(msg)
+        if fault == "rollover" and not any(r.modulus and r.kind is Kind.CUMULATIVE for r in self.profile.registers):
+            msg = f"simulator: profile {self.profile.name} has no cumulative register with a modulus"
+            raise ValueError(msg)
+        for name, value in params.items():
+            if not hasattr(meter, name) or name.startswith("_") or name in ("fault", "meter_id", "revision"):
+                msg = f"simulator: meter {meter_id} has no fault parameter {name!r}"
+                raise ValueError(msg)
+            setattr(meter, name, value)
+        meter.fault = fault
 
     def sim_now(self) -> datetime:
         """Simulated time: the start plus wall-clock time elapsed since, times `speedup`."""
@@ -139,18 +179,28 @@ class SimFleet:
         """Listen (again) on `host:port`; the first start with port 0 picks a free port."""
         if self._server is not None:
             return
-        server = ModbusTcpServer(
-            self._devices(), framer=_FRAMERS[self.framer], address=(self.host, self._port),
-            ignore_missing_devices=True,
-        )
-        await server.serve_forever(background=True)
+        server: ModbusTcpServer | ModbusSerialServer
+        if self.transport == "serial":
+            assert self.serial_port is not None
+            server = ModbusSerialServer(
+                self._devices(), framer=FramerType.RTU, port=self.serial_port, baudrate=self.baudrate,
+                ignore_missing_devices=True,
+            )
+            await server.serve_forever(background=True)
+        else:
+            framer = FramerType.SOCKET if self.transport == "tcp" else FramerType.RTU
+            server = ModbusTcpServer(
+                self._devices(), framer=framer, address=(self.host, self._port), ignore_missing_devices=True,
+            )
+            await server.serve_forever(background=True)
+            # pymodbus keeps the asyncio.Server as its transport; it knows the port the OS chose.
+            self._port = int(server.transport.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
         self._server = server
-        # pymodbus keeps the asyncio.Server as its transport; it knows the port the OS chose.
-        self._port = int(server.transport.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
         if self.update_interval:
             # One owned task, cancelled and awaited in stop(): the fleet is its only owner.
             self._updater = asyncio.create_task(self._update_forever(self.update_interval), name="simfleet updater")
-        log.info("simulated fleet of %d meters on %s:%d", len(self.meters), self.host, self._port)
+        where = self.serial_port if self.transport == "serial" else f"{self.host}:{self._port}"
+        log.info("simulated fleet of %d meters on %s (%s)", len(self.meters), where, self.transport)
 
     async def stop(self) -> None:
         """Stop answering and close every client connection; `start()` brings the fleet back."""
@@ -165,8 +215,8 @@ class SimFleet:
         if server is not None:
             listener = server.transport
             await server.shutdown()  # type: ignore[no-untyped-call]
-            if listener is not None:
-                await listener.wait_closed()  # type: ignore[attr-defined]
+            if listener is not None and hasattr(listener, "wait_closed"):  # a TCP listener
+                await listener.wait_closed()
             await asyncio.sleep(0)  # let the closed transports run their connection_lost
 
     async def _update_forever(self, every: float) -> None:
@@ -189,8 +239,10 @@ class SimFleet:
             for unit in self.meters
         ]
         # Unit 0 stands for every unit not in the fleet: answer like a TCP gateway whose
-        # serial device is absent (exception 0x0B), not with pymodbus' "device failure".
-        devices.append(SimDevice(0, simdata=(bits(), bits(), registers(3), registers(4)), action=self._absent))
+        # serial device is absent (exception 0x0B), not with pymodbus' "device failure";
+        # on a serial line an absent unit is simply silent.
+        absent = self._silent if self.transport == "serial" else self._absent
+        devices.append(SimDevice(0, simdata=(bits(), bits(), registers(3), registers(4)), action=absent))
         return devices
 
     async def _answer(
@@ -222,6 +274,12 @@ class SimFleet:
             off = address - start_address
             registers[off : off + count] = image[off : off + count]
         return None
+
+    async def _silent(
+        self, function_code: int, start_address: int, address: int, count: int,
+        registers: list[int], set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        raise NoSuchIdException("no such unit on this line")
 
     async def _absent(
         self, function_code: int, start_address: int, address: int, count: int,

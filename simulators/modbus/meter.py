@@ -14,10 +14,12 @@ from typing import Literal, get_args
 from pymodbus.client.mixin import ModbusClientMixin
 from pymodbus.constants import ExcCodes
 
-from gateway.model.profiles import ByteOrder, DataType, DeviceProfile, RegisterSpec
-from gateway.model.readings import Channel
+from gateway.model.profiles import ByteOrder, DataType, DeviceFlag, DeviceProfile, RegisterSpec
+from gateway.model.readings import Channel, Kind
 
-Fault = Literal["timeout", "exception", "garbage", "regression", "slow"]
+Fault = Literal[
+    "timeout", "slow", "exception", "garbage", "regression", "rollover", "spike", "stuck", "tamper",
+]
 FAULTS: tuple[str, ...] = get_args(Fault)
 
 _DATATYPE = ModbusClientMixin.DATATYPE
@@ -38,6 +40,7 @@ _PER_DEVICE_UNIT = {
     "m3": 1.0, "L": 1e-3, "m3/h": 1.0, "L/h": 1e-3,
 }
 _GARBAGE = 0xFFFF  # all ones: NaN as a float, -1 signed, "not available" on many meters
+_CUMULATIVE = (Channel.ENERGY_IMPORT, Channel.ENERGY_EXPORT)
 
 
 def _load_curve(hour: float) -> float:
@@ -64,9 +67,19 @@ def _to_words(raw: float, spec: RegisterSpec) -> list[int]:
 class SimMeter:
     """A meter whose energy integrates a daily load curve plus noise; same seed, same data.
 
-    `fault` can be changed at run time: None, "timeout" (never answers), "exception" (answers
-    `exception_code`), "garbage" (0xFFFF words), "regression" (cumulative channels drop by
-    `regression_kwh`), "slow" (answers after `delay` seconds).
+    `fault` can be changed at run time:
+
+    - "timeout": never answers; "slow": answers after `delay` s; "exception": answers
+      `exception_code` (these three are served by SimFleet);
+    - "garbage": every word is `garbage_word` (0xFFFF: NaN as float32, all ones as integers);
+    - "regression": cumulative channels read `regression_kwh` lower while the fault is set;
+    - "rollover": cumulative registers with a modulus jump to `rollover_margin_kwh` below it and
+      wrap past it as energy grows. The shift stays after the fault is cleared (a real meter
+      that wrapped does not unwrap);
+    - "spike": energy jumps by `spike_kwh` once (a one-off step that stays) and power reads
+      `spike_factor` times higher while the fault is set;
+    - "stuck": every register keeps the words it had when the fault was set;
+    - "tamper": the profile's tamper status bits are raised.
     """
 
     def __init__(
@@ -87,6 +100,13 @@ class SimMeter:
         self._exception_code = ExcCodes.ILLEGAL_ADDRESS
         self.delay = 2.0  # seconds, for the "slow" fault
         self.regression_kwh = 10.0
+        self.garbage_word = _GARBAGE
+        self.rollover_margin_kwh = 0.05
+        self.spike_kwh = 1000.0
+        self.spike_factor = 20.0
+        self._shift: dict[Channel, float] = {}  # kWh added to a cumulative channel after a rollover
+        self._roll_pending = False
+        self._stuck: dict[tuple[int, int], list[int]] | None = None
         self.revision = 0  # bumped by every change that alters the registers
         self.tick(self.now)
 
@@ -99,6 +119,10 @@ class SimMeter:
         if fault is not None and fault not in FAULTS:
             msg = f"meter {self.meter_id}: unknown fault {fault!r} (known: {', '.join(FAULTS)})"
             raise ValueError(msg)
+        if fault == "spike" and self._fault != "spike":
+            self.energy_import += self.spike_kwh
+        self._roll_pending = fault == "rollover" and self._fault != "rollover"
+        self._stuck = None
         self._fault = fault
         self.revision += 1
 
@@ -135,11 +159,11 @@ class SimMeter:
         drop = self.regression_kwh if self._fault == "regression" else 0.0
         match channel:
             case Channel.ENERGY_IMPORT:
-                return max(0.0, self.energy_import - drop)
+                return max(0.0, self.energy_import - drop) + self._shift.get(channel, 0.0)
             case Channel.ENERGY_EXPORT:
-                return max(0.0, self.energy_export - drop)
+                return max(0.0, self.energy_export - drop) + self._shift.get(channel, 0.0)
             case Channel.POWER:
-                return self.power
+                return self.power * (self.spike_factor if self._fault == "spike" else 1.0)
             case Channel.VOLTAGE_L1 | Channel.VOLTAGE_L2 | Channel.VOLTAGE_L3:
                 return self.voltage
             case Channel.CURRENT_L1 | Channel.CURRENT_L2 | Channel.CURRENT_L3:
@@ -163,9 +187,33 @@ class SimMeter:
         return (device - spec.offset) / spec.scale
 
     def encode(self, profile: DeviceProfile) -> dict[tuple[int, int], list[int]]:
-        """Words of every profile register, keyed by (function code, address)."""
+        """Words of every profile register and status word, keyed by (function code, address)."""
+        if self._fault == "stuck" and self._stuck is not None:
+            return self._stuck
+        if self._roll_pending:
+            self._roll_to_modulus(profile)
         image: dict[tuple[int, int], list[int]] = {}
         for spec in profile.registers:
             key = (spec.function.code, spec.address)
-            image[key] = [_GARBAGE] * spec.words if self._fault == "garbage" else _to_words(self.raw(spec), spec)
+            image[key] = [self.garbage_word] * spec.words if self._fault == "garbage" else _to_words(self.raw(spec), spec)
+        for flag in profile.flags:
+            # A status word holds several bits: start from what is there, set or clear ours.
+            key = (flag.function.code, flag.address)
+            word = image.get(key, [0])[0]
+            raised = self._fault == "tamper" and flag.flag is DeviceFlag.TAMPER
+            bit = raised if flag.active else not raised
+            image[key] = [(word | (1 << flag.bit)) if bit else (word & ~(1 << flag.bit))]
+        if self._fault == "stuck":
+            self._stuck = image
         return image
+
+    def _roll_to_modulus(self, profile: DeviceProfile) -> None:
+        """Shift cumulative channels so their registers sit `rollover_margin_kwh` below the modulus."""
+        self._roll_pending = False
+        for spec in profile.registers:
+            if spec.kind is not Kind.CUMULATIVE or not spec.modulus or spec.channel not in _CUMULATIVE:
+                continue
+            top = spec.modulus * _PER_DEVICE_UNIT[spec.unit]  # the modulus in kWh
+            unshifted = self.value(spec.channel) - self._shift.get(spec.channel, 0.0)
+            self._shift[spec.channel] = top - self.rollover_margin_kwh - unshifted
+        self.revision += 1

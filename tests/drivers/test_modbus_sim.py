@@ -94,3 +94,108 @@ async def test_speedup_makes_consumption_move(make_modbus_fleet: MakeFleet) -> N
     assert fleet.meters[1].energy_import > before
     assert fleet.words(1, 4, 0, 2) != words
     assert fleet.sim_now() > START + timedelta(minutes=4)
+
+
+def f32_at(image: dict[tuple[int, int], list[int]], address: int) -> float:
+    return float(struct.unpack(">f", wire(image[(4, address)]))[0])
+
+
+def test_rollover_wraps_the_cumulative_registers_at_the_modulus() -> None:
+    generic = profile("generic")
+    meter = SimMeter("M-1", seed=1, start=START, energy_import=500.0)
+    meter.fault = "rollover"
+    top = f32_at(meter.encode(generic), 0)
+    assert top == pytest.approx(1e8, rel=1e-7)  # just below the 1e8 kWh modulus (float32 rounds it)
+    meter.tick(START + timedelta(hours=2))
+    wrapped = f32_at(meter.encode(generic), 0)
+    assert 0 < wrapped < 5  # consumption carried it past the modulus
+    meter.fault = None
+    assert f32_at(meter.encode(generic), 0) == pytest.approx(wrapped)  # a wrapped meter stays wrapped
+
+
+def test_spike_stuck_tamper_and_garbage_faults() -> None:
+    generic = profile("generic")
+    meter = SimMeter("M-1", seed=1, start=START, energy_import=500.0)
+    power = meter.value(Channel.POWER)
+    meter.fault = "spike"
+    assert meter.value(Channel.ENERGY_IMPORT) == pytest.approx(500.0 + meter.spike_kwh)
+    assert meter.value(Channel.POWER) == pytest.approx(power * meter.spike_factor)
+    meter.fault = "stuck"
+    frozen = meter.encode(generic)
+    meter.tick(START + timedelta(hours=1))
+    assert meter.encode(generic) == frozen
+    meter.fault = "tamper"
+    assert meter.encode(generic)[(4, 14)] == [0b1]
+    meter.fault = None
+    assert meter.encode(generic)[(4, 14)] == [0] and meter.encode(generic) != frozen
+    meter.garbage_word = 0x7F7F
+    meter.fault = "garbage"
+    assert f32_at(meter.encode(generic), 6) > 1e38  # an impossible voltage, yet a finite number
+
+
+async def test_fleet_refuses_faults_the_profile_cannot_show(make_modbus_fleet: MakeFleet) -> None:
+    fleet = await make_modbus_fleet("sdm630", n=1, update_interval=None)
+    with pytest.raises(ValueError, match="profile sdm630 has no tamper status bit"):
+        fleet.set_fault("M-0001", "tamper")
+    with pytest.raises(ValueError, match="no cumulative register with a modulus"):
+        fleet.set_fault("M-0001", "rollover")
+    with pytest.raises(ValueError, match="no fault parameter 'colour'"):
+        fleet.set_fault("M-0001", "slow", colour=1.0)
+    fleet.set_fault("M-0001", "slow", delay=0.25)
+    assert fleet.meter("M-0001").delay == 0.25 and fleet.meter("M-0001").fault == "slow"
+
+
+async def test_network_spreads_meters_over_endpoints_one_server_each() -> None:
+    from drivers.modbus import ModbusConnection, ModbusEndpoint
+    from gateway.model.profiles import Function
+    from simulators.modbus import SimNetwork
+
+    async with SimNetwork(profile("sdm630"), 7, endpoints=3, seed=4, update_interval=None) as net:
+        assert [len(f.meters) for f in net.fleets] == [3, 3, 1]
+        assert len({f.port for f in net.fleets}) == 3
+        fleet, unit = net.locate("M-0005")
+        assert (fleet is net.fleets[1], unit) == (True, 2)
+        ep = ModbusEndpoint("e2", "127.0.0.1", fleet.port)
+        async with ModbusConnection(ep) as conn:
+            words = await conn.read(unit, Function.INPUT, 0x48, 2)  # SDM630 30073 import kWh
+        assert struct.unpack(">f", wire(list(words)))[0] == pytest.approx(net.meter("M-0005").energy_import, rel=1e-6)
+    with pytest.raises(ValueError, match=r"1\.\.247 meters per endpoint"):
+        SimNetwork(profile("generic"), 500, endpoints=2)
+
+
+async def test_simulate_modbus_command_serves_meters_over_several_ports() -> None:
+    """`meter-gateway simulate modbus` as a person runs it: a real process, real ports."""
+    import os
+    import re
+    import signal
+    import sys
+
+    from drivers.modbus import ModbusConnection, ModbusEndpoint
+    from gateway.errors import ModbusExceptionResponse
+    from gateway.model.profiles import Function
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "simulate", "modbus", "--meters", "5", "--endpoints", "2",
+        "--profile", "sdm630", "--port", "0", "--fault", "M-0004=exception",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        async with asyncio.timeout(30):
+            while not lines or lines[-1] != "ready; Ctrl-C stops":
+                line = (await proc.stdout.readline()).decode()
+                assert line, f"simulator ended early: {lines}"
+                lines.append(line.strip())
+        ports = [int(p) for p in re.findall(r"endpoint sim-\d 127\.0\.0\.1:(\d+) units", "\n".join(lines))]
+        assert len(ports) == 2 and "meters M-0004..M-0005" in lines[2]
+        async with ModbusConnection(ModbusEndpoint("a", "127.0.0.1", ports[0])) as conn:
+            assert len(await conn.read(3, Function.INPUT, 0, 12)) == 12
+        async with ModbusConnection(ModbusEndpoint("b", "127.0.0.1", ports[1], retries=0)) as conn:
+            with pytest.raises(ModbusExceptionResponse):
+                await conn.read(1, Function.INPUT, 0, 12)  # M-0004, faulted
+    finally:
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.wait(), timeout=30)
+        assert proc.stderr is not None
+        await proc.stderr.read()

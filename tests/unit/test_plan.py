@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from drivers.modbus import ReadBlock, plan_reads
 from gateway.model.meters import Utility
-from gateway.model.profiles import DataType, DeviceProfile, Function, RegisterSpec
+from gateway.model.profiles import DataType, DeviceFlag, DeviceProfile, FlagSpec, Function, RegisterSpec
 from gateway.model.readings import Channel
 
 CHANNELS = list(Channel)
@@ -67,7 +69,30 @@ def test_register_wider_than_the_request_limit_is_refused() -> None:
         plan_reads(make_profile([(IN, 0, U64)], max_per_request=2))
 
 
-def test_generic_profile_is_one_read() -> None:
+def test_status_flags_are_read_with_the_registers() -> None:
+    profile = replace(make_profile([(IN, 0, F32)]), flags=(FlagSpec(DeviceFlag.TAMPER, IN, 5, 0),
+                                                          FlagSpec(DeviceFlag.TAMPER, HR, 100, 2)))
+    blocks = plan_reads(profile)
+    assert spans(blocks) == [("holding", 100, 1), ("input", 0, 6)]
+    assert [len(b.flags) for b in blocks] == [1, 1] and [len(b.registers) for b in blocks] == [0, 1]
+
+
+def test_an_endpoint_may_override_the_gap() -> None:
+    profile = make_profile([(IN, 0, F32), (IN, 20, F32)], max_gap=8)
+    assert spans(plan_reads(profile)) == [("input", 0, 2), ("input", 20, 2)]
+    assert spans(plan_reads(profile, max_gap=18)) == [("input", 0, 22)]
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("generic", [("input", 0, 15)]),  # 7 float32 channels and the status word
+    ("sdm630", [("input", 0x00, 12), ("input", 0x34, 24)]),
+    ("sdm120", [("input", 0x00, 14), ("input", 0x1E, 2), ("input", 0x46, 6)]),
+    ("abb_b23", [("holding", 0x5000, 8), ("holding", 0x5B00, 59)]),
+    ("em24", [("input", 0x00, 94)]),
+])
+def test_shipped_profiles_plan(name: str, expected: list[tuple[str, int, int]]) -> None:
     from gateway.config.profiles import load_profiles
 
-    assert spans(plan_reads(load_profiles()["generic"])) == [("input", 0, 14)]
+    profile = load_profiles()[name]
+    assert spans(plan_reads(profile)) == expected
+    assert all(b.count <= profile.max_registers_per_request for b in plan_reads(profile))

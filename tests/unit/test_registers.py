@@ -8,8 +8,8 @@ import struct
 import pytest
 
 from gateway.model import Channel
-from gateway.model.profiles import ByteOrder, DataType, Function, RegisterSpec
-from gateway.normalise.registers import decode, words_for
+from gateway.model.profiles import ByteOrder, DataType, DeviceFlag, FlagSpec, Function, RegisterSpec
+from gateway.normalise.registers import NotAvailable, decode, flag_raised, words_for
 from gateway.normalise.units import conversion_factor
 
 
@@ -50,6 +50,34 @@ def test_wrong_word_count_is_an_error() -> None:
 
 def test_nan_decodes_as_nan() -> None:
     assert math.isnan(decode((0x7FC0, 0x0000), spec(DataType.FLOAT32)))
+
+
+@pytest.mark.parametrize(("t", "words", "marker"), [
+    (DataType.UINT32, (0xFFFF, 0xFFFF), 0xFFFFFFFF),
+    (DataType.INT32, (0x7FFF, 0xFFFF), 0x7FFFFFFF),
+    (DataType.UINT64, (0xFFFF,) * 4, 0xFFFFFFFFFFFFFFFF),
+    (DataType.INT16, (0x8000,), -32768),
+])
+def test_not_available_marker(t: DataType, words: tuple[int, ...], marker: int) -> None:
+    s = RegisterSpec(channel=Channel.POWER, function=Function.INPUT, address=0, type=t, scale=0.01,
+                     not_available=marker)
+    with pytest.raises(NotAvailable, match="'not available' marker"):
+        decode(words, s)
+    one_less = (*words[:-1], words[-1] - 1)
+    assert math.isfinite(decode(one_less, s))  # a neighbouring value is a value
+
+
+@pytest.mark.parametrize(("word", "bit", "active", "raised"), [
+    (0b0000, 0, True, False), (0b0001, 0, True, True), (0b1000, 3, True, True),
+    (0x8000, 15, True, True), (0b0111, 3, True, False), (0b0000, 2, False, True), (0b0100, 2, False, False),
+])
+def test_flag_bits(word: int, bit: int, active: bool, raised: bool) -> None:
+    assert flag_raised(word, FlagSpec(DeviceFlag.TAMPER, Function.INPUT, 0, bit, active)) is raised
+
+
+def test_flag_bit_is_validated() -> None:
+    with pytest.raises(ValueError, match=r"tamper flag at 0x0004: bit must be 0\.\.15, got 16"):
+        FlagSpec(DeviceFlag.TAMPER, Function.INPUT, 4, 16)
 
 
 def test_words_for_slices_blocks() -> None:
