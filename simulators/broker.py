@@ -7,6 +7,10 @@ expire. Usage::
 
     with Broker() as broker:
         client.connect(broker.host, broker.port)
+
+TLS and passwords: `Broker(tls=BrokerTls(ca, cert, key, require_certificate=True),
+password_file=make_password_file(path, {"gw": "secret"}))` serves TLS only on `port` and refuses
+anonymous clients.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["Broker", "BrokerError"]
+__all__ = ["Broker", "BrokerError", "BrokerTls", "make_password_file"]
 
 _MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto")
 
@@ -44,6 +49,33 @@ def _find_mosquitto() -> str:
         "(apt-get install mosquitto)"
     )
     raise BrokerError(msg)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerTls:
+    """The broker's certificate and key, the CA its clients' certificates must chain to."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    #: Refuse clients that present no certificate signed by `ca`.
+    require_certificate: bool = False
+
+
+def make_password_file(path: Path, users: dict[str, str]) -> Path:
+    """Write a Mosquitto password file (hashed, with Debian's mosquitto_passwd) for `users`."""
+    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    if not os.access(tool, os.X_OK):
+        msg = "mosquitto_passwd not found: install Debian's 'mosquitto' package (apt-get install mosquitto)"
+        raise BrokerError(msg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("")
+    for user, password in users.items():
+        done = subprocess.run([tool, "-b", str(path), user, password], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            msg = f"mosquitto_passwd could not add {user!r} to {path}: {done.stderr.strip() or done.stdout.strip()}"
+            raise BrokerError(msg)
+    return path
 
 
 def _free_port(host: str) -> int:
@@ -70,6 +102,8 @@ class Broker:
         *,
         autosave_interval: int = 1,
         max_inflight_messages: int = 1000,
+        tls: BrokerTls | None = None,
+        password_file: Path | None = None,
     ) -> None:
         self._binary = _find_mosquitto()
         self._own_dir: tempfile.TemporaryDirectory[str] | None = None
@@ -80,11 +114,13 @@ class Broker:
         self.port = port if port is not None else _free_port(self.host)
         self.autosave_interval = autosave_interval
         self.max_inflight_messages = max_inflight_messages
+        self.tls = tls
+        self.password_file = password_file
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
     @property
     def config_path(self) -> Path:
@@ -104,8 +140,22 @@ class Broker:
 
     def _write_config(self) -> None:
         lines = [
+            # One listener per port: TLS settings and the password file apply to it alone.
+            "per_listener_settings true",
             f"listener {self.port} {self.host}",
-            "allow_anonymous true",
+        ]
+        if self.tls is not None:
+            lines += [
+                f"cafile {self.tls.ca}",
+                f"certfile {self.tls.cert}",
+                f"keyfile {self.tls.key}",
+                f"require_certificate {'true' if self.tls.require_certificate else 'false'}",
+            ]
+        if self.password_file is not None:
+            lines += [f"password_file {self.password_file}", "allow_anonymous false"]
+        else:
+            lines.append("allow_anonymous true")
+        lines += [
             "persistence true",
             f"persistence_location {self.data_dir}",
             "persistence_file mosquitto.db",

@@ -9,13 +9,19 @@ only once its data is durable::
             ...            # make it durable
             message.ack()  # now the broker may forget it
 
-Threads: each connection attempt gets a fresh paho `Client` whose network loop runs in paho's own
-thread (`loop_start`). Blocking calls (TCP/TLS connect, joining that thread) run in a worker
-thread, so the event loop never blocks. A `Client` is never reconnected (`reconnect_on_failure=
-False`): the supervisor makes a new one with a new *epoch*. paho's `ack(mid)` is not bound to a
-connection, and after a reconnect the broker may reuse a mid for another message; an ack that
-carries an old epoch is therefore dropped (the broker redelivers that message on the new
-connection) instead of acknowledging something we have not stored.
+I/O: paho's network loop is driven by this event loop, not by a paho thread: the socket is
+registered with `add_reader` / `add_writer` (paho's on_socket_* callbacks, as in paho's
+examples/loop_asyncio.py) and `loop_misc` runs every second for keepalive. So paho's callbacks
+run in the loop thread: a message goes straight into the queue, an ack is queued and written on
+the next writable event, and no thread competes with the pipeline for the GIL. Reads are
+buffered (see _Client). Only the blocking TCP/TLS connect runs in a worker thread; the socket
+callbacks it triggers are handed to the loop.
+
+Each connection attempt gets a fresh paho `Client` (`reconnect_on_failure=False`): the supervisor
+makes a new one with a new *epoch*. paho's `ack(mid)` is not bound to a connection, and after a
+reconnect the broker may reuse a mid for another message; an ack that carries an old epoch is
+therefore dropped (the broker redelivers that message on the new connection) instead of
+acknowledging something we have not stored.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.backoff import Backoff
+from gateway.errors import ConnectionFailed
 
 __all__ = ["MqttConnection", "MqttMessage", "MqttSettings"]
 
@@ -44,8 +51,8 @@ log = logging.getLogger(__name__)
 #: Put in the queue when the supervisor died of a bug, so the consumer raises instead of waiting forever.
 _CRASHED: Any = object()
 
-#: How often a paho thread waiting for a free in-flight slot checks whether its connection ended.
-_SLOT_POLL_S = 0.1
+#: Seconds between paho's housekeeping calls (keepalive PINGREQ, PINGRESP timeout).
+_MISC_EVERY_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,16 +102,40 @@ class MqttSettings:
         return f"{self.host}:{self.port}"
 
 
-class _DropDisconnectedNoise(logging.Filter):
-    """paho logs "Client is not connected" at ERROR after every clean disconnect() under
-    loop_start (its loop runs once more without a socket); it is not an error for us."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Client is not connected")
-
-
 _paho_log = logging.getLogger(f"{__name__}.paho")
-_paho_log.addFilter(_DropDisconnectedNoise())
+
+
+#: Bytes read from the socket at once (paho asks for a packet's header one byte at a time).
+_READ_CHUNK = 65536
+
+
+class _Client(mqtt.Client):
+    """paho's Client with buffered socket reads.
+
+    paho reads each packet's fixed header one byte per recv() (three or four system calls per
+    PUBLISH); this reads up to 64 KiB at once and serves paho's small reads from the buffer.
+    `buffered()` tells the event loop that packets are waiting that epoll will not announce.
+    Overrides paho's private `_sock_recv`, hence the pin paho-mqtt<3 and the driver tests.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rbuf = b""
+        self._rpos = 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._rpos >= len(self._rbuf):
+            # Raises BlockingIOError when nothing is there, returns b"" at EOF: as paho expects.
+            self._rbuf = super()._sock_recv(_READ_CHUNK)
+            self._rpos = 0
+            if not self._rbuf:
+                return b""
+        start = self._rpos
+        self._rpos = min(start + bufsize, len(self._rbuf))
+        return self._rbuf[start : self._rpos]
+
+    def buffered(self) -> int:
+        return len(self._rbuf) - self._rpos
 
 
 @dataclass(slots=True, eq=False)
@@ -120,6 +151,8 @@ class MqttMessage:
     #: The connection it arrived on; an ack from an older epoch is dropped.
     epoch: int
     _conn: MqttConnection = field(repr=False)
+    #: MQTT 5 Correlation Data of the PUBLISH (a command reply may carry its correlation id here).
+    correlation_data: bytes | None = None
     _settled: bool = field(default=False, repr=False)
 
     def ack(self) -> None:
@@ -131,9 +164,9 @@ class MqttMessage:
 
 
 class _Link:
-    """One connection attempt: one paho Client, its thread, its epoch, and its state."""
+    """One connection attempt: one paho Client, its socket registration, its epoch, its state."""
 
-    def __init__(self, epoch: int, client: mqtt.Client) -> None:
+    def __init__(self, epoch: int, client: _Client) -> None:
         self.epoch = epoch
         self.client = client
         self.connack = asyncio.Event()  # CONNACK accepted
@@ -141,8 +174,15 @@ class _Link:
         self.ended = asyncio.Event()  # the connection is gone (or never came)
         self.end_reason = ""
         self.session_present = False
-        # Set from the loop thread, read by the paho thread: a thread-safe flag, not an asyncio one.
-        self.abort = threading.Event()
+        #: The socket's descriptor while it is registered with the loop (-1: not registered).
+        self.fd = -1
+        self.sock: Any = None
+        self.reading = False
+        self.writing = False
+        self.closed = False  # paho closed the socket; a late "socket opened" must not register it
+        self.misc: asyncio.Task[None] | None = None
+        #: Our own publishes waiting for the broker's PUBACK, by mid.
+        self.publishes: dict[int, asyncio.Future[None]] = {}
 
 
 class MqttConnection:
@@ -150,8 +190,8 @@ class MqttConnection:
 
     Never raises for broker trouble (down at start, restarts, refused connects): it logs once per
     transition, counts, and keeps trying until the context exits. Messages are un-acked until
-    `MqttMessage.ack()`; at most `max_inflight_acks` are outstanding, beyond that the paho thread
-    waits, so a slow consumer pushes back to the broker instead of anything being dropped.
+    `MqttMessage.ack()`; at most `max_inflight_acks` are outstanding, beyond that the socket is not
+    read, so a slow consumer pushes back to the broker instead of anything being dropped.
     """
 
     def __init__(self, settings: MqttSettings, subscriptions: Sequence[str]) -> None:
@@ -169,9 +209,8 @@ class MqttConnection:
         self.acks_dropped = 0  #: acks for a connection that is gone: the broker redelivers
         self.last_error: str | None = None
         self._queue: asyncio.Queue[MqttMessage] = asyncio.Queue()
-        # Counts messages handed over and not yet acked, across connections; acquired in the paho
-        # thread, released in the loop thread, hence threading and not asyncio.
-        self._slots = threading.Semaphore(settings.max_inflight_acks)
+        #: Messages handed to the consumer and not yet acked or dropped, across connections.
+        self._unacked = 0
         self._epoch = 0
         self._link: _Link | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -256,6 +295,57 @@ class MqttConnection:
             raise RuntimeError(msg) from self._crash
         return item
 
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        response_topic: str | None = None,
+        correlation_data: bytes | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Publish on the current connection; return once the broker acknowledged it (QoS 1).
+
+        Raises ConnectionFailed when not connected (nothing was sent), or when the connection ends
+        (or the broker refuses) before the acknowledgement: then the message may or may not have
+        reached the broker. TimeoutError after `timeout` seconds without an acknowledgement.
+        """
+        link = self._link
+        if link is None or not link.connack.is_set() or link.ended.is_set():
+            raise ConnectionFailed(None, self.settings.where, f"cannot publish to {topic}: not connected to the broker")
+        props = None
+        if self.settings.protocol == "5" and (response_topic or correlation_data):
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            if response_topic:
+                props.ResponseTopic = response_topic
+            if correlation_data:
+                props.CorrelationData = correlation_data
+        info = link.client.publish(topic, payload, qos=qos, properties=props)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            msg = f"publish to {topic} refused by paho: {mqtt.error_string(info.rc)}"
+            raise ConnectionFailed(None, self.settings.where, msg)
+        # paho reports the PUBACK through a callback posted to this loop, so it cannot run before
+        # this line registers the future (same thread, no await in between).
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        link.publishes[info.mid] = future
+        ended = asyncio.ensure_future(link.ended.wait())
+        try:
+            waiting: set[asyncio.Future[Any]] = {future, ended}
+            await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+            link.publishes.pop(info.mid, None)
+        if future.done():
+            future.result()  # raises ConnectionFailed if the broker refused it
+            return
+        future.cancel()
+        if link.ended.is_set():
+            msg = f"connection lost before the broker acknowledged the publish to {topic} ({link.end_reason})"
+            raise ConnectionFailed(None, self.settings.where, msg)
+        msg = f"no acknowledgement for the publish to {topic} within {timeout} s"
+        raise TimeoutError(msg)
+
     def __aiter__(self) -> AsyncIterator[MqttMessage]:
         return self._iterate()
 
@@ -273,17 +363,18 @@ class MqttConnection:
         if message._settled:
             return
         message._settled = True
-        self._slots.release()
-        if message.qos == 0:
-            return
+        self._unacked -= 1
         link = self._link
-        if link is None or link.epoch != message.epoch or link.ended.is_set():
-            self.acks_dropped += 1
-            log.debug("ack of mid %d (epoch %d) dropped: connection is gone", message.mid, message.epoch)
-            return
-        # Safe from this thread: paho queues the PUBACK and wakes its loop through its socketpair.
-        link.client.ack(message.mid, message.qos)
-        self.acks_sent += 1
+        if message.qos != 0:
+            if link is None or link.epoch != message.epoch or link.ended.is_set():
+                self.acks_dropped += 1
+                log.debug("ack of mid %d (epoch %d) dropped: connection is gone", message.mid, message.epoch)
+            else:
+                # paho queues the PUBACK and asks (on_socket_register_write) for the next writable event.
+                link.client.ack(message.mid, message.qos)
+                self.acks_sent += 1
+        if link is not None and not link.reading and self._unacked < self.settings.max_inflight_acks:
+            self._resume(link)
 
     # -- supervisor (event loop) ----------------------------------------------------------------
 
@@ -326,11 +417,8 @@ class MqttConnection:
         link = _Link(self._epoch, self._make_client())
         link.client.user_data_set(link)
         self._link = link
-        started = False
         try:
             await self._blocking(self._tcp_connect, link.client)
-            link.client.loop_start()
-            started = True
             await self._wait_connack(link)
             self.connects += 1
             if self.connects > 1:
@@ -346,12 +434,24 @@ class MqttConnection:
             self._note_failure(f"connection to {self.settings.where} lost: {link.end_reason}")
             return True
         finally:
-            link.abort.set()  # a paho thread waiting for a slot gives up (no ack: redelivered)
-            if started:
-                if not link.ended.is_set():
-                    link.client.disconnect()  # clean DISCONNECT: the session stays at the broker
-                await self._blocking(link.client.loop_stop)
+            self._hang_up(link)
             link.ended.set()
+
+    def _hang_up(self, link: _Link) -> None:
+        """Close the link's socket (cleanly if it is still up) and forget its loop registrations."""
+        if link.fd >= 0 and not link.closed and not link.ended.is_set():
+            # A clean DISCONNECT keeps the session (and un-acked messages) at the broker; paho
+            # closes the socket once it is written, which calls _socket_closed.
+            link.client.disconnect()
+            with contextlib.suppress(OSError):
+                link.client.loop_write()
+        if not link.closed and link.sock is not None:
+            # Still open (the DISCONNECT could not be written): close it ourselves.
+            self._socket_closed(link, link.sock)
+            with contextlib.suppress(OSError):
+                link.sock.close()
+        if link.misc is not None:
+            link.misc.cancel()
 
     async def _wait_connack(self, link: _Link) -> None:
         connack = asyncio.ensure_future(link.connack.wait())
@@ -383,10 +483,10 @@ class MqttConnection:
                 await future
             raise
 
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> _Client:
         s = self.settings
         v5 = s.protocol == "5"
-        client = mqtt.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=s.client_id,
             # MQTT 3.1.1 persistent session; MQTT 5 rejects clean_session (clean_start is per connect).
@@ -408,6 +508,11 @@ class MqttConnection:
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_socket_register_write
+        client.on_socket_unregister_write = self._on_socket_unregister_write
         return client
 
     def _tcp_connect(self, client: mqtt.Client) -> None:
@@ -422,11 +527,12 @@ class MqttConnection:
         else:
             client.connect(s.host, s.port, s.keepalive)
 
-    # -- paho thread -> event loop --------------------------------------------------------------
+    # -- paho callbacks -----------------------------------------------------------------------------
     #
-    # paho calls these on its network thread. asyncio objects are not thread-safe, so every hop
-    # into the loop goes through loop.call_soon_threadsafe (which also wakes the loop up); nothing
-    # here touches an asyncio object directly.
+    # paho calls these inside loop_read / loop_write, so in the loop thread, except the few it
+    # makes while connect() runs in a worker thread. asyncio objects are not thread-safe: _in_loop
+    # runs a step at once in the loop thread and hands it over (call_soon_threadsafe, in order)
+    # from any other.
 
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
         loop = self._loop
@@ -439,7 +545,7 @@ class MqttConnection:
         self, client: mqtt.Client, link: _Link, flags: mqtt.ConnectFlags, reason: ReasonCode, props: Any
     ) -> None:
         if reason.is_failure:
-            self._post(self._ended, link, f"broker refused the connection: {reason}")
+            self._in_loop(self._ended, link, f"broker refused the connection: {reason}")
             return
         # Subscribe on every connect, here in paho's thread before it reads any PUBLISH of this
         # connection: a broker may have lost the session even when session_present says otherwise.
@@ -450,11 +556,11 @@ class MqttConnection:
         rc, _mid = client.subscribe(topics)
         if rc != mqtt.MQTT_ERR_SUCCESS:
             log.warning("MQTT %s: subscribe failed to send: %s", self.settings.where, mqtt.error_string(rc))
-        self._post(self._connected, link, bool(flags.session_present))
+        self._in_loop(self._connected, link, bool(flags.session_present))
 
     def _on_subscribe(self, client: mqtt.Client, link: _Link, mid: int, reasons: list[ReasonCode], props: Any) -> None:
         failed = [(t, str(r)) for t, r in zip(self.subscriptions, reasons, strict=False) if r.is_failure]
-        self._post(self._subscribed, link, failed)
+        self._in_loop(self._subscribed, link, failed)
 
     def _on_disconnect(
         self, client: mqtt.Client, link: _Link, flags: mqtt.DisconnectFlags, reason: ReasonCode, props: Any
@@ -465,22 +571,19 @@ class MqttConnection:
             why = str(reason)
         else:
             why = "network connection closed"
-        self._post(self._ended, link, why)
+        self._in_loop(self._ended, link, why)
+
+    def _on_publish(self, client: mqtt.Client, link: _Link, mid: int, reason: ReasonCode, props: Any) -> None:
+        self._in_loop(self._published, link, mid, None if not reason.is_failure else str(reason))
 
     def _on_message(self, client: mqtt.Client, link: _Link, msg: mqtt.MQTTMessage) -> None:
-        # Back-pressure: with max_inflight_acks messages un-acked, wait here in paho's thread. paho
-        # then reads nothing more from the socket, TCP fills, and the broker keeps the rest queued
-        # (un-acked, so nothing is lost). An MQTT 5 broker already stops at Receive Maximum, so this
-        # wait is the fallback for 3.1.1. If the wait outlasts 1.5 x keepalive the broker drops the
-        # connection; after the wait the loop notices, and everything un-acked is redelivered.
-        while not self._slots.acquire(timeout=_SLOT_POLL_S):
-            if link.abort.is_set():
-                return
+        # Runs in the loop thread, inside loop_read (the hot path: one call per message).
         try:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = "(invalid UTF-8 topic)"
-        message = MqttMessage(
+        props = msg.properties
+        self._queue.put_nowait(MqttMessage(
             topic=topic,
             payload=bytes(msg.payload),
             qos=msg.qos,
@@ -489,14 +592,108 @@ class MqttConnection:
             mid=msg.mid,
             epoch=link.epoch,
             _conn=self,
-        )
+            correlation_data=getattr(props, "CorrelationData", None) if props is not None else None,
+        ))
+        self.messages += 1
+        self._unacked += 1
+
+    # -- the socket in the event loop --------------------------------------------------------------
+    #
+    # paho asks for these while connect() runs in a worker thread (socket opened, CONNECT to write)
+    # and later from the loop thread (inside loop_read/loop_write). Loop registrations must be
+    # made in the loop thread, so calls from elsewhere are handed over with call_soon_threadsafe,
+    # which keeps their order.
+
+    def _in_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+        else:
+            self._post(fn, *args)
+
+    def _on_socket_open(self, client: mqtt.Client, link: _Link, sock: Any) -> None:
+        self._in_loop(self._socket_opened, link, sock)
+
+    def _on_socket_close(self, client: mqtt.Client, link: _Link, sock: Any) -> None:
+        self._in_loop(self._socket_closed, link, sock)
+
+    def _on_socket_register_write(self, client: mqtt.Client, link: _Link, sock: Any) -> None:
+        self._in_loop(self._want_write, link, True)
+
+    def _on_socket_unregister_write(self, client: mqtt.Client, link: _Link, sock: Any) -> None:
+        self._in_loop(self._want_write, link, False)
+
+    def _socket_opened(self, link: _Link, sock: Any) -> None:
+        if link.closed or link.fd >= 0:
+            return
         loop = self._loop
-        try:
-            if loop is None:
-                raise RuntimeError("no loop")
-            loop.call_soon_threadsafe(self._deliver, message)
-        except RuntimeError:
-            self._slots.release()
+        assert loop is not None
+        link.sock, link.fd = sock, sock.fileno()
+        link.misc = loop.create_task(self._housekeeping(link), name=f"mqtt-misc-{link.epoch}")
+        self._resume(link)
+        if link.client.want_write():
+            self._want_write(link, True)
+
+    def _socket_closed(self, link: _Link, sock: Any) -> None:
+        if link.closed:
+            return
+        link.closed = True
+        loop = self._loop
+        if link.fd >= 0 and loop is not None:
+            if link.reading:
+                loop.remove_reader(link.fd)
+            if link.writing:
+                loop.remove_writer(link.fd)
+        link.reading = link.writing = False
+        link.fd = -1
+        if link.misc is not None:
+            link.misc.cancel()
+        self._ended(link, link.end_reason or "network connection closed")
+
+    def _want_write(self, link: _Link, on: bool) -> None:
+        loop = self._loop
+        if link.fd < 0 or link.closed or loop is None or link.writing == on:
+            return
+        link.writing = on
+        if on:
+            loop.add_writer(link.fd, self._writable, link)
+        else:
+            loop.remove_writer(link.fd)
+
+    def _resume(self, link: _Link) -> None:
+        loop = self._loop
+        if link.fd >= 0 and not link.closed and not link.reading and loop is not None:
+            link.reading = True
+            loop.add_reader(link.fd, self._readable, link)
+            if link.client.buffered():
+                loop.call_soon(self._readable, link)  # read before the pause: epoll will not say
+
+    def _readable(self, link: _Link) -> None:
+        client = link.client
+        max_unacked = self.settings.max_inflight_acks
+        # TLS: decrypted bytes may also wait in the SSL object, with nothing left on the socket.
+        pending = getattr(link.sock, "pending", None)
+        while link.reading and not link.closed:
+            # Back-pressure: with max_inflight_acks messages un-acked, stop reading. TCP fills and
+            # the broker keeps the rest queued (un-acked, nothing lost). An MQTT 5 broker already
+            # stops at Receive Maximum; this is the fallback for 3.1.1. _ack resumes reading.
+            if self._unacked >= max_unacked:
+                link.reading = False
+                assert self._loop is not None
+                self._loop.remove_reader(link.fd)
+                return
+            client.loop_read()
+            if not client.buffered() and not (pending is not None and not link.closed and pending() > 0):
+                return
+
+    def _writable(self, link: _Link) -> None:
+        link.client.loop_write()
+
+    async def _housekeeping(self, link: _Link) -> None:
+        """paho's loop_misc: sends PINGREQ when due, drops a connection whose PINGRESP is late."""
+        while not link.closed:
+            await asyncio.sleep(_MISC_EVERY_S)
+            if link.client.loop_misc() != mqtt.MQTT_ERR_SUCCESS:
+                return
 
     # -- event loop side of the hops -------------------------------------------------------------
 
@@ -516,6 +713,12 @@ class MqttConnection:
             link.end_reason = reason
             link.ended.set()
 
-    def _deliver(self, message: MqttMessage) -> None:
-        self.messages += 1
-        self._queue.put_nowait(message)
+    def _published(self, link: _Link, mid: int, refused: str | None) -> None:
+        future = link.publishes.get(mid)
+        if future is None or future.done():
+            return
+        if refused is None:
+            future.set_result(None)
+        else:
+            msg = f"the broker refused a publish: {refused}"
+            future.set_exception(ConnectionFailed(None, self.settings.where, msg))

@@ -3,69 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
+from drivers.mqtt.commands import CommandTracker
 from drivers.mqtt.connection import MqttConnection, MqttSettings
+from drivers.mqtt.topics import TopicTemplate
 from drivers.samples import RawPayload
+from gateway.errors import InvalidRequest
+from gateway.model import Command, CommandKind
 
-__all__ = ["MqttSubscriber", "TopicTemplate"]
-
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+__all__ = ["MqttSubscriber", "TopicTemplate"]  # TopicTemplate re-exported for old imports
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class TopicTemplate:
-    """A topic with placeholders, e.g. "payg/{meter_id}/balance".
-
-    Each level that holds a placeholder becomes "+" in the subscription ("payg/+/balance");
-    `match()` reads the placeholders back out of a received topic. A level may mix text and a
-    placeholder ("site/meter-{meter_id}"); "{meter_id}" must appear exactly once.
-    """
-
-    def __init__(self, template: str) -> None:
-        self.template = template
-        levels = template.split("/")
-        names = _PLACEHOLDER.findall(template)
-        problems = []
-        if names.count("meter_id") != 1:
-            problems.append("must contain {meter_id} exactly once")
-        if len(set(names)) != len(names):
-            problems.append("repeats a placeholder")
-        if any(c in template for c in "+#") or template.startswith("$"):
-            problems.append("must not contain MQTT wildcards (+, #) or start with $")
-        if any(not level for level in levels):
-            problems.append("has an empty level")
-        if problems:
-            msg = f"topic template {template!r}: " + "; ".join(problems)
-            raise ValueError(msg)
-        self.subscription = "/".join("+" if _PLACEHOLDER.search(level) else level for level in levels)
-        parts = []
-        for level in levels:
-            pos, pattern = 0, ""
-            for m in _PLACEHOLDER.finditer(level):
-                pattern += re.escape(level[pos : m.start()]) + f"(?P<{m.group(1)}>[^/]+)"
-                pos = m.end()
-            parts.append(pattern + re.escape(level[pos:]))
-        self._regex = re.compile("/".join(parts))
-
-    def match(self, topic: str) -> dict[str, str] | None:
-        """The placeholder values in `topic`, or None if it does not fit the template."""
-        m = self._regex.fullmatch(topic)
-        return m.groupdict() if m else None
-
-    def meter_id(self, topic: str) -> str | None:
-        fields = self.match(topic)
-        return fields["meter_id"] if fields else None
-
-    def __repr__(self) -> str:
-        return f"TopicTemplate({self.template!r})"
 
 
 class MqttSubscriber:
@@ -89,6 +44,7 @@ class MqttSubscriber:
         recent_per_meter: int = 5,
         preview_bytes: int = 512,
         max_tracked_meters: int = 100_000,
+        commands: CommandTracker | None = None,
     ) -> None:
         if not templates:
             msg = "MqttSubscriber needs at least one topic template"
@@ -110,10 +66,16 @@ class MqttSubscriber:
         self.max_tracked_meters = max_tracked_meters
         self._recent_per_meter = recent_per_meter
         prefix = f"$share/{share_group}/" if share_group else ""
-        self.subscriptions = tuple(dict.fromkeys(prefix + t.subscription for t in self.templates))
+        subscriptions = [prefix + t.subscription for t in self.templates]
+        #: Sends commands and follows the meters' replies; replies are never in the share group
+        #: (see drivers.mqtt.commands).
+        self.commands = commands
+        if commands is not None:
+            subscriptions.append(commands.reply_template.subscription)
+        self.subscriptions = tuple(dict.fromkeys(subscriptions))
         self.unknown_messages = 0  #: messages whose topic named no known meter
         self.last_unknown_topic: str | None = None
-        self._recent: dict[str, deque[dict[str, Any]]] = {}
+        self._recent: dict[str, deque[tuple[str, bytes, int, datetime]]] = {}
         self._conn: MqttConnection | None = None
         self._started = asyncio.Event()
 
@@ -133,19 +95,47 @@ class MqttSubscriber:
         self._conn = conn = MqttConnection(self.settings, self.subscriptions)
         self._started.set()
         async with conn:
-            async for message in conn:
-                received_at = self.clock()
-                meter_id = self.resolve(message.topic)
-                self._remember(meter_id, message.topic, message.payload, received_at)
-                await self.emit(
-                    RawPayload(
-                        topic=message.topic,
-                        payload=message.payload,
-                        received_at=received_at,
-                        meter_id=meter_id,
-                        ack=message.ack,
-                    )
+            if self.commands is None:
+                await self._receive(conn)
+                return
+            self.commands.attach(conn)
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self.commands.run(), name="mqtt-commands")
+                    tg.create_task(self._receive(conn), name="mqtt-receive")
+            finally:
+                self.commands.attach(None)
+
+    async def send_command(self, meter_id: str, kind: CommandKind | str, *, amount: Decimal | None = None,
+                           reference: str | None = None) -> Command:
+        """Send a top-up, disconnect or reconnect to a PAYG meter (see CommandTracker.send)."""
+        if self.commands is None:
+            msg = f"meter {meter_id}: commands are not enabled for the MQTT subscriber on {self.settings.where}"
+            raise InvalidRequest(msg)
+        return await self.commands.send(meter_id, kind, amount=amount, reference=reference)
+
+    async def _receive(self, conn: MqttConnection) -> None:
+        commands = self.commands
+        async for message in conn:
+            received_at = self.clock()
+            if commands is not None:
+                reply_from = commands.reply_template.meter_id(message.topic)
+                if reply_from is not None:
+                    known = self.known_meters is None or reply_from in self.known_meters
+                    commands.handle_reply(reply_from if known else None, message.topic, message.payload,
+                                          message.correlation_data, message.ack)
+                    continue
+            meter_id = self.resolve(message.topic)
+            self._remember(meter_id, message.topic, message.payload, received_at)
+            await self.emit(
+                RawPayload(
+                    topic=message.topic,
+                    payload=message.payload,
+                    received_at=received_at,
+                    meter_id=meter_id,
+                    ack=message.ack,
                 )
+            )
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Return once `run()` is connected and subscribed (for tests and start-up ordering)."""
@@ -168,14 +158,19 @@ class MqttSubscriber:
             if len(self._recent) >= self.max_tracked_meters:
                 return  # bounded memory even if a publisher invents meter ids
             recent = self._recent[meter_id] = deque(maxlen=self._recent_per_meter)
-        text = payload[: self.preview_bytes].decode("utf-8", errors="replace")
-        if len(payload) > self.preview_bytes:
-            text += f"... ({len(payload)} bytes)"
-        recent.append({"topic": topic, "payload": text, "received_at": received_at.isoformat()})
+        # Kept raw and rendered only when asked for: this runs for every message.
+        recent.append((topic, payload[: self.preview_bytes], len(payload), received_at))
+
+    def _render(self, entry: tuple[str, bytes, int, datetime]) -> dict[str, Any]:
+        topic, preview, size, received_at = entry
+        text = preview.decode("utf-8", errors="replace")
+        if size > len(preview):
+            text += f"... ({size} bytes)"
+        return {"topic": topic, "payload": text, "received_at": received_at.isoformat()}
 
     def recent(self, meter_id: str) -> list[dict[str, Any]]:
         """The last few payloads of a meter, newest last (technicians' diagnostics)."""
-        return list(self._recent.get(meter_id, ()))
+        return [self._render(e) for e in self._recent.get(meter_id, ())]
 
     @staticmethod
     def _counters(conn: MqttConnection | None) -> dict[str, Any]:
@@ -207,5 +202,6 @@ class MqttSubscriber:
             **self._counters(conn),
             "unknown_meter_messages": self.unknown_messages,
             "last_unknown_topic": self.last_unknown_topic,
-            "meters": {m: dict(r[-1]) for m, r in self._recent.items() if r},
+            "meters": {m: self._render(r[-1]) for m, r in self._recent.items() if r},
+            "commands": self.commands.health() if self.commands is not None else None,
         }

@@ -1,6 +1,6 @@
 """PAYG balance payloads (MQTT) → BalanceUpdate. Pure: no I/O, no clock (received_at is passed in).
 
-Default layout (SPEC §3, domain notes §5)::
+Default JSON layout (SPEC §3, domain notes §5)::
 
     {"ts": "2024-05-01T10:00:00Z" | 1714557600 | 1714557600000,
      "balance": 12.50 | "12.50", "currency": "KES",
@@ -10,7 +10,10 @@ Default layout (SPEC §3, domain notes §5)::
 
 Other layouts are read through `mapping`: canonical field → JSON pointer (RFC 6901), e.g.
 {"balance": "/data/credit", "ts": "/data/time"}; unmapped fields keep their default pointer.
-A bare JSON number is a balance measured at `received_at`.
+With format "number" the payload is a bare number: the balance, measured at `received_at`.
+Timestamps are ISO 8601 or epoch seconds / milliseconds; `timestamp` says which ("auto" tells
+them apart: strings are ISO 8601, numbers of 1e11 and more are milliseconds) or "received" to
+ignore the payload's clock and use the time of receipt.
 
 Money is never a float: JSON is parsed with parse_float=Decimal, so "10.10" stays Decimal("10.10").
 """
@@ -19,19 +22,33 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Literal
 
 from gateway.errors import PayloadError
 from gateway.model.payg import BalanceUpdate, Relay
 
-__all__ = ["DEFAULT_MAPPING", "REASONS", "parse_balance"]
+__all__ = [
+    "DEFAULT_MAPPING",
+    "FORMATS",
+    "REASONS",
+    "TIMESTAMPS",
+    "PayloadFormat",
+    "parse_balance",
+    "resolve_mapping",
+]
 
 #: Stable reason names carried by PayloadError.reason (the dead-letter list groups by them).
 REASONS = frozenset(
     {"oversized", "malformed_json", "not_an_object", "missing_field", "wrong_type", "future_ts", "bad_timestamp"}
 )
+
+Format = Literal["json", "number"]
+Timestamp = Literal["auto", "iso8601", "epoch_s", "epoch_ms", "received"]
+FORMATS: tuple[Format, ...] = ("json", "number")
+TIMESTAMPS: tuple[Timestamp, ...] = ("auto", "iso8601", "epoch_s", "epoch_ms", "received")
 
 #: Canonical field → JSON pointer in the default layout.
 DEFAULT_MAPPING: Mapping[str, str] = {
@@ -50,6 +67,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: Epoch numbers at or above this are milliseconds: 1e11 s is the year 5138, 1e11 ms is 1973.
 _MS_THRESHOLD = Decimal(10) ** 11
 _MISSING: Any = object()
+_TS_EXPECTED = {
+    "auto": "an ISO 8601 string or epoch seconds/milliseconds",
+    "iso8601": "an ISO 8601 string",
+    "epoch_s": "epoch seconds",
+    "epoch_ms": "epoch milliseconds",
+}
 
 
 def _show(value: Any, limit: int = 60) -> str:
@@ -68,37 +91,164 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(msg)
 
 
-def _split_pointer(pointer: str) -> list[str]:
+def _split_pointer(pointer: str) -> tuple[str, ...]:
     if pointer == "":
-        return []
+        return ()
     if not pointer.startswith("/"):
         msg = f"JSON pointer {pointer!r} must start with '/'"
         raise ValueError(msg)
-    return [part.replace("~1", "/").replace("~0", "~") for part in pointer[1:].split("/")]
+    return tuple(part.replace("~1", "/").replace("~0", "~") for part in pointer[1:].split("/"))
+
+
+def resolve_mapping(mapping: Mapping[str, str] | None) -> dict[str, str]:
+    """DEFAULT_MAPPING overridden by `mapping`; ValueError on an unknown field or a bad pointer.
+
+    A bad mapping is a configuration bug, not bad data, hence ValueError and not PayloadError.
+    """
+    fields = dict(DEFAULT_MAPPING)
+    if mapping:
+        unknown = sorted(set(mapping) - set(DEFAULT_MAPPING))
+        if unknown:
+            msg = f"unknown canonical field(s) in mapping: {', '.join(unknown)} (known: {', '.join(DEFAULT_MAPPING)})"
+            raise ValueError(msg)
+        for pointer in mapping.values():
+            _split_pointer(pointer)
+        fields.update(mapping)
+    return fields
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadFormat:
+    """How the payloads of one topic template are written; checked once, used per message."""
+
+    format: Format = "json"
+    #: Canonical field → JSON pointer, overriding DEFAULT_MAPPING field by field.
+    mapping: Mapping[str, str] = field(default_factory=dict)
+    timestamp: Timestamp = "auto"
+    max_bytes: int = 16384
+    #: A ts later than receipt + max_future is rejected ("future_ts").
+    max_future: timedelta = timedelta(minutes=5)
+    _pointers: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.format not in FORMATS:
+            problems.append(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.timestamp not in TIMESTAMPS:
+            problems.append(f"timestamp must be one of {', '.join(TIMESTAMPS)}, got {self.timestamp!r}")
+        if self.max_bytes < 1:
+            problems.append(f"max_bytes must be >= 1, got {self.max_bytes}")
+        if self.max_future < timedelta(0):
+            problems.append(f"max_future must be >= 0, got {self.max_future}")
+        try:
+            fields = resolve_mapping(self.mapping)
+        except ValueError as exc:
+            problems.append(str(exc))
+            fields = dict(DEFAULT_MAPPING)
+        if problems:
+            msg = "payload format: " + "; ".join(problems)
+            raise ValueError(msg)
+        object.__setattr__(self, "_pointers", {name: _split_pointer(p) for name, p in fields.items()})
+
+    def pointer(self, name: str) -> str:
+        return self.mapping.get(name, DEFAULT_MAPPING[name])
+
+    def parse(
+        self,
+        payload: bytes,
+        topic: str,
+        meter_id: str,
+        *,
+        received_at: datetime,
+        low_credit_threshold: Decimal = Decimal("5"),
+        currency: str = "XXX",
+    ) -> BalanceUpdate:
+        """Decode one message, or raise PayloadError(topic, reason, message); see parse_balance."""
+        if len(payload) > self.max_bytes:
+            msg = f"payload is {len(payload)} bytes, more than the {self.max_bytes} allowed"
+            raise PayloadError(topic, "oversized", msg)
+        if received_at.tzinfo is None:
+            received_at = received_at.replace(tzinfo=UTC)
+        doc = _decode(payload, topic)
+        if self.format == "number":
+            if isinstance(doc, (int, Decimal)) and not isinstance(doc, bool):
+                return _build(meter_id, received_at, Decimal(doc), currency, received_at, low_credit_threshold)
+            msg = f"payload must be a bare number (format 'number'), got {_kind(doc)}"
+            raise PayloadError(topic, "wrong_type", msg)
+        if isinstance(doc, (int, Decimal)) and not isinstance(doc, bool):
+            # Valid JSON and unambiguous: a meter that sends only its balance.
+            return _build(meter_id, received_at, Decimal(doc), currency, received_at, low_credit_threshold)
+        if not isinstance(doc, dict):
+            msg = f"payload must be a JSON object or a bare number, got {_kind(doc)}"
+            raise PayloadError(topic, "not_an_object", msg)
+
+        r = _Reader(doc, topic, self)
+        balance = r.decimal("balance", required=True)
+        assert balance is not None  # required=True raised otherwise
+        if self.timestamp == "received":
+            ts = received_at
+        else:
+            found = r.timestamp("ts", self.timestamp, required=True)
+            assert found is not None
+            ts = found
+        if ts > received_at + self.max_future:
+            msg = (
+                f"{r.where('ts')} {ts.isoformat()} is more than {self.max_future.total_seconds():g} s after receipt "
+                f"({received_at.isoformat()})"
+            )
+            raise PayloadError(topic, "future_ts", msg)
+        return _build(
+            meter_id,
+            ts,
+            balance,
+            (r.text("currency") or currency).upper(),
+            received_at,
+            low_credit_threshold,
+            emergency_credit=r.decimal("emergency_credit"),
+            emergency_credit_in_use=bool(r.boolean("emergency_credit_in_use")),
+            debt=r.decimal("debt"),
+            relay=r.relay("relay"),
+            last_topup_amount=r.decimal("last_topup_amount"),
+            # The top-up's own time is read in "auto" when the message's clock is ignored.
+            last_topup_ts=r.timestamp("last_topup_ts", "auto" if self.timestamp == "received" else self.timestamp),
+        )
+
+
+def _kind(doc: Any) -> str:
+    kinds = {list: "an array", str: "a string", bool: "a boolean", type(None): "null", dict: "an object"}
+    return kinds.get(type(doc), "a number")
 
 
 class _Reader:
     """Reads canonical fields out of one decoded document; raises PayloadError with the place."""
 
-    def __init__(self, doc: Any, topic: str, mapping: Mapping[str, str]) -> None:
+    def __init__(self, doc: Any, topic: str, fmt: PayloadFormat) -> None:
         self.doc = doc
         self.topic = topic
-        self.mapping = mapping
+        self.fmt = fmt
 
     def fail(self, reason: str, message: str) -> PayloadError:
         return PayloadError(self.topic, reason, message)
 
-    def where(self, field: str) -> str:
-        pointer = self.mapping[field]
-        if pointer == DEFAULT_MAPPING.get(field):
-            return f"field '{field}'"
-        return f"field '{field}' ({pointer})"
+    def where(self, name: str) -> str:
+        pointer = self.fmt.pointer(name)
+        if pointer == DEFAULT_MAPPING.get(name):
+            return f"field '{name}'"
+        return f"field '{name}' ({pointer})"
 
-    def get(self, field: str, *, required: bool = False) -> Any:
+    def get(self, name: str, *, required: bool = False) -> Any:
         """The raw value at the field's pointer; _MISSING if absent (or null and optional)."""
+        parts = self.fmt._pointers[name]
+        if len(parts) == 1:  # the usual top-level field: skip the walk (hot path, every message)
+            node = self.doc.get(parts[0])
+            if node is not None:
+                return node
+            if required:
+                raise self.fail("missing_field", f"{self.where(name)} is missing")
+            return _MISSING
         node = self.doc
         walked = ""
-        for part in _split_pointer(self.mapping[field]):
+        for part in parts:
             if isinstance(node, dict):
                 node = node.get(part, _MISSING)
             elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
@@ -106,7 +256,7 @@ class _Reader:
             elif isinstance(node, list):
                 node = _MISSING
             else:
-                msg = f"{self.where(field)}: {walked or 'the payload'} must be an object, got {_show(node)}"
+                msg = f"{self.where(name)}: {walked or 'the payload'} must be an object, got {_show(node)}"
                 raise self.fail("wrong_type", msg)
             walked += "/" + part
             if node is _MISSING:
@@ -114,11 +264,11 @@ class _Reader:
         if node is None:
             node = _MISSING
         if node is _MISSING and required:
-            raise self.fail("missing_field", f"{self.where(field)} is missing")
+            raise self.fail("missing_field", f"{self.where(name)} is missing")
         return node
 
-    def decimal(self, field: str, *, required: bool = False) -> Decimal | None:
-        raw = self.get(field, required=required)
+    def decimal(self, name: str, *, required: bool = False) -> Decimal | None:
+        raw = self.get(name, required=required)
         if raw is _MISSING:
             return None
         value: Decimal | None = None
@@ -132,70 +282,87 @@ class _Reader:
             except InvalidOperation:
                 value = None
         if value is None or not value.is_finite():
-            raise self.fail("wrong_type", f"{self.where(field)} must be a number, got {_show(raw)}")
+            raise self.fail("wrong_type", f"{self.where(name)} must be a number, got {_show(raw)}")
         return value
 
-    def boolean(self, field: str) -> bool | None:
-        raw = self.get(field)
+    def boolean(self, name: str) -> bool | None:
+        raw = self.get(name)
         if raw is _MISSING:
             return None
         if not isinstance(raw, bool):
-            raise self.fail("wrong_type", f"{self.where(field)} must be true or false, got {_show(raw)}")
+            raise self.fail("wrong_type", f"{self.where(name)} must be true or false, got {_show(raw)}")
         return raw
 
-    def text(self, field: str) -> str | None:
-        raw = self.get(field)
+    def text(self, name: str) -> str | None:
+        raw = self.get(name)
         if raw is _MISSING:
             return None
         if not isinstance(raw, str) or not raw.strip():
-            raise self.fail("wrong_type", f"{self.where(field)} must be a non-empty string, got {_show(raw)}")
+            raise self.fail("wrong_type", f"{self.where(name)} must be a non-empty string, got {_show(raw)}")
         return raw.strip()
 
-    def relay(self, field: str) -> Relay | None:
-        raw = self.get(field)
+    def relay(self, name: str) -> Relay | None:
+        raw = self.get(name)
         if raw is _MISSING:
             return None
         try:
             return Relay(raw.strip().lower()) if isinstance(raw, str) else Relay(raw)
         except ValueError:
             allowed = " or ".join(f"'{r.value}'" for r in Relay)
-            raise self.fail("wrong_type", f"{self.where(field)} must be {allowed}, got {_show(raw)}") from None
+            raise self.fail("wrong_type", f"{self.where(name)} must be {allowed}, got {_show(raw)}") from None
 
-    def timestamp(self, field: str, *, required: bool = False) -> datetime | None:
-        raw = self.get(field, required=required)
+    def timestamp(self, name: str, mode: str, *, required: bool = False) -> datetime | None:
+        raw = self.get(name, required=required)
         if raw is _MISSING:
             return None
-        if isinstance(raw, bool) or not isinstance(raw, (int, Decimal, str)):
-            msg = f"{self.where(field)} must be an ISO 8601 string or epoch seconds/milliseconds, got {_show(raw)}"
-            raise self.fail("wrong_type", msg)
+        expected = _TS_EXPECTED[mode]
+        numeric = isinstance(raw, (int, Decimal)) and not isinstance(raw, bool)
+        if (
+            isinstance(raw, bool)
+            or not isinstance(raw, (int, Decimal, str))
+            or (mode == "iso8601" and numeric)
+        ):
+            raise self.fail("wrong_type", f"{self.where(name)} must be {expected}, got {_show(raw)}")
         try:
-            return _to_datetime(raw)
+            return _to_datetime(raw, mode)
         except (ValueError, OverflowError, InvalidOperation):
-            msg = f"{self.where(field)} is not an ISO 8601 time or epoch seconds/milliseconds: {_show(raw)}"
-            raise self.fail("bad_timestamp", msg) from None
+            raise self.fail("bad_timestamp", f"{self.where(name)} is not {expected}: {_show(raw)}") from None
 
 
-def _to_datetime(raw: int | Decimal | str) -> datetime:
+def _to_datetime(raw: int | Decimal | str, mode: str = "auto") -> datetime:
     """ISO 8601 (naive = UTC) or epoch seconds / milliseconds (numbers or numeric strings) → aware UTC."""
-    number: Decimal | None = None
     if isinstance(raw, str):
         stripped = raw.strip()
+        # "2024-05-01T10:00:00Z" is ISO 8601; "1714557600" and "-5" are numbers. Telling them apart
+        # up front spares a failed Decimal() (an exception) on every ISO timestamp.
+        if mode == "iso8601" or (mode == "auto" and ("-" in stripped[1:] or ":" in stripped)):
+            return _iso(stripped)
         try:
             number = Decimal(stripped)
         except InvalidOperation:
-            parsed = datetime.fromisoformat(stripped)
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=UTC)
-            return parsed.astimezone(UTC)
+            if mode != "auto":
+                raise
+            return _iso(stripped)
     else:
         number = Decimal(raw)
     if not number.is_finite():
         msg = "not a finite number"
         raise ValueError(msg)
-    if abs(number) >= _MS_THRESHOLD:
+    if mode == "epoch_ms" or (mode == "auto" and abs(number) >= _MS_THRESHOLD):
         number = number / 1000
     micros = int((number * 1_000_000).to_integral_value())
     return _EPOCH + timedelta(microseconds=micros)
+
+
+def _iso(text: str) -> datetime:
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+#: Built once: json.loads(..., parse_float=...) would build a new decoder for every message.
+_JSON = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
 
 
 def _decode(payload: bytes, topic: str) -> Any:
@@ -205,7 +372,7 @@ def _decode(payload: bytes, topic: str) -> Any:
         msg = f"payload is not UTF-8 text (bad byte at offset {exc.start})"
         raise PayloadError(topic, "malformed_json", msg) from None
     try:
-        return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+        return _JSON.decode(text)
     except json.JSONDecodeError as exc:
         msg = f"payload is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         raise PayloadError(topic, "malformed_json", msg) from None
@@ -225,57 +392,21 @@ def parse_balance(
     max_bytes: int = 16384,
     max_future: timedelta = timedelta(minutes=5),
     currency: str = "XXX",
+    format: Format = "json",
+    timestamp: Timestamp = "auto",
 ) -> BalanceUpdate:
     """Decode one PAYG balance message, or raise PayloadError(topic, reason, message).
 
     `reason` is one of REASONS. A timestamp later than received_at + max_future is rejected
     ("future_ts"): a meter with a runaway clock must not shadow every later update.
-    `currency` is used when the payload names none (always for a bare number).
+    `currency` is used when the payload names none (always for a bare number). A malformed
+    `mapping` raises ValueError (a configuration bug). Hot paths build a PayloadFormat once.
     """
-    if len(payload) > max_bytes:
-        msg = f"payload is {len(payload)} bytes, more than the {max_bytes} allowed"
-        raise PayloadError(topic, "oversized", msg)
-    fields = dict(DEFAULT_MAPPING)
-    if mapping:
-        unknown = sorted(set(mapping) - set(DEFAULT_MAPPING))
-        if unknown:
-            msg = f"unknown canonical field(s) in mapping: {', '.join(unknown)} (known: {', '.join(DEFAULT_MAPPING)})"
-            raise ValueError(msg)
-        for pointer in mapping.values():
-            _split_pointer(pointer)  # raises ValueError on a malformed pointer: a config bug, not data
-        fields.update(mapping)
-    if received_at.tzinfo is None:
-        received_at = received_at.replace(tzinfo=UTC)
-
-    doc = _decode(payload, topic)
-    if isinstance(doc, (int, Decimal)) and not isinstance(doc, bool):
-        return _build(meter_id, received_at, Decimal(doc), currency, received_at, low_credit_threshold)
-    if not isinstance(doc, dict):
-        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(doc), "?")
-        msg = f"payload must be a JSON object or a bare number, got {kind}"
-        raise PayloadError(topic, "not_an_object", msg)
-
-    r = _Reader(doc, topic, fields)
-    balance = r.decimal("balance", required=True)
-    assert balance is not None  # required=True raised otherwise
-    ts = r.timestamp("ts", required=True)
-    assert ts is not None
-    if ts > received_at + max_future:
-        msg = f"field 'ts' {ts.isoformat()} is more than {max_future.total_seconds():g} s after receipt ({received_at.isoformat()})"
-        raise PayloadError(topic, "future_ts", msg)
-    return _build(
-        meter_id,
-        ts,
-        balance,
-        (r.text("currency") or currency).upper(),
-        received_at,
-        low_credit_threshold,
-        emergency_credit=r.decimal("emergency_credit"),
-        emergency_credit_in_use=bool(r.boolean("emergency_credit_in_use")),
-        debt=r.decimal("debt"),
-        relay=r.relay("relay"),
-        last_topup_amount=r.decimal("last_topup_amount"),
-        last_topup_ts=r.timestamp("last_topup_ts"),
+    fmt = PayloadFormat(
+        format=format, mapping=dict(mapping or {}), timestamp=timestamp, max_bytes=max_bytes, max_future=max_future
+    )
+    return fmt.parse(
+        payload, topic, meter_id, received_at=received_at, low_credit_threshold=low_credit_threshold, currency=currency
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -333,3 +334,17 @@ async def test_ack_from_another_thread_is_handed_to_the_loop(mqtt_broker: Broker
         await until(lambda: sub.health()["acks_sent"] == 1)
         ack()  # a second ack is a no-op
         assert sub.health()["acks_sent"] == 1
+
+
+async def test_keepalive_pings_an_idle_connection(mqtt_broker: Broker, caplog: pytest.LogCaptureFixture) -> None:
+    # paho's PINGREQ comes from loop_misc, which the connection runs from the event loop (there is
+    # no paho thread); without it a strict broker drops a client silent for 1.5 x keepalive.
+    caplog.set_level(logging.DEBUG, logger="drivers.mqtt.connection.paho")
+    sink = Sink()
+    sub = MqttSubscriber(settings(mqtt_broker, client_id="gw-idle", keepalive=1), [TEMPLATE], sink)
+    async with running(sub):
+        await until(lambda: sum("Received PINGRESP" in r.getMessage() for r in caplog.records) >= 2, timeout=10)
+        assert sub.connected and sub.health()["disconnects"] == 0
+        await publish_balance(mqtt_broker.host, mqtt_broker.port, "M-1", b"1")
+        await until(lambda: len(sink.got) == 1)
+    assert not [t for t in threading.enumerate() if t.name.startswith("paho")]

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.errors import PayloadError
 from gateway.model import Relay
-from gateway.normalise.payload import DEFAULT_MAPPING, REASONS, parse_balance
+from gateway.normalise.payload import DEFAULT_MAPPING, REASONS, PayloadFormat, parse_balance, resolve_mapping
 
 TOPIC = "payg/M-1/balance"
 RECEIVED = datetime(2024, 5, 1, 10, 0, 30, tzinfo=UTC)
@@ -182,17 +182,17 @@ ERRORS = [
     (
         b'{"ts": "yesterday", "balance": 1}',
         "bad_timestamp",
-        "field 'ts' is not an ISO 8601 time or epoch seconds/milliseconds: 'yesterday'",
+        "field 'ts' is not an ISO 8601 string or epoch seconds/milliseconds: 'yesterday'",
     ),
     (
         b'{"ts": 1e300, "balance": 1}',
         "bad_timestamp",
-        "field 'ts' is not an ISO 8601 time or epoch seconds/milliseconds: 1E+300",
+        "field 'ts' is not an ISO 8601 string or epoch seconds/milliseconds: 1E+300",
     ),
     (
         b'{"ts": 1714557600, "balance": 1, "last_topup": {"amount": 5, "ts": "soon"}}',
         "bad_timestamp",
-        "field 'last_topup_ts' is not an ISO 8601 time or epoch seconds/milliseconds: 'soon'",
+        "field 'last_topup_ts' is not an ISO 8601 string or epoch seconds/milliseconds: 'soon'",
     ),
     (
         b'{"ts": "2024-05-01T10:06:00Z", "balance": 1}',
@@ -233,3 +233,76 @@ def test_deep_nesting_is_malformed_not_a_crash() -> None:
     with pytest.raises(PayloadError) as info:
         parse(b"[" * 15000 + b"]" * 15000, max_bytes=40000)
     assert info.value.reason in ("malformed_json", "not_an_object")
+
+
+# -- formats and timestamp modes ------------------------------------------------------------------
+
+
+def test_number_format_takes_only_a_bare_number() -> None:
+    update = parse(b"12.50", format="number", currency="KES")
+    assert (update.balance, update.ts, update.currency) == (Decimal("12.50"), RECEIVED, "KES")
+    with pytest.raises(PayloadError) as info:
+        parse({"ts": 1714557600, "balance": 1}, format="number")
+    assert info.value.reason == "wrong_type"
+    assert str(info.value) == f"topic {TOPIC}: payload must be a bare number (format 'number'), got an object"
+    with pytest.raises(PayloadError) as info:
+        parse(b"twelve", format="number")
+    assert info.value.reason == "malformed_json"
+
+
+@pytest.mark.parametrize(
+    ("mode", "raw", "expected"),
+    [
+        ("iso8601", '"2024-05-01T10:00:00Z"', TS),
+        ("epoch_s", "1714557600", TS),
+        ("epoch_s", '"1714557600"', TS),
+        ("epoch_s", "1714557600000", None),  # seconds asked for: this is the year 56300, far in the future
+        ("epoch_ms", "1714557600000", TS),
+        ("epoch_ms", "1714557600", datetime(1970, 1, 20, 20, 15, 57, 600000, tzinfo=UTC)),  # taken as ms
+    ],
+)
+def test_timestamp_modes(mode: str, raw: str, expected: datetime | None) -> None:
+    payload = f'{{"ts": {raw}, "balance": 1}}'
+    if expected is None:
+        with pytest.raises(PayloadError) as info:
+            parse(payload, timestamp=mode)
+        assert info.value.reason in ("future_ts", "bad_timestamp")
+    else:
+        assert parse(payload, timestamp=mode).ts == expected
+
+
+@pytest.mark.parametrize(
+    ("mode", "raw", "reason", "message"),
+    [
+        ("iso8601", "1714557600", "wrong_type", "field 'ts' must be an ISO 8601 string, got 1714557600"),
+        ("epoch_s", '"2024-05-01T10:00:00Z"', "bad_timestamp",
+         "field 'ts' is not epoch seconds: '2024-05-01T10:00:00Z'"),
+        ("epoch_ms", "true", "wrong_type", "field 'ts' must be epoch milliseconds, got true"),
+    ],
+)
+def test_timestamp_mode_errors(mode: str, raw: str, reason: str, message: str) -> None:
+    with pytest.raises(PayloadError) as info:
+        parse(f'{{"ts": {raw}, "balance": 1}}', timestamp=mode)
+    assert (info.value.reason, str(info.value)) == (reason, f"topic {TOPIC}: {message}")
+
+
+def test_received_mode_ignores_the_meters_clock() -> None:
+    update = parse({"ts": "1999-01-01T00:00:00Z", "balance": 3, "last_topup": {"amount": 5, "ts": 1714557600}},
+                   timestamp="received")
+    assert update.ts == RECEIVED
+    assert update.last_topup_ts == TS  # the top-up's own time is still read
+    assert parse({"balance": 3}, timestamp="received").ts == RECEIVED  # no ts needed
+
+
+def test_payload_format_is_checked_once() -> None:
+    fmt = PayloadFormat(mapping={"balance": "/d/credit"}, timestamp="epoch_ms")
+    update = fmt.parse(b'{"d": {"credit": "9.99"}, "ts": 1714557600000}', TOPIC, "M-1", received_at=RECEIVED)
+    assert (update.balance, update.ts) == (Decimal("9.99"), TS)
+    with pytest.raises(ValueError, match="format must be one of json, number"):
+        PayloadFormat(format="xml")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="timestamp must be one of"):
+        PayloadFormat(timestamp="local")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown canonical field"):
+        PayloadFormat(mapping={"credit": "/c"})
+    assert resolve_mapping({"balance": "/x"})["balance"] == "/x"
+    assert resolve_mapping(None) == dict(DEFAULT_MAPPING)

@@ -1,0 +1,470 @@
+"""Commands to PAYG meters over MQTT (top-up, disconnect, reconnect) and their tracking.
+
+The gateway publishes a command on the meter's command topic (QoS 1) with a correlation id, in
+the payload and, with MQTT 5, as Correlation Data with the reply topic as Response Topic::
+
+    payg/M-1/command  {"correlation_id": "9f0c...", "command": "topup", "amount": 50.00,
+                       "currency": "KES", "reference": "PAY-7781", "ts": "2026-11-01T10:00:00Z",
+                       "reply_to": "payg/M-1/command/reply"}
+
+and the meter answers on its reply topic::
+
+    payg/M-1/command/reply  {"correlation_id": "9f0c...", "status": "acknowledged" | "failed",
+                             "detail": "..."}
+
+A command is PENDING once the broker has it, then ACKNOWLEDGED or FAILED by the reply, or
+TIMED_OUT when no reply came within the timeout (a late reply still settles it). Each status is
+persisted through the `persist` callback (the gateway passes `store.save_command`), in order,
+retried while it fails; a reply is acknowledged to the broker only once its status is
+persisted. Each settled command raises an Event. A reply that cannot be read is a dead letter.
+
+Replies are subscribed without a shared-subscription group: in a group, the reply to this
+gateway's command could go to another gateway, which does not know it and ignores it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Protocol
+
+from drivers.mqtt.topics import TopicTemplate
+from drivers.samples import Ack
+from gateway.backoff import Backoff
+from gateway.errors import ConnectionFailed, InvalidRequest, NotFound, PayloadError
+from gateway.model import Command, CommandKind, CommandStatus, DeadLetter, Event, EventKind, Severity
+
+__all__ = ["CommandSettings", "CommandTracker", "Publisher", "parse_reply"]
+
+log = logging.getLogger(__name__)
+
+Persist = Callable[[Command], Awaitable[None]]
+Load = Callable[[str], Awaitable[Command | None]]
+Emit = Callable[[Event | DeadLetter], Awaitable[None]]
+
+#: Reply statuses meters send, as the tracker reads them (case-insensitive).
+REPLY_STATUS: Mapping[str, CommandStatus] = {
+    **dict.fromkeys(("acknowledged", "ack", "ok", "done", "success", "accepted", "executed"),
+                    CommandStatus.ACKNOWLEDGED),
+    **dict.fromkeys(("failed", "fail", "error", "rejected", "nack"), CommandStatus.FAILED),
+}
+#: The event kind each command's outcome is recorded under.
+EVENT_KIND: Mapping[CommandKind, EventKind] = {
+    CommandKind.TOPUP: EventKind.TOPUP,
+    CommandKind.DISCONNECT: EventKind.RELAY_DISCONNECTED,
+    CommandKind.RECONNECT: EventKind.RELAY_CONNECTED,
+}
+_PREVIEW = 2048
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Publisher(Protocol):
+    """What the tracker needs from a connection (MqttConnection implements it)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, response_topic: str | None = None,
+                      correlation_data: bytes | None = None, timeout: float | None = None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSettings:
+    """Where commands go and replies come from, and how long a meter has to answer."""
+
+    command_topic: str = "payg/{meter_id}/command"
+    reply_topic: str = "payg/{meter_id}/command/reply"
+    #: Seconds from publishing to TIMED_OUT without a reply.
+    timeout: float = 60.0
+    #: Seconds to wait for the broker's PUBACK of a command.
+    publish_timeout: float = 10.0
+    #: Settled commands kept in memory so that late or repeated replies find them.
+    max_tracked: int = 10_000
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("command_topic", "reply_topic"):
+            try:
+                template = TopicTemplate(getattr(self, name))
+            except ValueError as exc:
+                problems.append(str(exc))
+                continue
+            if template.placeholders != ("meter_id",):
+                problems.append(f"{name} {template.template!r} may hold only the {{meter_id}} placeholder")
+        if self.command_topic == self.reply_topic:
+            problems.append("command_topic and reply_topic must differ")
+        if self.timeout <= 0 or self.publish_timeout <= 0 or self.max_tracked < 1:
+            problems.append("timeout, publish_timeout and max_tracked must be positive")
+        if problems:
+            msg = "MQTT commands: " + "; ".join(problems)
+            raise ValueError(msg)
+
+
+def _reply_error(topic: str, reason: str, message: str) -> PayloadError:
+    return PayloadError(topic, reason, f"command reply: {message}")
+
+
+def parse_reply(topic: str, payload: bytes, correlation_data: bytes | None) -> tuple[str, CommandStatus, str | None]:
+    """(correlation id, status, detail) of a meter's reply, or PayloadError(topic, reason, message)."""
+    try:
+        doc = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise _reply_error(topic, "malformed_json", "payload is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise _reply_error(topic, "not_an_object", "payload must be a JSON object")
+    cid = doc.get("correlation_id")
+    if cid is None and correlation_data:
+        cid = correlation_data.decode("utf-8", errors="replace")
+    if cid is None:
+        raise _reply_error(topic, "missing_field", "field 'correlation_id' is missing (and no MQTT 5 correlation data)")
+    if not isinstance(cid, str) or not cid:
+        raise _reply_error(topic, "wrong_type", f"field 'correlation_id' must be a non-empty string, got {cid!r}")
+    raw = doc.get("status")
+    if raw is None:
+        raise _reply_error(topic, "missing_field", "field 'status' is missing")
+    status = REPLY_STATUS.get(raw.strip().lower()) if isinstance(raw, str) else None
+    if status is None:
+        known = ", ".join(sorted(REPLY_STATUS))
+        raise _reply_error(topic, "wrong_type", f"field 'status' must be one of {known}; got {raw!r}")
+    detail = doc.get("detail")
+    return cid, status, detail if isinstance(detail, str) and detail else None
+
+
+def _money(value: Decimal) -> str:
+    return format(value, "f")
+
+
+@dataclass(slots=True)
+class _Reply:
+    meter_id: str | None
+    topic: str
+    correlation_id: str
+    status: CommandStatus
+    detail: str | None
+    ack: Ack | None
+
+
+@dataclass(slots=True)
+class _Save:
+    command: Command
+    event: Event | None = None
+
+
+@dataclass(slots=True)
+class _Dead:
+    dead: DeadLetter
+    ack: Ack | None
+
+
+class CommandTracker:
+    """Sends commands and follows them to a final status; `run()` does the timing and persisting.
+
+    `attach(connection)` gives it the connection to publish on (the subscriber does that).
+    """
+
+    def __init__(
+        self,
+        settings: CommandSettings,
+        *,
+        persist: Persist,
+        load: Load | None = None,
+        emit: Emit | None = None,
+        known_meters: set[str] | None = None,
+        currencies: Mapping[str, str] | None = None,
+        origin: str = "",
+        clock: Callable[[], datetime] = _utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if any(c in origin for c in ". /+#"):
+            msg = f"command origin {origin!r} must not contain '.', ' ', '/', '+' or '#'"
+            raise ValueError(msg)
+        self.settings = settings
+        #: Prefix of the correlation ids this tracker makes (e.g. the gateway id): several gateways
+        #: share a store and see each other's replies, and each settles only its own commands.
+        self.origin = origin
+        self.command_template = TopicTemplate(settings.command_topic)
+        self.reply_template = TopicTemplate(settings.reply_topic)
+        self.known_meters = known_meters
+        self.currencies = dict(currencies or {})
+        self.clock = clock
+        self.monotonic = monotonic
+        self._persist = persist
+        self._load = load
+        self._emit = emit
+        self._publisher: Publisher | None = None
+        self._commands: OrderedDict[str, Command] = OrderedDict()
+        self._deadlines: dict[str, float] = {}
+        self._work: asyncio.Queue[_Reply | _Save | _Dead] = asyncio.Queue()
+        self._wake = asyncio.Event()
+        self.sent = 0
+        self.replies = 0
+        self.unmatched_replies = 0
+        self.bad_replies = 0
+        self.persist_failures = 0
+        self.by_status: dict[str, int] = {s.value: 0 for s in CommandStatus}
+
+    # -- public surface ------------------------------------------------------------------------------
+
+    def attach(self, publisher: Publisher | None) -> None:
+        self._publisher = publisher
+
+    def get(self, correlation_id: str) -> Command | None:
+        """The tracked command (as last known in memory), or None."""
+        return self._commands.get(correlation_id)
+
+    def owns(self, correlation_id: str) -> bool:
+        """Did this tracker (this origin) make the id? Without an origin it claims every id."""
+        return not self.origin or correlation_id.startswith(f"{self.origin}.")
+
+    def pending(self) -> list[Command]:
+        return [self._commands[c] for c in self._deadlines if c in self._commands]
+
+    async def send(self, meter_id: str, kind: CommandKind | str, *, amount: Decimal | None = None,
+                   reference: str | None = None) -> Command:
+        """Persist the command as PENDING, publish it, and return it (PENDING once the broker has it).
+
+        Raises InvalidRequest (bad kind or amount), NotFound (unknown meter), ConnectionFailed (not
+        connected: nothing sent) and whatever `persist` raises (nothing sent). If the connection
+        ends before the broker acknowledged it, the command is returned FAILED (a reply that
+        arrives anyway still settles it).
+        """
+        kind, amount = self._check(meter_id, kind, amount, reference)
+        publisher = self._publisher
+        if publisher is None or not publisher.connected:
+            where = "MQTT broker"
+            raise ConnectionFailed(meter_id, where, f"cannot send {kind.value}: not connected to the broker")
+        now = self.clock()
+        cid = f"{self.origin}.{uuid.uuid4().hex}" if self.origin else uuid.uuid4().hex
+        command = Command(correlation_id=cid, meter_id=meter_id, kind=kind, created_at=now,
+                          amount=amount, reference=reference, updated_at=now)
+        await self._persist(command)
+        self._track(command)
+        self._deadlines[command.correlation_id] = self.monotonic() + self.settings.timeout
+        self._wake.set()
+        topic = self.command_template.render(meter_id=meter_id)
+        reply_to = self.reply_template.render(meter_id=meter_id)
+        try:
+            await publisher.publish(topic, self._payload(command, reply_to), qos=1, response_topic=reply_to,
+                                    correlation_data=command.correlation_id.encode(),
+                                    timeout=self.settings.publish_timeout)
+        except (ConnectionFailed, TimeoutError) as exc:
+            log.warning("command %s %s to meter %s not confirmed by the broker: %s",
+                        kind.value, command.correlation_id, meter_id, exc)
+            settled = self._settle(command.correlation_id, CommandStatus.FAILED,
+                                   f"not confirmed by the broker: {exc}", by_reply=False)
+            if settled is None:  # a reply raced in and settled it already
+                return self._commands.get(command.correlation_id, command)
+            self._work.put_nowait(_Save(settled, self._event(settled)))
+            return settled
+        self.sent += 1
+        log.info("command %s %s sent to meter %s", kind.value, command.correlation_id, meter_id)
+        return self._commands.get(command.correlation_id, command)
+
+    def handle_reply(self, meter_id: str | None, topic: str, payload: bytes, correlation_data: bytes | None,
+                     ack: Ack | None) -> None:
+        """A message on a reply topic (called by the subscriber, in the loop thread). Never raises."""
+        self.replies += 1
+        try:
+            cid, status, detail = parse_reply(topic, payload, correlation_data)
+        except PayloadError as exc:
+            self.bad_replies += 1
+            log.warning("%s", exc)
+            text = payload[:_PREVIEW].decode("utf-8", errors="replace")
+            dead = DeadLetter(ts=self.clock(), source="mqtt", where=topic, reason=exc.reason, detail=str(exc),
+                              payload=text, meter_id=meter_id)
+            self._work.put_nowait(_Dead(dead, ack))
+            return
+        self._work.put_nowait(_Reply(meter_id, topic, cid, status, detail, ack))
+
+    def restore(self, commands: Iterable[Command]) -> int:
+        """Track this origin's commands still PENDING from before a restart, with what is left of
+        their timeout; returns how many."""
+        now, mono, n = self.clock(), self.monotonic(), 0
+        for command in commands:
+            if (command.status is not CommandStatus.PENDING or command.correlation_id in self._commands
+                    or not self.owns(command.correlation_id)):
+                continue
+            left = self.settings.timeout - (now - command.created_at).total_seconds()
+            self._track(command)
+            self._deadlines[command.correlation_id] = mono + max(0.0, left)
+            n += 1
+        if n:
+            self._wake.set()
+        return n
+
+    async def run(self) -> None:
+        """Time out pending commands and persist every change, in order, until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._timeouts(), name="mqtt-command-timeouts")
+            tg.create_task(self._worker(), name="mqtt-command-persist")
+
+    def health(self) -> dict[str, Any]:
+        return {"sent": self.sent, "pending": len(self._deadlines), "replies": self.replies,
+                "unmatched_replies": self.unmatched_replies, "bad_replies": self.bad_replies,
+                "persist_failures": self.persist_failures, "by_status": dict(self.by_status)}
+
+    # -- internals -----------------------------------------------------------------------------------
+
+    def _check(self, meter_id: str, kind: CommandKind | str, amount: Decimal | None,
+               reference: str | None) -> tuple[CommandKind, Decimal | None]:
+        try:
+            kind = CommandKind(kind)
+        except ValueError:
+            known = ", ".join(k.value for k in CommandKind)
+            raise InvalidRequest(f"unknown command {kind!r} for meter {meter_id} (known: {known})") from None
+        if self.known_meters is not None and meter_id not in self.known_meters:
+            raise NotFound("PAYG meter", meter_id)
+        if kind is CommandKind.TOPUP:
+            try:
+                amount = None if amount is None else Decimal(amount)
+            except (InvalidOperation, TypeError, ValueError):
+                raise InvalidRequest(f"top-up of meter {meter_id}: amount {amount!r} is not a number") from None
+            if amount is None or not amount.is_finite() or amount <= 0:
+                raise InvalidRequest(f"top-up of meter {meter_id}: amount must be a positive number, got {amount}")
+        elif amount is not None:
+            raise InvalidRequest(f"{kind.value} of meter {meter_id} takes no amount (got {amount})")
+        if reference is not None and (not reference or len(reference) > 200):
+            raise InvalidRequest(f"{kind.value} of meter {meter_id}: reference must be 1..200 characters")
+        return kind, amount
+
+    def _payload(self, command: Command, reply_to: str) -> bytes:
+        # Amounts go out as JSON numbers written digit for digit from the Decimal (no float).
+        parts = [f'"correlation_id": {json.dumps(command.correlation_id)}',
+                 f'"command": {json.dumps(command.kind.value)}']
+        if command.amount is not None:
+            parts.append(f'"amount": {_money(command.amount)}')
+            parts.append(f'"currency": {json.dumps(self.currencies.get(command.meter_id, "XXX"))}')
+        if command.reference is not None:
+            parts.append(f'"reference": {json.dumps(command.reference)}')
+        parts.append(f'"ts": {json.dumps(command.created_at.isoformat().replace("+00:00", "Z"))}')
+        parts.append(f'"reply_to": {json.dumps(reply_to)}')
+        return ("{" + ", ".join(parts) + "}").encode()
+
+    def _track(self, command: Command) -> None:
+        self._commands[command.correlation_id] = command
+        self._commands.move_to_end(command.correlation_id)
+        self.by_status[command.status.value] += 1
+        # Bounded memory: forget the oldest settled commands (the store still has them).
+        while len(self._commands) > self.settings.max_tracked:
+            oldest = next((c for c in self._commands if c not in self._deadlines), None)
+            if oldest is None:
+                break
+            del self._commands[oldest]
+
+    def _settle(self, cid: str, status: CommandStatus, detail: str | None, *, by_reply: bool) -> Command | None:
+        """Move a tracked command to `status`; None if that changes nothing.
+
+        The meter's word wins over the gateway's guesses: a reply settles a command that timed out
+        or whose publish was not confirmed; a timeout or a publish failure settles only a PENDING
+        one; once ACKNOWLEDGED a command stays so (a repeated reply is redelivery, not news).
+        """
+        command = self._commands.get(cid)
+        if command is None or command.status is status or command.status is CommandStatus.ACKNOWLEDGED:
+            return None
+        if not by_reply and command.status is not CommandStatus.PENDING:
+            return None
+        if by_reply and command.status is CommandStatus.TIMED_OUT:
+            detail = f"{detail} (the reply came after the timeout)" if detail else "the reply came after the timeout"
+        self.by_status[command.status.value] -= 1
+        self.by_status[status.value] += 1
+        settled = replace(command, status=status, updated_at=self.clock(), detail=detail)
+        self._commands[cid] = settled
+        self._deadlines.pop(cid, None)
+        return settled
+
+    def _event(self, c: Command) -> Event:
+        what = c.kind.value
+        if c.amount is not None:
+            what += f" of {_money(c.amount)} {self.currencies.get(c.meter_id, 'XXX')}"
+        if c.reference is not None:
+            what += f" (reference {c.reference})"
+        outcome = {
+            CommandStatus.ACKNOWLEDGED: "acknowledged by the meter",
+            CommandStatus.FAILED: "failed",
+            CommandStatus.TIMED_OUT: f"timed out: no reply within {self.settings.timeout:g} s",
+        }[c.status]
+        detail = f"command {what}, correlation id {c.correlation_id}: {outcome}"
+        if c.detail and c.status is not CommandStatus.TIMED_OUT:
+            detail += f": {c.detail}"
+        severity = Severity.INFO if c.status is CommandStatus.ACKNOWLEDGED else Severity.WARNING
+        return Event(ts=c.updated_at or self.clock(), meter_id=c.meter_id, kind=EVENT_KIND[c.kind],
+                     severity=severity, detail=detail)
+
+    async def _timeouts(self) -> None:
+        while True:
+            self._wake.clear()
+            now = self.monotonic()
+            for cid, deadline in list(self._deadlines.items()):
+                if deadline <= now:
+                    settled = self._settle(cid, CommandStatus.TIMED_OUT, None, by_reply=False)
+                    if settled is not None:
+                        self._work.put_nowait(_Save(settled, self._event(settled)))
+            wait = min(self._deadlines.values(), default=now + 3600) - now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, min(wait, 3600)))
+
+    async def _worker(self) -> None:
+        """Jobs in arrival order; a step that fails (the store is down) is retried, never dropped."""
+        while True:
+            job = await self._work.get()
+            if isinstance(job, _Dead):
+                await self._retrying(self._emit_one, job.dead)
+            elif isinstance(job, _Save):
+                await self._retrying(self._save, job)
+            else:
+                await self._retrying(self._lookup, job.correlation_id)
+                command = self._commands.get(job.correlation_id)
+                if command is None or (job.meter_id is not None and command.meter_id != job.meter_id):
+                    self.unmatched_replies += 1
+                    # Normal in a shared-subscription group: another gateway sent this command.
+                    log.debug("reply on %s for unknown command %s ignored", job.topic, job.correlation_id)
+                else:
+                    settled = self._settle(job.correlation_id, job.status, job.detail, by_reply=True)
+                    if settled is not None:
+                        # Persisted before the ack: a crash in between makes the broker redeliver it.
+                        await self._retrying(self._save, _Save(settled, self._event(settled)))
+            if not isinstance(job, _Save) and job.ack is not None:
+                job.ack()
+
+    async def _retrying(self, step: Callable[[Any], Awaitable[None]], arg: Any) -> None:
+        backoff = Backoff(0.2, 10.0)
+        failing = False
+        while True:
+            try:
+                await step(arg)
+                return
+            except Exception as exc:  # the store is down or refuses: retry in order, never drop
+                self.persist_failures += 1
+                if not failing:
+                    log.warning("command tracking: %s failed (%s); retrying with backoff", step.__name__, exc)
+                    failing = True
+                await asyncio.sleep(backoff.next())
+
+    async def _emit_one(self, item: Event | DeadLetter) -> None:
+        if self._emit is not None:
+            await self._emit(item)
+
+    async def _save(self, job: _Save) -> None:
+        await self._persist(job.command)
+        if job.event is not None:
+            event, job.event = job.event, None  # emitted once even if a later retry happens
+            await self._emit_one(event)
+
+    async def _lookup(self, correlation_id: str) -> None:
+        """Find a command this gateway no longer holds in memory (e.g. sent before a restart)."""
+        if correlation_id not in self._commands and self._load is not None and self.owns(correlation_id):
+            stored = await self._load(correlation_id)
+            if stored is not None:
+                self._track(stored)

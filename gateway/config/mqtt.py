@@ -1,0 +1,120 @@
+"""The `[mqtt]` section: broker, session, balance topics and their payload formats, PAYG commands.
+
+Example::
+
+    [mqtt]
+    enabled = true
+    host = "broker.example"
+    port = 8883
+    tls_ca = "/etc/meter-gateway/ca.pem"          # TLS on; tls_cert + tls_key for a client certificate
+    username = "gateway-7"                          # password: env METER_GATEWAY_MQTT_PASSWORD
+    share_group = "payg"                            # MQTT 5: gateways split the meters between them
+    topics = ["payg/{meter_id}/balance"]
+    field_mapping = { balance = "/data/credit", ts = "/data/time" }
+    timestamp = "epoch_ms"
+    low_credit_threshold = 50                       # per meter: meters[].low_credit_threshold
+
+    [[mqtt.sources]]                                # another topic, written differently
+    topic = "legacy/{meter_id}/credit"
+    payload_format = "number"
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+PayloadFormatName = Literal["json", "number"]
+TimestampMode = Literal["auto", "iso8601", "epoch_s", "epoch_ms", "received"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_template(template: str) -> str:
+    """A topic template names the meter exactly once and has no MQTT wildcards (they come from it)."""
+    if template.count("{meter_id}") != 1:
+        msg = f"topic template {template!r} must contain the {{meter_id}} placeholder exactly once"
+        raise ValueError(msg)
+    if any(c in template for c in "+#") or template.startswith("$") or "//" in template:
+        msg = f"topic template {template!r} must not contain '+', '#', '//' or start with '$'"
+        raise ValueError(msg)
+    return template
+
+
+def _check_templates(templates: list[str]) -> list[str]:
+    return [_check_template(t) for t in templates]
+
+
+def _check_mapping(mapping: dict[str, str] | None) -> dict[str, str] | None:
+    from gateway.normalise.payload import resolve_mapping
+
+    resolve_mapping(mapping)  # ValueError names the unknown field or the bad pointer
+    return mapping
+
+
+class TopicSource(_Section):
+    """One more topic template whose payloads are written differently from [mqtt]'s defaults."""
+
+    topic: str = Field(description="Template with {meter_id}, e.g. 'legacy/{meter_id}/credit'")
+    payload_format: PayloadFormatName | None = Field(default=None, description="Default mqtt.payload_format")
+    field_mapping: dict[str, str] | None = Field(default=None, description="Default mqtt.field_mapping")
+    timestamp: TimestampMode | None = Field(default=None, description="Default mqtt.timestamp")
+
+    _topic = field_validator("topic")(_check_template)
+    _mapping = field_validator("field_mapping")(_check_mapping)
+
+
+class MqttSection(_Section):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    client_id: str | None = Field(default=None, description="Fixed id for the persistent session; default meter-gateway-<gateway.id>")
+    protocol: Literal["5", "3.1.1"] = "5"
+    username: str | None = None
+    password: str | None = Field(default=None, description="env METER_GATEWAY_MQTT_PASSWORD overrides")
+    tls_ca: Path | None = Field(default=None, description="CA file to verify the broker (turns TLS on)")
+    tls_cert: Path | None = Field(default=None, description="Client certificate (with tls_key)")
+    tls_key: Path | None = None
+    keepalive: int = Field(default=30, ge=5, le=3600, description="Seconds")
+    session_expiry: int = Field(default=86400, ge=0, description="MQTT 5: seconds the broker keeps the session while we are away")
+    max_inflight: int = Field(default=1000, ge=1, le=65535, description="Messages received and not yet acked, at most")
+    topics: list[str] = Field(default_factory=lambda: ["payg/{meter_id}/balance"],
+                              description="Balance topic templates written in the default payload format")
+    sources: list[TopicSource] = Field(default_factory=list,
+                                       description="More balance topic templates, each with its own format")
+    share_group: str | None = Field(default=None, description="MQTT 5 shared subscription group ($share/GROUP/...)")
+    payload_format: PayloadFormatName = Field(default="json", description="'json' (an object, see field_mapping) or 'number' (a bare balance)")
+    field_mapping: dict[str, str] = Field(default_factory=dict,
+                                          description="Canonical field -> JSON pointer, e.g. balance = '/data/credit'")
+    timestamp: TimestampMode = Field(default="auto", description="How 'ts' is written; 'received' uses the time of receipt")
+    max_payload_bytes: int = Field(default=16384, ge=64, le=1_048_576, description="Larger payloads are dead letters")
+    max_future: float = Field(default=300.0, ge=0, description="Seconds a ts may lie ahead of receipt")
+    currency: str = "XXX"
+    low_credit_threshold: Decimal = Field(default=Decimal("5"), description="Default; meters[].low_credit_threshold overrides")
+    max_drain_per_hour: Decimal | None = Field(default=None, gt=0, description=(
+        "Credit falling faster than this per hour is suspicious; unset = learned from each meter"))
+    commands: bool = Field(default=True, description="Send top-up / disconnect / reconnect commands")
+    command_topic: str = "payg/{meter_id}/command"
+    reply_topic: str = "payg/{meter_id}/command/reply"
+    command_timeout: float = Field(default=60.0, gt=0, le=86400, description="Seconds for a meter to reply")
+
+    _topics = field_validator("topics")(_check_templates)
+    _command_topics = field_validator("command_topic", "reply_topic")(_check_template)
+    _mapping = field_validator("field_mapping")(_check_mapping)
+
+    @field_validator("share_group")
+    @classmethod
+    def _share_group(cls, group: str | None) -> str | None:
+        if group is not None and (not group or any(c in group for c in "/+#")):
+            msg = f"share group {group!r} must be non-empty without '/', '+' or '#'"
+            raise ValueError(msg)
+        return group
+
+    def all_topics(self) -> list[str]:
+        """Every balance topic template: `topics`, then those of `sources`."""
+        return [*self.topics, *(s.topic for s in self.sources)]
