@@ -47,7 +47,7 @@ def test_good_config_loads() -> None:
      ["meters[0].endpoint at line 11: unknown endpoint 'gw9' (known: gw1)"]),
     (GOOD + '\n[[meters]]\nmeter_id = "M-1"\nendpoint = "gw1"\nunit = 2\nprofile = "sdm360"\n',
      ["meters[1].meter_id at line 15: meter 'M-1' repeats meters[0]",
-      "meters[1].profile at line 18: unknown profile 'sdm360' (known: generic)"]),
+      "meters[1].profile at line 18: unknown profile 'sdm360' (known: abb_b23, em24, generic, sdm120, sdm630)"]),
     (GOOD.replace("unit = 1", "unit = 300"),
      ["meters[0].unit at line 12: Input should be less than or equal to 247 (got 300)"]),
     ('[storage]\nbackend = "timescale"\n',
