@@ -1,24 +1,47 @@
-"""Annotated dependencies: the store and the running gateway come from app state, not globals."""
+"""Annotated dependencies: the store, the running gateway and the clock come from app state, not globals.
+
+They are `async def` although they never await: FastAPI runs a plain `def` dependency in a
+worker thread, a hand-off that cost more than the rest of a small request.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from api.ports import GatewayPort
+from gateway.errors import InvalidRequest
 from storage.base import Store
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     store: Store = request.app.state.store
     return store
 
 
-def get_gateway(request: Request) -> GatewayPort | None:
+async def get_gateway(request: Request) -> GatewayPort | None:
     gateway: GatewayPort | None = request.app.state.gateway
     return gateway
 
 
+async def get_now(request: Request) -> datetime:
+    clock: Callable[[], datetime] = request.app.state.clock
+    return clock().astimezone(UTC)
+
+
+async def check_text_params(request: Request) -> None:
+    """Refuse path and query values a store cannot take (NUL, undecodable bytes), with a 400
+    that names the parameter instead of a database error."""
+    for where, params in (("path", request.path_params), ("query", request.query_params)):
+        for name, value in params.items():
+            if isinstance(value, str) and ("\x00" in value or "\ufffd" in value or not value.isprintable()):
+                msg = f"{where} parameter {name!r} contains control characters or bytes that are not UTF-8 text"
+                raise InvalidRequest(msg)
+
+
 StoreDep = Annotated[Store, Depends(get_store)]
 GatewayDep = Annotated[GatewayPort | None, Depends(get_gateway)]
+NowDep = Annotated[datetime, Depends(get_now)]

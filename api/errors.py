@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.errors import GatewayError, InvalidRequest, NotFound, SinkUnavailable
+from storage.base import Conflict
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ def install(app: FastAPI) -> None:
         # Handlers are looked up along the MRO, so this covers the whole GatewayError tree.
         if isinstance(exc, NotFound):
             return JSONResponse(status_code=404, content=error_body("not_found", str(exc)))
+        if isinstance(exc, Conflict):
+            return JSONResponse(status_code=409, content=error_body("conflict", str(exc)))
         if isinstance(exc, InvalidRequest):
             return JSONResponse(status_code=400, content=error_body("invalid_request", str(exc)))
         if isinstance(exc, SinkUnavailable):

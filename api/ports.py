@@ -2,12 +2,66 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, Protocol
+
+from gateway.model import BalanceUpdate, Channel, Command, CommandKind, DeadLetter, Event, Reading
+from gateway.model.health import MeterDiagnostics, MeterSummary, PollResult, RecentPayload
+from gateway.model.profiles import Function
 
 
 class GatewayPort(Protocol):
-    def readiness(self) -> dict[str, Any]:
-        """{'ready': bool, 'checks': {name: {'ok': bool, 'detail': str}}, 'storage_mode': str}"""
+    async def readiness(self) -> dict[str, Any]:
+        """{'ready': bool, 'failed': [name], 'checks': {name: {'ok': bool, 'detail': str}}, 'storage_mode': str}"""
 
-    def status(self) -> dict[str, Any]:
-        """Gateway status for technicians: drivers, spool, sink, counters, version, uptime."""
+    def metrics_text(self) -> bytes:
+        """Prometheus text exposition of the gateway's metrics."""
+
+    def status(self, *, per_meter: bool = True) -> dict[str, Any]:
+        """Gateway status for technicians: drivers, spool, sink, counters, version, uptime
+        (the fields of api.schemas.diag.GatewayStatusOut)."""
+
+    # -- technicians' diagnostics (issue 8); NotFound for a meter not in the configuration --
+    def fleet(self) -> list[MeterSummary]:
+        """Every configured meter with its state, worst first."""
+
+    def meter_summary(self, meter_id: str) -> MeterSummary: ...
+
+    async def meter_diagnostics(self, meter_id: str) -> MeterDiagnostics: ...
+
+    def recent_payloads(self, meter_id: str) -> list[RecentPayload]:
+        """The last MQTT payloads of a meter, newest last."""
+
+    async def recent_values(self, meter_id: str, channel: Channel) -> tuple[list[Reading], bool]:
+        """One channel of a meter over its last polls, oldest first (what the status page charts)."""
+
+    async def recent_balances(self, meter_id: str) -> tuple[list[BalanceUpdate], bool]:
+        """A PAYG meter's recent balance updates, oldest first."""
+
+    async def recent_events(self, *, meter_id: str | None = None, limit: int = 20) -> tuple[list[Event], bool]:
+        """Latest events, newest first, and whether the store answered (else: this process's memory only)."""
+
+    async def deadletters(self, *, meter_id: str | None = None, reason: str | None = None,
+                          limit: int = 100) -> tuple[list[DeadLetter], bool]:
+        """Dead letters, newest first, and whether the store answered."""
+
+    async def poll_now(self, meter_id: str) -> PollResult:
+        """Poll a Modbus meter at once and decode it (not stored). InvalidRequest, DriverError."""
+
+    async def read_registers(self, endpoint: str, unit: int, function: Function, address: int,
+                             count: int) -> tuple[int, ...]:
+        """Raw read of holding or input registers (FC 03/04, 1..125). InvalidRequest, DriverError."""
+
+    # -- the account-system API (issue 7) -------------------------------------------------
+    def commands_available(self) -> bool:
+        """Whether PAYG commands can be sent (MQTT with commands enabled)."""
+
+    async def send_command(self, meter_id: str, kind: CommandKind, amount: Decimal | None = None,
+                           reference: str | None = None) -> Command:
+        """Publish a PAYG command and track it. NotFound, InvalidRequest, ConnectionFailed, SinkUnavailable."""
+
+    async def get_command(self, correlation_id: str) -> Command:
+        """A command's latest status. NotFound."""
+
+    def poll_intervals(self) -> dict[str, float]:
+        """Seconds between polls of each configured Modbus meter."""

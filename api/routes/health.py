@@ -2,12 +2,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from api.auth import RequireScope
 from api.deps import GatewayDep, StoreDep
+from api.schemas.common import error
 from gateway import __version__
 from gateway.errors import GatewayError
+from storage.keys import Scope
 
 router = APIRouter(tags=["health"])
 
@@ -20,14 +24,24 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "A check failed; the body says which"}})
 async def readyz(store: StoreDep, gateway: GatewayDep) -> JSONResponse:
-    """Ready when the sink is reachable, the broker connected (if used) and the spool below its warning level."""
+    """Ready when the sink is reachable, migrations are applied, the broker is connected (if used) and the
+    spool is below its warning level. The body names the failed checks and the storage mode."""
     if gateway is not None:
-        body: dict[str, Any] = gateway.readiness()
+        body: dict[str, Any] = await gateway.readiness()
     else:
         try:
             await store.ping()
-            body = {"ready": True, "checks": {"sink": {"ok": True, "detail": "reachable"}}}
+            body = {"ready": True, "failed": [], "checks": {"sink": {"ok": True, "detail": "reachable"}}}
         except GatewayError as exc:
-            body = {"ready": False, "checks": {"sink": {"ok": False, "detail": str(exc)}}}
+            body = {"ready": False, "failed": ["sink"], "checks": {"sink": {"ok": False, "detail": str(exc)}}}
         body["storage_mode"] = store.mode
     return JSONResponse(status_code=200 if body["ready"] else 503, content=body)
+
+
+@router.get("/metrics", response_class=Response, dependencies=[Depends(RequireScope(Scope.DIAG))],
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, 401: error("No valid API key"),
+                       403: error("The key lacks the diag scope")})
+async def metrics(gateway: GatewayDep) -> Response:
+    """Prometheus metrics (meter_gateway_* series)."""
+    body = gateway.metrics_text() if gateway is not None else b""
+    return Response(content=body, media_type=CONTENT_TYPE_LATEST)

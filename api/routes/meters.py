@@ -1,94 +1,105 @@
+"""The meters registry: list and search, get, create, update, deactivate."""
+
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Body, Depends, Path, Query
 
-from api.deps import StoreDep
+from api.auth import RequireScope
+from api.deps import NowDep, StoreDep, check_text_params
 from api.pagination import decode_cursor, encode_cursor
-from api.schemas.meters import MeterOut
-from api.schemas.readings import BalanceOut, Page, ReadingOut
+from api.params import Cursor, Limit, utc
+from api.schemas.common import Page, error
+from api.schemas.meters import MeterIn, MeterOut, MeterUpdate, meter_dict
 from gateway.errors import InvalidRequest, NotFound
-from gateway.model import Channel
+from gateway.model import Meter, MeterStatus, Utility
+from storage.base import Store
+from storage.keys import Scope
 
-router = APIRouter(prefix="/v1/meters", tags=["meters"])
+router = APIRouter(prefix="/v1/meters", tags=["meters"], dependencies=[Depends(check_text_params)])
+READ = [Depends(RequireScope(Scope.READ))]
+WRITE = [Depends(RequireScope(Scope.WRITE))]
 
-Limit = Annotated[int, Query(ge=1, le=10_000, description="Page size")]
-
-
-async def _require_meter(store: StoreDep, meter_id: str) -> None:
-    if await store.get_meter(meter_id) is None:
-        raise NotFound("meter", meter_id)
-
-
-def _utc(value: datetime, name: str) -> datetime:
-    if value.tzinfo is None:
-        msg = f"{name}={value.isoformat()} has no time zone; add Z or an offset (e.g. 2026-01-01T00:00:00Z)"
-        raise InvalidRequest(msg)
-    return value.astimezone(UTC)
+MeterPath = Annotated[str, Path(max_length=64, description="The meter number", examples=["M-0001"])]
+_CLEARABLE = frozenset({"device_number", "installed_at", "location", "tags"})
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: error("No such meter")}
 
 
-@router.get("", response_model=Page[MeterOut])
-async def list_meters(store: StoreDep, search: str | None = Query(None, max_length=100, description="Meter number, device number or consumer number"),
-                      limit: Limit = 100, cursor: str | None = None) -> Page[MeterOut]:
-    """Meters ordered by meter number."""
-    after = decode_cursor(cursor, 1)[0] if cursor else None
-    meters = await store.list_meters(search=search, limit=limit + 1, after=after)
-    more = len(meters) > limit
-    meters = meters[:limit]
-    return Page[MeterOut](items=[MeterOut.of(m) for m in meters],
-                          next_cursor=encode_cursor([meters[-1].meter_id]) if more else None)
-
-
-@router.get("/{meter_id}", response_model=MeterOut)
-async def get_meter(store: StoreDep, meter_id: str) -> MeterOut:
-    """One meter."""
+async def require_meter(store: Store, meter_id: str) -> Meter:
     meter = await store.get_meter(meter_id)
     if meter is None:
         raise NotFound("meter", meter_id)
-    return MeterOut.of(meter)
+    return meter
 
 
-@router.get("/{meter_id}/readings/latest", response_model=list[ReadingOut])
-async def latest_readings(store: StoreDep, meter_id: str) -> list[ReadingOut]:
-    """The latest reading of each channel of the meter."""
-    await _require_meter(store, meter_id)
-    return [ReadingOut.of(r) for r in await store.latest_readings(meter_id)]
+def to_meter(body: MeterIn) -> Meter:
+    return Meter(meter_id=body.meter_id, utility=body.utility, protocol=body.protocol, address=body.address,
+                 model=body.model, device_number=body.device_number, payg=body.payg, status=body.status,
+                 installed_at=None if body.installed_at is None else utc(body.installed_at, "installed_at"),
+                 consumer_number=body.consumer_number, location=body.location, tags=dict(body.tags))
 
 
-@router.get("/{meter_id}/readings", response_model=Page[ReadingOut])
-async def readings(store: StoreDep, meter_id: str,
-                   start: Annotated[datetime | None, Query(alias="from", description="Inclusive, ISO 8601 with zone; default 24 h ago")] = None,
-                   end: Annotated[datetime | None, Query(alias="to", description="Exclusive, ISO 8601 with zone; default now")] = None,
-                   channel: Channel | None = None, limit: Limit = 1000, cursor: str | None = None) -> Page[ReadingOut]:
-    """Readings of one meter in [from, to), ordered by time then channel."""
-    await _require_meter(store, meter_id)
-    now = datetime.now(UTC)
-    end_ = _utc(end, "to") if end else now
-    start_ = _utc(start, "from") if start else end_ - timedelta(days=1)
-    if start_ >= end_:
-        msg = f"from ({start_.isoformat()}) must be before to ({end_.isoformat()})"
-        raise InvalidRequest(msg)
-    after = None
-    if cursor:
-        ts, ch = decode_cursor(cursor, 2)
-        try:
-            after = (datetime.fromisoformat(ts), str(ch))
-        except (TypeError, ValueError):
-            raise InvalidRequest("cursor is not one this API issued") from None
-    rows = await store.readings(meter_id, start=start_, end=end_, channel=channel, limit=limit + 1, after=after)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    nxt = encode_cursor([rows[-1].ts.isoformat(), rows[-1].channel.value]) if more else None
-    return Page[ReadingOut](items=[ReadingOut.of(r) for r in rows], next_cursor=nxt)
+@router.get("", response_model=Page[MeterOut], dependencies=READ)
+async def list_meters(
+    store: StoreDep,
+    search: Annotated[str | None, Query(max_length=100, description="Part of a meter number, device number or "
+                                        "consumer number (any case)", examples=["M-00"])] = None,
+    status: Annotated[MeterStatus | None, Query(examples=["active"])] = None,
+    utility: Annotated[Utility | None, Query(examples=["electricity"])] = None,
+    payg: Annotated[bool | None, Query(examples=[True])] = None,
+    consumer_number: Annotated[str | None, Query(max_length=64, examples=["C-1001"])] = None,
+    limit: Limit = 100, cursor: Cursor = None,
+) -> dict[str, Any]:
+    """Meters ordered by meter number, filtered and searched."""
+    after = decode_cursor(cursor, 1)[0] if cursor else None
+    if after is not None and not isinstance(after, str):
+        raise InvalidRequest("cursor is not one this API issued")
+    meters = await store.list_meters(search=search, limit=limit + 1, after=after, status=status, utility=utility,
+                                     payg=payg, consumer_number=consumer_number)
+    more = len(meters) > limit
+    meters = meters[:limit]
+    return {"items": [meter_dict(m) for m in meters],
+            "next_cursor": encode_cursor([meters[-1].meter_id]) if more else None}
 
 
-@router.get("/{meter_id}/balance", response_model=BalanceOut)
-async def latest_balance(store: StoreDep, meter_id: str) -> BalanceOut:
-    """The latest PAYG balance the meter reported."""
-    await _require_meter(store, meter_id)
-    bal = await store.latest_balance(meter_id)
-    if bal is None:
-        raise NotFound("balance of meter", meter_id)
-    return BalanceOut.of(bal)
+@router.post("", response_model=MeterOut, status_code=201, dependencies=WRITE,
+             responses={409: error("The meter exists already")})
+async def create_meter(store: StoreDep, now: NowDep, body: MeterIn) -> dict[str, Any]:
+    """Register a meter (and open its first assignment when it has a consumer number)."""
+    await store.create_meters([to_meter(body)], at=now)
+    return meter_dict(await require_meter(store, body.meter_id))
+
+
+@router.get("/{meter_id}", response_model=MeterOut, dependencies=READ, responses=_NOT_FOUND)
+async def get_meter(store: StoreDep, meter_id: MeterPath) -> dict[str, Any]:
+    """One meter."""
+    return meter_dict(await require_meter(store, meter_id))
+
+
+@router.patch("/{meter_id}", response_model=MeterOut, dependencies=WRITE, responses=_NOT_FOUND)
+async def update_meter(store: StoreDep, now: NowDep, meter_id: MeterPath,
+                       body: Annotated[MeterUpdate, Body(openapi_examples={
+                           "move": {"summary": "New location and tags",
+                                    "value": {"location": "14 Harbour Road", "tags": {"feeder": "F9"}}},
+                           "maintenance": {"summary": "Out for maintenance", "value": {"status": "maintenance"}}})],
+                       ) -> dict[str, Any]:
+    """Change a meter's registry fields; the ones left out stay as they are."""
+    changes = body.model_dump(exclude_unset=True)
+    for name, value in changes.items():
+        if value is None and name not in _CLEARABLE:
+            msg = f"{name} cannot be null (leave it out to keep it)"
+            raise InvalidRequest(msg)
+    if changes.get("tags", {}) is None:
+        changes["tags"] = {}
+    if "status" in changes:
+        changes["status"] = MeterStatus(changes["status"])
+    if changes.get("installed_at") is not None:
+        changes["installed_at"] = utc(changes["installed_at"], "installed_at")
+    return meter_dict(await store.update_meter(meter_id, changes, at=now))
+
+
+@router.post("/{meter_id}/deactivate", response_model=MeterOut, dependencies=WRITE, responses=_NOT_FOUND)
+async def deactivate_meter(store: StoreDep, now: NowDep, meter_id: MeterPath) -> dict[str, Any]:
+    """Take a meter out of service: status inactive, its open assignment closed with a closing read; history stays."""
+    return meter_dict(await store.deactivate_meter(meter_id, at=now))

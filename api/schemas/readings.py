@@ -1,60 +1,147 @@
+"""Readings, the change feed, verification, consumption and billing reads."""
+
 from __future__ import annotations
 
+import functools
 from datetime import datetime
-from decimal import Decimal
-from typing import Generic, TypeVar
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from gateway.model import UNITS, BalanceUpdate, Reading
+from api.schemas.common import Identifier, Page, Text
+from gateway.model import UNITS, Channel, Quality, Reading
+from storage.base import BillingRead, ConsumptionBucket
 
-T = TypeVar("T")
+__all__ = ["BillingMeterOut", "BillingOut", "BucketOut", "ConsumptionOut", "FeedOut", "Page", "ReadingOut",
+           "VerifyIn", "reading_dict"]
 
-
-class Page(BaseModel, Generic[T]):
-    items: list[T]
-    next_cursor: str | None = Field(default=None, description="Pass as `cursor` to get the next page; null at the end")
+_TS = "2026-03-01T12:15:00Z"
 
 
 class ReadingOut(BaseModel):
+    """One reading: value in the channel's canonical unit, VEE flags and status."""
+
     meter_id: str = Field(examples=["M-0001"])
     channel: str = Field(examples=["energy_import"])
-    ts: datetime
+    ts: datetime = Field(description="Measurement time (UTC)", examples=[_TS])
     value: float = Field(examples=[1234.5])
     unit: str = Field(examples=["kWh"])
     kind: str = Field(examples=["cumulative"])
-    status: str = Field(examples=["valid"])
+    status: str = Field(description="valid | suspect | rejected | estimated | verified", examples=["valid"])
     quality: list[str] = Field(description="VEE quality flags", examples=[["rollover"]])
     source: str = Field(examples=["modbus"])
-    received_at: datetime | None = None
-    seq: int | None = None
+    received_at: datetime | None = Field(default=None, examples=["2026-03-01T12:15:01.204Z"])
+    seq: int | None = Field(default=None, description="Store-wide ingest sequence", examples=[48213])
 
     @classmethod
     def of(cls, r: Reading) -> ReadingOut:
-        return cls(meter_id=r.meter_id, channel=r.channel.value, ts=r.ts, value=r.value, unit=UNITS[r.channel],
-                   kind=r.kind.value, status=r.status.value, quality=r.quality.names(), source=r.source.value,
-                   received_at=r.received_at, seq=r.seq)
+        return cls.model_validate(reading_dict(r))
 
 
-class BalanceOut(BaseModel):
-    meter_id: str
-    ts: datetime
-    balance: Decimal = Field(examples=["125.50"])
-    currency: str = Field(examples=["KES"])
-    emergency_credit: Decimal | None = None
-    emergency_credit_in_use: bool = False
-    debt: Decimal | None = None
-    relay: str | None = Field(default=None, examples=["connected"])
-    last_topup_amount: Decimal | None = None
-    last_topup_ts: datetime | None = None
-    low_credit: bool
-    credit_exhausted: bool
-    received_at: datetime | None = None
+# Unit by channel text: a str key hashes in C (its hash is cached), an enum member's
+# hash is a Python call.
+_UNIT = {c.value: unit for c, unit in UNITS.items()}
 
-    @classmethod
-    def of(cls, b: BalanceUpdate) -> BalanceOut:
-        return cls(meter_id=b.meter_id, ts=b.ts, balance=b.balance, currency=b.currency,
-                   emergency_credit=b.emergency_credit, emergency_credit_in_use=b.emergency_credit_in_use,
-                   debt=b.debt, relay=b.relay.value if b.relay else None, last_topup_amount=b.last_topup_amount,
-                   last_topup_ts=b.last_topup_ts, low_credit=b.low_credit, credit_exhausted=b.credit_exhausted,
-                   received_at=b.received_at)
+
+@functools.lru_cache(maxsize=1024)
+def _flag_names(quality: Quality) -> tuple[str, ...]:
+    # A store holds a handful of flag combinations; names() walks every flag each time.
+    return tuple(quality.names())
+
+
+def reading_dict(r: Reading) -> dict[str, Any]:
+    """A reading as ReadingOut's fields; pages are built from these (pydantic validates and
+    serialises them in one pass, several times faster than building the models here)."""
+    # `_value_` is the member's plain attribute: `.value` is a descriptor call, and a page
+    # of readings reads four of them per row. Plain str is also what pydantic writes fastest.
+    channel = r.channel._value_
+    return {"meter_id": r.meter_id, "channel": channel, "ts": r.ts, "value": r.value, "unit": _UNIT[channel],
+            "kind": r.kind._value_, "status": r.status._value_, "quality": _flag_names(r.quality),
+            "source": r.source._value_, "received_at": r.received_at, "seq": r.seq}
+
+
+class FeedOut(BaseModel):
+    """A page of the change feed: new readings and status changes in ingest order."""
+
+    items: list[ReadingOut]
+    next_cursor: str = Field(description="Store it; pass it as `after` next time (also when `items` is empty)",
+                             examples=["WzQ4MjEzXQ"])
+    more: bool = Field(description="True when the page is full: ask again at once", examples=[True])
+
+
+class VerifyIn(BaseModel):
+    """A person's verdict on a (suspect) reading."""
+
+    meter_id: Identifier = Field(examples=["M-0001"])
+    channel: Channel = Field(examples=["energy_import"])
+    ts: datetime = Field(description="The reading's measurement time, with zone", examples=[_TS])
+    status: Literal["verified", "rejected"] = Field(examples=["verified"])
+    note: Text = Field(min_length=1, max_length=2000, description="Why: kept in the verification log",
+                       examples=["Checked on site: register photographed, value correct"])
+
+
+class BucketOut(BaseModel):
+    """Consumption of one bucket [start, end)."""
+
+    start: datetime = Field(examples=["2026-03-01T00:00:00Z"])
+    end: datetime = Field(examples=["2026-03-02T00:00:00Z"])
+    value: float | None = Field(description="Consumption in the channel's unit; null when there is no read to "
+                                "measure from, or none inside the bucket", examples=[12.75])
+    first_read: ReadingOut | None = Field(description="The read that opens the bucket (last at or before start)")
+    last_read: ReadingOut | None = Field(description="The read that closes it (last at or before end)")
+    estimated: bool = Field(description="An estimated read contributed", examples=[False])
+    suspect: bool = Field(description="A suspect or rejected read lies inside, or the value cannot be trusted",
+                          examples=[False])
+    gap: bool = Field(description="Reads were missing inside the bucket", examples=[False])
+
+    @staticmethod
+    def row(b: ConsumptionBucket) -> dict[str, Any]:
+        return {"start": b.start, "end": b.end, "value": b.value,
+                "first_read": None if b.first_read is None else reading_dict(b.first_read),
+                "last_read": None if b.last_read is None else reading_dict(b.last_read),
+                "estimated": b.estimated, "suspect": b.suspect, "gap": b.gap}
+
+
+class ConsumptionOut(BaseModel):
+    """Consumption of one meter and channel per hour, day or month."""
+
+    meter_id: str = Field(examples=["M-0001"])
+    channel: str = Field(examples=["energy_import"])
+    unit: str = Field(examples=["kWh"])
+    bucket: str = Field(examples=["day"])
+    tz: str = Field(examples=["Africa/Nairobi"])
+    buckets: list[BucketOut]
+
+
+class BillingMeterOut(BaseModel):
+    """One meter's part of a consumer's bill: opening and closing read of the period it was assigned."""
+
+    meter_id: str = Field(examples=["M-0001"])
+    channel: str = Field(examples=["energy_import"])
+    unit: str = Field(examples=["kWh"])
+    start: datetime = Field(examples=["2026-03-01T00:00:00Z"])
+    end: datetime = Field(examples=["2026-04-01T00:00:00Z"])
+    opening: ReadingOut | None = Field(description="Last valid read at or before start")
+    closing: ReadingOut | None = Field(description="Last valid read at or before end")
+    consumption: float | None = Field(examples=[312.4])
+    estimated: bool = Field(examples=[False])
+    suspect: bool = Field(examples=[False])
+    flags: list[str] = Field(description="Quality flags of the reads used", examples=[["rollover"]])
+
+    @staticmethod
+    def row(b: BillingRead) -> dict[str, Any]:
+        return {"meter_id": b.meter_id, "channel": b.channel.value, "unit": UNITS[b.channel], "start": b.start,
+                "end": b.end, "opening": None if b.opening is None else reading_dict(b.opening),
+                "closing": None if b.closing is None else reading_dict(b.closing), "consumption": b.consumption,
+                "estimated": b.estimated, "suspect": b.suspect, "flags": b.flags}
+
+
+class BillingOut(BaseModel):
+    """Billing reads of a consumer for a period, per meter it had in that period."""
+
+    consumer_number: str = Field(examples=["C-1001"])
+    start: datetime = Field(alias="from", examples=["2026-03-01T00:00:00Z"])
+    end: datetime = Field(alias="to", examples=["2026-04-01T00:00:00Z"])
+    meters: list[BillingMeterOut]
+    estimated: bool = Field(description="Any part was estimated", examples=[False])
+    suspect: bool = Field(description="Any part was suspect", examples=[False])

@@ -1,0 +1,151 @@
+"""Bearer API keys and scopes: 401 without a valid key, 403 with the wrong scope.
+
+Use as a dependency, on a router or a route::
+
+    router = APIRouter(dependencies=[Depends(RequireScope("diag"))])
+
+    @router.post("/x")
+    async def x(key: Annotated[ApiKey, Depends(RequireScope("write"))]) -> ...: ...
+
+The key's row comes from the store (by its public id) and is cached for a few seconds,
+so a busy client costs one lookup per `ttl`, not one per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from gateway.errors import SinkUnavailable
+from storage.base import Store
+from storage.keys import ApiKey, Scope, format_scopes, key_id_of, matches, parse_scopes
+
+_bearer = HTTPBearer(auto_error=False, description="An API key made with `meter-gateway keys create`")
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+@dataclass(slots=True)
+class KeyCache:
+    """Stored key rows by id, each kept for `ttl` seconds, and mirrored to a local file.
+
+    Revoking a key (from the CLI, another process) takes effect within `ttl` seconds;
+    ttl=0 looks every request up. While the store cannot be reached, the last row seen
+    (in memory, else in `mirror`, a JSON file of hashes only) still answers, so a
+    technician and Prometheus can reach /metrics and diagnostics exactly when the
+    database is down.
+    """
+
+    ttl: float = 5.0
+    mirror: Path | None = None
+    #: Seconds to wait for the store before answering from the mirror: the request itself
+    #: will wait for the store again, and both waits must fit in a client's timeout.
+    lookup_timeout: float = 2.0
+    monotonic: Callable[[], float] = time.monotonic
+    _rows: dict[str, tuple[float, ApiKey]] = field(default_factory=dict)
+    _down_until: float = 0.0
+
+    async def get(self, store: Store, key_id: str) -> ApiKey | None:
+        now = self.monotonic()
+        hit = self._rows.get(key_id)
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        try:
+            if now < self._down_until:  # the store failed a moment ago: do not wait for it again
+                raise SinkUnavailable("the store was unreachable a moment ago")
+            row = await asyncio.wait_for(store.get_api_key(key_id), timeout=self.lookup_timeout)
+        except (SinkUnavailable, TimeoutError) as exc:
+            if now >= self._down_until:
+                self._down_until = now + max(self.ttl, 1.0)
+            stale = hit[1] if hit is not None else await asyncio.to_thread(self._mirrored, key_id)
+            if stale is None:
+                if isinstance(exc, TimeoutError):
+                    msg = f"API key {key_id}: the store did not answer within {self.lookup_timeout} s"
+                    raise SinkUnavailable(msg) from None
+                raise
+            return stale
+        # Only keys that exist are cached: a key created a moment ago (by the CLI, in another
+        # process) must work at once, and a flood of made-up ids must not fill memory.
+        if row is not None:
+            if self.ttl > 0:
+                self._rows[key_id] = (now, row)
+            if self.mirror is not None and (hit is None or hit[1] != row):
+                await asyncio.to_thread(mirror_key, self.mirror, row)
+        return row
+
+    def _mirrored(self, key_id: str) -> ApiKey | None:
+        return None if self.mirror is None else read_mirror(self.mirror).get(key_id)
+
+
+def read_mirror(path: Path) -> dict[str, ApiKey]:
+    """The keys mirrored in `path` (empty if it is missing or unreadable)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return {k: ApiKey(key_id=k, name=v["name"], hash=v["hash"], scopes=parse_scopes(v["scopes"]),
+                          created_at=datetime.fromisoformat(v["created_at"]),
+                          revoked_at=datetime.fromisoformat(v["revoked_at"]) if v.get("revoked_at") else None)
+                for k, v in doc.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def mirror_key(path: Path, row: ApiKey) -> None:
+    """Add or replace `row` in the mirror file (written whole, then renamed: never half a file)."""
+    rows = read_mirror(path)
+    rows[row.key_id] = row
+    doc = {k: {"name": r.name, "hash": r.hash, "scopes": format_scopes(r.scopes),
+               "created_at": r.created_at.isoformat(),
+               "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None} for k, r in rows.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(status_code=401, detail=message, headers=_CHALLENGE)
+
+
+class RequireScope:
+    """Dependency: the request's bearer key, which must allow `scope` (admin allows all)."""
+
+    def __init__(self, scope: Scope | str) -> None:
+        self.scope = Scope(scope)
+
+    async def __call__(self, request: Request,
+                       credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> ApiKey:
+        if credentials is None:
+            raise _unauthorized(f"{request.url.path} needs an API key with scope '{self.scope}': "
+                                "send 'Authorization: Bearer <key>' (make one with `meter-gateway keys create`)")
+        key = credentials.credentials
+        key_id = key_id_of(key)
+        if key_id is None:
+            raise _unauthorized("the bearer token is not a meter-gateway API key (expected mgw_<id>_<secret>)")
+        cache: KeyCache = request.app.state.key_cache
+        store: Store = request.app.state.store
+        row = await cache.get(store, key_id)
+        if row is None or not matches(key, row):
+            raise _unauthorized(f"API key {key_id} is not known to this gateway")
+        if row.revoked_at is not None:
+            raise _unauthorized(f"API key {key_id} ({row.name}) was revoked at {row.revoked_at.isoformat()}")
+        if not row.allows(self.scope):
+            has = ", ".join(sorted(s.value for s in row.scopes)) or "none"
+            raise HTTPException(status_code=403, detail=f"API key {key_id} ({row.name}) lacks scope "
+                                f"'{self.scope}' needed for {request.method} {request.url.path}; it has: {has}")
+        request.state.api_key = row
+        return row
+
+
+ReadKey = Annotated[ApiKey, Depends(RequireScope(Scope.READ))]
+WriteKey = Annotated[ApiKey, Depends(RequireScope(Scope.WRITE))]
+DiagKey = Annotated[ApiKey, Depends(RequireScope(Scope.DIAG))]
+AdminKey = Annotated[ApiKey, Depends(RequireScope(Scope.ADMIN))]

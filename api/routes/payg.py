@@ -1,0 +1,103 @@
+"""PAYG: balances of a meter, the fleet's totals, commands (top-up, disconnect, reconnect)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path
+
+from api.auth import RequireScope
+from api.deps import GatewayDep, NowDep, StoreDep, check_text_params
+from api.pagination import encode_cursor
+from api.params import Cursor, From, Limit, To, decode_ts_key, period
+from api.routes.meters import MeterPath, require_meter
+from api.schemas.common import Page, error
+from api.schemas.payg import BalanceOut, CommandIn, CommandOut, CurrencyTotals, PaygSummary
+from gateway.errors import NotFound
+from gateway.model import CommandKind
+from storage.base import Conflict
+from storage.keys import Scope
+
+router = APIRouter(tags=["payg"], dependencies=[Depends(check_text_params)])
+READ = [Depends(RequireScope(Scope.READ))]
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: error("No such meter, or no balance yet")}
+
+
+@router.get("/v1/meters/{meter_id}/balance", response_model=BalanceOut, dependencies=READ, responses=_NOT_FOUND)
+async def latest_balance(store: StoreDep, meter_id: MeterPath) -> dict[str, Any]:
+    """The latest PAYG balance the meter reported."""
+    await require_meter(store, meter_id)
+    bal = await store.latest_balance(meter_id)
+    if bal is None:
+        raise NotFound("balance of meter", meter_id)
+    return BalanceOut.row(bal)
+
+
+@router.get("/v1/meters/{meter_id}/balances", response_model=Page[BalanceOut], dependencies=READ,
+            responses=_NOT_FOUND)
+async def balances(store: StoreDep, now: NowDep, meter_id: MeterPath, start: From = None, end: To = None,
+                   limit: Limit = 1000, cursor: Cursor = None) -> dict[str, Any]:
+    """The meter's balance history in [from, to) (default: the last 30 days), oldest first."""
+    await require_meter(store, meter_id)
+    start_, end_ = period(start, end, now, timedelta(days=30))
+    if cursor:
+        # Balances are unique on (meter, ts): the last ts of the page is the key.
+        last, _ = decode_ts_key(cursor, int)
+        start_ = max(start_, last + timedelta(microseconds=1))
+    rows = await store.balances(meter_id, start=start_, end=end_, limit=limit + 1) if start_ < end_ else []
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"items": [BalanceOut.row(b) for b in rows],
+            "next_cursor": encode_cursor([rows[-1].ts.isoformat(), 0]) if more else None}
+
+
+@router.get("/v1/payg/summary", response_model=PaygSummary, dependencies=READ)
+async def summary(store: StoreDep) -> dict[str, Any]:
+    """The PAYG fleet: total balance per currency, and how many meters are low on credit, on emergency credit or
+    disconnected."""
+    totals = await store.payg_totals()
+    return {"currencies": [CurrencyTotals.row(t) for t in totals], "low_credit": sum(t.low_credit for t in totals),
+            "emergency_credit": sum(t.emergency_credit for t in totals),
+            "disconnected": sum(t.disconnected for t in totals)}
+
+
+@router.post("/v1/meters/{meter_id}/commands", response_model=CommandOut, status_code=202,
+             dependencies=[Depends(RequireScope(Scope.WRITE))],
+             responses={404: error("No such PAYG meter"),
+                        409: error("This gateway has no MQTT command path"),
+                        503: error("The broker or the store cannot be reached now; nothing was sent")})
+async def send_command(store: StoreDep, gateway: GatewayDep, meter_id: MeterPath, body: CommandIn) -> dict[str, Any]:
+    """Send a top-up, disconnect or reconnect to a PAYG meter; follow it at /v1/commands/{correlation_id}."""
+    meter = await require_meter(store, meter_id)
+    if not meter.payg:
+        raise NotFound("PAYG meter", meter_id)
+    if gateway is None or not gateway.commands_available():
+        msg = ("this gateway cannot send PAYG commands: it has no MQTT connection with commands enabled "
+               "(mqtt.enabled and mqtt.commands in its configuration, and PAYG meters configured)")
+        raise Conflict(msg)
+    command = await gateway.send_command(meter_id, CommandKind(body.kind), amount=body.amount,
+                                         reference=body.reference)
+    return CommandOut.row(command)
+
+
+@router.get("/v1/meters/{meter_id}/commands", response_model=list[CommandOut], dependencies=READ,
+            responses={404: error("No such meter")})
+async def meter_commands(store: StoreDep, meter_id: MeterPath) -> list[dict[str, Any]]:
+    """The meter's last 100 commands, most recent first."""
+    await require_meter(store, meter_id)
+    return [CommandOut.row(c) for c in await store.commands(meter_id=meter_id, limit=100)]
+
+
+@router.get("/v1/commands/{correlation_id}", response_model=CommandOut, dependencies=READ,
+            responses={404: error("No such command")})
+async def get_command(store: StoreDep, gateway: GatewayDep,
+                      correlation_id: Annotated[str, Path(max_length=100, examples=["gw1-7f3a9c2e"])]
+                      ) -> dict[str, Any]:
+    """A command's status: pending until the meter answers, then acknowledged or failed (or timed out)."""
+    if gateway is not None:
+        return CommandOut.row(await gateway.get_command(correlation_id))
+    command = await store.get_command(correlation_id)
+    if command is None:
+        raise NotFound("command", correlation_id)
+    return CommandOut.row(command)

@@ -1,0 +1,96 @@
+"""Readings of a meter, the latest per channel, the change feed, verification, consumption."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from api.auth import RequireScope, WriteKey
+from api.deps import NowDep, StoreDep, check_text_params
+from api.pagination import encode_cursor
+from api.params import Cursor, From, Limit, To, decode_seq, decode_ts_key, period, utc
+from api.responses import PageJSON
+from api.routes.meters import MeterPath, require_meter
+from api.schemas.common import Page, error
+from api.schemas.readings import BucketOut, ConsumptionOut, FeedOut, ReadingOut, VerifyIn, reading_dict
+from gateway.model import UNITS, Channel, Status
+from storage.base import cumulative_channel
+from storage.keys import Scope
+
+router = APIRouter(tags=["readings"], dependencies=[Depends(check_text_params)])
+READ = [Depends(RequireScope(Scope.READ))]
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: error("No such meter")}
+_DEFAULT_SPAN = {"hour": timedelta(days=1), "day": timedelta(days=31), "month": timedelta(days=365)}
+
+
+@router.get("/v1/meters/{meter_id}/readings/latest", response_model=list[ReadingOut], dependencies=READ,
+            responses=_NOT_FOUND)
+async def latest_readings(store: StoreDep, meter_id: MeterPath) -> list[dict[str, Any]]:
+    """The latest reading of each channel of the meter."""
+    latest = await store.latest_readings(meter_id)
+    if not latest:  # only then is it worth a second query: unknown meter (404) or no reading yet
+        await require_meter(store, meter_id)
+    return [reading_dict(r) for r in latest]
+
+
+@router.get("/v1/meters/{meter_id}/readings", response_model=Page[ReadingOut], dependencies=READ,
+            responses=_NOT_FOUND)
+async def readings(store: StoreDep, now: NowDep, meter_id: MeterPath, start: From = None, end: To = None,
+                   channel: Annotated[Channel | None, Query(examples=["energy_import"])] = None,
+                   status: Annotated[Status | None, Query(examples=["suspect"])] = None,
+                   limit: Limit = 1000, cursor: Cursor = None) -> PageJSON:
+    """Readings of one meter in [from, to) (default: the last 24 h), by time then channel."""
+    start_, end_ = period(start, end, now, timedelta(days=1))
+    after = decode_ts_key(cursor, str) if cursor else None
+    rows = await store.readings(meter_id, start=start_, end=end_, channel=channel, status=status, limit=limit + 1,
+                                after=after)
+    if not rows:
+        await require_meter(store, meter_id)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    nxt = encode_cursor([rows[-1].ts.isoformat(), rows[-1].channel.value]) if more else None
+    return PageJSON({"items": [reading_dict(r) for r in rows], "next_cursor": nxt})
+
+
+@router.get("/v1/readings/feed", response_model=FeedOut, dependencies=READ)
+async def feed(store: StoreDep,
+               after: Annotated[str | None, Query(max_length=200, description="The `next_cursor` you stored; "
+                                                  "leave out to start from the beginning",
+                                                  examples=["WzQ4MjEzXQ"])] = None,
+               limit: Annotated[int, Query(ge=1, le=10_000, description="Page size", examples=[1000])] = 1000,
+               ) -> PageJSON:
+    """Every new reading and every later status change, in ingest order, exactly once for a client that stores
+    the cursor."""
+    page = await store.feed(after=decode_seq(after), limit=limit)
+    return PageJSON({"items": [reading_dict(r) for r in page.items], "next_cursor": encode_cursor([page.next_after]),
+                     "more": len(page.items) >= limit})
+
+
+@router.post("/v1/readings/verify", response_model=ReadingOut,
+             responses={404: error("No such reading")})
+async def verify(store: StoreDep, key: WriteKey, body: VerifyIn) -> dict[str, Any]:
+    """Mark a reading verified or rejected, with a note; it appears again in the feed."""
+    reading = await store.set_status(body.meter_id, body.channel, utc(body.ts, "ts"), Status(body.status),
+                                     note=body.note, by=f"api key {key.key_id} ({key.name})")
+    return reading_dict(reading)
+
+
+@router.get("/v1/meters/{meter_id}/consumption", response_model=ConsumptionOut, dependencies=READ,
+            responses=_NOT_FOUND)
+async def consumption(
+    store: StoreDep, now: NowDep, meter_id: MeterPath, start: From = None, end: To = None,
+    channel: Annotated[Channel | None, Query(description="A cumulative channel; default the meter's billing "
+                                             "register", examples=["energy_import"])] = None,
+    bucket: Annotated[str, Query(pattern="^(hour|day|month)$", examples=["day"])] = "day",
+    tz: Annotated[str, Query(max_length=64, description="IANA time zone of the bucket boundaries",
+                             examples=["Africa/Nairobi"])] = "UTC",
+) -> dict[str, Any]:
+    """Consumption per hour, day or month, rollover- and gap-aware, each bucket with its first and last read."""
+    meter = await require_meter(store, meter_id)
+    ch = channel or cumulative_channel(meter.utility)
+    start_, end_ = period(start, end, now, _DEFAULT_SPAN[bucket])
+    buckets = await store.consumption(meter_id, ch, start=start_, end=end_, bucket=bucket, tz=tz)
+    return {"meter_id": meter_id, "channel": ch.value, "unit": UNITS[ch], "bucket": bucket, "tz": tz,
+            "buckets": [BucketOut.row(b) for b in buckets]}

@@ -1,0 +1,335 @@
+"""The technicians' view of a running gateway: readiness, status, fleet, one meter, poll now.
+
+`Gateway` delegates the diagnostics part of `api.ports.GatewayPort` here, so the composition
+root stays about building and running stages. Everything answers from memory first; the store
+is asked with a short deadline and, when it is down, the answer says so instead of waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from drivers.modbus import MeterHealth
+from gateway import __version__
+from gateway.config.schema import GatewayConfig
+from gateway.errors import GatewayError, InvalidRequest, NotFound, SinkError
+from gateway.model import BalanceUpdate, Channel, DeadLetter, Event, Reading
+from gateway.model.health import MeterDiagnostics, MeterSummary, PollResult, RawBlock, RecentPayload
+from gateway.model.profiles import Function
+from gateway.normalise.normaliser import Normaliser
+from gateway.runtime.health import HealthBook, WatchedMeter, merge_deadletters, merge_events
+from storage.base import Store
+
+if TYPE_CHECKING:
+    from gateway.runtime.gateway import Gateway
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: The status page charts a meter's last this many polls, at most CHART_LIMIT points.
+CHART_POLLS = 120
+CHART_LIMIT = 1000
+#: Seconds diagnostics answer from memory alone after the store failed to answer one of them.
+STORE_QUIET = 5.0
+
+
+def watched_meters(config: GatewayConfig) -> list[WatchedMeter]:
+    """Every configured meter as diagnostics know it (inactive ones included: they show as such)."""
+    endpoints = {e.name: e for e in config.modbus.endpoints}
+    topic = config.mqtt.all_topics()[0] if config.mqtt.all_topics() else "{meter_id}"
+    out = []
+    for m in config.meters:
+        active = m.status.value == "active"
+        if m.protocol == "modbus":
+            ep = endpoints.get(m.endpoint or "")
+            where = f"{m.endpoint} ({ep.address if ep else '?'}) unit {m.unit}"
+            out.append(WatchedMeter(m.meter_id, "modbus", where, endpoint=m.endpoint, unit=m.unit, active=active,
+                                    interval=m.interval or config.modbus.default_interval))
+        else:
+            out.append(WatchedMeter(m.meter_id, "mqtt", topic.replace("{meter_id}", m.meter_id), active=active))
+    return out
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return ts.isoformat() if ts is not None else None
+
+
+class Diagnostics:
+    """Diagnostics of one Gateway; see the module docstring.
+
+    `store_timeout`: seconds a diagnostics request waits for the store before answering from
+    memory. `ping_every`: /readyz pings the store at most this often (probes may come fast).
+    """
+
+    def __init__(self, gateway: Gateway, book: HealthBook, *, store_timeout: float = 2.0,
+                 ping_every: float = 2.0, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.gw = gateway
+        self.book = book
+        self.store_timeout = store_timeout
+        self.ping_every = ping_every
+        self._monotonic = monotonic
+        self._ping_lock = asyncio.Lock()
+        self._last_ping: tuple[float, str | None] | None = None  # (when, error or None)
+        self._store_quiet_until = 0.0  # monotonic time before which the store is not asked again
+
+    # -- readiness -------------------------------------------------------------------------
+    async def _ping(self, *, doubt: bool = False) -> str | None:
+        """None if the store answered a ping, else why not (cached for `ping_every` s; a cached
+        success is not trusted when `doubt`, i.e. when the forwarder just failed to write)."""
+        async with self._ping_lock:
+            now = self._monotonic()
+            last = self._last_ping
+            if last is not None and now - last[0] < self.ping_every and not (doubt and last[1] is None):
+                return last[1]
+            store = self.gw.store
+            error: str | None
+            if store is None:
+                error = "not opened yet"
+            else:
+                try:
+                    await asyncio.wait_for(store.ping(), self.store_timeout)
+                    error = None
+                except TimeoutError:
+                    error = f"no answer to a ping within {self.store_timeout:g} s"
+                except (GatewayError, OSError) as exc:
+                    error = str(exc)
+            self._last_ping = (self._monotonic(), error)
+            return error
+
+    async def readiness(self) -> dict[str, Any]:
+        """Checks: sink (pinged, and the forwarder writing), migrations, spool, broker (if used)."""
+        gw = self.gw
+        checks: dict[str, dict[str, Any]] = {}
+        fw = gw.forwarder.state if gw.forwarder is not None else None
+        ping_error = await self._ping(doubt=fw is not None and not fw.sink_up)
+        if ping_error is not None:
+            sink = {"ok": False, "detail": f"unreachable: {ping_error}"}
+        elif not gw.store_ready.is_set():
+            sink = {"ok": False, "detail": "reachable; connecting and migrating"}
+        elif fw is not None and not fw.sink_up:
+            sink = {"ok": False, "detail": f"reachable again; forwarding resumes after the back-off "
+                                           f"(last error: {fw.last_error})"}
+        else:
+            sink = {"ok": True, "detail": "reachable"}
+        checks["sink"] = sink
+        checks["migrations"] = {"ok": gw.migrated, "detail": "applied" if gw.migrated else "pending"}
+        if gw.spool is not None:
+            st = gw.spool.stats()
+            age = f", oldest {st.oldest_age_s:.0f} s old" if st.oldest_age_s else ""
+            checks["spool"] = {"ok": st.fill < gw.spool.high_water,
+                               "detail": f"{st.items} items, {st.fill:.1%} of limit "
+                                         f"(warning at {gw.spool.high_water:.0%}){age}"}
+        if gw.subscriber is not None:
+            connected = gw.subscriber.connected
+            checks["broker"] = {"ok": connected, "detail": "connected" if connected else "disconnected"}
+        failed = [name for name, c in checks.items() if not c["ok"]]
+        return {"ready": not failed, "failed": failed, "checks": checks,
+                "storage_mode": gw.store.mode if gw.store is not None else "unknown",
+                "storage_retention": getattr(gw.store, "retention_mode", "off")}
+
+    # -- status ----------------------------------------------------------------------------
+    def modbus_health(self) -> dict[str, MeterHealth]:
+        """Every polled meter's driver health, by meter id."""
+        out: dict[str, MeterHealth] = {}
+        for poller in self.gw.pollers.values():
+            out.update(poller.health())
+        return out
+
+    def status(self, *, per_meter: bool = True) -> dict[str, Any]:
+        """Gateway status for technicians (see api.schemas.diag.GatewayStatusOut for the fields).
+        `per_meter` adds every meter's driver health under "modbus" (large for a big fleet)."""
+        gw = self.gw
+        health = self.modbus_health()
+        spool = gw.spool.stats() if gw.spool is not None else None
+        fw = gw.forwarder.state if gw.forwarder is not None else None
+        started = datetime.fromtimestamp(gw.started_at, UTC)
+        modbus = []
+        for name, poller in gw.pollers.items():
+            stats = poller.connection_stats()
+            modbus.append({
+                "endpoint": name, "transport": poller.endpoint.kind, "address": poller.endpoint.address,
+                "connected": poller.connected, "meters": len(poller.targets),
+                "polls_per_s": round(self.book.poll_rates[name].rate(), 3) if name in self.book.poll_rates else 0.0,
+                "errors_by_kind": dict(self.book.poll_errors.get(name, {})),
+                "connects": stats.connects, "requests": stats.requests, "timeouts": stats.timeouts,
+                "retries": stats.retries, "drops": stats.drops,
+            })
+        mqtt = None
+        if gw.subscriber is not None:
+            h = gw.subscriber.health()
+            errors = dict(self.book.message_errors)
+            for counter in ("connect_failures", "acks_dropped"):
+                if h.get(counter):
+                    errors[counter] = h[counter]
+            mqtt = {"broker": h["broker"], "client_id": h["client_id"], "connected": h["connected"],
+                    "subscriptions": h["subscriptions"], "messages": h["messages"],
+                    "messages_per_s": round(self.book.message_rate.rate(), 3), "errors_by_kind": errors,
+                    "connects": h["connects"], "reconnects": h["reconnects"], "pending_acks": h["pending"],
+                    "last_error": h["last_error"], "unknown_meter_messages": h["unknown_meter_messages"]}
+        return {
+            "gateway_id": gw.config.gateway.id,
+            "version": __version__,
+            "started_at": started.isoformat(),
+            "uptime_s": round(time.time() - gw.started_at, 1),
+            "config_file": str(gw.config_path) if gw.config_path else None,
+            "config_hash": gw.config_hash,
+            "storage_mode": gw.store.mode if gw.store is not None else None,
+            "meters": {state.value: n for state, n in self.book.counts_by_state(health).items()},
+            "drivers": {"modbus": modbus, "mqtt": mqtt},
+            "spool": None if spool is None or gw.spool is None else {
+                "path": str(gw.spool.path), "rows": spool.rows, "items": spool.items, "bytes": spool.bytes,
+                "max_bytes": spool.max_bytes, "fill": round(spool.fill, 4), "high_water": gw.spool.high_water,
+                "oldest_age_s": spool.oldest_age_s, "held": spool.held, "full": spool.full},
+            "sink": None if fw is None else {
+                "up": gw.store_ready.is_set() and fw.sink_up, "connected": gw.store_ready.is_set(),
+                "last_error": fw.last_error, "last_error_at": _iso(fw.last_error_at),
+                "last_write_at": _iso(fw.last_write_at), "rows": fw.rows, "batches": fw.batches,
+                "retries": fw.retries, "deadlettered": fw.deadlettered, "last_batch_s": fw.last_batch_s},
+            "pipeline": None if gw.pipeline is None else {
+                "queue": gw.pipeline.queue.qsize(), "queue_limit": gw.pipeline.queue.maxsize,
+                "readings": gw.pipeline.counters.readings, "balances": gw.pipeline.counters.balances,
+                "events": gw.pipeline.counters.events, "deadletters": gw.pipeline.counters.deadletters},
+            # Per-meter driver health by endpoint, as the first sketch had it (kept for its callers).
+            "modbus": {name: {m: _health_dict(health[m]) for m in (t.meter_id for t in p.targets)}
+                       for name, p in gw.pollers.items()} if per_meter else None,
+            "mqtt": gw.subscriber.health() if gw.subscriber is not None and per_meter else None,
+        }
+
+    # -- meters ----------------------------------------------------------------------------
+    def fleet(self) -> list[MeterSummary]:
+        return self.book.fleet(self.modbus_health())
+
+    def meter_summary(self, meter_id: str) -> MeterSummary:
+        """NotFound for a meter that is not in the configuration."""
+        if self.book.watched(meter_id) is None:
+            raise NotFound("meter", meter_id)
+        return self.book.summary(meter_id, self.modbus_health().get(meter_id))
+
+    def recent_payloads(self, meter_id: str) -> list[RecentPayload]:
+        """The last MQTT payloads of a meter, newest last (empty for Modbus meters)."""
+        if self.book.watched(meter_id) is None:
+            raise NotFound("meter", meter_id)
+        sub = self.gw.subscriber
+        if sub is None:
+            return []
+        return [RecentPayload(p["topic"], p["payload"], datetime.fromisoformat(p["received_at"]))
+                for p in sub.recent(meter_id)]
+
+    async def meter(self, meter_id: str) -> MeterDiagnostics:
+        watched = self.book.watched(meter_id)
+        if watched is None:
+            raise NotFound("meter", meter_id)
+        stored, reachable = await self._from_store(lambda s: s.events(meter_id=meter_id, limit=50))
+        return self.book.diagnostics(meter_id, self.modbus_health().get(meter_id),
+                                     payloads=self.recent_payloads(meter_id), stored_events=stored or (),
+                                     store_reachable=reachable)
+
+    async def recent_values(self, meter_id: str, channel: Channel) -> tuple[list[Reading], bool]:
+        """One channel of a meter over its last CHART_POLLS polls (at least 10 minutes), oldest first:
+        stored readings and the ones not yet forwarded; and whether the store answered."""
+        watched = self.book.watched(meter_id)
+        if watched is None:
+            raise NotFound("meter", meter_id)
+        now = datetime.now(UTC)
+        start = now - timedelta(seconds=max(600.0, CHART_POLLS * (watched.interval or 60.0)))
+        stored, reachable = await self._from_store(lambda s: s.readings(
+            meter_id, start=start, end=now + timedelta(seconds=1), channel=channel, limit=CHART_LIMIT))
+        by_ts = {r.ts: r for r in stored or ()}
+        for r in self.book.readings_of(meter_id, channel.value):  # spooled, maybe not stored yet
+            by_ts.setdefault(r.ts, r)
+        return [by_ts[ts] for ts in sorted(by_ts)][-CHART_LIMIT:], reachable
+
+    async def recent_balances(self, meter_id: str) -> tuple[list[BalanceUpdate], bool]:
+        """A PAYG meter's balance updates of the last two days, oldest first; whether the store answered."""
+        if self.book.watched(meter_id) is None:
+            raise NotFound("meter", meter_id)
+        now = datetime.now(UTC)
+        stored, reachable = await self._from_store(lambda s: s.balances(
+            meter_id, start=now - timedelta(days=2), end=now + timedelta(seconds=1), limit=CHART_LIMIT))
+        by_ts = {b.ts: b for b in stored or ()}
+        for b in self.book.balances_of(meter_id):
+            by_ts.setdefault(b.ts, b)
+        return [by_ts[ts] for ts in sorted(by_ts)][-CHART_LIMIT:], reachable
+
+    async def events(self, *, meter_id: str | None = None, limit: int = 20) -> tuple[list[Event], bool]:
+        """Latest events (store and memory), newest first; and whether the store answered."""
+        stored, reachable = await self._from_store(lambda s: s.events(meter_id=meter_id, limit=limit))
+        return merge_events(stored or (), self.book.recent_events(meter_id, limit))[:limit], reachable
+
+    async def deadletters(self, *, meter_id: str | None = None, reason: str | None = None,
+                          limit: int = 100) -> tuple[list[DeadLetter], bool]:
+        """Dead letters (store and memory), newest first; and whether the store answered."""
+        stored, reachable = await self._from_store(
+            lambda s: s.deadletters(meter_id=meter_id, reason=reason, limit=limit))
+        memory = self.book.recent_deadletters(meter_id=meter_id, reason=reason, limit=limit)
+        return merge_deadletters(stored or (), memory, limit=limit), reachable
+
+    async def _from_store(self, call: Callable[[Store], Awaitable[T]]) -> tuple[T | None, bool]:
+        """(result, True), or (None, False) at once while the store is known to be down: a page
+        that asks several things must not wait `store_timeout` for each of them."""
+        store = self.gw.store
+        fw = self.gw.forwarder
+        if store is None or not self.gw.store_ready.is_set() or (fw is not None and not fw.state.sink_up):
+            return None, False
+        if self._monotonic() < self._store_quiet_until:
+            return None, False
+        try:
+            return await asyncio.wait_for(call(store), self.store_timeout), True
+        except (TimeoutError, SinkError, OSError) as exc:
+            log.debug("diagnostics answer from memory: the store did not answer (%s)", exc)
+            self._store_quiet_until = self._monotonic() + STORE_QUIET
+            return None, False
+
+    # -- technicians' reads ----------------------------------------------------------------
+    async def poll_now(self, meter_id: str) -> PollResult:
+        """Read a Modbus meter at once and decode it like the pipeline would; nothing is stored.
+
+        NotFound (not configured), InvalidRequest (a PAYG meter, or inactive), DriverError."""
+        watched = self.book.watched(meter_id)
+        if watched is None:
+            raise NotFound("meter", meter_id)
+        if watched.protocol != "modbus":
+            msg = f"meter {meter_id} is a PAYG (MQTT) meter: it cannot be polled; see its recent payloads"
+            raise InvalidRequest(msg)
+        for poller in self.gw.pollers.values():
+            target = next((t for t in poller.targets if t.meter_id == meter_id), None)
+            if target is None:
+                continue
+            raw = await poller.poll_now(meter_id)
+            # A throw-away normaliser: the pipeline's remembers tamper episodes, a preview must not.
+            batch = Normaliser({meter_id: target.profile}, {}).registers(raw)
+            return PollResult(meter_id=meter_id, endpoint=poller.endpoint.name, unit=target.unit,
+                              received_at=raw.received_at, latency_s=raw.latency_s,
+                              blocks=tuple(RawBlock(b.function, b.address, b.words) for b in raw.blocks),
+                              readings=tuple(batch.readings), deadletters=tuple(batch.deadletters))
+        msg = (f"meter {meter_id} is not polled (status inactive or maintenance); read its registers "
+               f"with a raw read on endpoint {watched.endpoint} unit {watched.unit}")
+        raise InvalidRequest(msg)
+
+    async def read_registers(self, endpoint: str, unit: int, function: Function, address: int,
+                             count: int) -> tuple[int, ...]:
+        """Raw read (FC 03/04, at most 125 registers) on a configured endpoint.
+
+        NotFound (no such endpoint, or no polled meter on it), InvalidRequest, DriverError."""
+        poller = self.gw.pollers.get(endpoint)
+        if poller is None:
+            if any(e.name == endpoint for e in self.gw.config.modbus.endpoints):
+                msg = f"endpoint {endpoint} has no active meters, so the gateway holds no connection to it"
+                raise InvalidRequest(msg)
+            raise NotFound("modbus endpoint", endpoint)
+        return await poller.read_registers(unit, function, address, count)
+
+
+def _health_dict(h: MeterHealth) -> dict[str, Any]:
+    # Field by field, not dataclasses.asdict: that deep-copies last_raw, for thousands of meters.
+    values = ((f.name, getattr(h, f.name)) for f in fields(h) if f.name != "last_raw")
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in values}
+
+
+__all__ = ["Diagnostics", "watched_meters"]
