@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # One command to set everything up on a fresh Debian 12 (Python 3.11, root or sudo) and
-#   demo : run the demo (simulated meters, a private Mosquitto, the embedded store, the API)
-#   test : run the whole test suite (real Mosquitto, PostgreSQL 15 + TimescaleDB, pymodbus)
+#   demo    : run the demo (simulated meters, a private Mosquitto, the embedded store, the API)
+#   test    : run the whole test suite (real Mosquitto, PostgreSQL 15 + TimescaleDB, pymodbus)
+#   install : only create .venv with the project (what the container image build runs)
 # Idempotent: a second run installs nothing and starts at once.
 set -euo pipefail
 
 mode=${1:-}
 shift || true
 case "$mode" in
-  demo|test) ;;
-  *) echo "usage: $0 demo|test [extra arguments for the demo or pytest]" >&2; exit 2 ;;
+  demo|test|install) ;;
+  *) echo "usage: $0 demo|test|install [extra arguments for the demo or pytest]" >&2; exit 2 ;;
 esac
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -32,10 +33,19 @@ apt_install() {
   $SUDO rm -f /usr/sbin/policy-rc.d
 }
 
-command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_install mosquitto
+if [ "$mode" != install ]; then
+  command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_install mosquitto
+fi
 if [ "$mode" = test ]; then
   [ -x /usr/lib/postgresql/15/bin/initdb ] || apt_install postgresql-15
   command -v runuser >/dev/null 2>&1 || apt_install util-linux
+  # promtool checks the shipped Prometheus alert rules against real /metrics output.
+  command -v promtool >/dev/null 2>&1 || apt_install prometheus
+  # The status page is tested in a real headless browser: Debian's chromium, driven by Playwright's
+  # Python package (never `playwright install`), plus a font so screenshots show text on a minimal system.
+  [ -x /usr/bin/chromium ] || apt_install chromium fonts-dejavu-core
+  # Serial RTU tests run over a pseudo-terminal pair made by socat.
+  command -v socat >/dev/null 2>&1 || apt_install socat
   bash deploy/scripts/install-timescaledb.sh
 fi
 
@@ -55,7 +65,9 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
-if [ "$mode" = demo ]; then
+if [ "$mode" = install ]; then
+  echo "bootstrap: .venv ready ($(.venv/bin/meter-gateway --help >/dev/null && echo meter-gateway installed))"
+elif [ "$mode" = demo ]; then
   exec .venv/bin/meter-gateway demo "$@"
 else
   exec .venv/bin/python -m pytest -q "$@"

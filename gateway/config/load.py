@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from gateway.config.locate import Path as KeyPath
 from gateway.config.locate import index_lines, line_of, problems_from_validation
 from gateway.config.profiles import load_profiles
-from gateway.config.schema import GatewayConfig
+from gateway.config.schema import EndpointSection, GatewayConfig
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.model.profiles import DeviceProfile
 
@@ -93,6 +93,10 @@ def cross_check(config: GatewayConfig, profiles: dict[str, DeviceProfile], index
         if ep.name in endpoints:
             add(("modbus", "endpoints", i, "name"), f"endpoint name {ep.name!r} repeats modbus.endpoints[{endpoints[ep.name]}]")
         endpoints.setdefault(ep.name, i)
+        problems.extend(_endpoint_problems(i, ep, index))
+    if config.modbus.breaker_cooldown > config.modbus.breaker_max_cooldown:
+        add(("modbus", "breaker_cooldown"), f"{config.modbus.breaker_cooldown:g} s exceeds breaker_max_cooldown "
+            f"{config.modbus.breaker_max_cooldown:g} s")
     seen_ids: dict[str, int] = {}
     seen_units: dict[tuple[str, int], int] = {}
     for i, m in enumerate(config.meters):
@@ -116,6 +120,49 @@ def cross_check(config: GatewayConfig, profiles: dict[str, DeviceProfile], index
                 add(("meters", i, "profile"), f"unknown profile {m.profile!r} (known: {', '.join(sorted(profiles))})")
         elif not config.mqtt.enabled:
             add(("meters", i, "protocol"), f"meter {m.meter_id} uses MQTT but [mqtt] enabled = false")
+        if m.protocol != "mqtt":
+            for payg_key in ("low_credit_threshold", "max_drain_per_hour"):
+                if getattr(m, payg_key) is not None:
+                    add(("meters", i, payg_key), f"meter {m.meter_id}: only PAYG (MQTT) meters have a {payg_key}")
+    _mqtt_checks(config, add)
     if config.storage.backend == "timescale" and not config.storage.dsn:
         add(("storage", "dsn"), "backend 'timescale' needs a DSN (or env METER_GATEWAY_STORAGE_DSN)")
     return problems
+
+
+def _mqtt_checks(config: GatewayConfig, add: Callable[[KeyPath, str], None]) -> None:
+    """[mqtt] checks that span keys, reported through `add(path, message)`."""
+    m = config.mqtt
+    if m.share_group is not None and m.protocol != "5":
+        add(("mqtt", "share_group"), f"shared subscriptions need MQTT 5, but mqtt.protocol = {m.protocol!r}")
+    if (m.tls_cert is None) != (m.tls_key is None):
+        add(("mqtt", "tls_cert" if m.tls_key is None else "tls_key"), "tls_cert and tls_key go together")
+    if m.commands:
+        balance = set(m.all_topics())
+        if m.command_topic == m.reply_topic:
+            add(("mqtt", "reply_topic"), "reply_topic must differ from command_topic")
+        for key in ("command_topic", "reply_topic"):
+            if getattr(m, key) in balance:
+                add(("mqtt", key), f"{key} {getattr(m, key)!r} is also a balance topic")
+    seen: dict[str, int] = {t: -1 for t in m.topics}
+    for i, source in enumerate(m.sources):
+        if source.topic in seen:
+            add(("mqtt", "sources", i, "topic"), f"topic template {source.topic!r} is listed twice")
+        seen.setdefault(source.topic, i)
+
+
+def _endpoint_problems(i: int, ep: EndpointSection, index: dict[KeyPath, int]) -> list[ConfigProblem]:
+    """A transport and the keys it needs (tcp/rtu_tcp: host; serial: serial_port)."""
+    from gateway.config.locate import dotted
+
+    legacy = {"socket": "tcp", "rtu": "rtu_tcp"}
+    found: list[tuple[KeyPath, str]] = []
+    if ep.framer and ep.transport and legacy[ep.framer] != ep.transport:
+        found.append((("framer",), f"framer {ep.framer!r} contradicts transport {ep.transport!r} (use transport alone)"))
+    if ep.kind == "serial" and not ep.serial_port:
+        found.append((("transport",), "transport 'serial' needs serial_port (e.g. /dev/ttyUSB0)"))
+    if ep.kind != "serial" and not ep.host:
+        found.append((("name",), f"endpoint {ep.name!r}: transport {ep.kind!r} needs host"))
+    base: KeyPath = ("modbus", "endpoints", i)
+    return [ConfigProblem(dotted((*base, key[0])), line_of(index, (*base, key[0])) or line_of(index, base), msg)
+            for key, msg in found]

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from gateway.config.mqtt import MqttSection
+from gateway.config.vee import VeeSection
 from gateway.model.meters import MeterStatus, Utility
 
 
@@ -29,58 +31,94 @@ class ApiSection(_Section):
     port: int = Field(default=8080, ge=0, le=65535)
 
 
+class DiagSection(_Section):
+    """Technicians' diagnostics (the `diag` API and the status page)."""
+
+    raw_reads_per_second: float = Field(default=2.0, gt=0, le=50, description="Poll-now and raw register reads "
+                                        "a technician may start per second on one Modbus endpoint (a bus)")
+    raw_read_burst: int = Field(default=4, ge=1, le=50, description="Reads allowed at once before that rate applies")
+    silent_after: float = Field(default=3600.0, gt=0, description="Seconds without a message after which a PAYG "
+                                "(MQTT) meter shows as silent")
+    recent_readings: int = Field(default=50, ge=1, le=1000, description="Readings per meter kept in memory for "
+                                 "diagnostics")
+
+
 class StorageSection(_Section):
     backend: Literal["sqlite", "timescale"] = "sqlite"
     sqlite_path: Path = Field(default=Path("store.db"), description="Relative to gateway.data_dir")
     dsn: str | None = Field(default=None, description="PostgreSQL DSN; env METER_GATEWAY_STORAGE_DSN overrides")
     chunk_interval: str = "7 days"
+    retention: str | None = Field(default=None, description="Keep data this long, e.g. '400 days' (units: minutes, "
+                                  "hours, days, weeks); unset keeps it for ever")
+    retention_check: float = Field(default=3600.0, gt=0, description="Seconds between the gateway's retention runs")
+
+    @field_validator("retention")
+    @classmethod
+    def _retention_period(cls, value: str | None) -> str | None:
+        from storage.retention import parse_period
+
+        if value is not None:
+            parse_period(value)  # ValueError names the accepted form
+        return value
 
 
 class SpoolSection(_Section):
     path: Path = Field(default=Path("spool.db"), description="Relative to gateway.data_dir")
-    max_bytes: int = Field(default=1_000_000_000, ge=1_000_000)
+    max_bytes: int = Field(default=1_000_000_000, ge=65_536)
     batch_size: int = Field(default=2000, ge=1, le=100_000)
+    linger: float = Field(default=0.05, ge=0, le=10, description="Seconds the forwarder waits to fill a batch")
 
 
 class EndpointSection(_Section):
+    """A Modbus TCP server, a TCP-to-RS-485 gateway, or a serial line of this machine."""
+
     name: str = Field(min_length=1)
-    host: str
+    transport: Literal["tcp", "rtu_tcp", "serial"] | None = Field(
+        default=None, description="tcp (Modbus TCP) | rtu_tcp (RTU over TCP: transparent serial gateways) | "
+        "serial (a local RS-485 line); default tcp, or what `framer` says")
+    framer: Literal["socket", "rtu"] | None = Field(default=None, description="Older spelling: socket = tcp, rtu = rtu_tcp")
+    host: str | None = Field(default=None, description="For tcp and rtu_tcp")
     port: int = Field(default=502, ge=1, le=65535)
-    framer: Literal["socket", "rtu"] = "socket"
-    timeout: float = Field(default=1.0, gt=0, le=60)
-    pause: float = Field(default=0.0, ge=0, le=5)
+    serial_port: str | None = Field(default=None, description="Serial device, e.g. /dev/ttyUSB0 (transport serial)")
+    baudrate: int = Field(default=9600, ge=300, le=1_000_000)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+    timeout: float = Field(default=1.0, gt=0, le=60, description="Seconds per request")
+    pause: float = Field(default=0.0, ge=0, le=5, description="Quiet seconds after each request (slow gateways)")
+    retries: int = Field(default=1, ge=0, le=5, description="Further attempts after a timeout or 'device busy'")
+    retry_delay: float = Field(default=0.05, gt=0, le=10, description="First retry delay; doubles, with jitter")
+    late_reply_grace: float | None = Field(
+        default=None, ge=0, le=10, description="Quiet seconds after a timeout on RTU framing so a late answer is "
+        "dropped; default half the timeout (0 on Modbus TCP, which has transaction ids)")
+    max_gap: int | None = Field(default=None, ge=0, le=100,
+                                description="Registers of hole one read may span; default each profile's own")
+
+    @property
+    def kind(self) -> Literal["tcp", "rtu_tcp", "serial"]:
+        """The transport, with the older `framer` key resolved."""
+        if self.transport:
+            return self.transport
+        return "rtu_tcp" if self.framer == "rtu" else "tcp"
+
+    @property
+    def address(self) -> str:
+        return (self.serial_port or "") if self.kind == "serial" else f"{self.host}:{self.port}"
 
 
 class ModbusSection(_Section):
-    default_interval: float = Field(default=60.0, gt=0)
+    default_interval: float = Field(default=60.0, gt=0, description="Seconds between polls unless a meter says")
+    default_align: bool = Field(default=True, description="Poll at interval boundaries; stamp readings with them")
+    default_jitter: float | None = Field(
+        default=None, ge=0, description="Seconds after the boundary over which meters spread their polls; "
+        "default 10 % of the interval, at most 5 s")
+    failures_before_lost: int = Field(default=3, ge=1, le=100, description="Failed polls in a row before comm_lost")
+    breaker_failures: int = Field(default=5, ge=1, le=1000,
+                                  description="Failed polls in a row before a meter's circuit breaker opens")
+    breaker_cooldown: float = Field(default=10.0, gt=0, description="Seconds an open breaker waits before a probe")
+    breaker_max_cooldown: float = Field(default=300.0, gt=0, description="Cap of the doubling cool-down")
     profile_dirs: list[Path] = Field(default_factory=list)
     endpoints: list[EndpointSection] = Field(default_factory=list)
-
-
-class MqttSection(_Section):
-    enabled: bool = False
-    host: str = "127.0.0.1"
-    port: int = Field(default=1883, ge=1, le=65535)
-    client_id: str | None = Field(default=None, description="Fixed id for the persistent session; default meter-gateway-<gateway.id>")
-    protocol: Literal["5", "3.1.1"] = "5"
-    username: str | None = None
-    password: str | None = Field(default=None, description="env METER_GATEWAY_MQTT_PASSWORD overrides")
-    tls_ca: Path | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    topics: list[str] = Field(default_factory=lambda: ["payg/{meter_id}/balance"])
-    share_group: str | None = None
-    currency: str = "XXX"
-    low_credit_threshold: Decimal = Decimal("5")
-
-    @field_validator("topics")
-    @classmethod
-    def _has_placeholder(cls, topics: list[str]) -> list[str]:
-        for t in topics:
-            if "{meter_id}" not in t:
-                msg = f"topic template {t!r} has no {{meter_id}} placeholder"
-                raise ValueError(msg)
-        return topics
 
 
 class MeterSection(_Section):
@@ -90,8 +128,12 @@ class MeterSection(_Section):
     endpoint: str | None = None
     unit: int | None = Field(default=None, ge=1, le=247)
     profile: str = "generic"
-    interval: float | None = Field(default=None, gt=0)
+    interval: float | None = Field(default=None, gt=0, description="Seconds; default modbus.default_interval")
+    align: bool | None = Field(default=None, description="Default modbus.default_align")
+    jitter: float | None = Field(default=None, ge=0, description="Default modbus.default_jitter")
     payg: bool = False
+    low_credit_threshold: Decimal | None = Field(default=None, description="PAYG meters; default mqtt.low_credit_threshold")
+    max_drain_per_hour: Decimal | None = Field(default=None, gt=0, description="PAYG meters; default mqtt.max_drain_per_hour")
     status: MeterStatus = MeterStatus.ACTIVE
     device_number: str | None = None
     consumer_number: str | None = None
@@ -108,6 +150,8 @@ class GatewayConfig(_Section):
     spool: SpoolSection = SpoolSection()
     modbus: ModbusSection = ModbusSection()
     mqtt: MqttSection = MqttSection()
+    vee: VeeSection = VeeSection()
+    diag: DiagSection = DiagSection()
     meters: list[MeterSection] = Field(default_factory=list)
 
     def data_path(self, p: Path) -> Path:

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from drivers.mqtt.topics import TopicTemplate
 from drivers.samples import PollFailure, RawPayload, RawRegisters
 from gateway.errors import DecodeError, PayloadError
-from gateway.model import Batch, DeadLetter, Reading, Source
-from gateway.model.profiles import DeviceProfile
-from gateway.normalise.payload import parse_balance
-from gateway.normalise.registers import decode, words_for
+from gateway.model import Batch, DeadLetter, Event, EventKind, Quality, Reading, Severity, Source
+from gateway.model.profiles import DeviceFlag, DeviceProfile, RegisterSpec
+from gateway.normalise.payload import PayloadFormat
+from gateway.normalise.registers import Layout, NotAvailable, decode, flag_raised, place, words_for
 from gateway.normalise.units import conversion_factor
 
 PAYLOAD_KEEP = 2048  # bytes of a bad payload kept in the dead-letter store
+#: What each device-reported condition marks on the readings of the poll that reported it.
+_FLAG_QUALITY: dict[DeviceFlag, Quality] = {DeviceFlag.TAMPER: Quality.TAMPER}
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,29 +29,44 @@ class PaygOptions:
 
 
 class Normaliser:
-    """Pure translation; holds only the configuration it needs (profiles per meter)."""
+    """Translation; holds the configuration it needs (profiles per meter) and, per meter,
+    only whether it reported tamper last time (so the event is raised once per episode)."""
 
-    def __init__(self, profiles: Mapping[str, DeviceProfile], payg_meters: Mapping[str, PaygOptions]) -> None:
+    def __init__(self, profiles: Mapping[str, DeviceProfile], payg_meters: Mapping[str, PaygOptions], *,
+                 payload_formats: Sequence[tuple[str, PayloadFormat]] = ()) -> None:
         self._profiles = profiles
         self._payg = payg_meters
+        #: (topic template, how its payloads are written); the first template a topic fits wins.
+        self._formats: list[tuple[TopicTemplate | None, PayloadFormat]] = [
+            (TopicTemplate(t), f) for t, f in payload_formats] or [(None, PayloadFormat())]
+        self._tampered: set[str] = set()
+        self._placements: dict[tuple[int, Layout], tuple[DeviceProfile, list[tuple[RegisterSpec, int, int, float]]]] = {}
 
     def registers(self, raw: RawRegisters) -> Batch:
+        """Decode one poll. A status bit the profile maps to a flag (e.g. tamper) marks every
+        reading of the poll; a TAMPER event is raised when a meter starts reporting it."""
         batch = Batch()
         profile = self._profiles.get(raw.meter_id)
         if profile is None:
             batch.deadletters.append(self._dead(raw.received_at, "modbus", raw.meter_id, "unknown_meter",
                                                 "no profile configured for this meter", ""))
             return batch
-        blocks = {(b.function, b.address): b.words for b in raw.blocks}
-        for spec in profile.registers:
-            words = words_for(spec, blocks)
+        quality = Quality.NONE
+        if profile.flags:
+            quality = self._device_flags(raw, profile, {(b.function, b.address): b.words for b in raw.blocks}, batch)
+        for spec, index, offset, factor in self._placed(profile, raw):
             where = f"{spec.function.value} {spec.address:#06x}"
-            if words is None:
+            if index < 0:
                 batch.deadletters.append(self._dead(raw.received_at, "modbus", raw.meter_id, "missing_register",
                                                     f"{spec.channel.value}: register {where} was not read", ""))
                 continue
+            words = raw.blocks[index].words[offset : offset + spec.words]
             try:
-                value = decode(words, spec) * conversion_factor(spec.unit, spec.channel)
+                value = decode(words, spec) * factor
+            except NotAvailable as exc:
+                batch.deadletters.append(self._dead(raw.received_at, "modbus", raw.meter_id, "not_available",
+                                                    f"{spec.channel.value} at {where}: {exc}", str(list(words))))
+                continue
             except (ValueError, OverflowError) as exc:
                 batch.deadletters.append(self._dead(raw.received_at, "modbus", raw.meter_id, "decode",
                                                     f"{spec.channel.value} at {where}: {exc}", str(list(words))))
@@ -61,28 +79,74 @@ class Normaliser:
                 continue
             batch.readings.append(Reading(
                 meter_id=raw.meter_id, channel=spec.channel, ts=raw.ts, value=value, kind=spec.kind,
-                source=Source.MODBUS, received_at=raw.received_at,
+                quality=quality, source=Source.MODBUS, received_at=raw.received_at,
             ))
         return batch
 
+    def _placed(self, profile: DeviceProfile, raw: RawRegisters) -> list[tuple[RegisterSpec, int, int, float]]:
+        """Where each register sits in this poll's blocks, and its unit factor; computed once per
+        (profile, block layout), because a meter's polls read the same blocks every time."""
+        layout = tuple((b.function, b.address, len(b.words)) for b in raw.blocks)
+        key = (id(profile), layout)
+        cached = self._placements.get(key)
+        if cached is None or cached[0] is not profile:
+            placed = [(spec, *place(spec, layout), conversion_factor(spec.unit, spec.channel))
+                      for spec in profile.registers]
+            cached = self._placements[key] = (profile, placed)
+        return cached[1]
+
+    def _device_flags(self, raw: RawRegisters, profile: DeviceProfile,
+                      blocks: Mapping[tuple[int, int], tuple[int, ...]], batch: Batch) -> Quality:
+        """Quality flags the device reports in its status bits for this poll."""
+        if not profile.flags:
+            return Quality.NONE
+        quality = Quality.NONE
+        for flag in profile.flags:
+            words = words_for(flag, blocks)
+            if words is None:
+                where = f"{flag.function.value} {flag.address:#06x}"
+                batch.deadletters.append(self._dead(raw.received_at, "modbus", raw.meter_id, "missing_register",
+                                                    f"{flag.flag.value} flag: register {where} was not read", ""))
+            elif flag_raised(words[0], flag):
+                quality |= _FLAG_QUALITY[flag.flag]
+        # One event when a meter starts reporting tamper, not one per poll while it lasts.
+        tampered = bool(quality & Quality.TAMPER)
+        if tampered and raw.meter_id not in self._tampered:
+            batch.events.append(Event(raw.ts, raw.meter_id, EventKind.TAMPER, Severity.WARNING,
+                                      "the meter reports tamper in its status register"))
+        if tampered:
+            self._tampered.add(raw.meter_id)
+        else:
+            self._tampered.discard(raw.meter_id)
+        return quality
+
     def payload(self, raw: RawPayload) -> Batch:
+        """One MQTT message -> a balance update, or a dead letter (topic, truncated payload, reason)."""
         batch = Batch()
-        text = raw.payload[:PAYLOAD_KEEP].decode("utf-8", errors="replace")
         if raw.meter_id is None or raw.meter_id not in self._payg:
             batch.deadletters.append(self._dead(raw.received_at, "mqtt", raw.meter_id, "unknown_meter",
-                                                f"topic {raw.topic}: no PAYG meter configured for it", text,
-                                                where=raw.topic))
+                                                f"topic {raw.topic}: no PAYG meter configured for it",
+                                                _preview(raw.payload), where=raw.topic))
             return batch
         opts = self._payg[raw.meter_id]
         try:
-            update = parse_balance(raw.payload, raw.topic, raw.meter_id, received_at=raw.received_at,
-                                   low_credit_threshold=opts.low_credit_threshold, currency=opts.currency)
+            update = self._format_for(raw.topic).parse(
+                raw.payload, raw.topic, raw.meter_id, received_at=raw.received_at,
+                low_credit_threshold=opts.low_credit_threshold, currency=opts.currency)
         except PayloadError as exc:
-            batch.deadletters.append(self._dead(raw.received_at, "mqtt", raw.meter_id, exc.reason, str(exc), text,
-                                                where=raw.topic))
+            batch.deadletters.append(self._dead(raw.received_at, "mqtt", raw.meter_id, exc.reason, str(exc),
+                                                _preview(raw.payload), where=raw.topic))
             return batch
         batch.balances.append(update)
         return batch
+
+    def _format_for(self, topic: str) -> PayloadFormat:
+        if len(self._formats) == 1:
+            return self._formats[0][1]
+        for template, fmt in self._formats:
+            if template is not None and template.match(topic) is not None:
+                return fmt
+        return self._formats[0][1]
 
     def failure(self, failure: PollFailure) -> Batch:
         """Failures that carry data (undecodable words) are dead letters; timeouts are not data."""
@@ -98,6 +162,12 @@ class Normaliser:
               where: str = "") -> DeadLetter:
         return DeadLetter(ts=ts, source=source, where=where or (meter_id or ""), reason=reason, detail=detail,
                           payload=payload, meter_id=meter_id)
+
+
+def _preview(payload: bytes) -> str:
+    """What a dead letter keeps of a payload: the first PAYLOAD_KEEP bytes, as text."""
+    text = payload[:PAYLOAD_KEEP].decode("utf-8", errors="replace")
+    return text if len(payload) <= PAYLOAD_KEEP else f"{text}... ({len(payload)} bytes)"
 
 
 __all__ = ["Normaliser", "PaygOptions"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from gateway.runtime.gateway import Gateway
 from simulators.broker import Broker
 from simulators.modbus import SimFleet
 from simulators.mqtt.payg import PaygFleet
+from storage.keys import Scope, new_key
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ async def run_demo(stop: asyncio.Event, *, data_dir: Path, api_port: int, n_modb
             await gateway.started.wait()
             await stack.enter_async_context(payg)
             url = gateway.api_url
+            key = await demo_key(gateway)
             console.print(f"\n[bold green]meter-gateway demo is running[/] — {n_modbus} Modbus meters on "
                           f"127.0.0.1:{fleet.port}, {n_payg} PAYG meters via mosquitto on 127.0.0.1:{broker.port}")
             console.print(f"  API docs:        {url}/docs")
@@ -62,5 +65,17 @@ async def run_demo(stop: asyncio.Event, *, data_dir: Path, api_port: int, n_modb
             console.print(f"  latest readings: {url}/v1/meters/M-0001/readings/latest")
             console.print(f"  PAYG balance:    {url}/v1/meters/P-0001/balance")
             console.print(f"  readiness:       {url}/readyz")
+            console.print(f"  read API key:    {key}", highlight=False, markup=False)
+            console.print(f"  try:             curl -H 'Authorization: Bearer {key}' {url}/v1/meters",
+                          highlight=False, markup=False)
             console.print(f"  data:            {data_dir.resolve()}")
             console.print("Press Ctrl-C to stop.\n")
+
+
+async def demo_key(gateway: Gateway) -> str:
+    """A fresh `read` API key in the demo's store (the embedded store is ready at once)."""
+    await gateway.store_ready.wait()
+    assert gateway.store is not None
+    key, row = new_key("demo", frozenset({Scope.READ}), datetime.now(UTC))
+    await gateway.store.create_api_key(row)
+    return key

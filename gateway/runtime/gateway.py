@@ -14,25 +14,45 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import uvicorn
+from prometheus_client import generate_latest
 
 from api.app import create_app
-from drivers.modbus import ModbusEndpoint, ModbusPoller, PollTarget
-from drivers.mqtt import MqttSettings, MqttSubscriber
-from gateway import __version__
+from drivers.modbus import BreakerPolicy, ModbusEndpoint, ModbusPoller, PollTarget, SerialLine
+from drivers.mqtt import CommandSettings, CommandTracker, MqttSettings, MqttSubscriber
 from gateway.backoff import Backoff
 from gateway.config.schema import GatewayConfig
-from gateway.errors import SinkUnavailable
-from gateway.model import Event, EventKind, Meter, Protocol, Severity
-from gateway.model.profiles import DeviceProfile
+from gateway.errors import InvalidRequest, NotFound, SinkError, SinkUnavailable
+from gateway.model import (
+    BalanceUpdate,
+    Batch,
+    Channel,
+    Command,
+    CommandKind,
+    DeadLetter,
+    Event,
+    EventKind,
+    Meter,
+    Protocol,
+    Reading,
+)
+from gateway.model.health import MeterDiagnostics, MeterSummary, PollResult, RecentPayload
+from gateway.model.profiles import DeviceProfile, Function
 from gateway.normalise.normaliser import Normaliser, PaygOptions
+from gateway.normalise.payload import PayloadFormat
+from gateway.runtime.diag import Diagnostics, watched_meters
+from gateway.runtime.health import HealthBook
+from gateway.runtime.metrics import GatewayMetrics
 from gateway.runtime.pipeline import Pipeline
 from gateway.runtime.supervise import supervise
 from gateway.runtime.systemd import Notifier, PipelineProgress, watchdog
+from gateway.validate.payg import PaygChecker, PaygLimits
+from gateway.validate.thresholds import ThresholdTable
 from gateway.validate.validator import Validator
 from storage.base import Store
 from storage.open import open_store
@@ -49,21 +69,41 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
+def retention_of(config: GatewayConfig) -> timedelta | None:
+    """storage.retention as a period (validated at load), or None: keep for ever."""
+    from storage.retention import parse_period
+
+    return None if config.storage.retention is None else parse_period(config.storage.retention)
+
+
 def meters_from_config(config: GatewayConfig) -> list[Meter]:
     out = []
     for m in config.meters:
         if m.protocol == "modbus":
             ep = next(e for e in config.modbus.endpoints if e.name == m.endpoint)
-            protocol = Protocol.MODBUS_RTU_TCP if ep.framer == "rtu" else Protocol.MODBUS_TCP
-            address = f"{ep.host}:{ep.port}/{m.unit}"
+            protocol = {"tcp": Protocol.MODBUS_TCP, "rtu_tcp": Protocol.MODBUS_RTU_TCP,
+                        "serial": Protocol.MODBUS_RTU}[ep.kind]
+            address = f"{ep.address}/{m.unit}"
         else:
             protocol = Protocol.MQTT
-            address = config.mqtt.topics[0].replace("{meter_id}", m.meter_id)
+            address = config.mqtt.all_topics()[0].replace("{meter_id}", m.meter_id)
         out.append(Meter(meter_id=m.meter_id, utility=m.utility, protocol=protocol, address=address,
                          model=m.profile if m.protocol == "modbus" else "payg", device_number=m.device_number,
                          payg=m.payg or m.protocol == "mqtt", status=m.status, consumer_number=m.consumer_number,
                          location=m.location, tags=dict(m.tags)))
     return out
+
+
+def key_mirror(config: GatewayConfig) -> Path:
+    """The local copy of API key hashes that authenticates while the store is down (api.auth.KeyCache)."""
+    return config.data_path(Path("api_keys.json"))
+
+
+def config_meters(config: GatewayConfig) -> list[tuple[Meter, frozenset[str]]]:
+    """The configured meters, each with the names of the fields its file sets (for Store.sync_meters,
+    which keeps what the API changed in the fields the file leaves out)."""
+    return [(meter, frozenset(section.model_fields_set))
+            for meter, section in zip(meters_from_config(config), config.meters, strict=True)]
 
 
 class Gateway:
@@ -88,6 +128,12 @@ class Gateway:
         self.api_server: uvicorn.Server | None = None
         self.started = asyncio.Event()
         self.api_url: str | None = None
+        self.metrics = GatewayMetrics()
+        #: What technicians see per meter; fed by the pipeline after each spool commit.
+        self.health = HealthBook(watched_meters(config), silent_after=config.diag.silent_after,
+                                 recent_readings=config.diag.recent_readings)
+        self.diag = Diagnostics(self, self.health)
+        self.payg_checker = payg_checker(config)
 
     # -- build -------------------------------------------------------------------
     def _modbus(self) -> list[ModbusPoller]:
@@ -99,16 +145,25 @@ class Gateway:
             assert m.endpoint is not None and m.unit is not None  # cross-checked at load
             by_endpoint.setdefault(m.endpoint, []).append(PollTarget(
                 meter_id=m.meter_id, unit=m.unit, profile=self.profiles[m.profile],
-                interval=m.interval or cfg.modbus.default_interval))
+                interval=m.interval or cfg.modbus.default_interval,
+                align=cfg.modbus.default_align if m.align is None else m.align,
+                jitter=cfg.modbus.default_jitter if m.jitter is None else m.jitter))
+        breaker = BreakerPolicy(cfg.modbus.breaker_failures, cfg.modbus.breaker_cooldown,
+                                cfg.modbus.breaker_max_cooldown)
         pollers = []
         for ep in cfg.modbus.endpoints:
             targets = by_endpoint.get(ep.name)
             if not targets:
                 continue
-            endpoint = ModbusEndpoint(name=ep.name, host=ep.host, port=ep.port, framer=ep.framer,
-                                      timeout=ep.timeout, pause=ep.pause)
+            serial = (SerialLine(ep.serial_port, ep.baudrate, ep.parity, ep.stopbits, ep.bytesize)
+                      if ep.kind == "serial" and ep.serial_port else None)
+            endpoint = ModbusEndpoint(name=ep.name, host=ep.host or "", port=ep.port, transport=ep.kind,
+                                      serial=serial, timeout=ep.timeout, pause=ep.pause, retries=ep.retries,
+                                      retry_delay=ep.retry_delay, late_reply_grace=ep.late_reply_grace,
+                                      max_gap=ep.max_gap)
             assert self.pipeline is not None
-            pollers.append(ModbusPoller(endpoint, targets, self.pipeline.emit))
+            pollers.append(ModbusPoller(endpoint, targets, self.pipeline.emit, breaker=breaker,
+                                        failures_before_lost=cfg.modbus.failures_before_lost))
         return pollers
 
     def _mqtt(self) -> MqttSubscriber | None:
@@ -121,35 +176,96 @@ class Gateway:
                                 protocol=m.protocol, username=m.username, password=m.password,
                                 tls_ca=str(m.tls_ca) if m.tls_ca else None,
                                 tls_cert=str(m.tls_cert) if m.tls_cert else None,
-                                tls_key=str(m.tls_key) if m.tls_key else None)
+                                tls_key=str(m.tls_key) if m.tls_key else None,
+                                keepalive=m.keepalive, session_expiry=m.session_expiry, max_inflight_acks=m.max_inflight)
         assert self.pipeline is not None
-        return MqttSubscriber(settings, m.topics, self.pipeline.emit, known_meters=payg, share_group=m.share_group)
+        commands = None
+        if m.commands:
+            # Correlation ids start with the gateway id: gateways sharing a store and a broker each
+            # settle only their own commands.
+            commands = CommandTracker(
+                CommandSettings(command_topic=m.command_topic, reply_topic=m.reply_topic, timeout=m.command_timeout),
+                persist=self._save_command, load=self._load_command, emit=self.pipeline.emit, known_meters=payg,
+                currencies=dict.fromkeys(payg, m.currency), origin=cfg.gateway.id)
+        return MqttSubscriber(settings, m.all_topics(), self.pipeline.emit, known_meters=payg,
+                              share_group=m.share_group, commands=commands)
+
+    # -- PAYG commands (the API calls these) ---------------------------------------
+    async def send_command(self, meter_id: str, kind: CommandKind | str, amount: Decimal | None = None,
+                           reference: str | None = None) -> Command:
+        """Publish a top-up, disconnect or reconnect to a PAYG meter and track it. Returns the command
+        PENDING (FAILED if the broker did not confirm it). NotFound (not a PAYG meter),
+        InvalidRequest (bad kind or amount, commands off), ConnectionFailed (broker not connected),
+        SinkUnavailable (the store cannot record it): in those cases nothing was sent."""
+        if self.subscriber is None or self.subscriber.commands is None:
+            raise InvalidRequest(f"meter {meter_id}: PAYG commands are off (mqtt disabled, no PAYG meters, "
+                                 "or mqtt.commands = false)")
+        return await self.subscriber.send_command(meter_id, kind, amount=amount, reference=reference)
+
+    async def get_command(self, correlation_id: str) -> Command:
+        """A command's latest status: the tracker's if it holds it, else the store's. NotFound."""
+        tracker = self.subscriber.commands if self.subscriber is not None else None
+        command = tracker.get(correlation_id) if tracker is not None else None
+        if command is None and self.store is not None and self.store_ready.is_set():
+            command = await self.store.get_command(correlation_id)
+        if command is None:
+            raise NotFound("command", correlation_id)
+        return command
+
+    def commands_available(self) -> bool:
+        """Whether this gateway can send PAYG commands (MQTT on, commands on, PAYG meters configured)."""
+        return self.subscriber is not None and self.subscriber.commands is not None
+
+    def poll_intervals(self) -> dict[str, float]:
+        """Seconds between polls of each configured Modbus meter (the API's silent-meter rule)."""
+        cfg = self.config
+        return {m.meter_id: m.interval or cfg.modbus.default_interval for m in cfg.meters if m.protocol == "modbus"}
+
+    async def _save_command(self, command: Command) -> None:
+        if self.store is None or not self.store_ready.is_set():
+            raise SinkUnavailable("the store is not connected yet: the command cannot be recorded")
+        await self.store.save_command(command)
+
+    async def _load_command(self, correlation_id: str) -> Command | None:
+        if self.store is None or not self.store_ready.is_set():
+            raise SinkUnavailable("the store is not connected yet")
+        return await self.store.get_command(correlation_id)
 
     # -- run ---------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then shut down in order within the deadline."""
         cfg = self.config
-        moduli = {(m.meter_id, r.channel): r.modulus * _unit_factor(r)
-                  for m in cfg.meters if m.protocol == "modbus"
-                  for r in self.profiles[m.profile].registers if r.modulus}
-        validator = Validator(moduli)
-        payg = {m.meter_id: PaygOptions(cfg.mqtt.currency, cfg.mqtt.low_credit_threshold)
+        validator = _validator(cfg, self.profiles)
+        payg = {m.meter_id: PaygOptions(cfg.mqtt.currency, _threshold(cfg, m.meter_id))
                 for m in cfg.meters if m.protocol == "mqtt"}
-        normaliser = Normaliser({m.meter_id: self.profiles[m.profile] for m in cfg.meters if m.protocol == "modbus"}, payg)
+        normaliser = Normaliser({m.meter_id: self.profiles[m.profile] for m in cfg.meters if m.protocol == "modbus"}, payg,
+                                payload_formats=payload_formats(cfg))
 
         async with contextlib.AsyncExitStack() as stack:
             self.spool = await stack.enter_async_context(Spool(
                 cfg.data_path(cfg.spool.path), max_bytes=cfg.spool.max_bytes, on_high_water=self._spool_high))
             if self.store is None:
                 self.store = await open_store(cfg.storage.backend, sqlite_path=cfg.data_path(cfg.storage.sqlite_path),
-                                              dsn=cfg.storage.dsn, chunk_interval=cfg.storage.chunk_interval)
+                                              dsn=cfg.storage.dsn, chunk_interval=cfg.storage.chunk_interval,
+                                              retention=retention_of(cfg))
                 stack.push_async_callback(self.store.close)
-            self.pipeline = Pipeline(normaliser, validator, self.spool, queue_size=cfg.gateway.queue_size)
-            self.forwarder = Forwarder(self.spool, self.store, batch_items=cfg.spool.batch_size)
+            self.pipeline = Pipeline(normaliser, validator, self.spool, queue_size=cfg.gateway.queue_size,
+                                     on_batch=self._observed, payg=self.payg_checker)
+            # Before any driver runs: what is spooled but not yet stored is already accepted, so a
+            # re-delivered message must not raise its PAYG events again.
+            await self._seed_payg_from_spool()
+            self.forwarder = Forwarder(self.spool, self.store, batch_items=cfg.spool.batch_size,
+                                       linger=cfg.spool.linger)
+            self.forwarder.state.on_write.append(
+                lambda result, seconds: self.metrics.observe_sink(
+                    result.readings_inserted + result.balances_inserted + result.events_inserted
+                    + result.deadletters_inserted, seconds))
+            self.metrics.attach(self)
             self.pollers = {p.endpoint.name: p for p in self._modbus()}
             self.subscriber = self._mqtt()
             async with asyncio.TaskGroup() as tg:
                 keeper = tg.create_task(self._keep_store(validator), name="store-keeper")
+                retention_task = tg.create_task(self._retention(), name="retention")
                 pipeline_task = tg.create_task(self.pipeline.run(), name="pipeline")
                 forwarder_task = tg.create_task(self._forward(), name="forwarder")
                 drivers_task = tg.create_task(self._run_drivers(), name="drivers")
@@ -180,6 +296,7 @@ class Gateway:
                         log.warning("shutdown deadline reached with %d batches still spooled; they are kept on disk "
                                     "and forwarded at the next start", self.spool.stats().rows)
                 keeper.cancel()
+                retention_task.cancel()
                 if self.api_server is not None:
                     self.api_server.should_exit = True
         log.info("stopped")
@@ -191,16 +308,63 @@ class Gateway:
         while True:
             try:
                 await self.store.migrate()
-                await self.store.upsert_meters(meters_from_config(self.config))
+                await self.store.sync_meters(config_meters(self.config), at=datetime.now(UTC))
                 history = await self.store.last_cumulative()
+                # VEE windows (spike statistics, flat runs, profiles, regression episodes) from
+                # stored history, so the first reading after a restart is checked against it.
+                since = datetime.now(UTC) - timedelta(hours=self.config.vee.seed_hours)
+                vee_history = await self.store.cumulative_history(since=since) if self.config.vee.seed_hours else []
+                inspections = await self.store.events(kind=EventKind.INSPECTION_RECOMMENDED, limit=10_000)
+                balances = [await self.store.latest_balance(m.meter_id)
+                            for m in self.config.meters if m.protocol == "mqtt"]
                 break
             except (SinkUnavailable, OSError) as exc:
                 log.warning("store not reachable yet (%s); readings are kept in the spool meanwhile", exc)
                 await asyncio.sleep(backoff.next())
+        validator.seed_history(vee_history)
         validator.seed((h.meter_id, h.channel, h.ts, h.value) for h in history)
+        validator.seed_inspections(inspections)
+        self.payg_checker.seed(balances)
+        await self._restore_commands()
         self.migrated = True
         log.info("store ready: %s", self.store.mode)
         self.store_ready.set()
+
+    async def _retention(self) -> None:
+        """Every `storage.retention_check` seconds, drop data older than `storage.retention`
+        (the store knows how: drop_chunks, DELETE, or nothing where TimescaleDB's own
+        policy does it). A store that is down is simply tried again next time."""
+        if self.config.storage.retention is None:
+            return
+        await self.store_ready.wait()
+        assert self.store is not None
+        while True:
+            try:
+                await self.store.apply_retention()
+            except SinkError as exc:
+                log.warning("retention run failed (tried again in %.0f s): %s", self.config.storage.retention_check, exc)
+            await asyncio.sleep(self.config.storage.retention_check)
+
+    async def _seed_payg_from_spool(self) -> None:
+        assert self.spool is not None
+        # peek returns the oldest batches (bounded); enough for the usual few after a crash.
+        chunk = await self.spool.peek(50_000)
+        seeded = self.payg_checker.seed(b for _, batch in chunk for b in batch.balances)
+        if seeded:
+            log.info("PAYG checker: %d balance updates from the spool seeded", seeded)
+
+    async def _restore_commands(self) -> None:
+        """Follow this gateway's commands that were still pending when it stopped."""
+        tracker = self.subscriber.commands if self.subscriber is not None else None
+        if tracker is None or self.store is None:
+            return
+        try:
+            restored = tracker.restore(await self.store.commands(limit=1000))
+        except Exception as exc:  # the gateway runs on without them; their replies are unmatched
+            log.warning("pending PAYG commands could not be restored from the store: %s", exc)
+            return
+        if restored:
+            log.info("following %d PAYG commands still pending from before the restart", restored)
 
     async def _forward(self) -> None:
         await self.store_ready.wait()
@@ -208,6 +372,9 @@ class Gateway:
         await self.forwarder.run()
 
     async def _run_drivers(self) -> None:
+        # Give VEE its history first (a store that is down only delays the first polls a little).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.store_ready.wait(), timeout=self.config.vee.seed_wait)
         async with asyncio.TaskGroup() as tg:
             for name, poller in self.pollers.items():
                 tg.create_task(supervise(f"modbus:{name}", poller.run), name=f"modbus:{name}")
@@ -221,7 +388,8 @@ class Gateway:
         # is down, serve anyway: health answers, and data requests say 503 until it returns.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.store_ready.wait(), timeout=5.0)
-        app = create_app(self.store, self)
+        app = create_app(self.store, self, raw_reads_per_second=cfg.diag.raw_reads_per_second,
+                         raw_read_burst=cfg.diag.raw_read_burst, key_mirror=key_mirror(cfg))
         server = _EmbeddedServer(uvicorn.Config(app, host=cfg.api.host, port=cfg.api.port, log_level="warning",
                                                 access_log=False, lifespan="off"))
         self.api_server = server
@@ -241,58 +409,77 @@ class Gateway:
                 await asyncio.wait([serve], timeout=5)
                 serve.cancel()
 
+    # -- technicians' Modbus tools (the diagnostics API calls these; see runtime/diag.py) ----
+    async def poll_now(self, meter_id: str) -> PollResult:
+        """Read a Modbus meter at once, past its schedule and breaker, and decode it (not stored).
+        NotFound, InvalidRequest (PAYG or inactive meter), DriverError."""
+        return await self.diag.poll_now(meter_id)
+
+    async def read_registers(self, endpoint: str, unit: int, function: Function, address: int,
+                             count: int) -> tuple[int, ...]:
+        """Raw read (FC 03/04, at most 125 registers) on a configured endpoint. NotFound,
+        InvalidRequest, DriverError."""
+        return await self.diag.read_registers(endpoint, unit, function, address, count)
+
     def _spool_high(self, stats: SpoolStats) -> None:
-        ev = Event(ts=datetime.now(UTC), meter_id=None, kind=EventKind.SPOOL_HIGH, severity=Severity.CRITICAL,
-                   detail=f"spool at {stats.fill:.0%} of {stats.max_bytes} bytes ({stats.items} items waiting)")
-        if self.pipeline is not None:
-            with contextlib.suppress(asyncio.QueueFull):
-                self.pipeline.queue.put_nowait(ev)
+        # The spool itself stores the SPOOL_HIGH event, in the commit that crossed the line
+        # (storage/spool/spool.py): queueing another one here would store it twice.
+        log.warning("spool at %.0f%% of %d bytes (%d items waiting)", stats.fill * 100, stats.max_bytes, stats.items)
 
     # -- the API's view of the gateway (api.ports.GatewayPort) -------------------------
-    def readiness(self) -> dict[str, Any]:
-        checks: dict[str, dict[str, Any]] = {}
-        fw = self.forwarder
-        sink_ok = self.store_ready.is_set() and (fw is None or fw.state.sink_up)
-        checks["sink"] = {"ok": sink_ok, "detail": "reachable" if sink_ok else
-                          (fw.state.last_error if fw and fw.state.last_error else "not connected yet")}
-        checks["migrations"] = {"ok": self.migrated, "detail": "applied" if self.migrated else "pending"}
-        if self.spool is not None:
-            st = self.spool.stats()
-            checks["spool"] = {"ok": st.fill < self.spool.high_water,
-                               "detail": f"{st.items} items, {st.fill:.1%} of limit"}
-        if self.subscriber is not None:
-            connected = bool(self.subscriber.health().get("connected"))
-            checks["broker"] = {"ok": connected, "detail": "connected" if connected else "disconnected"}
-        return {"ready": all(c["ok"] for c in checks.values()), "checks": checks,
-                "storage_mode": self.store.mode if self.store is not None else "unknown"}
+    def _observed(self, items: list[Any], batch: Batch) -> None:
+        # The pipeline's after-commit hook: counters for /metrics, per-meter health for /v1/diag.
+        self.metrics.observe_items(items, batch)
+        self.health.observe(items, batch)
 
-    def status(self) -> dict[str, Any]:
-        spool = self.spool.stats() if self.spool else None
-        fw = self.forwarder.state if self.forwarder else None
-        return {
-            "gateway_id": self.config.gateway.id,
-            "version": __version__,
-            "uptime_s": round(time.time() - self.started_at, 1),
-            "config_file": str(self.config_path) if self.config_path else None,
-            "config_hash": self.config_hash,
-            "storage_mode": self.store.mode if self.store else None,
-            "spool": None if spool is None else {"rows": spool.rows, "items": spool.items, "bytes": spool.bytes,
-                                                 "max_bytes": spool.max_bytes, "oldest_age_s": spool.oldest_age_s},
-            "sink": None if fw is None else {"up": fw.sink_up, "last_error": fw.last_error, "rows": fw.rows,
-                                             "batches": fw.batches, "retries": fw.retries},
-            "pipeline": None if self.pipeline is None else {
-                "queue": self.pipeline.queue.qsize(), "readings": self.pipeline.counters.readings,
-                "balances": self.pipeline.counters.balances, "deadletters": self.pipeline.counters.deadletters},
-            "modbus": {name: {m: _health_dict(h) for m, h in p.health().items()} for name, p in self.pollers.items()},
-            "mqtt": self.subscriber.health() if self.subscriber else None,
-        }
+    async def readiness(self) -> dict[str, Any]:
+        return await self.diag.readiness()
+
+    def metrics_text(self) -> bytes:
+        return generate_latest(self.metrics.registry)
+
+    def status(self, *, per_meter: bool = True) -> dict[str, Any]:
+        return self.diag.status(per_meter=per_meter)
+
+    def fleet(self) -> list[MeterSummary]:
+        return self.diag.fleet()
+
+    def meter_summary(self, meter_id: str) -> MeterSummary:
+        return self.diag.meter_summary(meter_id)
+
+    async def meter_diagnostics(self, meter_id: str) -> MeterDiagnostics:
+        return await self.diag.meter(meter_id)
+
+    def recent_payloads(self, meter_id: str) -> list[RecentPayload]:
+        return self.diag.recent_payloads(meter_id)
+
+    async def recent_values(self, meter_id: str, channel: Channel) -> tuple[list[Reading], bool]:
+        return await self.diag.recent_values(meter_id, channel)
+
+    async def recent_balances(self, meter_id: str) -> tuple[list[BalanceUpdate], bool]:
+        return await self.diag.recent_balances(meter_id)
+
+    async def recent_events(self, *, meter_id: str | None = None, limit: int = 20) -> tuple[list[Event], bool]:
+        return await self.diag.events(meter_id=meter_id, limit=limit)
+
+    async def deadletters(self, *, meter_id: str | None = None, reason: str | None = None,
+                          limit: int = 100) -> tuple[list[DeadLetter], bool]:
+        return await self.diag.deadletters(meter_id=meter_id, reason=reason, limit=limit)
 
 
-def _health_dict(h: object) -> dict[str, Any]:
-    from dataclasses import asdict, is_dataclass
-
-    d = asdict(h) if is_dataclass(h) and not isinstance(h, type) else dict(vars(h))
-    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in d.items() if k != "last_raw"}
+def _validator(cfg: GatewayConfig, profiles: dict[str, DeviceProfile]) -> Validator:
+    """VEE for the configured meters: register moduli, poll intervals, utilities, [vee] thresholds."""
+    modbus = [m for m in cfg.meters if m.protocol == "modbus"]
+    moduli = {(m.meter_id, r.channel): r.modulus * _unit_factor(r)
+              for m in modbus for r in profiles[m.profile].registers if r.modulus}
+    # A meter whose profile measures export is bidirectional: its power may read negative.
+    bidirectional = {m.meter_id for m in modbus
+                     if any(r.channel is Channel.ENERGY_EXPORT for r in profiles[m.profile].registers)}
+    return Validator(moduli, intervals={m.meter_id: m.interval or cfg.modbus.default_interval for m in modbus},
+                     utilities={m.meter_id: m.utility for m in cfg.meters},
+                     thresholds=ThresholdTable.from_config(cfg.vee.thresholds_doc()), bidirectional=bidirectional,
+                     window=cfg.vee.spike_window, estimate=cfg.vee.estimate,
+                     estimate_min_interval=cfg.vee.estimate_min_interval)
 
 
 def _unit_factor(spec: Any) -> float:
@@ -301,4 +488,33 @@ def _unit_factor(spec: Any) -> float:
     return conversion_factor(spec.unit, spec.channel)
 
 
-__all__ = ["Gateway", "meters_from_config"]
+def _threshold(cfg: GatewayConfig, meter_id: str) -> Decimal:
+    meter = next(m for m in cfg.meters if m.meter_id == meter_id)
+    return meter.low_credit_threshold if meter.low_credit_threshold is not None else cfg.mqtt.low_credit_threshold
+
+
+def payload_formats(cfg: GatewayConfig) -> list[tuple[str, PayloadFormat]]:
+    """(topic template, payload format) for every balance topic of the [mqtt] section."""
+    m = cfg.mqtt
+    future = timedelta(seconds=m.max_future)
+    out = [(t, PayloadFormat(m.payload_format, dict(m.field_mapping), m.timestamp, m.max_payload_bytes, future))
+           for t in m.topics]
+    for src in m.sources:
+        mapping = m.field_mapping if src.field_mapping is None else src.field_mapping
+        out.append((src.topic, PayloadFormat(src.payload_format or m.payload_format, dict(mapping),
+                                             src.timestamp or m.timestamp, m.max_payload_bytes, future)))
+    return out
+
+
+def payg_checker(cfg: GatewayConfig) -> PaygChecker:
+    """The PAYG event checker with each meter's low-credit threshold and drain limit."""
+    limits = {}
+    for meter in cfg.meters:
+        if meter.protocol == "mqtt":
+            drain = meter.max_drain_per_hour if meter.max_drain_per_hour is not None else cfg.mqtt.max_drain_per_hour
+            limits[meter.meter_id] = PaygLimits(low_credit_threshold=_threshold(cfg, meter.meter_id),
+                                                max_drain_per_hour=drain)
+    return PaygChecker(limits, PaygLimits(cfg.mqtt.low_credit_threshold, cfg.mqtt.max_drain_per_hour))
+
+
+__all__ = ["Gateway", "config_meters", "key_mirror", "meters_from_config", "payg_checker", "payload_formats"]

@@ -14,14 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from drivers.samples import Ack, PollFailure, RawPayload, RawRegisters
-from gateway.model import Batch, Event
+from gateway.model import Batch, DeadLetter, Event
 from gateway.normalise.normaliser import Normaliser
+from gateway.validate.payg import PaygChecker
 from gateway.validate.validator import Validator
 from storage.spool import Spool
 
 log = logging.getLogger(__name__)
 
-Item = RawRegisters | RawPayload | PollFailure | Event
+Item = RawRegisters | RawPayload | PollFailure | Event | DeadLetter
 
 
 @dataclass(slots=True)
@@ -42,9 +43,12 @@ class PipelineCounters:
 class Pipeline:
     def __init__(self, normaliser: Normaliser, validator: Validator, spool: Spool, *,
                  queue_size: int = 10_000, max_batch: int = 5000,
-                 on_batch: Callable[[Batch], None] | None = None) -> None:
+                 on_batch: Callable[[list[Item], Batch], None] | None = None,
+                 payg: PaygChecker | None = None) -> None:
         self.normaliser = normaliser
         self.validator = validator
+        #: Derives PAYG events (low credit, top-up, relay, ...) from the balance updates.
+        self.payg = payg
         self.spool = spool
         self.queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=queue_size)
         self.max_batch = max_batch
@@ -97,17 +101,21 @@ class Pipeline:
             elif isinstance(item, PollFailure):
                 batch.extend(self.normaliser.failure(item))
                 self.counters.polls_failed += 1
+            elif isinstance(item, DeadLetter):
+                batch.deadletters.append(item)
             else:
                 batch.events.append(item)
         batch.readings, events = self.validator.validate(batch.readings)
         batch.events.extend(events)
+        if self.payg is not None and batch.balances:
+            batch.events.extend(self.payg.check(batch.balances))
         if len(batch):
             await self.spool.append(batch)
         for ack in acks:
             ack()
         self._count(batch)
         if self._on_batch is not None:
-            self._on_batch(batch)
+            self._on_batch(items, batch)
 
     def _count(self, batch: Batch) -> None:
         c = self.counters
