@@ -21,7 +21,7 @@ async def test_a_meter_that_stops_answering_becomes_silent_after_three_intervals
         async with running_gateway(cfg) as (_, api):
             async def both_seen() -> bool:
                 body = await ok(api.get("/v1/fleet/summary"))
-                return body["silent"] == []
+                return bool(body["silent"] == [])
 
             await eventually(both_seen, timeout=30)
             fleet.meters[2].fault = "timeout"
