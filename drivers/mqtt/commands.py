@@ -16,7 +16,8 @@ A command is PENDING once the broker has it, then ACKNOWLEDGED or FAILED by the 
 TIMED_OUT when no reply came within the timeout (a late reply still settles it). Each status is
 persisted through the `persist` callback (the gateway passes `store.save_command`), in order,
 retried while it fails; a reply is acknowledged to the broker only once its status is
-persisted. Each settled command raises an Event. A reply that cannot be read is a dead letter.
+persisted. Each settled command raises an Event of kind `command` (a late reply after a timeout
+raises a second one). A reply that cannot be read is a dead letter.
 
 Replies are subscribed without a shared-subscription group: in a group, the reply to this
 gateway's command could go to another gateway, which does not know it and ignores it.
@@ -56,12 +57,6 @@ REPLY_STATUS: Mapping[str, CommandStatus] = {
     **dict.fromkeys(("acknowledged", "ack", "ok", "done", "success", "accepted", "executed"),
                     CommandStatus.ACKNOWLEDGED),
     **dict.fromkeys(("failed", "fail", "error", "rejected", "nack"), CommandStatus.FAILED),
-}
-#: The event kind each command's outcome is recorded under.
-EVENT_KIND: Mapping[CommandKind, EventKind] = {
-    CommandKind.TOPUP: EventKind.TOPUP,
-    CommandKind.DISCONNECT: EventKind.RELAY_DISCONNECTED,
-    CommandKind.RECONNECT: EventKind.RELAY_CONNECTED,
 }
 _PREVIEW = 2048
 
@@ -399,7 +394,9 @@ class CommandTracker:
         if c.detail and c.status is not CommandStatus.TIMED_OUT:
             detail += f": {c.detail}"
         severity = Severity.INFO if c.status is CommandStatus.ACKNOWLEDGED else Severity.WARNING
-        return Event(ts=c.updated_at or self.clock(), meter_id=c.meter_id, kind=EVENT_KIND[c.kind],
+        # Kind command, not topup / relay_*: an acknowledged command is not yet the meter's new
+        # state (the balance updates that follow raise those), and a failed one never is.
+        return Event(ts=c.updated_at or self.clock(), meter_id=c.meter_id, kind=EventKind.COMMAND,
                      severity=severity, detail=detail)
 
     async def _timeouts(self) -> None:

@@ -14,9 +14,15 @@ class EventKind(StrEnum):
     TAMPER = "tamper"
     LOW_CREDIT = "low_credit"
     CREDIT_EXHAUSTED = "credit_exhausted"
+    #: The meter started running on emergency credit (issue 4 item 4).
+    EMERGENCY_CREDIT = "emergency_credit"
     RELAY_DISCONNECTED = "relay_disconnected"
     RELAY_CONNECTED = "relay_connected"
     TOPUP = "topup"
+    #: A command to a meter (top-up, disconnect, reconnect) was acknowledged, failed or timed out;
+    #: the detail names the command, its correlation id and the outcome. Not the meter's state:
+    #: topup / relay_* come from what the meter then reports.
+    COMMAND = "command"
     INSPECTION_RECOMMENDED = "inspection_recommended"
     DEADLETTER = "deadletter"
     SPOOL_HIGH = "spool_high"

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from drivers.modbus.health import LatencyWindow, MeterHealth
 from drivers.samples import PollFailure, RawPayload, RawRegisters
-from gateway.model import BalanceUpdate, Batch, DeadLetter, Event, EventKind, Reading
+from gateway.model import BalanceUpdate, Batch, DeadLetter, Event, EventKind, Reading, Severity
 from gateway.model.health import (
     SEVERITY_ORDER,
     MeterDiagnostics,
@@ -36,6 +36,7 @@ CLOSED_BY: dict[EventKind, frozenset[EventKind]] = {
     EventKind.RELAY_DISCONNECTED: frozenset({EventKind.RELAY_CONNECTED}),
     EventKind.LOW_CREDIT: frozenset({EventKind.TOPUP}),
     EventKind.CREDIT_EXHAUSTED: frozenset({EventKind.TOPUP}),
+    EventKind.EMERGENCY_CREDIT: frozenset({EventKind.TOPUP}),
 }
 #: Kinds that report that something ended: never open themselves.
 CLOSING_KINDS: frozenset[EventKind] = frozenset(
@@ -373,7 +374,9 @@ def open_events(newest_first: Sequence[Event]) -> list[Event]:
     """The events whose condition still holds, newest first.
 
     An event of a kind in CLOSED_BY is open until a later event of a closing kind (same meter);
-    of other kinds (anomaly, tamper, inspection_recommended, ...) open until acknowledged.
+    of other kinds (anomaly, tamper, inspection_recommended, a failed or timed-out command, ...)
+    open until acknowledged. A command the meter acknowledged (severity info) is a record, not
+    something left to do.
     """
     closed_after: dict[tuple[str | None, EventKind], datetime] = {}
     out = []
@@ -382,7 +385,7 @@ def open_events(newest_first: Sequence[Event]) -> list[Event]:
             if e.kind in closers:
                 closed_after[(e.meter_id, opened)] = e.ts
     for e in newest_first:
-        if e.acknowledged or e.kind in CLOSING_KINDS:
+        if e.acknowledged or e.kind in CLOSING_KINDS or (e.kind is EventKind.COMMAND and e.severity is Severity.INFO):
             continue
         closed_at = closed_after.get((e.meter_id, e.kind))
         if closed_at is not None and closed_at >= e.ts:

@@ -4,8 +4,8 @@ The checker remembers each meter's last update and raises an Event on each *tran
 
     low_credit          balance fell to the meter's low-credit threshold (and is still above zero)
     credit_exhausted    balance reached zero or below
-    emergency credit    the meter started using emergency credit (kind low_credit, severity
-                        critical, detail "emergency credit in use ..."; see EMERGENCY_CREDIT_KIND)
+    emergency_credit    the meter started using emergency credit (severity critical: the relay
+                        opens when it runs out)
     relay_disconnected / relay_connected
     topup               a newer last_topup was reported (its amount), or, for a meter that reports
                         no top-ups at all, the balance rose (the rise is the amount)
@@ -32,11 +32,8 @@ from statistics import median
 
 from gateway.model import BalanceUpdate, Event, EventKind, Relay, Severity
 
-__all__ = ["EMERGENCY_CREDIT_KIND", "SUSPICIOUS_KIND", "PaygChecker", "PaygLimits"]
+__all__ = ["SUSPICIOUS_KIND", "PaygChecker", "PaygLimits"]
 
-#: SPEC §3 names no event kind for emergency credit; it is a credit warning, so it travels as
-#: low_credit with severity critical and a detail that starts "emergency credit in use".
-EMERGENCY_CREDIT_KIND = EventKind.LOW_CREDIT
 #: The suspicious-balance event (an inspection or tamper check may follow).
 SUSPICIOUS_KIND = EventKind.ANOMALY
 
@@ -220,7 +217,7 @@ class PaygChecker:
 
     def _emergency(self, u: BalanceUpdate) -> Event:
         left = "" if u.emergency_credit is None else f", {_money(u.emergency_credit, u.currency)} of it left"
-        return self._event(u, EMERGENCY_CREDIT_KIND, Severity.CRITICAL,
+        return self._event(u, EventKind.EMERGENCY_CREDIT, Severity.CRITICAL,
                            f"emergency credit in use{left}; balance {_money(u.balance, u.currency)}")
 
     def _relay(self, u: BalanceUpdate) -> Event:

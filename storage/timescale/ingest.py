@@ -10,16 +10,21 @@ Careful path, taken only after that: COPY into a per-connection staging table, r
 stored estimates by real reads, `INSERT ... ON CONFLICT DO NOTHING`, then find the
 conflicts with one join. Same result as the fast path for new keys, and exact
 bookkeeping (inserted, duplicate, conflict, replaced) for the rest.
+
+Balance updates take the same fast path, with the unique (meter_id, ts) as the guard;
+their fallback is a plain `INSERT ... ON CONFLICT DO NOTHING`, whose row count is exact
+(a balance update is never replaced, and a stored one always wins).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import psycopg
 from psycopg import errors
 
-from gateway.model import Batch, Reading
+from gateway.model import BalanceUpdate, Batch, Reading
 from storage.base import WriteResult
 from storage.timescale import rows
 
@@ -36,7 +41,8 @@ CREATE TEMP TABLE IF NOT EXISTS staging_readings (
 
 _REPLACE_ESTIMATES = f"""
 UPDATE readings AS r SET value = s.value, kind = s.kind, quality = s.quality, status = s.status,
-    source = s.source, received_at = s.received_at, note = s.note, seq = nextval('readings_seq')
+    source = s.source, received_at = s.received_at, note = s.note, seq = nextval('readings_seq'),
+    gateway_id = DEFAULT
 FROM (SELECT DISTINCT ON (meter_id, channel, ts) {rows.READING_IN}, idx FROM staging_readings
       WHERE source <> 'estimate' ORDER BY meter_id, channel, ts, idx) AS s
 WHERE r.meter_id = s.meter_id AND r.channel = s.channel AND r.ts = s.ts AND r.source = 'estimate'
@@ -62,25 +68,25 @@ ORDER BY s.idx"""
 
 
 async def write_batch(conn: Conn, batch: Batch, *, fast: bool = True) -> WriteResult:
-    """Write `batch` inside the caller's transaction. `fast=False` skips the COPY attempt
+    """Write `batch` inside the caller's transaction. `fast=False` skips the COPY attempts
     (used by the benchmark to measure the careful path alone)."""
     result = WriteResult()
     cur = conn.cursor()
     if batch.readings:
         # Before the first seq is taken: the change feed's visibility protocol.
         await cur.execute("SELECT meter_gateway_feed_register()")
-        if not (fast and await _copy_new(conn, batch.readings)):
-            await _write_careful(cur, batch.readings, result)
-        else:
-            result.readings_inserted = len(batch.readings)
-    if batch.balances:
-        await cur.executemany(
-            f"INSERT INTO balances ({rows.BALANCE_IN}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (meter_id, ts) DO NOTHING",
-            [rows.balance_row(b) for b in batch.balances],
-            returning=False,
+        copied = fast and await _copy_new(
+            conn, "readings", rows.READING_IN, rows.READING_TYPES, map(rows.reading_row, batch.readings)
         )
-        result.balances_inserted = cur.rowcount
+        if copied:
+            result.readings_inserted = len(batch.readings)
+        else:
+            await _write_careful(cur, batch.readings, result)
+    if batch.balances:
+        copied = fast and await _copy_new(
+            conn, "balances", rows.BALANCE_IN, rows.BALANCE_TYPES, map(rows.balance_row, batch.balances)
+        )
+        result.balances_inserted = len(batch.balances) if copied else await _insert_balances(cur, batch.balances)
     if batch.events:
         await cur.executemany(
             f"INSERT INTO events ({rows.EVENT_COLS}, ikey) VALUES (%s, %s, %s, %s, %s, %s, %s)"
@@ -98,18 +104,31 @@ async def write_batch(conn: Conn, batch: Batch, *, fast: bool = True) -> WriteRe
     return result
 
 
-async def _copy_new(conn: Conn, readings: list[Reading]) -> bool:
-    """COPY the readings in a savepoint; False (and nothing written) if a key exists."""
+async def _copy_new(conn: Conn, table: str, columns: str, types: list[str], values: Iterable[tuple[Any, ...]]) -> bool:
+    """Binary COPY of `values` into `table` in a savepoint; False (and nothing written) if a
+    key exists. Any other error fails the batch: only a duplicate key has a fallback."""
     try:
         async with conn.transaction(), conn.cursor().copy(
-            f"COPY readings ({rows.READING_IN}) FROM STDIN (FORMAT BINARY)"
+            f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)"
         ) as copy:
-            copy.set_types(rows.READING_TYPES)
-            for r in readings:
-                await copy.write_row(rows.reading_row(r))
+            copy.set_types(types)
+            for row in values:
+                await copy.write_row(row)
     except errors.UniqueViolation:
         return False
     return True
+
+
+async def _insert_balances(cur: psycopg.AsyncCursor[Any], balances: list[BalanceUpdate]) -> int:
+    """Insert the updates whose (meter_id, ts) is new, in batch order (the first of a key
+    twice in the batch wins); returns how many were inserted."""
+    placeholders = ", ".join(["%s"] * len(rows.BALANCE_TYPES))
+    await cur.executemany(
+        f"INSERT INTO balances ({rows.BALANCE_IN}) VALUES ({placeholders}) ON CONFLICT (meter_id, ts) DO NOTHING",
+        [rows.balance_row(b) for b in balances],
+        returning=False,
+    )
+    return cur.rowcount
 
 
 async def _write_careful(cur: psycopg.AsyncCursor[Any], readings: list[Reading], result: WriteResult) -> None:

@@ -12,8 +12,9 @@ from gateway.model import BalanceUpdate, Command, DeadLetter, Event, Meter, Read
 from storage import rows as enums
 from storage.identity import deadletter_key, event_key
 
-READING_COLS = "seq, meter_id, channel, ts, value, kind, quality, status, source, received_at, note"
-READING_IN = READING_COLS.removeprefix("seq, ")
+#: What a write sends: the store adds seq and its own gateway_id.
+READING_IN = "meter_id, channel, ts, value, kind, quality, status, source, received_at, note"
+READING_COLS = f"seq, {READING_IN}, gateway_id"
 #: Binary COPY types of READING_IN, in order.
 READING_TYPES = ["text", "text", "timestamptz", "float8", "text", "int4", "text", "text", "timestamptz", "text"]
 BALANCE_COLS = (
@@ -21,6 +22,11 @@ BALANCE_COLS = (
     " last_topup_amount, last_topup_ts, low_credit, credit_exhausted, received_at"
 )
 BALANCE_IN = BALANCE_COLS.removeprefix("seq, ")
+#: Binary COPY types of BALANCE_IN, in order (money columns are numeric: Decimal, exact).
+BALANCE_TYPES = [
+    "text", "timestamptz", "numeric", "text", "numeric", "bool", "numeric", "text", "numeric", "timestamptz",
+    "bool", "bool", "timestamptz",
+]  # fmt: skip
 METER_COLS = (
     "meter_id, utility, protocol, address, model, device_number, payg, status, installed_at,"
     " consumer_number, location, tags"
@@ -50,7 +56,7 @@ def reading(row: Any) -> Reading:
     # The session time zone is UTC (see store._configure): timestamps come back in UTC.
     return Reading(
         row[1], enums.CHANNEL[row[2]], row[3], row[4], enums.KIND[row[5]], enums.quality(row[6]),
-        enums.STATUS[row[7]], enums.SOURCE[row[8]], row[9], row[0], row[10],
+        enums.STATUS[row[7]], enums.SOURCE[row[8]], row[9], row[0], row[10], row[11],
     )  # fmt: skip
 
 

@@ -118,8 +118,9 @@ def test_recent_readings_are_bounded_and_counts_cover_every_meter() -> None:
     assert sum(counts.values()) == 4
 
 
-def ev(minute: int, kind: EventKind, meter: str = "M-1", acknowledged: bool = False) -> Event:
-    return Event(T0 + timedelta(minutes=minute), meter, kind, Severity.WARNING, f"{kind} at {minute}", acknowledged)
+def ev(minute: int, kind: EventKind, meter: str = "M-1", acknowledged: bool = False,
+       severity: Severity = Severity.WARNING) -> Event:
+    return Event(T0 + timedelta(minutes=minute), meter, kind, severity, f"{kind} at {minute}", acknowledged)
 
 
 @pytest.mark.parametrize(("events", "still_open"), [
@@ -130,6 +131,11 @@ def ev(minute: int, kind: EventKind, meter: str = "M-1", acknowledged: bool = Fa
     ([ev(1, EventKind.LOW_CREDIT), ev(2, EventKind.CREDIT_EXHAUSTED), ev(3, EventKind.TOPUP)], []),
     ([ev(1, EventKind.RELAY_DISCONNECTED), ev(2, EventKind.TOPUP)], [1]),
     ([ev(1, EventKind.TAMPER), ev(2, EventKind.ANOMALY, acknowledged=True)], [1]),
+    ([ev(1, EventKind.EMERGENCY_CREDIT), ev(2, EventKind.LOW_CREDIT)], [1, 2]),
+    ([ev(1, EventKind.EMERGENCY_CREDIT), ev(2, EventKind.TOPUP)], []),  # repaid by the top-up
+    # A command the meter acknowledged is a record; a failed or timed-out one waits for a person.
+    ([ev(1, EventKind.COMMAND, severity=Severity.INFO), ev(2, EventKind.COMMAND)], [2]),
+    ([ev(1, EventKind.COMMAND), ev(2, EventKind.COMMAND, acknowledged=True)], [1]),
 ])
 def test_open_events(events: list[Event], still_open: list[int]) -> None:
     newest_first = sorted(events, key=lambda e: e.ts, reverse=True)

@@ -59,3 +59,19 @@ async def test_fleet_summary(store: Store, keys: Keys) -> None:
                                                         "P-0003"]  # M-0002 is in maintenance
     assert now["anomalies_24h"]["by_kind"].get("anomaly", 0) >= 1 and "M-0004" in now["anomalies_24h"]["meters"]
     assert days_later["anomalies_24h"] == {"total": 0, "by_kind": {}, "meters": []}
+
+
+async def test_emergency_credit_and_command_kinds_are_listed_and_filterable(api: httpx.AsyncClient,
+                                                                           store: Store) -> None:
+    emergency = Event(T, "P-0001", EventKind.EMERGENCY_CREDIT, Severity.CRITICAL, "emergency credit in use")
+    command = Event(T + timedelta(minutes=1), "P-0001", EventKind.COMMAND, Severity.INFO,
+                    "command disconnect, correlation id gw.1: acknowledged by the meter")
+    await store.write(Batch(events=[emergency, command]))
+
+    for kind, detail in (("emergency_credit", emergency.detail), ("command", command.detail)):
+        got = await all_pages(api, "/v1/events", meter_id="P-0001", kind=kind)
+        assert [(e["kind"], e["detail"]) for e in got] == [(kind, detail)]
+    document = (await api.get("/openapi.json")).json()
+    (param,) = [p for p in document["paths"]["/v1/events"]["get"]["parameters"] if p["name"] == "kind"]
+    assert {"$ref": "#/components/schemas/EventKind"} in param["schema"]["anyOf"]
+    assert {"emergency_credit", "command"} <= set(document["components"]["schemas"]["EventKind"]["enum"])

@@ -163,7 +163,7 @@ async def test_topup_is_acknowledged_persisted_and_recorded(mqtt_broker: Broker)
     assert sent == {"meter_id": "P-00001", "correlation_id": command.correlation_id, "command": "topup",
                     "status": "acknowledged"}
     (event,) = rec.events()
-    assert (event.kind, event.severity, event.meter_id) == (EventKind.TOPUP, Severity.INFO, "P-00001")
+    assert (event.kind, event.severity, event.meter_id) == (EventKind.COMMAND, Severity.INFO, "P-00001")
     assert event.detail == (f"command topup of 150.00 KES (reference PAY-42), correlation id "
                             f"{command.correlation_id}: acknowledged by the meter")
     assert tracker.health()["by_status"]["acknowledged"] == 1
@@ -178,7 +178,12 @@ async def test_disconnect_and_reconnect(mqtt_broker: Broker) -> None:
         on = await sub.send_command("P-00002", "reconnect")
         await until(lambda: "acknowledged" in rec.statuses(on.correlation_id))
         assert fleet.meters["P-00002"].relay == "connected"
-    assert [e.kind for e in rec.events()] == [EventKind.RELAY_DISCONNECTED, EventKind.RELAY_CONNECTED]
+    # The command's outcome, not the relay state: that comes from the meter's balance updates.
+    assert [(e.kind, e.severity) for e in rec.events()] == [(EventKind.COMMAND, Severity.INFO)] * 2
+    assert [e.detail for e in rec.events()] == [
+        f"command disconnect, correlation id {off.correlation_id}: acknowledged by the meter",
+        f"command reconnect, correlation id {on.correlation_id}: acknowledged by the meter",
+    ]
 
 
 async def test_meter_refuses(mqtt_broker: Broker) -> None:
@@ -189,7 +194,9 @@ async def test_meter_refuses(mqtt_broker: Broker) -> None:
     failed = rec.saved[-1]
     assert failed.detail == "rejected by the meter"
     (event,) = rec.events()
-    assert event.severity is Severity.WARNING and event.detail.endswith("failed: rejected by the meter")
+    assert (event.kind, event.severity) == (EventKind.COMMAND, Severity.WARNING)
+    assert event.detail == (f"command topup of 10 KES, correlation id {command.correlation_id}: "
+                            "failed: rejected by the meter")
 
 
 async def test_no_reply_times_out_and_a_late_reply_still_settles(mqtt_broker: Broker) -> None:
@@ -204,7 +211,10 @@ async def test_no_reply_times_out_and_a_late_reply_still_settles(mqtt_broker: Br
                 {"correlation_id": command.correlation_id, "status": "acknowledged"}).encode())
         await until(lambda: rec.statuses(command.correlation_id)[-1:] == ["acknowledged"])
     assert rec.saved[-1].detail == "the reply came after the timeout"
-    assert [e.severity for e in rec.events()] == [Severity.WARNING, Severity.INFO]
+    # Each step of the lifecycle that settles it is recorded: timed out, then acknowledged.
+    assert [(e.kind, e.severity) for e in rec.events()] == [(EventKind.COMMAND, Severity.WARNING),
+                                                          (EventKind.COMMAND, Severity.INFO)]
+    assert all(command.correlation_id in e.detail for e in rec.events())
 
 
 async def test_reply_by_mqtt5_correlation_data_and_repeated_replies(mqtt_broker: Broker) -> None:

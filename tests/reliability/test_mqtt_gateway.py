@@ -103,7 +103,8 @@ async def test_payg_events_reach_the_store_once_across_a_restart(tmp_path: Path,
         update(30, "0.00", emergency_credit_in_use=True, emergency_credit=0, relay="disconnected"),
         update(60, "150.00", last_topup=topup),  # top-up, relay closes
     ]
-    expected = ["low_credit", "credit_exhausted", "low_credit", "relay_disconnected", "topup", "relay_connected"]
+    expected = ["low_credit", "credit_exhausted", "emergency_credit", "relay_disconnected", "topup",
+                "relay_connected"]
     async with running_gateway(cfg) as (gw, _):
         await connected(gw)
         for doc in sequence:
@@ -150,7 +151,7 @@ async def test_commands_are_sent_tracked_and_recorded(tmp_path: Path, mqtt_broke
         assert (await gw.get_command(command.correlation_id)).status is CommandStatus.ACKNOWLEDGED
 
         async def command_event() -> Any:
-            events = await store_of(gw).events(meter_id="P-00001", kind=EventKind.TOPUP, limit=10)
+            events = await store_of(gw).events(meter_id="P-00001", kind=EventKind.COMMAND, limit=10)
             return [e for e in events if e.detail.startswith("command topup")]
 
         (event,) = await eventually(command_event)

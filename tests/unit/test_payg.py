@@ -32,7 +32,8 @@ def kinds(events: list[Event]) -> list[str]:
         (bal("50"), []),
         (bal("4"), ["low_credit"]),
         (bal("0"), ["credit_exhausted"]),  # exhausted implies low: one event, not two
-        (bal("0", emergency_credit_in_use=True, emergency_credit=Decimal(30)), ["credit_exhausted", "low_credit"]),
+        (bal("0", emergency_credit_in_use=True, emergency_credit=Decimal(30)),
+         ["credit_exhausted", "emergency_credit"]),
         (bal("0", relay=Relay.DISCONNECTED), ["credit_exhausted", "relay_disconnected"]),
         (bal("20", relay=Relay.DISCONNECTED), ["relay_disconnected"]),  # e.g. after a disconnect command
         (bal("20", last_topup_amount=Decimal(100), last_topup_ts=T0), []),  # an old top-up is not news
@@ -49,7 +50,8 @@ def test_transitions_each_raise_once() -> None:
         (bal("6", 15), []),
         (bal("5", 30), ["low_credit"]),
         (bal("3", 45), []),  # still low: no repeat
-        (bal("0", 60, emergency_credit_in_use=True, emergency_credit=Decimal(50)), ["credit_exhausted", "low_credit"]),
+        (bal("0", 60, emergency_credit_in_use=True, emergency_credit=Decimal(50)),
+         ["credit_exhausted", "emergency_credit"]),
         (bal("0", 75, emergency_credit_in_use=True, emergency_credit=Decimal(20)), []),
         (bal("0", 90, emergency_credit_in_use=True, emergency_credit=Decimal(0), relay=Relay.DISCONNECTED),
          ["relay_disconnected"]),
@@ -73,10 +75,32 @@ def test_event_details_and_severities() -> None:
     assert low.detail == "low credit: balance 7.25 KES is at or below the threshold 7.50"
     exhausted, emergency = c.check([bal("0", 30, emergency_credit_in_use=True, emergency_credit=Decimal("40.00"))])
     assert (exhausted.severity, exhausted.detail) == (Severity.CRITICAL, "credit exhausted: balance 0 KES")
-    assert emergency.kind is EventKind.LOW_CREDIT and emergency.severity is Severity.CRITICAL
+    assert emergency.kind is EventKind.EMERGENCY_CREDIT and emergency.severity is Severity.CRITICAL
     assert emergency.detail == "emergency credit in use, 40.00 KES of it left; balance 0 KES"
     (topup,) = c.check([bal("80", 45, last_topup_amount=Decimal("100.00"), last_topup_ts=T0)])
     assert topup.detail == "top-up of 100.00 KES; balance 80 KES"
+
+
+def test_emergency_credit_is_raised_when_it_starts_and_not_again_while_in_use() -> None:
+    c = PaygChecker()
+    steps = [
+        (bal("8", 0), []),
+        # Emergency credit while the balance is still above the low-credit threshold: its own event.
+        (bal("7", 15, emergency_credit_in_use=True, emergency_credit=Decimal(30)), ["emergency_credit"]),
+        (bal("6", 30, emergency_credit_in_use=True, emergency_credit=Decimal(20)), []),  # still in use
+        (bal("6", 30, emergency_credit_in_use=True, emergency_credit=Decimal(20)), []),  # re-delivered
+        (bal("4", 45, emergency_credit_in_use=True, emergency_credit=Decimal(10)), ["low_credit"]),
+        (bal("4", 60, emergency_credit_in_use=False, emergency_credit=Decimal(50)), []),  # repaid: no event
+        (bal("3", 75, emergency_credit_in_use=True, emergency_credit=Decimal(45)), ["emergency_credit"]),  # again
+    ]
+    for update, expected in steps:
+        assert kinds(c.check([update])) == expected, update
+
+
+def test_emergency_credit_already_in_use_before_a_restart_is_not_raised_again() -> None:
+    c = PaygChecker()
+    c.seed([bal("2", 0, emergency_credit_in_use=True, emergency_credit=Decimal(30))])
+    assert c.check([bal("1", 15, emergency_credit_in_use=True, emergency_credit=Decimal(25))]) == []
 
 
 def test_topup_inferred_when_the_meter_reports_none() -> None:
