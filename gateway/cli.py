@@ -103,16 +103,12 @@ def config_check(file: Annotated[Path, typer.Argument(help="Configuration file (
 @db_app.command("migrate")
 def db_migrate(config: ConfigOpt) -> None:
     """Apply pending schema migrations to the configured store."""
-    from storage.open import open_store
-
     cfg, _ = _load(config)
 
     async def go() -> str:
-        from gateway.runtime.gateway import retention_of
+        from gateway.runtime.gateway import open_configured_store
 
-        store = await open_store(cfg.storage.backend, sqlite_path=cfg.data_path(cfg.storage.sqlite_path),
-                                 dsn=cfg.storage.dsn, chunk_interval=cfg.storage.chunk_interval,
-                                 retention=retention_of(cfg))
+        store = await open_configured_store(cfg)
         try:
             await store.migrate()
             return store.mode
@@ -129,15 +125,12 @@ def db_migrate(config: ConfigOpt) -> None:
 
 def _with_store(config: Path, work: Callable[[Store], Awaitable[T]]) -> T:
     """Open the configured store, migrate it, run `await work(store)`, close it; errors end the command."""
-    from gateway.runtime.gateway import retention_of
-    from storage.open import open_store
+    from gateway.runtime.gateway import open_configured_store
 
     cfg, _ = _load(config)
 
     async def go() -> T:
-        store = await open_store(cfg.storage.backend, sqlite_path=cfg.data_path(cfg.storage.sqlite_path),
-                                 dsn=cfg.storage.dsn, chunk_interval=cfg.storage.chunk_interval,
-                                 retention=retention_of(cfg))
+        store = await open_configured_store(cfg)
         try:
             await store.migrate()
             return await work(store)

@@ -183,8 +183,9 @@ class Store(Protocol):
     #: e.g. "sqlite", "timescaledb-apache", "timescaledb-community", "postgresql".
     mode: str
 
-    async def migrate(self) -> None:
-        """Apply pending schema migrations (forward-only). Safe to call every start."""
+    async def migrate(self, *, upto: int | None = None) -> None:
+        """Apply pending schema migrations (forward-only). Safe to call every start.
+        `upto`: stop after that version (to build a store as an older release left it)."""
 
     async def ping(self) -> None:
         """Raise SinkUnavailable if the store cannot be reached now."""

@@ -44,6 +44,8 @@ _MODULUS = re.compile(r"\bmodulus=([0-9][0-9.eE+\-]*)")
 _SUSPECT = frozenset({Status.SUSPECT, Status.REJECTED})
 #: Status of reads a bill may start or end on.
 BILLABLE = (Status.VALID, Status.VERIFIED, Status.ESTIMATED)
+#: Statuses of reads that may open or close a consumption bucket.
+USABLE = tuple(s for s in Status if s is not Status.REJECTED)
 
 
 def modulus_of(reading: Reading) -> float | None:
@@ -186,3 +188,32 @@ def billing(meter_id: str, channel: Channel, start: datetime, end: datetime, ope
     return BillingRead(meter_id=meter_id, channel=channel, start=_aware(start), end=_aware(end), opening=opening,
                        closing=closing, consumption=m.value, estimated=m.estimated, suspect=m.suspect,
                        flags=m.flags)  # fmt: skip
+
+
+class ConsumptionQueries:
+    """`consumption` and `billing_read` of a store. A backend provides only
+    `_closings_and_flagged`: its index probes; the arithmetic above does the rest."""
+
+    async def _closings_and_flagged(self, meter_id: str, channel: Channel, bounds: list[datetime],
+                                    statuses: Sequence[Status]) -> tuple[list[Reading | None], list[Reading]]:  # fmt: skip
+        """For each bound, the last read with one of `statuses` at or before it (None if
+        none); and the flagged reads (FLAGGED_SQL) from the first bound's read to the last bound."""
+        raise NotImplementedError
+
+    async def consumption(self, meter_id: str, channel: Channel, *, start: datetime, end: datetime,
+                          bucket: str, tz: str = "UTC") -> list[ConsumptionBucket]:  # fmt: skip
+        """Consumption per bucket (see the rules at the top of this module)."""
+        zone = check_request(channel, bucket, tz)
+        bounds = bucket_bounds(start, end, bucket, zone)
+        closings, flagged = await self._closings_and_flagged(meter_id, channel, bounds, USABLE)
+        return buckets(bounds, closings, flagged)
+
+    async def billing_read(self, meter_id: str, channel: Channel, *, start: datetime,
+                           end: datetime) -> BillingRead:  # fmt: skip
+        """Opening and closing billable reads of the period and the consumption between."""
+        if _aware(end) < _aware(start):
+            msg = f"billing read of {meter_id}: end {end.isoformat()} is before start {start.isoformat()}"
+            raise InvalidRequest(msg)
+        bounds = [_aware(start).astimezone(UTC), _aware(end).astimezone(UTC)]
+        (opening, closing), flagged = await self._closings_and_flagged(meter_id, channel, bounds, BILLABLE)
+        return billing(meter_id, channel, start, end, opening, closing, flagged)

@@ -23,13 +23,16 @@ class ManagedStore(Store, Protocol):
 
 
 async def open_store(backend: str, *, sqlite_path: Path | None = None, dsn: str | None = None,
-                     chunk_interval: str = "7 days", retention: timedelta | None = None) -> ManagedStore:  # fmt: skip
+                     chunk_interval: str = "7 days", retention: timedelta | None = None,
+                     gateway_id: str | None = None) -> ManagedStore:  # fmt: skip
     """Open the store of `backend` ("sqlite" with `sqlite_path`, "timescale" with `dsn`).
 
     The store is open but not migrated: call `await store.migrate()`. Close it with
     `await store.close()` or use it as `async with`. A TimescaleDB that is down does not
     make this fail; the store's calls raise SinkUnavailable until it is back.
     `retention`: how long data is kept (None: for ever); see `Store.apply_retention`.
+    `gateway_id`: stamped on every row the store writes (SPEC §8: several gateways, one
+    database).
     """
     if backend == "sqlite":
         if sqlite_path is None:
@@ -37,7 +40,7 @@ async def open_store(backend: str, *, sqlite_path: Path | None = None, dsn: str 
             raise SinkError(msg)
         from storage.sqlite.store import SqliteStore
 
-        return await SqliteStore.open(sqlite_path, retention=retention)
+        return await SqliteStore.open(sqlite_path, retention=retention, gateway_id=gateway_id)
     if backend == "timescale":
         if not dsn:
             msg = "store backend 'timescale': dsn is required"
@@ -45,6 +48,7 @@ async def open_store(backend: str, *, sqlite_path: Path | None = None, dsn: str 
         # Imported here so that an embedded-only install never loads psycopg.
         from storage.timescale.store import TimescaleStore
 
-        return await TimescaleStore.open(dsn, chunk_interval=chunk_interval, retention=retention)
+        return await TimescaleStore.open(dsn, chunk_interval=chunk_interval, retention=retention,
+                                         gateway_id=gateway_id)
     msg = f"store backend {backend!r}: unknown (known: {', '.join(BACKENDS)})"
     raise SinkError(msg)

@@ -32,6 +32,8 @@ class ReadingOut(BaseModel):
     source: str = Field(examples=["modbus"])
     received_at: datetime | None = Field(default=None, examples=["2026-03-01T12:15:01.204Z"])
     seq: int | None = Field(default=None, description="Store-wide ingest sequence", examples=[48213])
+    gateway_id: str | None = Field(default=None, description="The gateway that stored it (its configured "
+                                   "id); null for rows stored before gateways recorded it", examples=["edge-01"])
 
     @classmethod
     def of(cls, r: Reading) -> ReadingOut:
@@ -57,7 +59,8 @@ def reading_dict(r: Reading) -> dict[str, Any]:
     channel = r.channel._value_
     return {"meter_id": r.meter_id, "channel": channel, "ts": r.ts, "value": r.value, "unit": _UNIT[channel],
             "kind": r.kind._value_, "status": r.status._value_, "quality": _flag_names(r.quality),
-            "source": r.source._value_, "received_at": r.received_at, "seq": r.seq}
+            "source": r.source._value_, "received_at": r.received_at, "seq": r.seq,
+            "gateway_id": r.gateway_id}
 
 
 class FeedOut(BaseModel):

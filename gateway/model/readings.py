@@ -108,6 +108,9 @@ class Reading:
     seq: int | None = None
     #: Free detail kept with a flagged reading (e.g. the rollover modulus used).
     note: str | None = field(default=None, compare=False)
+    #: The gateway that stored it (its configured id); set by the store, None before that
+    #: and on rows written before stores recorded it.
+    gateway_id: str | None = field(default=None, compare=False)
 
     def with_flags(self, quality: Quality, status: Status) -> Reading:
         return replace(self, quality=quality, status=status)

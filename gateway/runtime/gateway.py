@@ -55,7 +55,7 @@ from gateway.validate.payg import PaygChecker, PaygLimits
 from gateway.validate.thresholds import ThresholdTable
 from gateway.validate.validator import Validator
 from storage.base import Store
-from storage.open import open_store
+from storage.open import ManagedStore, open_store
 from storage.spool import Spool, SpoolStats
 from storage.spool.forwarder import Forwarder
 
@@ -74,6 +74,14 @@ def retention_of(config: GatewayConfig) -> timedelta | None:
     from storage.retention import parse_period
 
     return None if config.storage.retention is None else parse_period(config.storage.retention)
+
+
+async def open_configured_store(config: GatewayConfig) -> ManagedStore:
+    """The store that `config` names, open (not migrated), stamping the gateway's id on what it writes."""
+    st = config.storage
+    return await open_store(st.backend, sqlite_path=config.data_path(st.sqlite_path), dsn=st.dsn,
+                            chunk_interval=st.chunk_interval, retention=retention_of(config),
+                            gateway_id=config.gateway.id)  # fmt: skip
 
 
 def meters_from_config(config: GatewayConfig) -> list[Meter]:
@@ -245,9 +253,7 @@ class Gateway:
             self.spool = await stack.enter_async_context(Spool(
                 cfg.data_path(cfg.spool.path), max_bytes=cfg.spool.max_bytes, on_high_water=self._spool_high))
             if self.store is None:
-                self.store = await open_store(cfg.storage.backend, sqlite_path=cfg.data_path(cfg.storage.sqlite_path),
-                                              dsn=cfg.storage.dsn, chunk_interval=cfg.storage.chunk_interval,
-                                              retention=retention_of(cfg))
+                self.store = await open_configured_store(cfg)
                 stack.push_async_callback(self.store.close)
             self.pipeline = Pipeline(normaliser, validator, self.spool, queue_size=cfg.gateway.queue_size,
                                      on_batch=self._observed, payg=self.payg_checker)

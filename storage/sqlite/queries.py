@@ -7,11 +7,10 @@ Each query is one statement on the reader connection, so it sees one consistent 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from gateway.errors import InvalidRequest
 from gateway.model import (
     BalanceUpdate,
     Channel,
@@ -27,13 +26,11 @@ from gateway.model import (
     Utility,
 )
 from storage import consumption as cons
-from storage.base import BillingRead, ConsumptionBucket, FeedPage, LastValue
+from storage.base import FeedPage, LastValue
 from storage.rows import CHANNEL
 from storage.sqlite import rows
 
 _ALL_CHANNELS = json.dumps([c.value for c in Channel])
-_USABLE = json.dumps([s.value for s in Status if s is not Status.REJECTED])
-_BILLABLE = json.dumps([s.value for s in cons.BILLABLE])
 _RC = ", ".join(f"r.{c.strip()}" for c in rows.READING_COLS.split(","))
 
 # Part 0: for each boundary, the last usable read at or before it (one index probe each).
@@ -52,7 +49,12 @@ WHERE meter_id = :m AND channel = :ch AND ts <= :hi AND {cons.FLAGGED_SQL}
 ORDER BY 1, 2, 6"""
 
 
-class SqliteQueries:
+def _status_list(statuses: Sequence[Status]) -> str:
+    """Statuses as the JSON array that json_each() reads."""
+    return json.dumps([s.value for s in statuses])
+
+
+class SqliteQueries(cons.ConsumptionQueries):
     """Reader methods; the store provides `_fetch` (on its read-only connection)."""
 
     async def _fetch(self, action: str, sql: str, params: Iterable[Any] | dict[str, Any] = ()) -> list[Any]:
@@ -202,30 +204,13 @@ class SqliteQueries:
         items = [rows.reading(r) for r in found]
         return FeedPage(items, items[-1].seq if items and items[-1].seq is not None else after)
 
-    async def consumption(self, meter_id: str, channel: Channel, *, start: datetime, end: datetime,
-                          bucket: str, tz: str = "UTC") -> list[ConsumptionBucket]:  # fmt: skip
-        """Consumption per bucket (see storage.consumption for the rules)."""
-        zone = cons.check_request(channel, bucket, tz)
-        bounds = cons.bucket_bounds(start, end, bucket, zone)
-        closings, flagged = await self._closings_and_flagged(meter_id, channel, bounds, _USABLE)
-        return cons.buckets(bounds, closings, flagged)
-
-    async def billing_read(self, meter_id: str, channel: Channel, *, start: datetime,
-                           end: datetime) -> BillingRead:  # fmt: skip
-        """Opening and closing billable reads of the period and the consumption between."""
-        if rows.us(end) < rows.us(start):
-            msg = f"billing read of {meter_id}: end {end.isoformat()} is before start {start.isoformat()}"
-            raise InvalidRequest(msg)
-        (opening, closing), flagged = await self._closings_and_flagged(meter_id, channel, [start, end], _BILLABLE)
-        return cons.billing(meter_id, channel, start, end, opening, closing, flagged)
-
     async def _closings_and_flagged(self, meter_id: str, channel: Channel, bounds: list[datetime],
-                                    statuses: str) -> tuple[list[Reading | None], list[Reading]]:  # fmt: skip
+                                    statuses: Sequence[Status]) -> tuple[list[Reading | None], list[Reading]]:  # fmt: skip
         micros = [rows.us(b) for b in bounds]
         found = await self._fetch(
             f"consumption of {meter_id}",
             _CLOSINGS_AND_FLAGGED,
-            {"bounds": json.dumps(micros), "m": meter_id, "ch": channel.value, "ok": statuses,
+            {"bounds": json.dumps(micros), "m": meter_id, "ch": channel.value, "ok": _status_list(statuses),
              "lo": micros[0], "hi": micros[-1]},
         )  # fmt: skip
         closings: list[Reading | None] = []

@@ -15,8 +15,9 @@ from storage.identity import deadletter_key, event_key
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
-READING_COLS = "seq, meter_id, channel, ts, value, kind, quality, status, source, received_at, note"
-READING_IN = READING_COLS.removeprefix("seq, ")
+#: What a write sends: the store adds seq and its own gateway_id.
+READING_IN = "meter_id, channel, ts, value, kind, quality, status, source, received_at, note"
+READING_COLS = f"seq, {READING_IN}, gateway_id"
 BALANCE_COLS = (
     "seq, meter_id, ts, balance, currency, emergency_credit, emergency_credit_in_use, debt, relay,"
     " last_topup_amount, last_topup_ts, low_credit, credit_exhausted, received_at"
@@ -69,6 +70,7 @@ def reading(row: Any) -> Reading:
     return Reading(
         row[1], enums.CHANNEL[row[2]], EPOCH + timedelta(microseconds=row[3]), row[4], enums.KIND[row[5]],
         enums.quality(row[6]), enums.STATUS[row[7]], enums.SOURCE[row[8]], opt_dt(row[9]), row[0], row[10],
+        row[11],
     )  # fmt: skip
 
 

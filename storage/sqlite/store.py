@@ -90,9 +90,12 @@ class SqliteStore(SqliteAccounts, SqliteQueries):
         return "off" if self.retention is None else "delete"
 
     def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection, *,
-                 clock: Callable[[], datetime] = _utcnow, retention: timedelta | None = None) -> None:  # fmt: skip
+                 clock: Callable[[], datetime] = _utcnow, retention: timedelta | None = None,
+                 gateway_id: str | None = None) -> None:  # fmt: skip
         """Use `SqliteStore.open`; this takes connections that are already configured."""
         self.path = path
+        #: Stamped on every reading, balance update, event and dead letter this store writes.
+        self.gateway_id = gateway_id
         #: How long data is kept (None: for ever); `apply_retention` deletes what is older.
         self.retention = retention
         self._writer = writer
@@ -104,8 +107,9 @@ class SqliteStore(SqliteAccounts, SqliteQueries):
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout: float = 5.0, retention: timedelta | None = None,
-                   clock: Callable[[], datetime] = _utcnow) -> Self:  # fmt: skip
-        """Open (creating if needed) the database file at `path`. Does not migrate."""
+                   clock: Callable[[], datetime] = _utcnow, gateway_id: str | None = None) -> Self:  # fmt: skip
+        """Open (creating if needed) the database file at `path`. Does not migrate.
+        `gateway_id` is stamped on what the store writes (None: left empty)."""
         path = Path(path)
         with _errors(path, "open"):
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,7 +133,7 @@ class SqliteStore(SqliteAccounts, SqliteQueries):
                 await reader.close()
                 await writer.close()
                 raise
-        return cls(path, writer, reader, clock=clock, retention=retention)
+        return cls(path, writer, reader, clock=clock, retention=retention, gateway_id=gateway_id)
 
     async def __aenter__(self) -> Self:
         return self
@@ -170,9 +174,9 @@ class SqliteStore(SqliteAccounts, SqliteQueries):
             return list(await self._reader.execute_fetchall(sql, params if isinstance(params, dict) else tuple(params)))
 
     # -- lifecycle ---------------------------------------------------------------
-    async def migrate(self) -> None:
+    async def migrate(self, *, upto: int | None = None) -> None:
         """Apply pending migrations in order, each in its own transaction. Idempotent."""
-        migrations = load_migrations("storage.sqlite")
+        migrations = [m for m in load_migrations("storage.sqlite") if upto is None or m.version <= upto]
         async with self._write_lock:
             with _errors(self.path, "migrate"):
                 await self._writer.execute(
@@ -244,26 +248,26 @@ class SqliteStore(SqliteAccounts, SqliteQueries):
             return result
         async with self._transaction("write") as db:
             if batch.readings:
-                await _write_readings(db, batch.readings, result)
+                await _write_readings(db, batch.readings, result, self.gateway_id)
             if batch.balances:
                 cur = await db.executemany(
-                    f"INSERT INTO balances ({rows.BALANCE_IN}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    f"INSERT INTO balances ({rows.BALANCE_IN}, gateway_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (meter_id, ts) DO NOTHING",
-                    [rows.balance_row(b) for b in batch.balances],
+                    [(*rows.balance_row(b), self.gateway_id) for b in batch.balances],
                 )
                 result.balances_inserted = cur.rowcount
             if batch.events:
                 cur = await db.executemany(
-                    f"INSERT INTO events ({rows.EVENT_COLS}, ikey) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    f"INSERT INTO events ({rows.EVENT_COLS}, ikey, gateway_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (ts, ikey) DO NOTHING",
-                    [rows.event_row(e) for e in batch.events],
+                    [(*rows.event_row(e), self.gateway_id) for e in batch.events],
                 )
                 result.events_inserted = cur.rowcount
             if batch.deadletters:
                 cur = await db.executemany(
-                    f"INSERT INTO deadletters ({rows.DEADLETTER_COLS}, ikey) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    f"INSERT INTO deadletters ({rows.DEADLETTER_COLS}, ikey, gateway_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (ts, ikey) DO NOTHING",
-                    [rows.deadletter_row(d) for d in batch.deadletters],
+                    [(*rows.deadletter_row(d), self.gateway_id) for d in batch.deadletters],
                 )
                 result.deadletters_inserted = cur.rowcount
         return result
@@ -332,7 +336,8 @@ async def _next_seq(db: aiosqlite.Connection) -> int:
     return int(next(iter(found))[0])
 
 
-async def _write_readings(db: aiosqlite.Connection, readings: list[Reading], result: WriteResult) -> None:
+async def _write_readings(db: aiosqlite.Connection, readings: list[Reading], result: WriteResult,
+                          gateway_id: str | None) -> None:  # fmt: skip
     await db.execute("DELETE FROM temp.staging_readings")
     await db.executemany(
         f"INSERT INTO temp.staging_readings (idx, {_IN}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -348,15 +353,16 @@ async def _write_readings(db: aiosqlite.Connection, readings: list[Reading], res
     for old_seq, idx in replace:
         seq = await _next_seq(db)
         await db.execute(
-            f"UPDATE readings SET (seq, {_IN}) = (SELECT ?, {_S_IN} FROM temp.staging_readings AS s WHERE s.idx = ?)"
-            " WHERE seq = ?",
-            (seq, idx, old_seq),
+            f"UPDATE readings SET (seq, {_IN}, gateway_id) = (SELECT ?, {_S_IN}, ? FROM temp.staging_readings AS s"
+            " WHERE s.idx = ?) WHERE seq = ?",
+            (seq, gateway_id, idx, old_seq),
         )
     # ORDER BY idx: seq follows the batch order. WHERE true: SQLite's documented way
     # to keep "ON CONFLICT" from being parsed as a join constraint.
     cur = await db.execute(
-        f"INSERT INTO readings ({_IN}) SELECT {_IN} FROM temp.staging_readings"
-        " WHERE true ORDER BY idx ON CONFLICT (meter_id, channel, ts) DO NOTHING"
+        f"INSERT INTO readings ({_IN}, gateway_id) SELECT {_IN}, ? FROM temp.staging_readings"
+        " WHERE true ORDER BY idx ON CONFLICT (meter_id, channel, ts) DO NOTHING",
+        (gateway_id,),
     )
     result.readings_inserted = cur.rowcount
     # Every staged row now has a stored row with its key; those whose stored value

@@ -8,13 +8,14 @@ the few non-plain reads) for consumption and billing reads.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import psycopg
 
-from gateway.errors import InvalidRequest, NotFound
+from gateway.errors import NotFound
 from gateway.model import (
     BalanceUpdate,
     Channel,
@@ -30,13 +31,11 @@ from gateway.model import (
     Utility,
 )
 from storage import consumption as cons
-from storage.base import BillingRead, ConsumptionBucket, FeedPage, LastValue
+from storage.base import FeedPage, LastValue
 from storage.rows import CHANNEL
 from storage.timescale import rows
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
-
-_BILLABLE = [s.value for s in cons.BILLABLE]
 
 # The last usable read at or before each boundary: one backward index probe per bound.
 _CLOSINGS = (
@@ -49,19 +48,18 @@ _FLAGGED = (
     f"SELECT {rows.READING_COLS} FROM readings WHERE meter_id = %(m)s AND channel = %(ch)s"
     f" AND ts >= %(lo)s AND ts <= %(hi)s AND {cons.FLAGGED_SQL} ORDER BY ts"
 )
-_USABLE = [s.value for s in Status if s is not Status.REJECTED]
 
-# Up to this many bounds, one backward probe each (_CLOSINGS); beyond, one range scan.
-# A probe has no lower time bound, so it cannot exclude chunks: on a year of 7-day chunks
-# each probe costs a chunk walk, and a year of daily buckets made 366 of them.
+# Up to this many bounds, one backward probe each (_CLOSINGS); beyond, one probe per
+# bucket bounded on both sides. A probe with no lower time bound cannot exclude chunks:
+# on a year of 7-day chunks each one walks the chunks, and a year of daily buckets made
+# 366 walks. Bounded, TimescaleDB excludes chunks at run time and each probe reads one.
 _PROBE_BOUNDS = 8
-# The last usable read of each bucket (b[i-1], b[i]], from one scan of (b[0], b[n]]:
-# width_bucket over the bounds moved on by a microsecond puts a read exactly on b[i] in
-# bucket i (it closes that bucket), as _CLOSINGS does.
+# The last usable read of each bucket (lo, hi]; empty buckets return no row.
 _LAST_PER_BUCKET = (
-    f"SELECT DISTINCT ON (k) k, {rows.READING_COLS} FROM (SELECT width_bucket(ts, %(shifted)s::timestamptz[]) AS k,"
-    f"  {rows.READING_COLS} FROM readings WHERE meter_id = %(m)s AND channel = %(ch)s AND ts > %(b0)s"
-    "  AND ts <= %(bn)s AND status = ANY(%(ok)s)) AS s ORDER BY k, ts DESC"
+    "SELECT b.i, l.* FROM unnest(%(lo)s::timestamptz[], %(hi)s::timestamptz[]) WITH ORDINALITY AS b(lo, hi, i)"
+    f" CROSS JOIN LATERAL (SELECT {rows.READING_COLS} FROM readings AS r WHERE r.meter_id = %(m)s"
+    "  AND r.channel = %(ch)s AND r.ts > b.lo AND r.ts <= b.hi AND r.status = ANY(%(ok)s)"
+    "  ORDER BY r.ts DESC LIMIT 1) AS l"
 )
 _LAST_AT_OR_BEFORE = (
     f"SELECT {rows.READING_COLS} FROM readings WHERE meter_id = %(m)s AND channel = %(ch)s AND ts <= %(b0)s"
@@ -69,7 +67,7 @@ _LAST_AT_OR_BEFORE = (
 )
 
 
-class TimescaleQueries:
+class TimescaleQueries(cons.ConsumptionQueries):
     """Reader methods; the store provides `_conn` and `_fetch`."""
 
     def _conn(self, action: str) -> AbstractAsyncContextManager[Conn]:
@@ -225,27 +223,10 @@ class TimescaleQueries:
             items = [rows.reading(r) for r in await cur.fetchall()]
         return FeedPage(items, items[-1].seq if items and items[-1].seq is not None else after)
 
-    async def consumption(self, meter_id: str, channel: Channel, *, start: datetime, end: datetime,
-                          bucket: str, tz: str = "UTC") -> list[ConsumptionBucket]:  # fmt: skip
-        """Consumption per bucket (see storage.consumption for the rules)."""
-        zone = cons.check_request(channel, bucket, tz)
-        bounds = cons.bucket_bounds(start, end, bucket, zone)
-        closings, flagged = await self._closings_and_flagged(meter_id, channel, bounds, _USABLE)
-        return cons.buckets(bounds, closings, flagged)
-
-    async def billing_read(self, meter_id: str, channel: Channel, *, start: datetime,
-                           end: datetime) -> BillingRead:  # fmt: skip
-        """Opening and closing billable reads of the period and the consumption between."""
-        if rows.utc(end) < rows.utc(start):
-            msg = f"billing read of {meter_id}: end {end.isoformat()} is before start {start.isoformat()}"
-            raise InvalidRequest(msg)
-        bounds = [rows.utc(start), rows.utc(end)]
-        (opening, closing), flagged = await self._closings_and_flagged(meter_id, channel, bounds, _BILLABLE)
-        return cons.billing(meter_id, channel, start, end, opening, closing, flagged)
-
     async def _closings_and_flagged(self, meter_id: str, channel: Channel, bounds: list[datetime],
-                                    statuses: list[str]) -> tuple[list[Reading | None], list[Reading]]:  # fmt: skip
-        params: dict[str, Any] = {"m": meter_id, "ch": channel.value, "bounds": bounds, "ok": statuses}
+                                    statuses: Sequence[Status]) -> tuple[list[Reading | None], list[Reading]]:  # fmt: skip
+        params: dict[str, Any] = {"m": meter_id, "ch": channel.value, "bounds": bounds,
+                                  "ok": [s.value for s in statuses]}
         async with self._conn(f"consumption of {meter_id}") as conn, conn.transaction():
             # One snapshot for both queries (REPEATABLE READ is not needed: a read-only
             # transaction in READ COMMITTED would take two; this one is short).
@@ -295,7 +276,7 @@ class TimescaleQueries:
 async def _closings_by_bucket(conn: Conn, params: dict[str, Any]) -> list[Reading | None]:
     """For each bound, the last usable read at or before it (same answer as _CLOSINGS)."""
     bounds: list[datetime] = params["bounds"]
-    scan = {**params, "b0": bounds[0], "bn": bounds[-1], "shifted": [b + timedelta(microseconds=1) for b in bounds]}
+    scan = {**params, "b0": bounds[0], "lo": bounds[:-1], "hi": bounds[1:]}
     cur = await conn.execute(_LAST_AT_OR_BEFORE, scan)
     row = await cur.fetchone()
     closings: list[Reading | None] = [None if row is None else rows.reading(row)]

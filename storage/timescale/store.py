@@ -9,6 +9,7 @@ hand out a connection within `timeout`) becomes SinkUnavailable, anything else S
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -74,10 +75,12 @@ def _errors(label: str, action: str) -> Iterator[None]:
         raise SinkError(msg) from exc
 
 
-async def _configure(conn: Conn) -> None:
-    """Per new pooled connection: UTC session time zone and the readings staging table."""
+async def _configure(conn: Conn, *, gateway_id: str | None) -> None:
+    """Per new pooled connection: UTC session time zone, the readings staging table, and
+    the gateway id that the written tables' gateway_id column takes as its default."""
     await conn.execute("SET TIME ZONE 'UTC'")
     await conn.execute(STAGING)
+    await conn.execute("SELECT set_config('meter_gateway.gateway_id', %s, false)", [gateway_id or ""])
 
 
 class TimescaleStore(TimescaleAccounts, TimescaleQueries):
@@ -111,14 +114,15 @@ class TimescaleStore(TimescaleAccounts, TimescaleQueries):
     async def open(cls, dsn: str, *, chunk_interval: str = "7 days", timeout: float = 5.0,
                    min_size: int = 1, max_size: int = 4, timescaledb: bool = True,
                    retention: timedelta | None = None, compress_after: timedelta = timedelta(days=30),
-                   clock: Callable[[], datetime] = _utcnow) -> Self:  # fmt: skip
+                   clock: Callable[[], datetime] = _utcnow, gateway_id: str | None = None) -> Self:  # fmt: skip
         """Open a connection pool on `dsn` and detect the mode if the database answers.
 
         Does not migrate, and does not fail when the database is down (the pool keeps
         trying in the background; calls raise SinkUnavailable meanwhile).
         `timescaledb=False` keeps plain tables even where TimescaleDB is installed.
         `retention`: how long data is kept (None: for ever); `compress_after`: age at which
-        chunks are compressed where the license allows it.
+        chunks are compressed where the license allows it. `gateway_id` is stamped on the
+        readings, balance updates, events and dead letters written through this store.
         """
         label = _label(dsn)
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
@@ -129,7 +133,7 @@ class TimescaleStore(TimescaleAccounts, TimescaleQueries):
             timeout=timeout,
             kwargs={"autocommit": True, "connect_timeout": max(1, round(timeout)),
                     "application_name": "meter-gateway"},
-            configure=_configure,
+            configure=functools.partial(_configure, gateway_id=gateway_id),
             # A connection idle in the pool may have died with the server; check it
             # before handing it out, so a restarted database is picked up at once.
             check=AsyncConnectionPool.check_connection,
@@ -179,12 +183,12 @@ class TimescaleStore(TimescaleAccounts, TimescaleQueries):
         return policies.retention_mode(self.mode, self.retention)
 
     # -- lifecycle ---------------------------------------------------------------
-    async def migrate(self) -> None:
+    async def migrate(self, *, upto: int | None = None) -> None:
         """Enable TimescaleDB when available, then apply pending migrations in order, each
         in its own transaction under an advisory lock (other gateways wait). Idempotent.
         Under the community license, then sets up compression, retention and the daily
         aggregate."""
-        migrations = load_migrations("storage.timescale")
+        migrations = [m for m in load_migrations("storage.timescale") if upto is None or m.version <= upto]
         async with self._conn("migrate") as conn:
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", _MIGRATE_LOCK)

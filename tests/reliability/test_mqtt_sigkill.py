@@ -8,17 +8,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import sqlite3
-import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import IO
-
-import httpx
 
 from simulators.broker import Broker
 from simulators.mqtt import PaygFleet
-from tests.fixtures.gateway import eventually
+from tests.fixtures.gateway import broker_connected, eventually
+from tests.fixtures.gateway import start_gateway_process as start
 from tests.fixtures.ports import free_port
 
 METERS = [f"P-{i:05d}" for i in range(1, 13)]
@@ -58,21 +55,6 @@ client_id = "gw-sigkill"
 currency = "KES"
 """ + "".join(f'[[meters]]\nmeter_id = "{m}"\nprotocol = "mqtt"\npayg = true\n' for m in METERS))
     return config, data / "store.db"
-
-
-async def start(config: Path, log: IO[bytes]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway", "run", "--config", str(config),
-                                                stdout=asyncio.subprocess.DEVNULL, stderr=log)
-
-
-async def broker_connected(api_port: int) -> bool:
-    """The gateway's /readyz says it is connected and subscribed (its session exists at the broker)."""
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", timeout=2) as client:
-            checks = (await client.get("/readyz")).json()["checks"]
-    except (httpx.HTTPError, ValueError, KeyError):
-        return False
-    return bool(checks.get("broker", {}).get("ok"))
 
 
 async def test_sigkill_mid_stream_then_restart(tmp_path: Path, mqtt_broker: Broker) -> None:

@@ -104,8 +104,8 @@ async def _ready(api: httpx.AsyncClient) -> bool:
 
 
 async def _len_at_least(rows: object, n: int) -> bool:
-    return len(await rows) >= n  # type: ignore[misc, arg-type]
+    return len(await rows) >= n  # type: ignore[misc]
 
 
 async def _covers(rows: object, wanted: set[Row]) -> bool:
-    return wanted <= set(await rows)  # type: ignore[misc, arg-type]
+    return wanted <= set(await rows)  # type: ignore[misc]

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from simulators.mqtt.payg import publish_balance
 
 from gateway.config.profiles import load_profiles
 from simulators.broker import Broker
 from simulators.modbus import SimFleet
+from simulators.mqtt.payg import publish_balance
 from tests.fixtures.gateway import eventually, gateway_config, running_gateway
 
 

@@ -16,10 +16,12 @@ from storage.timescale.store import TimescaleStore
 BACKENDS = ["sqlite", "timescale", "postgresql"]
 
 
-async def open_backend(backend: str, where: str, *, retention: timedelta | None = None) -> Store:
+async def open_backend(backend: str, where: str, *, retention: timedelta | None = None,
+                       gateway_id: str | None = None) -> Store:  # fmt: skip
     """An open, not yet migrated store: `where` is a file path (sqlite) or a DSN."""
     if backend == "sqlite":
-        return await open_store("sqlite", sqlite_path=Path(where), retention=retention)
+        return await open_store("sqlite", sqlite_path=Path(where), retention=retention, gateway_id=gateway_id)
     if backend == "timescale":
-        return await open_store("timescale", dsn=where, chunk_interval="1 day", retention=retention)
-    return await TimescaleStore.open(where, timescaledb=False, retention=retention)
+        return await open_store("timescale", dsn=where, chunk_interval="1 day", retention=retention,
+                                gateway_id=gateway_id)
+    return await TimescaleStore.open(where, timescaledb=False, retention=retention, gateway_id=gateway_id)

@@ -54,7 +54,7 @@ async def test_migrations_are_recorded_once_even_when_gateways_race(timescale_ds
         for s in stores:
             await s.close()
 
-    assert _query(timescale_dsn, "SELECT version, name FROM schema_migrations ORDER BY version") == [(1, "init"), (2, "wave2"), (3, "accounts")]
+    assert _query(timescale_dsn, "SELECT version, name FROM schema_migrations ORDER BY version") == [(1, "init"), (2, "wave2"), (3, "accounts"), (4, "gateway_id")]
 
 
 async def test_plain_postgresql_mode_makes_no_hypertables(timescale_dsn: str) -> None:
@@ -257,7 +257,7 @@ async def test_community_branch_is_taken_when_the_license_says_so(ts_store: Time
     import storage.timescale.store as store_module
 
     original = store_module._mode_of
-    store_module._mode_of = community  # type: ignore[assignment]
+    store_module._mode_of = community
     try:
         with pytest.raises(SinkError, match="apache"):
             await ts_store.migrate()
