@@ -7,8 +7,9 @@ state array. `FrameDecoder` decodes many `RawRegisters` of one device profile at
 words of a block are stacked into a 2-D uint16 array and each register spec becomes one
 byte-order-aware `view` (e.g. ``>f4``), so the cost per poll is a few array operations.
 
-The list path (`ReadingFrame.from_readings` / `to_readings`) keeps today's pipeline, which
-hands `list[Reading]` around, working unchanged.
+The pipeline decodes its polls with `FrameDecoder`, validates the frame, and makes Reading
+objects (`to_readings`) only for the spool. `from_readings` serves callers that hold a list
+(`Validator.validate`, seeding VEE from the store).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from itertools import chain
+from operator import itemgetter
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +26,7 @@ import numpy.typing as npt
 from drivers.samples import RawRegisters
 from gateway.model import Channel, DeadLetter, Event, EventKind, Kind, Quality, Reading, Severity, Source, Status
 from gateway.model.profiles import ByteOrder, DataType, DeviceFlag, DeviceProfile, RegisterSpec
+from gateway.normalise.normaliser import poll_dead_letter, register_value
 from gateway.normalise.units import conversion_factor
 
 I64 = npt.NDArray[np.int64]
@@ -199,32 +202,60 @@ class ReadingFrame:
 
     def to_readings(self, table: SeriesTable) -> list[Reading]:
         """Reading objects of every row; rows that came from a Reading keep it unless something changed."""
-        out: list[Reading] = []
         src = self.readings
+        if src is None:
+            return self._new_readings(table, np.arange(len(self)))
+        out: list[Reading] = []
         quality = self.quality.tolist()
         status = self.status.tolist()
         origin = self.origin.tolist()
         notes = self.notes
+        made = iter(self._new_readings(table, np.flatnonzero(self.origin < 0)))
         for i, o in enumerate(origin):
-            if o >= 0 and src is not None:
-                r = src[o]
-                q, s = quality[i], STATUSES[status[i]]
-                note = notes.get(i, r.note)
-                changed = q != r.quality or s is not r.status or note is not r.note
-                if r.ts.tzinfo is not UTC:  # timestamps leave VEE in UTC
-                    ts = r.ts.replace(tzinfo=UTC) if r.ts.tzinfo is None else r.ts.astimezone(UTC)
-                    r = replace(r, ts=ts)
-                out.append(replace(r, quality=Quality(q), status=s, note=note) if changed else r)
-            else:
-                meter_id, channel = table.keys[int(self.series[i])]
-                rec = int(self.received[i])
-                out.append(Reading(
-                    meter_id=meter_id, channel=channel, ts=from_us(int(self.ts[i])), value=float(self.value[i]),
-                    kind=Kind.CUMULATIVE if self.cumulative[i] else Kind.INSTANTANEOUS, quality=Quality(quality[i]),
-                    status=STATUSES[status[i]], source=SOURCES[int(self.source[i])],
-                    received_at=None if rec == NO_TS else from_us(rec), note=notes.get(i),
-                ))
+            if o < 0:
+                out.append(next(made))
+                continue
+            r = src[o]
+            q, s = quality[i], STATUSES[status[i]]
+            note = notes.get(i, r.note)
+            changed = q != r.quality or s is not r.status or note is not r.note
+            if r.ts.tzinfo is not UTC:  # timestamps leave VEE in UTC
+                ts = r.ts.replace(tzinfo=UTC) if r.ts.tzinfo is None else r.ts.astimezone(UTC)
+                r = replace(r, ts=ts)
+            out.append(replace(r, quality=Quality(q), status=s, note=note) if changed else r)
         return out
+
+    def _new_readings(self, table: SeriesTable, rows: I64) -> list[Reading]:
+        """Reading objects of `rows`, made from the columns (decoded polls, estimates).
+
+        This is the pipeline's one loop per reading (the spool takes objects), so the columns
+        are read as lists once, and timestamps and flags, shared by many rows, are made once."""
+        if not len(rows):
+            return []
+        keys = table.keys
+        stamps = _datetimes(self.ts[rows].tolist())
+        received = _datetimes(self.received[rows].tolist())
+        qualities = self.quality[rows].tolist()
+        flags = {q: Quality(q) for q in set(qualities)}
+        notes = self.notes
+        out = []
+        for i, sid, ts, value, cumulative, q, status, source, rec in zip(
+                rows.tolist(), self.series[rows].tolist(), stamps, self.value[rows].tolist(),
+                self.cumulative[rows].tolist(), qualities, self.status[rows].tolist(), self.source[rows].tolist(),
+                received, strict=True):
+            meter_id, channel = keys[sid]
+            out.append(Reading(meter_id=meter_id, channel=channel, ts=ts, value=value,
+                               kind=Kind.CUMULATIVE if cumulative else Kind.INSTANTANEOUS, quality=flags[q],
+                               status=STATUSES[status], source=SOURCES[source], received_at=rec, note=notes.get(i)))
+        return out
+
+
+def _datetimes(stamps: list[int]) -> list[datetime | None]:
+    """µs column -> UTC datetimes (None for NO_TS); a batch holds few distinct instants."""
+    made: dict[int, datetime | None] = {NO_TS: None}
+    for us in set(stamps) - made.keys():
+        made[us] = from_us(us)
+    return list(map(made.__getitem__, stamps))
 
 
 # -- vectorised register decoding ------------------------------------------------------
@@ -245,33 +276,76 @@ def decode_columns(words: npt.NDArray[np.uint16], spec: RegisterSpec) -> npt.NDA
 class _Layout:
     """Where each register of a profile sits in one poll's flattened words."""
 
-    starts: tuple[int, ...]  # first word of each block in the flattened row
-    width: int  # words per poll
     columns: tuple[int | None, ...]  # per RegisterSpec: first word, None if not read
     flag_columns: tuple[int | None, ...]  # per FlagSpec
 
 
-def _layout(profile: DeviceProfile, blocks: Sequence[tuple[int, int, int]]) -> _Layout:
+Shape = list[tuple[int, int, int]]  # (function code, address, count) of each block a poll read
+
+
+def _shape(raw: RawRegisters) -> Shape:
+    return [(b.function, b.address, len(b.words)) for b in raw.blocks]
+
+
+def _layout(profile: DeviceProfile, blocks: Shape) -> _Layout:
     starts, pos = [], 0
     for _, _, count in blocks:
         starts.append(pos)
         pos += count
 
     def column(function: int, address: int, words: int) -> int | None:
+        # The first block that holds the register, as the Normaliser's `place` picks it.
         for (fc, start, count), first in zip(blocks, starts, strict=True):
             if fc == function and start <= address and address + words <= start + count:
                 return first + address - start
         return None
 
-    return _Layout(tuple(starts), pos, tuple(column(s.function.code, s.address, s.words) for s in profile.registers),
+    return _Layout(tuple(column(s.function.code, s.address, s.words) for s in profile.registers),
                    tuple(column(f.function.code, f.address, 1) for f in profile.flags))
+
+
+def _stacked(group: Sequence[RawRegisters], shape: Shape) -> npt.NDArray[np.uint16] | None:
+    """The words of every poll as one (polls, words) array; None if a poll read other blocks
+    than `shape` (then the words of a row would not line up with the layout)."""
+    n = len(group)
+    if len(shape) == 1:
+        blocks = [r.blocks[0] for r in group]
+        if [len(r.blocks) for r in group] != [1] * n:
+            return None
+    else:
+        blocks = [b for r in group for b in r.blocks]
+        if len(blocks) != n * len(shape):
+            return None
+    functions, addresses, counts = [f for f, _, _ in shape], [a for _, a, _ in shape], [c for _, _, c in shape]
+    if [b.address for b in blocks] != addresses * n or [b.function for b in blocks] != functions * n or \
+            [len(b.words) for b in blocks] != counts * n:
+        return None
+    flat = np.fromiter(chain.from_iterable(b.words for b in blocks), dtype=np.uint16, count=n * sum(counts))
+    return flat.reshape(n, -1)
+
+
+@dataclass(slots=True)
+class _Found:
+    """Dead letters and events of one `decode`, each with the position of its poll in the batch,
+    so they come out poll by poll in the order `Normaliser.registers` gives them."""
+
+    dead: list[tuple[int, DeadLetter]] = field(default_factory=list)
+    events: list[tuple[int, Event]] = field(default_factory=list)
+
+    def in_poll_order(self) -> tuple[list[DeadLetter], list[Event]]:
+        # A stable sort: within one poll, the order they were found in (flags, then registers).
+        return ([d for _, d in sorted(self.dead, key=itemgetter(0))],
+                [e for _, e in sorted(self.events, key=itemgetter(0))])
 
 
 class FrameDecoder:
     """RawRegisters of many polls -> one ReadingFrame (+ dead letters, + tamper events).
 
-    Same results as `Normaliser.registers` poll by poll (a test holds them together), at a
-    cost of a few numpy operations per (profile, register) instead of per value.
+    Same results as `Normaliser.registers` poll by poll (tests hold them together), at a cost
+    of a few numpy operations per (profile, register) instead of per value: the pipeline's
+    decoder. One decoder serves every profile (series ids are cached per profile and meter).
+    Dead letters and events come in poll order, as one poll after another through the
+    Normaliser would give them.
     """
 
     def __init__(self, profiles: Mapping[str, DeviceProfile], series: SeriesTable) -> None:
@@ -283,28 +357,29 @@ class FrameDecoder:
         self._tampered: set[str] = set()
 
     def decode(self, raws: Sequence[RawRegisters]) -> tuple[ReadingFrame, list[DeadLetter], list[Event]]:
-        dead: list[DeadLetter] = []
-        events: list[Event] = []
+        found = _Found()
         meters = [raw.meter_id for raw in raws]
         profiles = list(map(self._profiles.get, meters))
         if profiles and profiles[0] is not None and profiles.count(profiles[0]) == len(profiles):
             # One profile for the whole batch: the usual case.
-            frames = [self._decode_group(profiles[0], list(raws), dead, events, meters)]
+            frames = [self._decode_group(profiles[0], list(raws), list(range(len(raws))), found, meters)]
         else:
-            groups: dict[str, list[RawRegisters]] = {}
-            for raw, profile in zip(raws, profiles, strict=True):
+            groups: dict[str, tuple[DeviceProfile, list[RawRegisters], list[int]]] = {}
+            for i, (raw, profile) in enumerate(zip(raws, profiles, strict=True)):
                 if profile is None:
-                    dead.append(_dead(raw, "unknown_meter", "no profile configured for this meter", ""))
-                else:
-                    groups.setdefault(profile.name, []).append(raw)
-            frames = [self._decode_group(self._profiles[g[0].meter_id], g, dead, events) for g in groups.values()]
+                    found.dead.append((i, poll_dead_letter(raw, "unknown_meter", "no profile configured for this meter")))
+                    continue
+                group = groups.get(profile.name)
+                if group is None:
+                    group = groups[profile.name] = (profile, [], [])
+                group[1].append(raw)
+                group[2].append(i)
+            frames = [self._decode_group(profile, group, at, found) for profile, group, at in groups.values()]
         frames = [f for f in frames if len(f)]
-        if not frames:
-            return ReadingFrame.empty(), dead, events
-        frame = frames[0]
+        frame = frames[0] if frames else ReadingFrame.empty()
         for other in frames[1:]:
             frame = frame.concat(other)
-        return frame, dead, events
+        return frame, *found.in_poll_order()
 
     def _series_ids(self, profile: DeviceProfile, meters: list[str]) -> I64:
         """(n polls, n registers) series ids, cached per meter."""
@@ -312,9 +387,9 @@ class FrameDecoder:
         table = self._id_rows.setdefault(profile.name, [])
         try:
             at = np.fromiter(map(rows.__getitem__, meters), dtype=np.int64, count=len(meters))
-        except KeyError:  # meters seen for the first time
+        except KeyError:  # meters seen for the first time: ids in the order they came
             channels = [spec.channel for spec in profile.registers]
-            for m in set(meters) - rows.keys():
+            for m in dict.fromkeys(meters).keys() - rows.keys():
                 rows[m] = len(table)
                 table.append(self.series.ids(m, channels))
             self._id_arrays.pop(profile.name, None)
@@ -324,104 +399,101 @@ class FrameDecoder:
             ids = self._id_arrays[profile.name] = np.asarray(table, dtype=np.int64).reshape(len(table), -1)
         return ids[at]
 
-    def _decode_group(self, profile: DeviceProfile, group: list[RawRegisters], dead: list[DeadLetter],
-                      events: list[Event], meters: list[str] | None = None) -> ReadingFrame:
+    def _decode_group(self, profile: DeviceProfile, group: list[RawRegisters], at: list[int], found: _Found,
+                      meters: list[str] | None = None) -> ReadingFrame:
+        """Polls of one profile; `at` is each poll's position in the batch."""
+        shape = _shape(group[0])
+        words = _stacked(group, shape)
+        if words is None:
+            # Polls of one profile read the same blocks; if not, decode them one layout at a time.
+            like = [i for i, r in enumerate(group) if _shape(r) == shape]
+            rest = [i for i, r in enumerate(group) if _shape(r) != shape]
+            frame = self._decode_group(profile, [group[i] for i in like], [at[i] for i in like], found)
+            return frame.concat(self._decode_group(profile, [group[i] for i in rest], [at[i] for i in rest], found))
         n = len(group)
+        layout = _layout(profile, shape)
         # The only per-poll Python: pulling the fields out; everything after works on arrays.
         meters = meters if meters is not None else [r.meter_id for r in group]
-        stamps = [r.ts for r in group]
-        received_at = [r.received_at for r in group]
-        blocks = [r.blocks for r in group]
-        shape = [(b.function, b.address, len(b.words)) for b in blocks[0]]
-        layout = _layout(profile, shape)
-        if len(shape) == 1:
-            chunks = [bs[0].words for bs in blocks]
-            same = [bs[0].address for bs in blocks] == [shape[0][1]] * n and \
-                [bs[0].function for bs in blocks] == [shape[0][0]] * n
-        else:
-            chunks = [b.words for bs in blocks for b in bs]
-            same = [b.address for bs in blocks for b in bs] == [a for _, a, _ in shape] * n and \
-                [b.function for bs in blocks for b in bs] == [f for f, _, _ in shape] * n
-        flat = np.fromiter(chain.from_iterable(chunks), dtype=np.uint16) if same else np.empty(0, np.uint16)
-        if not same or flat.size != n * layout.width:
-            # Polls of one profile read the same blocks; if not, decode them one layout at a time.
-            like = [r for r in group if [(b.function, b.address, len(b.words)) for b in r.blocks] == shape]
-            rest = [r for r in group if [(b.function, b.address, len(b.words)) for b in r.blocks] != shape]
-            frame = self._decode_group(profile, like, dead, events)
-            return frame.concat(self._decode_group(profile, rest, dead, events)) if rest else frame
-        words = flat.reshape(n, layout.width)
-        ts = _us_column(stamps)
-        received = _us_column(received_at)
-        quality = self._flags(profile, layout, words, group, meters, dead, events)
+        ts = _us_column([r.ts for r in group])
+        received = _us_column([r.received_at for r in group])
+        quality = self._flags(profile, layout, words, group, at, meters, found)
         ids = self._series_ids(profile, meters)
         keep = np.ones((n, len(profile.registers)), dtype=bool)
         values = np.empty((n, len(profile.registers)), dtype=np.float64)
         for j, (spec, col) in enumerate(zip(profile.registers, layout.columns, strict=True)):
-            where = f"{spec.function.value} {spec.address:#06x}"
             if col is None:
-                dead.extend(_dead(r, "missing_register", f"{spec.channel.value}: register {where} was not read", "")
-                            for r in group)
+                detail = f"{spec.channel.value}: register {spec.function.value} {spec.address:#06x} was not read"
+                found.dead.extend((i, poll_dead_letter(r, "missing_register", detail)) for i, r in zip(at, group, strict=True))
                 keep[:, j] = False
                 continue
-            block = words[:, col:col + spec.words]
-            raw = decode_columns(block, spec)
-            # Garbage words decode to NaN (signalling ones too) or overflow: dead letters below.
-            with np.errstate(invalid="ignore", over="ignore"):
-                v = raw.astype(np.float64) * spec.scale + spec.offset
-                v *= conversion_factor(spec.unit, spec.channel)
-            bad = ~np.isfinite(v)
-            na = raw == spec.not_available if spec.not_available is not None else None
-            if na is not None and na.any():
-                for i in np.flatnonzero(na).tolist():
-                    number = raw[i].item()
-                    dead.append(_dead(group[i], "not_available", f"{spec.channel.value} at {where}: {spec.type.value} "
-                                      f"{number:#x} is the device's 'not available' marker",
-                                      str(block[i].tolist())))
-                keep[:, j] &= ~na
-                bad &= ~na
-            if bad.any():
-                # Not a number cannot be stored as a reading; it is kept as data (a dead letter).
-                for i in np.flatnonzero(bad).tolist():
-                    dead.append(_dead(group[i], "non_finite", f"{spec.channel.value} at {where} decoded to {v[i]}",
-                                      str(block[i].tolist())))
-                keep[:, j] &= ~bad
-            values[:, j] = v
+            values[:, j] = self._column(spec, words[:, col:col + spec.words], group, at, keep[:, j], found)
         k = len(profile.registers)
         cumulative = np.tile(np.asarray([s.kind is Kind.CUMULATIVE for s in profile.registers]), n)
         frame = ReadingFrame.build(ids.reshape(-1), np.repeat(ts, k), values.reshape(-1), cumulative,
                                    quality=np.repeat(quality, k), received=np.repeat(received, k))
         return frame if keep.all() else frame.take(keep.reshape(-1))
 
+    @staticmethod
+    def _column(spec: RegisterSpec, block: npt.NDArray[np.uint16], group: list[RawRegisters], at: list[int],
+                keep: B, found: _Found) -> F64:
+        """One register of every poll in the channel's canonical unit; clears `keep` where the
+        words hold no storable number (they become dead letters)."""
+        raw = decode_columns(block, spec)
+        factor = conversion_factor(spec.unit, spec.channel)
+        # Garbage words decode to NaN (signalling ones too) or overflow: the same arithmetic as
+        # the Normaliser's, in the same order, so the floats are identical.
+        with np.errstate(invalid="ignore", over="ignore"):
+            v = raw.astype(np.float64) * spec.scale + spec.offset
+            v *= factor
+        odd = ~np.isfinite(v)
+        if spec.not_available is not None:
+            odd |= raw == spec.not_available
+        # The few odd values go through the Normaliser's own decoding, one by one: it decides
+        # (e.g. a float that only rounds to the marker is a value) and words the dead letter.
+        for i in np.flatnonzero(odd).tolist():
+            value = register_value(group[i], spec, block[i].tolist(), factor)
+            if isinstance(value, DeadLetter):
+                found.dead.append((at[i], value))
+                keep[i] = False
+            else:
+                v[i] = value
+        return v
+
     def _flags(self, profile: DeviceProfile, layout: _Layout, words: npt.NDArray[np.uint16],
-               group: list[RawRegisters], meters: list[str], dead: list[DeadLetter], events: list[Event]) -> I64:
+               group: list[RawRegisters], at: list[int], meters: list[str], found: _Found) -> I64:
         """Quality bits the devices report in their status registers, one per poll."""
         quality = np.zeros(len(group), dtype=np.int64)
         for flag, col in zip(profile.flags, layout.flag_columns, strict=True):
             if col is None:
-                where = f"{flag.function.value} {flag.address:#06x}"
-                dead.extend(_dead(r, "missing_register", f"{flag.flag.value} flag: register {where} was not read", "")
-                            for r in group)
+                detail = f"{flag.flag.value} flag: register {flag.function.value} {flag.address:#06x} was not read"
+                found.dead.extend((i, poll_dead_letter(r, "missing_register", detail)) for i, r in zip(at, group, strict=True))
                 continue
             raised = ((words[:, col] >> flag.bit) & 1).astype(bool) == flag.active
             quality[raised] |= int(_FLAG_QUALITY[flag.flag])
         if profile.flags:
-            # One TAMPER event when a meter starts reporting it, as the Normaliser does.
-            tampered = (quality & int(Quality.TAMPER)) != 0
-            before = np.fromiter(map(self._tampered.__contains__, meters), dtype=bool, count=len(meters))
-            for i in np.flatnonzero(tampered & ~before).tolist():
-                raw = group[i]
-                if raw.meter_id not in self._tampered:  # the same meter twice in one batch
-                    events.append(Event(raw.ts, raw.meter_id, EventKind.TAMPER, Severity.WARNING,
-                                        "the meter reports tamper in its status register"))
-                    self._tampered.add(raw.meter_id)
-            for i in np.flatnonzero(~tampered & before).tolist():
-                self._tampered.discard(meters[i])
+            self._tamper_events((quality & int(Quality.TAMPER)) != 0, group, at, meters, found)
         return quality
 
+    def _tamper_events(self, tampered: B, group: list[RawRegisters], at: list[int], meters: list[str],
+                       found: _Found) -> None:
+        """One TAMPER event when a meter starts reporting it, not one per poll while it lasts.
 
-def _dead(raw: RawRegisters, reason: str, detail: str, payload: str) -> DeadLetter:
-    return DeadLetter(ts=raw.received_at, source="modbus", where=raw.meter_id, reason=reason, detail=detail,
-                      payload=payload, meter_id=raw.meter_id)
+        A meter can be polled more than once in a batch (a backlog), so its polls are taken in
+        order; only polls of meters that are or become tampered can change anything."""
+        flagged = np.flatnonzero(tampered).tolist()
+        watch = self._tampered.union(meters[i] for i in flagged)
+        if not watch:
+            return
+        watched = np.fromiter(map(watch.__contains__, meters), dtype=bool, count=len(meters))
+        for i in np.flatnonzero(watched).tolist():
+            meter = meters[i]
+            if not tampered[i]:
+                self._tampered.discard(meter)
+            elif meter not in self._tampered:
+                raw = group[i]
+                found.events.append((at[i], Event(raw.ts, meter, EventKind.TAMPER, Severity.WARNING,
+                                                  "the meter reports tamper in its status register")))
+                self._tampered.add(meter)
 
 
 __all__ = [

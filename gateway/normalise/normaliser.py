@@ -42,40 +42,34 @@ class Normaliser:
         self._tampered: set[str] = set()
         self._placements: dict[tuple[int, Layout], tuple[DeviceProfile, list[tuple[RegisterSpec, int, int, float]]]] = {}
 
+    @property
+    def profiles(self) -> Mapping[str, DeviceProfile]:
+        """The device profile of each Modbus meter, by meter id."""
+        return self._profiles
+
     def registers(self, raw: RawRegisters) -> Batch:
         """Decode one poll. A status bit the profile maps to a flag (e.g. tamper) marks every
-        reading of the poll; a TAMPER event is raised when a meter starts reporting it."""
+        reading of the poll; a TAMPER event is raised when a meter starts reporting it.
+
+        The pipeline decodes its polls many at a time with `frame.FrameDecoder`, which gives
+        the same results; this one-poll form is for previews (diagnostics' "poll now")."""
         batch = Batch()
         profile = self._profiles.get(raw.meter_id)
         if profile is None:
-            batch.deadletters.append(self._dead(raw.received_at, "modbus", raw.meter_id, "unknown_meter",
-                                                "no profile configured for this meter", ""))
+            batch.deadletters.append(poll_dead_letter(raw, "unknown_meter", "no profile configured for this meter"))
             return batch
         quality = Quality.NONE
         if profile.flags:
             quality = self._device_flags(raw, profile, {(b.function, b.address): b.words for b in raw.blocks}, batch)
         for spec, index, offset, factor in self._placed(profile, raw):
-            where = f"{spec.function.value} {spec.address:#06x}"
             if index < 0:
-                batch.deadletters.append(self._dead(raw.received_at, "modbus", raw.meter_id, "missing_register",
-                                                    f"{spec.channel.value}: register {where} was not read", ""))
+                where = f"{spec.function.value} {spec.address:#06x}"
+                batch.deadletters.append(poll_dead_letter(raw, "missing_register",
+                                                          f"{spec.channel.value}: register {where} was not read"))
                 continue
-            words = raw.blocks[index].words[offset : offset + spec.words]
-            try:
-                value = decode(words, spec) * factor
-            except NotAvailable as exc:
-                batch.deadletters.append(self._dead(raw.received_at, "modbus", raw.meter_id, "not_available",
-                                                    f"{spec.channel.value} at {where}: {exc}", str(list(words))))
-                continue
-            except (ValueError, OverflowError) as exc:
-                batch.deadletters.append(self._dead(raw.received_at, "modbus", raw.meter_id, "decode",
-                                                    f"{spec.channel.value} at {where}: {exc}", str(list(words))))
-                continue
-            if not math.isfinite(value):
-                # Not a number cannot be stored as a reading; it is kept as data here.
-                batch.deadletters.append(self._dead(raw.received_at, "modbus", raw.meter_id, "non_finite",
-                                                    f"{spec.channel.value} at {where} decoded to {value}",
-                                                    str(list(words))))
+            value = register_value(raw, spec, raw.blocks[index].words[offset : offset + spec.words], factor)
+            if isinstance(value, DeadLetter):
+                batch.deadletters.append(value)
                 continue
             batch.readings.append(Reading(
                 meter_id=raw.meter_id, channel=spec.channel, ts=raw.ts, value=value, kind=spec.kind,
@@ -105,8 +99,8 @@ class Normaliser:
             words = words_for(flag, blocks)
             if words is None:
                 where = f"{flag.function.value} {flag.address:#06x}"
-                batch.deadletters.append(self._dead(raw.received_at, "modbus", raw.meter_id, "missing_register",
-                                                    f"{flag.flag.value} flag: register {where} was not read", ""))
+                batch.deadletters.append(poll_dead_letter(raw, "missing_register",
+                                                          f"{flag.flag.value} flag: register {where} was not read"))
             elif flag_raised(words[0], flag):
                 quality |= _FLAG_QUALITY[flag.flag]
         # One event when a meter starts reporting tamper, not one per poll while it lasts.
@@ -164,10 +158,38 @@ class Normaliser:
                           payload=payload, meter_id=meter_id)
 
 
+def poll_dead_letter(raw: RawRegisters, reason: str, detail: str, payload: str = "") -> DeadLetter:
+    """A dead letter of one Modbus poll, stamped with its received_at (diagnostics match them by it)."""
+    return DeadLetter(ts=raw.received_at, source="modbus", where=raw.meter_id, reason=reason, detail=detail,
+                      payload=payload, meter_id=raw.meter_id)
+
+
+def register_value(raw: RawRegisters, spec: RegisterSpec, words: Sequence[int], factor: float) -> float | DeadLetter:
+    """One register of one poll in the channel's canonical unit, or the dead letter that keeps
+    its words when they hold no storable number. `FrameDecoder` asks this for the values it
+    finds unusable, so both decoders word their dead letters alike."""
+    try:
+        value = decode(words, spec) * factor
+    except NotAvailable as exc:
+        reason, detail = "not_available", f"{_at(spec)}: {exc}"
+    except (ValueError, OverflowError) as exc:
+        reason, detail = "decode", f"{_at(spec)}: {exc}"
+    else:
+        if math.isfinite(value):
+            return value
+        # Not a number cannot be stored as a reading; it is kept as data here.
+        reason, detail = "non_finite", f"{_at(spec)} decoded to {value}"
+    return poll_dead_letter(raw, reason, detail, str(list(words)))
+
+
+def _at(spec: RegisterSpec) -> str:
+    return f"{spec.channel.value} at {spec.function.value} {spec.address:#06x}"
+
+
 def _preview(payload: bytes) -> str:
     """What a dead letter keeps of a payload: the first PAYLOAD_KEEP bytes, as text."""
     text = payload[:PAYLOAD_KEEP].decode("utf-8", errors="replace")
     return text if len(payload) <= PAYLOAD_KEEP else f"{text}... ({len(payload)} bytes)"
 
 
-__all__ = ["Normaliser", "PaygOptions"]
+__all__ = ["Normaliser", "PaygOptions", "poll_dead_letter", "register_value"]

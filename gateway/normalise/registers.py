@@ -78,7 +78,8 @@ def decode(words: Sequence[int], spec: RegisterSpec) -> float:
     """
     number = decode_number(words, spec)
     if spec.not_available is not None and number == spec.not_available:
-        msg = f"{spec.type.value} {number:#x} is the device's 'not available' marker"
+        shown = f"{number:#x}" if isinstance(number, int) else f"{number!r}"  # a float marker has no hex form
+        msg = f"{spec.type.value} {shown} is the device's 'not available' marker"
         raise NotAvailable(msg)
     return float(number) * spec.scale + spec.offset
 

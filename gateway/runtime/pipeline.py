@@ -3,6 +3,10 @@
 Drivers `await pipeline.emit(sample)`: when the queue is full they wait (back-pressure),
 so pollers slow down and MQTT messages stay unacknowledged at the broker. Acks are
 called only after the spool commit returned: that commit is "accepted".
+
+The Modbus polls of a pass are decoded together into one columnar frame (`FrameDecoder`),
+validated as that frame, and turned into Reading objects only for the spool. MQTT payloads,
+poll failures, and events or dead letters the drivers emit go one by one, as they are few.
 """
 
 from __future__ import annotations
@@ -12,17 +16,24 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from drivers.samples import Ack, PollFailure, RawPayload, RawRegisters
-from gateway.model import Batch, DeadLetter, Event
+from gateway.model import Batch, DeadLetter, Event, Quality, Reading
+from gateway.normalise.frame import FrameDecoder
 from gateway.normalise.normaliser import Normaliser
 from gateway.validate.payg import PaygChecker
 from gateway.validate.validator import Validator
-from storage.spool import Spool
 
 log = logging.getLogger(__name__)
 
 Item = RawRegisters | RawPayload | PollFailure | Event | DeadLetter
+
+
+class BatchSink(Protocol):
+    """Where accepted batches go: the spool (`storage.spool.Spool`)."""
+
+    async def append(self, batch: Batch) -> int: ...
 
 
 @dataclass(slots=True)
@@ -41,12 +52,14 @@ class PipelineCounters:
 
 
 class Pipeline:
-    def __init__(self, normaliser: Normaliser, validator: Validator, spool: Spool, *,
+    def __init__(self, normaliser: Normaliser, validator: Validator, spool: BatchSink, *,
                  queue_size: int = 10_000, max_batch: int = 5000,
                  on_batch: Callable[[list[Item], Batch], None] | None = None,
                  payg: PaygChecker | None = None) -> None:
         self.normaliser = normaliser
         self.validator = validator
+        # Series ids are the validator's, so the decoded frame indexes its state directly.
+        self.decoder = FrameDecoder(normaliser.profiles, validator.series)
         #: Derives PAYG events (low credit, top-up, relay, ...) from the balance updates.
         self.payg = payg
         self.spool = spool
@@ -89,9 +102,10 @@ class Pipeline:
     async def process(self, items: list[Item]) -> None:
         batch = Batch()
         acks: list[Ack] = []
+        polls: list[RawRegisters] = []
         for item in items:
             if isinstance(item, RawRegisters):
-                batch.extend(self.normaliser.registers(item))
+                polls.append(item)
                 self.counters.polls_ok += 1
             elif isinstance(item, RawPayload):
                 batch.extend(self.normaliser.payload(item))
@@ -105,8 +119,7 @@ class Pipeline:
                 batch.deadletters.append(item)
             else:
                 batch.events.append(item)
-        batch.readings, events = self.validator.validate(batch.readings)
-        batch.events.extend(events)
+        batch.readings = self._readings(polls, batch)
         if self.payg is not None and batch.balances:
             batch.events.extend(self.payg.check(batch.balances))
         if len(batch):
@@ -117,6 +130,18 @@ class Pipeline:
         if self._on_batch is not None:
             self._on_batch(items, batch)
 
+    def _readings(self, polls: list[RawRegisters], batch: Batch) -> list[Reading]:
+        """Decode and validate all polls of the pass at once; their dead letters and events
+        (tamper, then VEE's) go to `batch`. Readings come ordered by meter, channel, ts."""
+        if not polls:
+            return []
+        frame, dead, events = self.decoder.decode(polls)
+        batch.deadletters.extend(dead)
+        batch.events.extend(events)
+        frame, found = self.validator.validate_frame(frame, ordered=True)
+        batch.events.extend(found)
+        return frame.to_readings(self.validator.series)
+
     def _count(self, batch: Batch) -> None:
         c = self.counters
         c.batches += 1
@@ -124,9 +149,11 @@ class Pipeline:
         c.balances += len(batch.balances)
         c.events += len(batch.events)
         c.deadletters += len(batch.deadletters)
-        for r in batch.readings:
-            for name in r.quality.names() or ["none"]:
-                c.by_quality[name] += 1
+        # Flag names per distinct quality, not per reading: a pass holds thousands of readings
+        # and a handful of flag combinations.
+        for quality, n in Counter[Quality](r.quality for r in batch.readings).items():
+            for name in quality.names() or ["none"]:
+                c.by_quality[name] += n
         for d in batch.deadletters:
             c.deadletters_by_reason[d.reason] += 1
         for e in batch.events:

@@ -1,5 +1,5 @@
-"""The columnar path: ReadingFrame round trips, and FrameDecoder held to the Normaliser (the
-per-poll decoder the pipeline uses) value for value, for every register type and byte order."""
+"""The columnar path: ReadingFrame round trips, and FrameDecoder (the pipeline's decoder) held to
+the Normaliser (the per-poll decoder) value for value, for every register type and byte order."""
 
 from __future__ import annotations
 
@@ -39,12 +39,12 @@ def both(profile: DeviceProfile, raws: list[RawRegisters]) -> tuple[tuple[list, 
     normaliser = Normaliser(dict.fromkeys({r.meter_id for r in raws}, profile), {})
     per_poll = [normaliser.registers(r) for r in raws]
     expected = ([(r.meter_id, r.channel, r.ts, r.value, r.kind, r.quality) for b in per_poll for r in b.readings],
-                sorted((d.reason, d.detail, d.payload, d.meter_id) for b in per_poll for d in b.deadletters),
+                [(d.reason, d.detail, d.payload, d.meter_id) for b in per_poll for d in b.deadletters],
                 [(e.meter_id, e.kind, e.ts) for b in per_poll for e in b.events])
     table = SeriesTable()
     frame, dead, events = FrameDecoder(dict.fromkeys({r.meter_id for r in raws}, profile), table).decode(raws)
     got = ([(r.meter_id, r.channel, r.ts, r.value, r.kind, r.quality) for r in frame.to_readings(table)],
-           sorted((d.reason, d.detail, d.payload, d.meter_id) for d in dead),
+           [(d.reason, d.detail, d.payload, d.meter_id) for d in dead],
            [(e.meter_id, e.kind, e.ts) for e in events])
     return expected, got
 
@@ -106,6 +106,19 @@ def test_values_arrive_in_canonical_units(dtype: DataType, unit: str, scale: flo
     assert dead == [] and frame.value.tolist() == [pytest.approx(value)]
 
 
+@pytest.mark.parametrize(("marker", "number"), [
+    (0, 0.0),  # a float register that holds exactly its marker
+    (65_535, 65_535.0),
+    (0xFFFFFFFF, 4294967296.0),  # the marker only rounds to this float32: a value, not the marker
+])
+def test_a_float_register_with_an_integer_marker_decodes_alike(marker: int, number: float) -> None:
+    spec = RegisterSpec(Channel.POWER, Function.INPUT, 0, DataType.FLOAT32, unit="kW", not_available=marker)
+    words = list(struct.unpack(">HH", struct.pack(">f", number)))
+    expected, got = both(profile_of([spec]), [poll("M-1", words), poll("M-2", [0x3F80, 0])])
+    assert got == expected
+    assert [r[3] for r in got[0]] == ([1.0] if number == marker else [number, 1.0])
+
+
 def test_nan_words_become_dead_letters_not_readings() -> None:
     spec = RegisterSpec(Channel.POWER, Function.INPUT, 0, DataType.FLOAT32, unit="kW")
     table = SeriesTable()
@@ -156,3 +169,11 @@ def test_reading_frame_round_trip_keeps_objects_and_makes_utc() -> None:
     assert back[0] is readings[0]
     assert back[1] == readings[1] and back[1].ts.tzinfo is UTC and back[2].ts == datetime(2026, 3, 2, 1, tzinfo=UTC)
     assert table.keys == [("B", Channel.ENERGY_IMPORT), ("A", Channel.POWER)] and table.rank().tolist() == [1, 0]
+
+
+def test_a_float_marker_is_named_in_the_not_available_message() -> None:
+    from gateway.normalise.registers import NotAvailable, decode
+
+    spec = RegisterSpec(Channel.POWER, Function.INPUT, 0, DataType.FLOAT32, unit="kW", not_available=0)
+    with pytest.raises(NotAvailable, match=r"^float32 0\.0 is the device's 'not available' marker$"):
+        decode(list(struct.unpack(">HH", struct.pack(">f", 0.0))), spec)
