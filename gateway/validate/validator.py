@@ -2,8 +2,8 @@
 
 Everything runs on a ReadingFrame (numpy columns of the whole batch) against per-series
 state arrays: a batch of 35,000 readings costs a few dozen array operations, not 35,000
-Python iterations. `validate(list[Reading])` is the list path the pipeline uses today;
-`validate_frame` is the columnar path.
+Python iterations. `validate_frame` is the entry point (the pipeline hands it the frame its
+decoder made); `validate(list[Reading])` converts a list to a frame and back around it.
 
 Checks, in the order they run (names utility engineers know; thresholds in thresholds.py):
 
