@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 import psycopg
 
-from bench.ingest import T0, build_query_store_pg, table, timed
+from bench.ingest import T0, build_query_store_pg, table, timed, tuned_settings
 from gateway.model import Channel, Meter, MeterStatus, Protocol, Utility
 from storage.keys import Scope, new_key
 from storage.timescale import rows as ts_rows
@@ -123,8 +123,9 @@ class Connection:
             await self.writer.wait_closed()
 
 
-async def load(port: int, key: str, make_url: Callable[[], str], n: int) -> tuple[float, float, float]:
-    """n GETs with CONCURRENCY in flight (one connection each): (p50 ms, p99 ms, requests/s)."""
+async def load(port: int, key: str, make_url: Callable[[], str], n: int,
+               concurrency: int = CONCURRENCY) -> tuple[float, float, float]:  # fmt: skip
+    """n GETs with `concurrency` in flight (one connection each): (p50 ms, p99 ms, requests/s)."""
     samples: list[float] = []
     queue = [make_url() for _ in range(n)]
 
@@ -144,7 +145,7 @@ async def load(port: int, key: str, make_url: Callable[[], str], n: int) -> tupl
 
     started = time.perf_counter()
     async with asyncio.TaskGroup() as tg:
-        for _ in range(CONCURRENCY):
+        for _ in range(concurrency):
             tg.create_task(worker())
     elapsed = time.perf_counter() - started
     samples.sort()
@@ -214,7 +215,7 @@ async def main() -> None:
     proc: asyncio.subprocess.Process | None = None
     try:
         cluster.init()
-        cluster.start(durable=True)
+        cluster.start(durable=True, settings=tuned_settings())
         dsn = cluster.dsn(cluster.create_database())
         t = time.perf_counter()
         async with await TimescaleStore.open(dsn, chunk_interval="7 days") as s:
@@ -260,6 +261,12 @@ async def main() -> None:
             runs = n if "month" not in name and "year" not in name else max(50, n // 4)
             p50, p99, rate = await load(port, key, make, runs)
             results.append((name, f"{p50:.1f}", f"{p99:.1f}", f"{rate:,.0f}", str(runs)))
+        # Latency without queueing: at concurrency 32 a request mostly waits for the 31 before it
+        # (Little's law: latency = in flight / throughput), so the same request at lower
+        # concurrency shows what one costs.
+        for c in (1, 8):
+            p50, p99, rate = await load(port, key, scenarios[0][1], n // 2, concurrency=c)
+            results.append((f"latest reading, concurrency {c}", f"{p50:.1f}", f"{p99:.1f}", f"{rate:,.0f}", str(n // 2)))
         feed_rate = await pull_feed(port, key, min(readings, 2_000_000 if not args.quick else 500_000))
         table(f"API latency at concurrency {CONCURRENCY} (ms) and throughput", results,
               ("request", "p50", "p99", "req/s", "requests"))

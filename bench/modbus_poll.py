@@ -4,8 +4,10 @@
     .venv/bin/python bench/modbus_poll.py --quick    # 200 meters on 4 endpoints, shorter runs
 
 The simulator (`meter-gateway simulate modbus`, two processes by default) runs apart, so the CPU and memory
-figures are the gateway's own: pollers + normaliser, fed the way the pipeline feeds them (a
-bounded queue drained in bursts); `--vee` adds the validator. Spool and store are other
+figures are the gateway's own: pollers + decoder, fed the way the pipeline feeds them (a
+bounded queue drained in bursts, each burst decoded as one columnar frame by `FrameDecoder`
+and turned into Reading objects, as the pipeline hands them to the spool); `--vee` adds the
+validator. Spool and store are other
 benchmarks' business.
 
 1. scheduled: every meter at a 1 s interval, aligned, for --duration s. Overruns (slots a poll
@@ -42,7 +44,7 @@ from drivers.samples import PollFailure, RawRegisters  # noqa: E402
 from gateway.config.profiles import load_profiles  # noqa: E402
 from gateway.model import Event  # noqa: E402
 from gateway.model.profiles import DeviceProfile, Function  # noqa: E402
-from gateway.normalise.normaliser import Normaliser  # noqa: E402
+from gateway.normalise.frame import FrameDecoder, SeriesTable  # noqa: E402
 from gateway.validate.validator import Validator  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -71,9 +73,9 @@ def pct(values: list[float], q: float) -> float:
 
 @dataclass
 class Sink:
-    """The pipeline's first half: bounded queue -> normalise -> validate, counting what comes out."""
+    """The pipeline's first half: bounded queue -> decode -> validate -> readings, counting what comes out."""
 
-    normaliser: Normaliser
+    decoder: FrameDecoder
     validator: Validator | None
     queue: asyncio.Queue[RawRegisters | PollFailure | Event] = field(default_factory=lambda: asyncio.Queue(10_000))
     polls: int = 0
@@ -95,21 +97,20 @@ class Sink:
                     items.append(self.queue.get_nowait())
                 except asyncio.QueueEmpty:
                     break
-            readings = []
-            for item in items:
-                if isinstance(item, RawRegisters):
-                    batch = self.normaliser.registers(item)
-                    readings.extend(batch.readings)
-                    if self.recording:
-                        self.polls += 1
-                        self.deadletters += len(batch.deadletters)
-                        self.latencies.append(item.latency_s)
-                        self.lateness.append((item.received_at - item.ts).total_seconds())
-                elif isinstance(item, PollFailure) and self.recording:
-                    self.failures += 1
-            if self.validator is not None:
-                readings, _ = self.validator.validate(readings)
+            polls = [item for item in items if isinstance(item, RawRegisters)]
             if self.recording:
+                self.polls += len(polls)
+                self.failures += sum(isinstance(item, PollFailure) for item in items)
+                self.latencies.extend(p.latency_s for p in polls)
+                self.lateness.extend((p.received_at - p.ts).total_seconds() for p in polls)
+            if not polls:
+                continue
+            frame, dead, _ = self.decoder.decode(polls)
+            if self.validator is not None:
+                frame, _ = self.validator.validate_frame(frame, ordered=True)
+            readings = frame.to_readings(self.decoder.series)
+            if self.recording:
+                self.deadletters += len(dead)
                 self.values += len(readings)
 
     def reset(self) -> None:
@@ -172,7 +173,8 @@ async def run_pollers(profile: DeviceProfile, ports: list[int], groups: list[lis
                       interval: float, warmup: float, seconds: float, *,
                       vee: bool = False) -> tuple[dict[str, float], Sink, int]:
     profiles = {m: profile for g in groups for m, _ in g}
-    sink = Sink(Normaliser(profiles, {}), Validator() if vee else None)
+    validator = Validator() if vee else None
+    sink = Sink(FrameDecoder(profiles, validator.series if validator else SeriesTable()), validator)
     pollers = [
         ModbusPoller(ModbusEndpoint(f"gw-{k}", "127.0.0.1", port, timeout=1.0),
                      [PollTarget(m, u, profile, interval) for m, u in group], sink.emit)
@@ -236,7 +238,7 @@ async def main(args: argparse.Namespace) -> None:
     n_values = len(profile.registers)
     reads = len(plan_reads(profile))
     print(f"meters {args.meters} (sdm630, {n_values} channels, {reads} reads per poll) on {args.endpoints} "
-          f"endpoints; gateway = pollers + normaliser{' + validator' if args.vee else ''}; simulator in "
+          f"endpoints; gateway = pollers + decoder{' + validator' if args.vee else ''}; simulator in "
           f"{args.sim_procs} separate process(es); load before: {Path('/proc/loadavg').read_text().strip()}")
     sims, ports = await start_simulators(args.meters, args.endpoints, args.sim_procs)
     rows: list[tuple[str, str]] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import IntFlag, StrEnum
@@ -88,7 +89,14 @@ class Quality(IntFlag):
 
     def names(self) -> list[str]:
         """Flag names in bit order, e.g. ['regression', 'gap']."""
-        return [f.name.lower() for f in Quality if f.value and f in self and f.name]
+        return list(_flag_names(int(self)))
+
+
+@functools.cache
+def _flag_names(bits: int) -> tuple[str, ...]:
+    # Walking the enum costs microseconds per call and consumption or counters call this for
+    # every reading; a store holds a handful of distinct combinations.
+    return tuple(f.name.lower() for f in Quality if f.value and bits & f.value == f.value and f.name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from storage.migrate import load_migrations, pending
 from storage.timescale import policies, rows
 from storage.timescale.accounts import TimescaleAccounts
 from storage.timescale.ingest import STAGING, record_channels, write_batch
-from storage.timescale.queries import TimescaleQueries, set_status_in
+from storage.timescale.queries import GENERIC_PLANS, TimescaleQueries, set_status_in
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +169,10 @@ class TimescaleStore(TimescaleAccounts, TimescaleQueries):
                 yield conn
 
     async def _fetch(self, action: str, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
-        async with self._conn(action) as conn:
-            cur = await conn.execute(sql, params)
+        """One read: prepared, with a generic plan (see queries.GENERIC_PLANS)."""
+        async with self._conn(action) as conn, conn.transaction():
+            await conn.execute(GENERIC_PLANS)
+            cur = await conn.execute(sql, params, prepare=True)
             return await cur.fetchall()
 
     async def _detect_mode(self) -> None:
