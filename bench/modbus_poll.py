@@ -5,8 +5,9 @@
 
 The simulator (`meter-gateway simulate modbus`, two processes by default) runs apart, so the CPU and memory
 figures are the gateway's own: pollers + decoder, fed the way the pipeline feeds them (a
-bounded queue drained in bursts, each burst decoded as one columnar frame by `FrameDecoder`
-and turned into Reading objects, as the pipeline hands them to the spool); `--vee` adds the
+bounded queue drained in bursts; a burst of FRAME_FROM polls or more is decoded as one columnar
+frame by `FrameDecoder`, a smaller one poll by poll by the Normaliser, and turned into Reading
+objects, as the pipeline hands them to the spool); `--vee` adds the
 validator. Spool and store are other
 benchmarks' business.
 
@@ -42,9 +43,11 @@ from pymodbus.client import AsyncModbusTcpClient  # noqa: E402
 from drivers.modbus import ModbusEndpoint, ModbusPoller, PollTarget, plan_reads  # noqa: E402
 from drivers.samples import PollFailure, RawRegisters  # noqa: E402
 from gateway.config.profiles import load_profiles  # noqa: E402
-from gateway.model import Event  # noqa: E402
+from gateway.model import Event, Reading  # noqa: E402
 from gateway.model.profiles import DeviceProfile, Function  # noqa: E402
 from gateway.normalise.frame import FrameDecoder, SeriesTable  # noqa: E402
+from gateway.normalise.normaliser import Normaliser  # noqa: E402
+from gateway.runtime.pipeline import FRAME_FROM  # noqa: E402
 from gateway.validate.validator import Validator  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -75,6 +78,7 @@ def pct(values: list[float], q: float) -> float:
 class Sink:
     """The pipeline's first half: bounded queue -> decode -> validate -> readings, counting what comes out."""
 
+    normaliser: Normaliser
     decoder: FrameDecoder
     validator: Validator | None
     queue: asyncio.Queue[RawRegisters | PollFailure | Event] = field(default_factory=lambda: asyncio.Queue(10_000))
@@ -105,13 +109,27 @@ class Sink:
                 self.lateness.extend((p.received_at - p.ts).total_seconds() for p in polls)
             if not polls:
                 continue
-            frame, dead, _ = self.decoder.decode(polls)
-            if self.validator is not None:
-                frame, _ = self.validator.validate_frame(frame, ordered=True)
-            readings = frame.to_readings(self.decoder.series)
+            readings, dead = self.decode(polls)
             if self.recording:
-                self.deadletters += len(dead)
+                self.deadletters += dead
                 self.values += len(readings)
+
+    def decode(self, polls: list[RawRegisters]) -> tuple[list[Reading], int]:
+        """As Pipeline._readings does: (readings, dead letters)."""
+        if len(polls) < FRAME_FROM:
+            readings: list[Reading] = []
+            dead = 0
+            for poll in polls:
+                batch = self.normaliser.registers(poll)
+                readings += batch.readings
+                dead += len(batch.deadletters)
+            if self.validator is not None:
+                readings, _ = self.validator.validate(readings)
+            return readings, dead
+        frame, dead_letters, _ = self.decoder.decode(polls)
+        if self.validator is not None:
+            frame, _ = self.validator.validate_frame(frame, ordered=True)
+        return frame.to_readings(self.decoder.series), len(dead_letters)
 
     def reset(self) -> None:
         self.polls = self.failures = self.values = self.deadletters = 0
@@ -174,7 +192,9 @@ async def run_pollers(profile: DeviceProfile, ports: list[int], groups: list[lis
                       vee: bool = False) -> tuple[dict[str, float], Sink, int]:
     profiles = {m: profile for g in groups for m, _ in g}
     validator = Validator() if vee else None
-    sink = Sink(FrameDecoder(profiles, validator.series if validator else SeriesTable()), validator)
+    normaliser = Normaliser(profiles, {})
+    decoder = FrameDecoder(profiles, validator.series if validator else SeriesTable(), tampered=normaliser.tampered)
+    sink = Sink(normaliser, decoder, validator)
     pollers = [
         ModbusPoller(ModbusEndpoint(f"gw-{k}", "127.0.0.1", port, timeout=1.0),
                      [PollTarget(m, u, profile, interval) for m, u in group], sink.emit)

@@ -38,10 +38,11 @@ from storage.timescale import rows
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 
 # Planning a query on a hypertable weighs every chunk: on a year of 7-day chunks that
-# costs 5-30 ms, more than running the query. Reads are prepared (planned once per
-# connection) and run with a generic plan, in which TimescaleDB drops the chunks outside
-# the parameters' time range when the executor starts; a new chunk invalidates the plan.
-# Set per read transaction only: the write path keeps PostgreSQL's own choice.
+# costs 5-30 ms, more than running the query. Reads over a time range (one meter's
+# readings, consumption, the feed) are prepared (planned once per connection) and run with
+# a generic plan, in which TimescaleDB drops the chunks outside the parameters' time range
+# when the executor starts; a new chunk invalidates the plan. Set per read transaction
+# only: the write path and keyed lookups keep PostgreSQL's own choice.
 GENERIC_PLANS = "SET LOCAL plan_cache_mode = force_generic_plan"
 
 # The last usable read at or before each boundary: one backward index probe per bound.
@@ -88,6 +89,9 @@ class TimescaleQueries(cons.ConsumptionQueries):
         raise NotImplementedError
 
     async def _fetch(self, action: str, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
+        raise NotImplementedError
+
+    async def _fetch_generic(self, action: str, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
         raise NotImplementedError
 
     async def list_meters(self, *, search: str | None = None, limit: int = 100, after: str | None = None,
@@ -154,7 +158,7 @@ class TimescaleQueries(cons.ConsumptionQueries):
         if after is not None:
             where.append("(ts, channel) > (%(after_ts)s, %(after_ch)s)")
             params["after_ts"], params["after_ch"] = rows.utc(after[0]), str(after[1])
-        found = await self._fetch(
+        found = await self._fetch_generic(
             f"readings of {meter_id}",
             f"SELECT {rows.READING_COLS} FROM readings WHERE {' AND '.join(where)}"
             " ORDER BY ts, channel LIMIT %(limit)s",

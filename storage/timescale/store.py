@@ -169,7 +169,14 @@ class TimescaleStore(TimescaleAccounts, TimescaleQueries):
                 yield conn
 
     async def _fetch(self, action: str, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
-        """One read: prepared, with a generic plan (see queries.GENERIC_PLANS)."""
+        async with self._conn(action) as conn:
+            cur = await conn.execute(sql, params)
+            return await cur.fetchall()
+
+    async def _fetch_generic(self, action: str, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
+        """A read over a time range of a hypertable: prepared, with a generic plan (see
+        queries.GENERIC_PLANS). Its transaction costs two round trips more than `_fetch`, so
+        keyed lookups that plan in microseconds use `_fetch`."""
         async with self._conn(action) as conn, conn.transaction():
             await conn.execute(GENERIC_PLANS)
             cur = await conn.execute(sql, params, prepare=True)

@@ -162,13 +162,14 @@ def row(r: Reading) -> tuple[Any, ...]:
             r.received_at)
 
 
-def run_both(batches: list[list[RawRegisters]]) -> list[tuple[Batch, Batch]]:
+def run_both(batches: list[list[RawRegisters]], frame_from: int = 1) -> list[tuple[Batch, Batch]]:
     """Each batch through the old path and through `Pipeline.process`; returns (old, new) per batch,
-    after checking the pipeline's counters and its on_batch calls."""
+    after checking the pipeline's counters and its on_batch calls. `frame_from=1`: every pass with
+    a poll takes the frame path (the pipeline's default sends small passes the per-poll way)."""
     old = PerPoll()
     spool = Spooled()
     observed: list[tuple[list[Item], Batch]] = []
-    pipeline = Pipeline(Normaliser(METERS, {}), validator(), spool,
+    pipeline = Pipeline(Normaliser(METERS, {}), validator(), spool, frame_from=frame_from,
                         on_batch=lambda items, batch: observed.append((items, batch)))
 
     async def feed() -> None:
@@ -219,8 +220,17 @@ FIXED = [
 ]
 
 
-def test_fixed_fleet_scenario_gives_the_same_batches_on_both_paths() -> None:
-    pairs = run_both(cut(rounds(FIXED, 8), [1, 2, 3]))
+#: A pass of one round has about this many polls: a pipeline with frame_from just above it
+#: decodes one-round passes poll by poll and longer ones as frames.
+ONE_ROUND = len(METERS) + 2
+
+
+@pytest.mark.parametrize(("sizes", "frame_from"), [
+    ([1, 2, 3], 1),  # every pass a frame
+    ([2, 1], ONE_ROUND),  # frames and per-poll passes in turn: generic-1's tamper spans both
+])
+def test_fixed_fleet_scenario_gives_the_same_batches_on_both_paths(sizes: list[int], frame_from: int) -> None:
+    pairs = run_both(cut(rounds(FIXED, 8), sizes), frame_from)
     assert_same(pairs)
     new = Batch()
     for _, b in pairs:
@@ -254,13 +264,16 @@ tweaks = st.builds(
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.dictionaries(st.sampled_from([*METERS, UNKNOWN]), tweaks, max_size=6), min_size=1, max_size=6),
-       st.lists(st.integers(1, 3), min_size=1, max_size=4), st.randoms(use_true_random=False))
+       st.lists(st.integers(1, 3), min_size=1, max_size=4), st.randoms(use_true_random=False),
+       st.sampled_from([1, ONE_ROUND, 2 * ONE_ROUND]))
 def test_any_fleet_scenario_gives_the_same_batches_on_both_paths(
-        spoiled: list[dict[str, Tweak]], sizes: list[int], rng: Any) -> None:
+        spoiled: list[dict[str, Tweak]], sizes: list[int], rng: Any, frame_from: int) -> None:
     polls = rounds(spoiled, len(spoiled) + 2)
     for rnd in polls:
         rng.shuffle(rnd)  # polls of a round arrive in any order
-    assert_same(run_both(cut(polls, sizes)))
+    # frame_from above one or two rounds: passes switch between the per-poll and the frame
+    # path, so a tamper episode may start on one and end on the other.
+    assert_same(run_both(cut(polls, sizes), frame_from))
 
 
 # -- the items that keep their own path ---------------------------------------------------------
