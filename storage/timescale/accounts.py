@@ -35,6 +35,9 @@ from storage.timescale import rows
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 
+# Any constant, the same in every gateway sharing the database; apart from the migration
+# lock ("mg", "mi") and the feed's keys.
+_SYNC_LOCK = (0x6D67, 0x6D73)  # "mg", "ms"
 _KEY_COLS = "id, name, hash, scopes, created_at, revoked_at"
 _ASSIGNMENT_COLS = "meter_id, consumer_number, start_ts, end_ts, opening_read, closing_read"
 _BILLABLE = [s.value for s in consumption.BILLABLE]
@@ -149,6 +152,10 @@ class TimescaleAccounts:
         if not meters:
             return
         async with self._conn("sync configured meters") as conn, conn.transaction():
+            # Gateways starting together with a meter in both configs would each find it
+            # missing (FOR UPDATE locks only rows that exist) and both insert it: one sync at
+            # a time, held until this transaction ends.
+            await conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", _SYNC_LOCK)
             for meter, fields in sorted(meters, key=lambda m: m[0].meter_id):  # lock order: no deadlocks
                 cur = await conn.execute("SELECT 1 FROM meters WHERE meter_id = %s FOR UPDATE", [meter.meter_id])
                 if await cur.fetchone() is None:

@@ -4,6 +4,7 @@ totals, meter activity."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -279,3 +280,14 @@ async def test_many_buckets_are_closed_by_the_last_usable_read_at_or_before_each
     for b in got:
         assert (b.first_read.value if b.first_read else None) == closing(b.start), b.start
         assert (b.last_read.value if b.last_read else None) == closing(b.end), b.end
+
+
+async def test_two_gateways_syncing_the_same_new_meters_at_once(store: Store, second_store: Store) -> None:
+    # Gateways started together, a meter in both configs (SPEC §8): neither may fail on the
+    # other's insert of it.
+    configured = [(meter(f"M-{i:03d}", consumer_number=f"C-{i:03d}"), frozenset({"meter_id", "consumer_number"}))
+                  for i in range(60)]  # fmt: skip
+    await asyncio.gather(store.sync_meters(configured, at=NOW), second_store.sync_meters(configured, at=NOW))
+    assert [m.meter_id for m in await store.list_meters(limit=1000)] == [m.meter_id for m, _ in configured]
+    for m, _ in configured:
+        assert [a.consumer_number for a in await store.assignments(meter_id=m.meter_id)] == [m.consumer_number]
