@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from api.schemas.common import Identifier, Page, Text
-from gateway.model import UNITS, Channel, Quality, Reading
+from gateway.model import UNITS, Channel, Reading
+from gateway.model.readings import flag_names
 from storage.base import BillingRead, ConsumptionBucket
 
 __all__ = ["BillingMeterOut", "BillingOut", "BucketOut", "ConsumptionOut", "FeedOut", "Page", "ReadingOut",
@@ -45,11 +45,6 @@ class ReadingOut(BaseModel):
 _UNIT = {c.value: unit for c, unit in UNITS.items()}
 
 
-@functools.lru_cache(maxsize=1024)
-def _flag_names(quality: Quality) -> tuple[str, ...]:
-    # A store holds a handful of flag combinations; names() walks every flag each time.
-    return tuple(quality.names())
-
 
 def reading_dict(r: Reading) -> dict[str, Any]:
     """A reading as ReadingOut's fields; pages are built from these (pydantic validates and
@@ -58,7 +53,7 @@ def reading_dict(r: Reading) -> dict[str, Any]:
     # of readings reads four of them per row. Plain str is also what pydantic writes fastest.
     channel = r.channel._value_
     return {"meter_id": r.meter_id, "channel": channel, "ts": r.ts, "value": r.value, "unit": _UNIT[channel],
-            "kind": r.kind._value_, "status": r.status._value_, "quality": _flag_names(r.quality),
+            "kind": r.kind._value_, "status": r.status._value_, "quality": flag_names(r.quality),
             "source": r.source._value_, "received_at": r.received_at, "seq": r.seq,
             "gateway_id": r.gateway_id}
 

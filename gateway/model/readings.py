@@ -89,13 +89,13 @@ class Quality(IntFlag):
 
     def names(self) -> list[str]:
         """Flag names in bit order, e.g. ['regression', 'gap']."""
-        return list(_flag_names(int(self)))
+        return list(flag_names(int(self)))
 
 
 @functools.cache
-def _flag_names(bits: int) -> tuple[str, ...]:
-    # Walking the enum costs microseconds per call and consumption or counters call this for
-    # every reading; a store holds a handful of distinct combinations.
+def flag_names(bits: int) -> tuple[str, ...]:
+    """Quality(bits).names() as a tuple, cached: walking the enum costs microseconds and
+    consumption, counters and API pages ask per reading; there are a handful of combinations."""
     return tuple(f.name.lower() for f in Quality if f.value and bits & f.value == f.value and f.name)
 
 
