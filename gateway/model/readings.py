@@ -7,6 +7,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import IntFlag, StrEnum
 
+from gateway.model.slotinit import slot_init
+
 
 class Channel(StrEnum):
     """Canonical channels; each has exactly one canonical unit (see UNITS)."""
@@ -99,6 +101,7 @@ def flag_names(bits: int) -> tuple[str, ...]:
     return tuple(f.name.lower() for f in Quality if f.value and bits & f.value == f.value and f.name)
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class Reading:
     """One value of one channel of one meter at one measurement time (UTC)."""
