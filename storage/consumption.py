@@ -22,6 +22,7 @@ The rules (documented for the account system):
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,7 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.errors import InvalidRequest
 from gateway.model import Channel, Quality, Reading, Source, Status
-from gateway.model.readings import CUMULATIVE_CHANNELS
+from gateway.model.readings import CUMULATIVE_CHANNELS, flag_names
 from storage.base import BillingRead, ConsumptionBucket
 
 BUCKETS = ("hour", "day", "month")
@@ -133,26 +134,39 @@ class Measure:
     flags: list[str]
 
 
+def _within(flagged: Sequence[Reading], times: Sequence[datetime], lo: datetime | None,
+            hi: datetime | None) -> Sequence[Reading]:  # fmt: skip
+    """The reads of `flagged` (sorted by ts; `times` their ts) with lo < ts <= hi."""
+    if lo is None or hi is None:
+        return ()
+    return flagged[bisect_right(times, lo):bisect_right(times, hi)]
+
+
 def measure(opening: Reading | None, closing: Reading | None, flagged: Sequence[Reading],
-            *, inside: tuple[datetime, datetime] | None = None) -> Measure:  # fmt: skip
+            *, inside: tuple[datetime, datetime] | None = None, times: Sequence[datetime] | None = None,
+            with_flags: bool = True) -> Measure:  # fmt: skip
     """Consumption from `opening` to `closing` using the flagged reads between them.
 
-    `flagged` are the reads of the range that carry a flag or a non-valid status (sorted by
-    ts, any superset of (opening.ts, closing.ts] is fine). `inside` is the bucket (start,
-    end]: suspect or rejected reads there mark the bucket suspect even where they were not
-    used; a bucket whose closing read is not inside it has no value.
+    `flagged` are the reads of the range that carry a flag or a non-valid status, sorted by
+    ts (any superset of (opening.ts, closing.ts] is fine); `times` their timestamps, when the
+    caller measures many buckets over the same reads. `inside` is the bucket (start, end]:
+    suspect or rejected reads there mark the bucket suspect even where they were not used; a
+    bucket whose closing read is not inside it has no value. `with_flags=False` leaves
+    `flags` empty (buckets do not report them).
     """
+    if times is None:
+        times = [r.ts for r in flagged]
     lo = opening.ts if opening is not None else (inside[0] if inside else None)
     hi = closing.ts if closing is not None else (inside[1] if inside else None)
-    between = [r for r in flagged if lo is not None and hi is not None and lo < r.ts <= hi]
+    between = _within(flagged, times, lo, hi)
     suspect = any(r.status in _SUSPECT for r in between)
-    if inside is not None:
-        suspect = suspect or any(r.status in _SUSPECT for r in flagged if inside[0] < r.ts <= inside[1])
+    if inside is not None and not suspect:
+        suspect = any(r.status in _SUSPECT for r in _within(flagged, times, *inside))
     used = [r for r in between if r.status is not Status.REJECTED]
     ends = [r for r in (opening, closing) if r is not None]
-    estimated = any(is_estimated(r) for r in [*ends, *used])
+    estimated = any(is_estimated(r) for r in ends) or any(is_estimated(r) for r in used)
     gap = any(r.quality & Quality.GAP for r in used)
-    flags = sorted({name for r in [*ends, *used] for name in r.quality.names()})
+    flags = sorted({name for r in [*ends, *used] for name in flag_names(r.quality)}) if with_flags else []
     if opening is None or closing is None or (inside is not None and closing.ts <= inside[0]):
         return Measure(None, estimated, suspect, gap, flags)
     value = closing.value - opening.value
@@ -172,10 +186,11 @@ def buckets(bounds: Sequence[datetime], closings: Sequence[Reading | None],
             flagged: Sequence[Reading]) -> list[ConsumptionBucket]:  # fmt: skip
     """Buckets between consecutive `bounds`; `closings[i]` is the last usable read at or
     before `bounds[i]` (so it opens bucket i and closes bucket i-1)."""
+    times = [r.ts for r in flagged]
     out = []
     for i in range(len(bounds) - 1):
         opening, closing = closings[i], closings[i + 1]
-        m = measure(opening, closing, flagged, inside=(bounds[i], bounds[i + 1]))
+        m = measure(opening, closing, flagged, inside=(bounds[i], bounds[i + 1]), times=times, with_flags=False)
         out.append(ConsumptionBucket(start=bounds[i], end=bounds[i + 1], value=m.value, first_read=opening,
                                      last_read=closing, estimated=m.estimated, suspect=m.suspect, gap=m.gap))
     return out

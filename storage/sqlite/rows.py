@@ -44,7 +44,9 @@ def opt_us(dt: datetime | None) -> int | None:
 
 
 def dt(micros: int) -> datetime:
-    return EPOCH + timedelta(microseconds=micros)
+    # timedelta(0, 0, micros), not timedelta(microseconds=micros): positional arguments
+    # halve its cost (0.36 against 0.8 µs), and a page of readings converts two a row.
+    return EPOCH + timedelta(0, 0, micros)
 
 
 def opt_dt(micros: int | None) -> datetime | None:
@@ -68,7 +70,7 @@ def reading_row(r: Reading) -> tuple[Any, ...]:
 
 def reading(row: Any) -> Reading:
     return Reading(
-        row[1], enums.CHANNEL[row[2]], EPOCH + timedelta(microseconds=row[3]), row[4], enums.KIND[row[5]],
+        row[1], enums.CHANNEL[row[2]], EPOCH + timedelta(0, 0, row[3]), row[4], enums.KIND[row[5]],
         enums.quality(row[6]), enums.STATUS[row[7]], enums.SOURCE[row[8]], opt_dt(row[9]), row[0], row[10],
         row[11],
     )  # fmt: skip

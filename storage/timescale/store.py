@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import select
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -83,6 +84,19 @@ async def _configure(conn: Conn, *, gateway_id: str | None) -> None:
     await conn.execute("SELECT set_config('meter_gateway.gateway_id', %s, false)", [gateway_id or ""])
 
 
+async def _check_if_dropped(conn: Conn) -> None:
+    """The pool's check before it hands a connection out: a round trip only when the socket
+    says the server may have gone (readable while idle: a closed socket reads EOF, and a
+    server shutting down sends its FATAL first). The round trip on every checkout cost more
+    than a keyed query itself (15 % of a latest-reading request's time in the API)."""
+    if conn.closed:
+        msg = "connection closed"
+        raise psycopg.OperationalError(msg)
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    if readable:
+        await AsyncConnectionPool.check_connection(conn)
+
+
 class TimescaleStore(TimescaleAccounts, TimescaleQueries):
     """`Store` on PostgreSQL, with readings, balances and events as hypertables when
     TimescaleDB is there. Open with `await TimescaleStore.open(dsn)`; close it after.
@@ -136,7 +150,7 @@ class TimescaleStore(TimescaleAccounts, TimescaleQueries):
             configure=functools.partial(_configure, gateway_id=gateway_id),
             # A connection idle in the pool may have died with the server; check it
             # before handing it out, so a restarted database is picked up at once.
-            check=AsyncConnectionPool.check_connection,
+            check=_check_if_dropped,
             name=label,
         )  # fmt: skip
         with _errors(label, "open"):
@@ -175,11 +189,14 @@ class TimescaleStore(TimescaleAccounts, TimescaleQueries):
 
     async def _fetch_generic(self, action: str, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
         """A read over a time range of a hypertable: prepared, with a generic plan (see
-        queries.GENERIC_PLANS). Its transaction costs two round trips more than `_fetch`, so
-        keyed lookups that plan in microseconds use `_fetch`."""
-        async with self._conn(action) as conn, conn.transaction():
-            await conn.execute(GENERIC_PLANS)
-            cur = await conn.execute(sql, params, prepare=True)
+        queries.GENERIC_PLANS). Its transaction costs the server three statements more than
+        `_fetch`, so keyed lookups that plan in microseconds use `_fetch`."""
+        async with self._conn(action) as conn:
+            # Pipelined: BEGIN, SET LOCAL, the query and COMMIT go out together, one round
+            # trip instead of four.
+            async with conn.pipeline(), conn.transaction():
+                await conn.execute(GENERIC_PLANS)
+                cur = await conn.execute(sql, params, prepare=True)
             return await cur.fetchall()
 
     async def _detect_mode(self) -> None:

@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
+from psycopg_pool import AsyncConnectionPool
 
 from gateway.errors import SinkError, SinkUnavailable
 from gateway.model import Batch
-from storage.timescale.store import TimescaleStore
+from storage.timescale.store import TimescaleStore, _check_if_dropped
 from tests.fixtures.ports import free_port
 from tests.fixtures.timescale import PgCluster
 from tests.storage.samples import reading
@@ -274,3 +275,45 @@ async def test_mode_and_retention_are_logged(timescale_dsn: str, caplog: pytest.
         await store.migrate()
         assert store.retention_mode == "drop_chunks"
     assert "mode timescaledb-apache, retention 400 days, 0:00:00 by the gateway's scheduled drop_chunks" in caplog.text
+
+
+async def test_connections_the_server_dropped_are_replaced_before_use(timescale_dsn: str) -> None:
+    """The pool's checkout check: the pooled connection terminated by the server (as a restart
+    or an administrator does), and the very next calls succeed: no caller is handed the dead
+    connection. (With several dead ones the pool waits a second or more between failed
+    checks, psycopg_pool's backoff, so one connection keeps this test quick.)"""
+    async with await TimescaleStore.open(timescale_dsn, min_size=1, max_size=1, timeout=5.0) as store:
+        await store.migrate()
+        await store.ping()
+        with psycopg.connect(timescale_dsn, autocommit=True) as conn:
+            killed = conn.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                                  " WHERE application_name = 'meter-gateway' AND pid <> pg_backend_pid()"
+                                  ).fetchone()
+        assert killed is not None and killed[0] == 1
+        await asyncio.sleep(0.2)  # the FATAL and the close reach our sockets
+        for _ in range(6):
+            await store.ping()
+            assert await store.latest_readings("M-1") == []
+
+
+
+async def test_checkout_check_makes_a_round_trip_only_for_a_dropped_connection(timescale_dsn: str,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    round_trips: list[int] = []
+    real = AsyncConnectionPool.check_connection
+
+    async def counted(conn: psycopg.AsyncConnection[object]) -> None:
+        round_trips.append(conn.info.backend_pid)
+        await real(conn)
+
+    monkeypatch.setattr(AsyncConnectionPool, "check_connection", staticmethod(counted))
+    async with await psycopg.AsyncConnection.connect(timescale_dsn, autocommit=True) as conn:
+        pid = conn.info.backend_pid
+        await _check_if_dropped(conn)
+        assert round_trips == []
+        with psycopg.connect(timescale_dsn, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        await asyncio.sleep(0.2)
+        with pytest.raises(psycopg.OperationalError):
+            await _check_if_dropped(conn)
+        assert round_trips == [pid]
