@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.errors import ConfigError, GatewayError
+from gateway.runtime import eventloop
 
 if TYPE_CHECKING:
     from storage.base import Store
@@ -74,7 +75,7 @@ def run(config: ConfigOpt) -> None:
     setup_logging(cfg.gateway.log_level)
     gw = Gateway(cfg, profiles, config_path=config)
     try:
-        asyncio.run(run_until_signal(gw.run))
+        eventloop.run(run_until_signal(gw.run))
     except GatewayError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None
@@ -116,7 +117,7 @@ def db_migrate(config: ConfigOpt) -> None:
             await store.close()
 
     try:
-        mode = asyncio.run(go())
+        mode = eventloop.run(go())
     except GatewayError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None
@@ -138,7 +139,7 @@ def _with_store(config: Path, work: Callable[[Store], Awaitable[T]]) -> T:
             await store.close()
 
     try:
-        return asyncio.run(go())
+        return eventloop.run(go())
     except GatewayError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None
@@ -246,7 +247,7 @@ def demo(
 
     setup_logging("info")
     try:
-        asyncio.run(run_until_signal(lambda stop: run_demo(stop, data_dir=data_dir, api_port=port,
+        eventloop.run(run_until_signal(lambda stop: run_demo(stop, data_dir=data_dir, api_port=port,
                                                             n_modbus=meters, n_payg=payg, interval=interval,
                                                             console=out)))
     except GatewayError as exc:
@@ -316,7 +317,7 @@ def simulate_modbus(
             out.print("ready; Ctrl-C stops", highlight=False)
             await stop.wait()
 
-    asyncio.run(run_until_signal(go))
+    eventloop.run(run_until_signal(go))
 
 
 @simulate_app.command("payg")
@@ -359,7 +360,7 @@ def simulate_payg(
     except ValueError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
-    asyncio.run(run_until_signal(lambda stop: run_payg(options, stop, out)))
+    eventloop.run(run_until_signal(lambda stop: run_payg(options, stop, out)))
 
 
 def main() -> None:

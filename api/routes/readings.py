@@ -27,12 +27,12 @@ _DEFAULT_SPAN = {"hour": timedelta(days=1), "day": timedelta(days=31), "month": 
 
 @router.get("/v1/meters/{meter_id}/readings/latest", response_model=list[ReadingOut], dependencies=READ,
             responses=_NOT_FOUND)
-async def latest_readings(store: StoreDep, meter_id: MeterPath) -> list[dict[str, Any]]:
+async def latest_readings(store: StoreDep, meter_id: MeterPath) -> PageJSON:
     """The latest reading of each channel of the meter."""
     latest = await store.latest_readings(meter_id)
     if not latest:  # only then is it worth a second query: unknown meter (404) or no reading yet
         await require_meter(store, meter_id)
-    return [reading_dict(r) for r in latest]
+    return PageJSON([reading_dict(r) for r in latest])
 
 
 @router.get("/v1/meters/{meter_id}/readings", response_model=Page[ReadingOut], dependencies=READ,
