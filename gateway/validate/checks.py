@@ -25,7 +25,10 @@ REGRESSION = int(Quality.REGRESSION)
 
 
 def _bits(mask: B, flag: Quality) -> I64:
-    return np.where(mask, np.int64(int(flag)), np.int64(0))
+    # Flags are rare: zeros and a masked store cost half of np.where(mask, flag, 0).
+    out = np.zeros(np.shape(mask), dtype=np.int64)
+    out[mask] = int(flag)
+    return out
 
 
 def regression_and_rollover(values: F64, prev: F64, modulus: F64, resolution: Num = 1e-6) -> I64:

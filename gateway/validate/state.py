@@ -88,6 +88,15 @@ def _grow(arr: npt.NDArray[Any], capacity: int, fill: Any) -> npt.NDArray[Any]:
     return out
 
 
+def _grow_rows(arr: npt.NDArray[Any], capacity: int, used: int) -> npt.NDArray[Any]:
+    """`arr` with room for `capacity` rows: its first `used` rows, then zeros. The windows are
+    tens of MB: zeros come from the allocator as untouched pages, which the system zeroes on
+    first write, so rows nobody uses yet cost no memory and no pass to fill them."""
+    out = np.zeros((capacity, *arr.shape[1:]), dtype=arr.dtype)
+    out[:used] = arr[:used]
+    return out
+
+
 class SeriesState:
     """Per-series arrays; `ensure(n)` makes room for series ids below n (new ones start empty)."""
 
@@ -98,11 +107,13 @@ class SeriesState:
         self.window = window
         self.size = 0  # series with state
         self.crows = 0  # cumulative series with windows
+        self.expected = 0  # cumulative series known to the validator (window rows may come later)
         self.s: dict[str, npt.NDArray[Any]] = {k: np.full(0, f.fill, f.dtype) for k, f in SERIES_FIELDS.items()}
         self.w: dict[str, npt.NDArray[Any]] = {k: np.full(0, f.fill, f.dtype) for k, f in WINDOW_FIELDS.items()}
         # float32: rates need 7 digits, not 16, and the windows are most of VEE's memory
         # (10,000 meters x 2 registers x 672 intervals = 54 MB). Statistics run in float64.
-        self.rates: npt.NDArray[np.float32] = np.full((0, window), np.nan, dtype=np.float32)
+        # Slots past a window's count are unused (zeros, never read as rates).
+        self.rates: npt.NDArray[np.float32] = np.zeros((0, window), dtype=np.float32)
         self.runs: F64 = np.zeros((0, RUNS))
         # [..., 0] sum of rates, [..., 1] how many: one fancy index updates both.
         self.profile_acc: F64 = np.zeros((0, HOURS_OF_WEEK, 2))
@@ -121,18 +132,35 @@ class SeriesState:
         new = rows < 0
         if new.any():
             fresh = np.unique(series[new])
-            crow[fresh] = np.arange(self.crows, self.crows + fresh.size)
-            self.crows += fresh.size
-            cap = len(self.w["count"])
-            if self.crows > cap:
-                cap = max(self.crows, 2 * cap, 64)
-                self.w = {k: _grow(a, cap, WINDOW_FIELDS[k].fill) for k, a in self.w.items()}
-                self.rates = _grow(self.rates, cap, np.nan)
-                self.runs = _grow(self.runs, cap, 0.0)
-                self.profile_acc = _grow(self.profile_acc, cap, 0.0)
+            start, end = self.crows, self.crows + fresh.size
+            crow[fresh] = np.arange(start, end)
+            self._make_window_rows(start, end)
             self.w["min_samples"][crow[fresh]] = self.s["spike_min_samples"][fresh]
             rows = crow[series]
         return rows
+
+    def expect_cumulative(self, more: int) -> None:
+        """`more` cumulative series were learnt; their window rows come with their first reads.
+
+        Room is reserved for twice the series known: growing copies every window (over 100 MB
+        for 10,000 meters), while reserved rows are left untouched until handed out, so they
+        cost address space, not memory."""
+        self.expected += more
+        if self.expected > len(self.w["count"]):
+            self._grow_windows(2 * self.expected)
+
+    def _grow_windows(self, capacity: int) -> None:
+        self.w = {k: _grow(a, capacity, WINDOW_FIELDS[k].fill) for k, a in self.w.items()}
+        self.rates = _grow_rows(self.rates, capacity, self.crows)
+        self.runs = _grow_rows(self.runs, capacity, self.crows)
+        self.profile_acc = _grow_rows(self.profile_acc, capacity, self.crows)
+
+    def _make_window_rows(self, start: int, end: int) -> None:
+        """Window rows [start, end) for new cumulative series: room, then their empty state."""
+        cap = len(self.w["count"])
+        if end > cap:
+            self._grow_windows(max(end, 2 * cap, 64))
+        self.crows = end  # their windows are still zeros: empty (see refresh_stats for the rates)
 
     # -- windows ------------------------------------------------------------------------
     def push_rates(self, rows: I64, rates: F64, ts: I64) -> None:
@@ -156,9 +184,12 @@ class SeriesState:
             return
         counts = np.minimum(w["count"][rows], self.window)
         width = int(counts.max())
-        # Unused slots are NaN and the ring only wraps once full, so the first `width` columns
-        # hold every rate of a partly filled window.
-        center, spread, third = robust_stats(self.rates[rows, :width] if width < self.window else self.rates[rows], counts)
+        # The ring only wraps once full, so the first `width` columns hold every rate of a partly
+        # filled window. Slots never written are zeros in the state: NaN here (a copy), which
+        # robust_stats sorts last.
+        windows = self.rates[rows, :width] if width < self.window else self.rates[rows]
+        windows[np.arange(width) >= counts[:, None]] = np.nan
+        center, spread, third = robust_stats(windows, counts)
         w["center"][rows] = center
         w["spread"][rows] = spread
         w["third"][rows] = third
@@ -204,10 +235,19 @@ class SeriesState:
 def _ring_push(ring: npt.NDArray[np.floating], counts: I64, rows: I64, values: F64,
                since: I64 | None = None) -> None:
     """Write values into per-row ring buffers; rows must be grouped (equal rows adjacent)."""
-    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-    sizes = np.diff(np.r_[starts, rows.size])
-    rank = np.arange(rows.size) - np.repeat(starts, sizes)
     width = ring.shape[1]
+    distinct = rows[1:] != rows[:-1]
+    if distinct.all():
+        # One value per row (the usual batch): no ranks within a row to work out.
+        at = counts[rows]
+        ring.reshape(-1)[rows * width + at % width] = values
+        counts[rows] = at + 1
+        if since is not None:
+            since[rows] += 1
+        return
+    starts = np.flatnonzero(np.concatenate(([True], distinct)))
+    sizes = np.diff(np.append(starts, rows.size))
+    rank = np.arange(rows.size) - np.repeat(starts, sizes)
     ring.reshape(-1)[rows * width + (counts[rows] + rank) % width] = values
     counts[rows[starts]] += sizes
     if since is not None:
