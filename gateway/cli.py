@@ -76,9 +76,33 @@ def run(config: ConfigOpt) -> None:
     gw = Gateway(cfg, profiles, config_path=config)
     try:
         eventloop.run(run_until_signal(gw.run))
-    except GatewayError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    except (GatewayError, ExceptionGroup) as exc:
+        errors = _gateway_errors(exc)
+        if errors is None:
+            raise
+        for error in errors:
+            err.print(f"[bold red]error:[/] {error}", highlight=False)
         raise typer.Exit(1) from None
+
+
+def _gateway_errors(exc: BaseException) -> list[BaseException] | None:
+    """The GatewayErrors that stopped the gateway: a task of its TaskGroup raises them inside
+    an ExceptionGroup (a store that refuses the migration at start, say), and a user is owed
+    their message, not a traceback. None when anything else is in there: that is a bug."""
+    if isinstance(exc, GatewayError):
+        return [exc]
+    if not isinstance(exc, BaseExceptionGroup):
+        return None
+    matched, rest = exc.split(GatewayError)
+    if rest is not None or matched is None:
+        return None
+    found: list[BaseException] = []
+    for inner in matched.exceptions:
+        leaves = _gateway_errors(inner)
+        if leaves is None:
+            return None
+        found += leaves
+    return found
 
 
 @config_app.command("check")
