@@ -1,10 +1,13 @@
-"""One Modbus connection per endpoint (TCP, RTU over TCP, serial RTU): the only module in
-drivers/ that imports pymodbus.
+"""One Modbus connection per endpoint (TCP, RTU over TCP, serial RTU): with its response
+classes (`drivers.modbus.responses`), the only module in drivers/ that imports pymodbus.
 
 pymodbus is told not to retry and not to reconnect (retries=0, reconnect_delay=0): this module
-owns the timeout, the retries with backoff, the reconnect backoff and the mapping of pymodbus'
-three failure shapes (an exception raised, a missing result, an exception response) into
-`DriverError` subclasses. One lock per endpoint: a bus answers one request at a time.
+owns the timeout (one watchdog timer per connection, not one per request), the retries with
+backoff, the reconnect backoff and the mapping of pymodbus' three failure shapes (an exception
+raised, a missing result, an exception response) into `DriverError` subclasses. One lock per
+endpoint: a bus answers one request at a time. A poll holds it for all its reads
+(`read_blocks`), so the meters queued on a busy endpoint wait for it once per poll, not once
+per read.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal, Self
@@ -21,6 +24,9 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
 
+from drivers.modbus.plan import ReadBlock
+from drivers.modbus.responses import register_fast_responses
+from drivers.modbus.watchdog import RequestWatchdog
 from gateway.backoff import Backoff
 from gateway.errors import ConnectionFailed, DecodeError, DriverError, MeterTimeout, ModbusExceptionResponse
 from gateway.model.profiles import Function
@@ -186,6 +192,9 @@ class ModbusConnection:
         self._client: Client | None = None
         self._next_attempt = 0.0  # monotonic time before which we do not try to connect
         self._silent = 0  # unanswered requests in a row on this connection
+        # The request timeout, once pymodbus hands it over (`_take_request_timeouts`); until
+        # then a safety net behind pymodbus' own.
+        self._watchdog = RequestWatchdog(endpoint.timeout * 2 + 1)
         self.stats = ConnectionStats()
 
     @property
@@ -211,6 +220,7 @@ class ModbusConnection:
             self._client.close()
             self._client = None
         self._silent = 0
+        self._watchdog.close()
 
     def where(self, unit: int) -> str:
         return f"{self.endpoint.address} unit {unit}"
@@ -230,12 +240,32 @@ class ModbusConnection:
         A timeout or a busy answer is retried `endpoint.retries` times after a jittered,
         doubling delay; the bus is free for other units while this one waits.
         """
-        backoff: Backoff | None = None
+        (words,), spent = await self.read_blocks(unit, (ReadBlock(function, address, count, ()),), meter_id=meter_id)
+        return words, spent
+
+    async def read_blocks(
+        self, unit: int, blocks: Sequence[ReadBlock], *, meter_id: str | None = None
+    ) -> tuple[list[tuple[int, ...]], float]:
+        """Read `blocks` of one unit in order, holding the bus once for all of them (one poll);
+        return the words of each and the seconds spent on the wire. The first failure ends it.
+
+        Each read is retried as `read_timed` says; while a read waits to be retried, the bus is
+        released for other units, and the poll takes it again to go on where it stopped.
+        """
+        out: list[tuple[int, ...]] = []
+        on_wire = 0.0
         attempt = 0
+        backoff: Backoff | None = None
         while True:
             try:
                 async with self._lock:
-                    return await self._attempt(unit, function, address, count, meter_id)
+                    for block in blocks[len(out):]:
+                        words, spent = await self._attempt(unit, block.function, block.address, block.count,
+                                                           meter_id)
+                        out.append(words)
+                        on_wire += spent
+                        attempt, backoff = 0, None  # the next read has retries of its own
+                    return out, on_wire
             except (MeterTimeout, ModbusExceptionResponse) as err:
                 if attempt >= self.endpoint.retries or not _retryable(err):
                     raise
@@ -247,7 +277,9 @@ class ModbusConnection:
     async def _attempt(
         self, unit: int, function: Function, address: int, count: int, meter_id: str | None
     ) -> tuple[tuple[int, ...], float]:
-        client = await self._ensure_connected(unit, meter_id)
+        client = self._client
+        if client is None or not client.connected:
+            client = await self._ensure_connected(unit, meter_id)
         started = self._monotonic()
         try:
             words = await self._request(client, unit, function, address, count, meter_id)
@@ -290,6 +322,7 @@ class ModbusConnection:
         ep = self.endpoint
         client = self._make_client()
         client.set_max_no_responses(_NEVER)
+        register_fast_responses(client)
         try:
             ok = await client.connect()
         except (OSError, ModbusException) as exc:  # pymodbus reports most failures as False
@@ -302,6 +335,7 @@ class ModbusConnection:
             self._next_attempt = self._monotonic() + delay
             msg = f"connect to {ep.address} failed ({why}); retry in {delay:.1f} s"
             raise ConnectionFailed(meter_id, self.where(unit), msg)
+        self._watchdog.limit = ep.timeout if _take_request_timeouts(client) else ep.timeout * 2 + 1
         if self.stats.connects:
             log.info("endpoint %s (%s): reconnected", ep.name, ep.address)
         self.stats.connects += 1
@@ -316,15 +350,15 @@ class ModbusConnection:
     async def _request(
         self, client: Client, unit: int, function: Function, address: int, count: int, meter_id: str | None,
     ) -> tuple[int, ...]:
-        what = describe_read(function, address, count)
-        where = self.where(unit)
+        # The names of the request and the unit are formatted only for an error: this runs
+        # twice per poll of every meter.
         call = client.read_holding_registers if function is Function.HOLDING else client.read_input_registers
         self.stats.requests += 1
         try:
-            # pymodbus times the request out itself; ours is a safety net should it hang.
-            async with asyncio.timeout(self.endpoint.timeout * 2 + 1):
+            with self._watchdog:  # the request's time limit (see `_take_request_timeouts`)
                 result = await call(address, count=count, device_id=unit)
         except (TimeoutError, ModbusIOException) as exc:
+            what, where = describe_read(function, address, count), self.where(unit)
             if not client.connected or (isinstance(exc, ModbusIOException) and "No response" not in str(exc)):
                 self._drop()
                 msg = f"{what}: connection lost ({exc})"
@@ -340,30 +374,50 @@ class ModbusConnection:
             raise MeterTimeout(meter_id, where, msg) from exc
         except (ConnectionException, OSError) as exc:
             self._drop()
-            msg = f"{what}: connection failed ({exc})"
-            raise ConnectionFailed(meter_id, where, msg) from exc
+            msg = f"{describe_read(function, address, count)}: connection failed ({exc})"
+            raise ConnectionFailed(meter_id, self.where(unit), msg) from exc
         except ModbusException as exc:
             self._drop()
-            msg = f"{what}: {exc}"
-            raise ConnectionFailed(meter_id, where, msg) from exc
+            msg = f"{describe_read(function, address, count)}: {exc}"
+            raise ConnectionFailed(meter_id, self.where(unit), msg) from exc
         except Exception as exc:
             # pymodbus is a boundary we do not control: a surprise there is still one meter's
             # failed read, not a reason to stop the fleet. Logged in full so it gets fixed.
+            what = describe_read(function, address, count)
             log.exception("endpoint %s: unexpected error from pymodbus on %s", self.endpoint.name, what)
             self._drop()
             msg = f"{what}: unexpected {type(exc).__name__}: {exc}"
-            raise ConnectionFailed(meter_id, where, msg) from exc
+            raise ConnectionFailed(meter_id, self.where(unit), msg) from exc
         self._silent = 0
         if result is None:
-            msg = f"{what}: no response object"
-            raise MeterTimeout(meter_id, where, msg)
+            msg = f"{describe_read(function, address, count)}: no response object"
+            raise MeterTimeout(meter_id, self.where(unit), msg)
         if result.isError():
             code = int(getattr(result, "exception_code", 0))
-            raise ModbusExceptionResponse(meter_id, f"{where}, {what}", code)
-        words = tuple(int(w) for w in result.registers)
+            raise ModbusExceptionResponse(meter_id, f"{self.where(unit)}, {describe_read(function, address, count)}",
+                                          code)
+        # A tuple of ints already (drivers.modbus.responses): tuple() then hands it back as is.
+        words = tuple(result.registers)
         if len(words) != count:
-            raise DecodeError(meter_id, where, address, words, f"{what}: got {len(words)} registers")
+            what = describe_read(function, address, count)
+            raise DecodeError(meter_id, self.where(unit), address, words, f"{what}: got {len(words)} registers")
         return words
+
+
+def _take_request_timeouts(client: Client) -> bool:
+    """Have pymodbus wait for answers without a time limit of its own, for the connection's
+    watchdog to time them out; False if this pymodbus has no such setting (then its own limit
+    stays, and the watchdog is only a safety net behind it).
+
+    pymodbus (3.16) waits for each answer with `asyncio.wait_for(future, timeout)`, which on
+    Python 3.11 costs a timer, a second future and two callbacks per request; with no timeout
+    it awaits the future alone. The setting is the transaction manager's copy of the connect
+    timeout, read for nothing else once connected (a fresh client connects each time)."""
+    params = getattr(getattr(client, "ctx", None), "comm_params", None)
+    if params is None or not hasattr(params, "timeout_connect"):
+        return False
+    params.timeout_connect = None
+    return True
 
 
 def _retryable(err: DriverError) -> bool:

@@ -1,10 +1,11 @@
 """ModbusPoller: polls the meters of one endpoint on their schedules and emits what it read.
 
 One task per meter inside one TaskGroup; the endpoint's connection (and its lock) is the only
-thing they share, and each hold of the lock is bounded by the endpoint's timeout, so a slow or
-dead meter costs its own slot, not the fleet's schedule; its circuit breaker stops it from
-costing bus time at all after a while. Each meter's health is a small state machine
-(ok -> failing -> lost -> ok) that emits comm_lost / comm_restored once per transition.
+thing they share, and each hold of the lock is one poll, which its first unanswered read ends
+(after the endpoint's timeout), so a slow or dead meter costs its own slot, not the fleet's
+schedule; its circuit breaker stops it from costing bus time at all after a while. Each
+meter's health is a small state machine (ok -> failing -> lost -> ok) that emits comm_lost /
+comm_restored once per transition.
 """
 
 from __future__ import annotations
@@ -106,9 +107,13 @@ class ModbusPoller:
         self._plans: dict[str, tuple[ReadBlock, ...]] = {
             t.meter_id: plan_reads(t.profile, endpoint.max_gap) for t in targets
         }
+        # Function code and address of each block of a plan, for the RegisterBlocks of every poll.
+        self._codes = {m: [rb.function.code for rb in plan] for m, plan in self._plans.items()}
+        self._starts = {m: [rb.address for rb in plan] for m, plan in self._plans.items()}
         self._health = {t.meter_id: MeterHealth(t.meter_id, t.unit) for t in targets}
         self._latency = {t.meter_id: LatencyWindow() for t in targets}
         self._breakers = {t.meter_id: CircuitBreaker(breaker) for t in targets}
+        self._last_boundary: tuple[float, datetime] | None = None
 
     @property
     def targets(self) -> tuple[PollTarget, ...]:
@@ -180,18 +185,21 @@ class ModbusPoller:
         return out
 
     async def _read(self, target: PollTarget, ts: datetime) -> RawRegisters:
-        blocks: list[RegisterBlock] = []
-        on_wire = 0.0
-        for rb in self._plans[target.meter_id]:  # the first failure ends the poll: no point going on
-            words, spent = await self._conn.read_timed(
-                target.unit, rb.function, rb.address, rb.count, meter_id=target.meter_id
-            )
-            blocks.append(RegisterBlock(rb.function.code, rb.address, words))
-            on_wire += spent
-        return RawRegisters(target.meter_id, ts, self._clock(), tuple(blocks), on_wire)
+        plan = self._plans[target.meter_id]
+        # One hold of the bus for the whole poll; the first failure ends it: no point going on.
+        words, on_wire = await self._conn.read_blocks(target.unit, plan, meter_id=target.meter_id)
+        blocks = tuple(map(RegisterBlock, self._codes[target.meter_id], self._starts[target.meter_id], words))
+        return RawRegisters(target.meter_id, ts, self._clock(), blocks, on_wire)
 
     def _now(self) -> float:
         return self._clock().timestamp()
+
+    def _boundary(self, due: float) -> datetime:
+        """The datetime of an interval boundary; the meters of a round share theirs, so it is made once."""
+        made = self._last_boundary
+        if made is None or made[0] != due:
+            made = self._last_boundary = (due, datetime.fromtimestamp(due, UTC))
+        return made[1]
 
     async def _meter_loop(self, target: PollTarget) -> None:
         offset = send_offset(target.meter_id, target.interval, target.jitter) if target.interval else 0.0
@@ -204,14 +212,15 @@ class ModbusPoller:
                 # On Python 3.11, asyncio.wait_for inside pymodbus can swallow a cancel that
                 # races a reply; without this check the meter would poll on and shutdown hang.
                 raise asyncio.CancelledError
-            slot = schedule.next(self._now())
-            delay = slot.send_at - self._now()
+            now = self._now()
+            slot = schedule.next(now)
+            delay = slot.send_at - now
             if delay > 0:
                 await self._sleep(delay)
             else:
                 await asyncio.sleep(0)  # back-to-back polls still let the others run
             if breaker.allow(self._monotonic()):
-                ts = datetime.fromtimestamp(slot.due, UTC) if target.align and target.interval else self._clock()
+                ts = self._boundary(slot.due) if target.align and target.interval else self._clock()
                 await self._poll_once(target, health, breaker, ts)
             else:
                 health.breaker_skips += 1

@@ -4,11 +4,13 @@ A `ReadingFrame` holds one batch as numpy arrays (series index, ts in µs UTC, v
 quality, status, source, received_at); VEE checks run on it whole. A `SeriesTable` gives
 each (meter_id, channel) a stable small integer, the row of that series in every per-series
 state array. `FrameDecoder` decodes many `RawRegisters` of one device profile at once: the
-words of a block are stacked into a 2-D uint16 array and each register spec becomes one
-byte-order-aware `view` (e.g. ``>f4``), so the cost per poll is a few array operations.
+words of a block are stacked into a 2-D uint16 array, and the registers held alike (one type,
+one byte order) are gathered and read through one byte-order-aware `view` (e.g. ``>f4``), so
+a batch costs a few array operations per kind of register, whatever its number of polls or
+registers: a batch of one poll costs little more than the Reading objects it gives.
 
-The pipeline decodes its polls with `FrameDecoder`, validates the frame, and makes Reading
-objects (`to_readings`) only for the spool. `from_readings` serves callers that hold a list
+The pipeline decodes every pass of polls with `FrameDecoder`, validates the frame, and makes
+Reading objects (`to_readings`) only for the spool. `from_readings` serves callers that hold a list
 (`Validator.validate`, seeding VEE from the store).
 """
 
@@ -17,8 +19,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from itertools import chain
+from itertools import chain, repeat
 from operator import itemgetter
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -61,15 +64,30 @@ def from_us(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
-def _us_column(stamps: Sequence[datetime]) -> I64:
+def _filled(n: int, value: int, dtype: type[np.signedinteger[Any]]) -> npt.NDArray[Any]:
+    """np.full without its Python wrapper: frames of a poll or two are built many times a second."""
+    out = np.empty(n, dtype=dtype)
+    out.fill(value)
+    return out
+
+
+def _us_column(stamps: Sequence[datetime], known: dict[int, datetime] | None = None) -> I64:
     """µs column of datetimes. The polls of one round share their timestamps, so each distinct
-    value is converted once (datetime.timestamp() is exact to the µs for present-day dates)."""
+    value is converted once (datetime.timestamp() is exact to the µs for present-day dates).
+    `known` collects the UTC ones by µs value, for `ReadingFrame.stamps`."""
     n = len(stamps)
     if n and stamps.count(stamps[0]) == n:
-        return np.full(n, to_us(stamps[0]), dtype=np.int64)
+        us = to_us(stamps[0])
+        if known is not None and stamps[0].tzinfo is UTC:
+            known[us] = stamps[0]
+        return _filled(n, us, np.int64)
     seen: dict[datetime, int] = {}
-    return np.fromiter((seen[d] if d in seen else seen.setdefault(d, to_us(d)) for d in stamps),
-                       dtype=np.int64, count=n)
+    for d in stamps:
+        if d not in seen:
+            us = seen[d] = to_us(d)
+            if known is not None and d.tzinfo is UTC:
+                known[us] = d
+    return np.fromiter(map(seen.__getitem__, stamps), dtype=np.int64, count=n)
 
 
 class SeriesTable:
@@ -137,6 +155,9 @@ class ReadingFrame:
     origin: I64
     notes: dict[int, str] = field(default_factory=dict)
     readings: Sequence[Reading] | None = None
+    #: UTC datetimes of some µs values in ts / received (those of the polls decoded), so that
+    #: Reading objects get them without converting back.
+    stamps: dict[int, datetime] | None = None
 
     def __len__(self) -> int:
         return len(self.series)
@@ -152,9 +173,9 @@ class ReadingFrame:
         n = len(series)
         return cls(series=series, ts=ts, value=value, cumulative=cumulative,
                    quality=np.zeros(n, np.int64) if quality is None else quality,
-                   status=np.full(n, STATUS_CODE[status], np.int8), source=np.full(n, SOURCE_CODE[source], np.int8),
-                   received=np.full(n, NO_TS, np.int64) if received is None else received,
-                   origin=np.full(n, -1, np.int64))
+                   status=_filled(n, STATUS_CODE[status], np.int8), source=_filled(n, SOURCE_CODE[source], np.int8),
+                   received=_filled(n, NO_TS, np.int64) if received is None else received,
+                   origin=_filled(n, -1, np.int64))
 
     @classmethod
     def from_readings(cls, readings: Sequence[Reading], table: SeriesTable) -> ReadingFrame:
@@ -185,7 +206,7 @@ class ReadingFrame:
             notes = {new: self.notes[old] for old, new in where.items()}
         return ReadingFrame(self.series[idx], self.ts[idx], self.value[idx], self.cumulative[idx], self.quality[idx],
                             self.status[idx], self.source[idx], self.received[idx], self.origin[idx], notes,
-                            self.readings)
+                            self.readings, self.stamps)
 
     def concat(self, other: ReadingFrame) -> ReadingFrame:
         """This frame's rows then `other`'s; `other` must have no Reading objects behind it."""
@@ -198,13 +219,14 @@ class ReadingFrame:
 
         return ReadingFrame(cat("series"), cat("ts"), cat("value"), cat("cumulative"),  # type: ignore[arg-type]
                             cat("quality"), cat("status"), cat("source"), cat("received"),  # type: ignore[arg-type]
-                            np.concatenate([self.origin, np.full(len(other), -1, np.int64)]), notes, self.readings)
+                            np.concatenate([self.origin, np.full(len(other), -1, np.int64)]), notes, self.readings,
+                            {**(self.stamps or {}), **(other.stamps or {})} or None)
 
     def to_readings(self, table: SeriesTable) -> list[Reading]:
         """Reading objects of every row; rows that came from a Reading keep it unless something changed."""
         src = self.readings
         if src is None:
-            return self._new_readings(table, np.arange(len(self)))
+            return self._new_readings(table, None)
         out: list[Reading] = []
         quality = self.quality.tolist()
         status = self.status.tolist()
@@ -225,36 +247,38 @@ class ReadingFrame:
             out.append(replace(r, quality=Quality(q), status=s, note=note) if changed else r)
         return out
 
-    def _new_readings(self, table: SeriesTable, rows: I64) -> list[Reading]:
-        """Reading objects of `rows`, made from the columns (decoded polls, estimates).
+    def _new_readings(self, table: SeriesTable, rows: I64 | None) -> list[Reading]:
+        """Reading objects of `rows` (None: every row), made from the columns (decoded polls, estimates).
 
         This is the pipeline's one loop per reading (the spool takes objects), so the columns
-        are read as lists once, and timestamps and flags, shared by many rows, are made once."""
-        if not len(rows):
+        are read as lists once, and timestamps, flags, kinds, statuses and sources, shared by
+        many rows, are made once."""
+        columns = (self.series, self.ts, self.value, self.cumulative, self.quality, self.status, self.source,
+                   self.received)
+        series, ts, value, cumulative, quality, status, source, received = (
+            [c.tolist() for c in columns] if rows is None else [c[rows].tolist() for c in columns])
+        n = len(series)
+        if not n:
             return []
-        keys = table.keys
-        stamps = _datetimes(self.ts[rows].tolist())
-        received = _datetimes(self.received[rows].tolist())
-        qualities = self.quality[rows].tolist()
-        flags = {q: Quality(q) for q in set(qualities)}
+        flags = {q: Quality(q) for q in set(quality)}
+        meters, channels = zip(*map(table.keys.__getitem__, series), strict=True)
         notes = self.notes
-        out = []
-        for i, sid, ts, value, cumulative, q, status, source, rec in zip(
-                rows.tolist(), self.series[rows].tolist(), stamps, self.value[rows].tolist(),
-                self.cumulative[rows].tolist(), qualities, self.status[rows].tolist(), self.source[rows].tolist(),
-                received, strict=True):
-            meter_id, channel = keys[sid]
-            out.append(Reading(meter_id=meter_id, channel=channel, ts=ts, value=value,
-                               kind=Kind.CUMULATIVE if cumulative else Kind.INSTANTANEOUS, quality=flags[q],
-                               status=STATUSES[status], source=SOURCES[source], received_at=rec, note=notes.get(i)))
-        return out
+        # map() over the columns calls Reading with positional arguments, in its field order,
+        # and no Python loop body per reading.
+        return list(map(Reading, meters, channels, _datetimes(ts, self.stamps), value,
+                        map((Kind.INSTANTANEOUS, Kind.CUMULATIVE).__getitem__, cumulative),
+                        map(flags.__getitem__, quality), map(STATUSES.__getitem__, status),
+                        map(SOURCES.__getitem__, source), _datetimes(received, self.stamps), repeat(None, n),
+                        map(notes.get, range(n) if rows is None else rows.tolist()) if notes else repeat(None, n)))
 
 
-def _datetimes(stamps: list[int]) -> list[datetime | None]:
-    """µs column -> UTC datetimes (None for NO_TS); a batch holds few distinct instants."""
+def _datetimes(stamps: list[int], known: Mapping[int, datetime] | None) -> list[datetime | None]:
+    """µs column -> UTC datetimes (None for NO_TS); a batch holds few distinct instants, and
+    those the decoder read from the polls (`known`) are not made again."""
     made: dict[int, datetime | None] = {NO_TS: None}
     for us in set(stamps) - made.keys():
-        made[us] = from_us(us)
+        dt = known.get(us) if known else None
+        made[us] = dt if dt is not None else from_us(us)
     return list(map(made.__getitem__, stamps))
 
 
@@ -304,18 +328,72 @@ def _layout(profile: DeviceProfile, blocks: Shape) -> _Layout:
                    tuple(column(f.function.code, f.address, 1) for f in profile.flags))
 
 
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """The registers of a profile held alike (one numpy type, one byte storage): one gather of
+    their words, one view, and one multiply-add for all of them, whatever their number."""
+
+    positions: list[int]  # index of each register in profile.registers
+    gather: I64  # word columns, register after register, each register's words in ABCD order
+    storage: str  # byte order the words are stored in before the view
+    np_type: str
+    scale: F64
+    offset: F64
+    factor: F64
+    markers: tuple[tuple[int, int], ...]  # (index in the group, raw "not available" value)
+    everything: bool  # the group is every register of the profile, in order
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How the polls of one profile that read one set of blocks are decoded; made once per
+    (profile, blocks), so a decode costs a few array operations per group of registers
+    rather than per register (a pass of a handful of polls costs little more than its polls)."""
+
+    layout: _Layout
+    groups: tuple[_Group, ...]
+    missing: tuple[int, ...]  # registers the blocks do not hold
+    cumulative: B  # (1, registers): whether each register is cumulative
+    factors: tuple[float, ...]  # per register: device unit -> canonical unit
+
+
+def _plan(profile: DeviceProfile, shape: Shape) -> _Plan:
+    layout = _layout(profile, shape)
+    factors = tuple(conversion_factor(spec.unit, spec.channel) for spec in profile.registers)
+    alike: dict[tuple[str, str], list[int]] = {}
+    for j, (spec, col) in enumerate(zip(profile.registers, layout.columns, strict=True)):
+        if col is not None:
+            storage = "<u2" if spec.order in (ByteOrder.BADC, ByteOrder.DCBA) else ">u2"
+            alike.setdefault((_NP_TYPE[spec.type], storage), []).append(j)
+    groups = []
+    for (np_type, storage), positions in alike.items():
+        gather: list[int] = []
+        markers: list[tuple[int, int]] = []
+        for p, j in enumerate(positions):
+            spec, col = profile.registers[j], layout.columns[j]
+            assert col is not None
+            cols = range(col, col + spec.words)
+            # Low word first (CDAB, DCBA): reversing the words gives ABCD (or BADC) order.
+            gather += reversed(cols) if spec.order in (ByteOrder.CDAB, ByteOrder.DCBA) else cols
+            if spec.not_available is not None:
+                markers.append((p, spec.not_available))
+        specs = [profile.registers[j] for j in positions]
+        groups.append(_Group(positions, np.asarray(gather, dtype=np.int64), storage, np_type,
+                             np.asarray([s.scale for s in specs], dtype=np.float64),
+                             np.asarray([s.offset for s in specs], dtype=np.float64),
+                             np.asarray([factors[j] for j in positions], dtype=np.float64), tuple(markers),
+                             positions == list(range(len(profile.registers)))))
+    return _Plan(layout, tuple(groups), tuple(j for j, col in enumerate(layout.columns) if col is None),
+                 np.asarray([[s.kind is Kind.CUMULATIVE for s in profile.registers]], dtype=bool), factors)
+
+
 def _stacked(group: Sequence[RawRegisters], shape: Shape) -> npt.NDArray[np.uint16] | None:
     """The words of every poll as one (polls, words) array; None if a poll read other blocks
     than `shape` (then the words of a row would not line up with the layout)."""
     n = len(group)
-    if len(shape) == 1:
-        blocks = [r.blocks[0] for r in group]
-        if [len(r.blocks) for r in group] != [1] * n:
-            return None
-    else:
-        blocks = [b for r in group for b in r.blocks]
-        if len(blocks) != n * len(shape):
-            return None
+    blocks = [b for r in group for b in r.blocks]
+    if len(blocks) != n * len(shape):
+        return None
     functions, addresses, counts = [f for f, _, _ in shape], [a for _, a, _ in shape], [c for _, _, c in shape]
     if [b.address for b in blocks] != addresses * n or [b.function for b in blocks] != functions * n or \
             [len(b.words) for b in blocks] != counts * n:
@@ -334,8 +412,8 @@ class _Found:
 
     def in_poll_order(self) -> tuple[list[DeadLetter], list[Event]]:
         # A stable sort: within one poll, the order they were found in (flags, then registers).
-        return ([d for _, d in sorted(self.dead, key=itemgetter(0))],
-                [e for _, e in sorted(self.events, key=itemgetter(0))])
+        return ([d for _, d in sorted(self.dead, key=itemgetter(0))] if self.dead else [],
+                [e for _, e in sorted(self.events, key=itemgetter(0))] if self.events else [])
 
 
 class FrameDecoder:
@@ -358,6 +436,15 @@ class FrameDecoder:
         self._id_rows: dict[str, list[list[int]]] = {}
         self._id_arrays: dict[str, I64] = {}
         self._tampered: set[str] = set() if tampered is None else tampered
+        #: (id(profile), blocks) -> (profile, plan); the profile is kept so its id stays its own.
+        self._plans: dict[tuple[int, tuple[tuple[int, int, int], ...]], tuple[DeviceProfile, _Plan]] = {}
+
+    def _plan(self, profile: DeviceProfile, shape: Shape) -> _Plan:
+        key = (id(profile), tuple(shape))
+        cached = self._plans.get(key)
+        if cached is None or cached[0] is not profile:
+            cached = self._plans[key] = (profile, _plan(profile, shape))
+        return cached[1]
 
     def decode(self, raws: Sequence[RawRegisters]) -> tuple[ReadingFrame, list[DeadLetter], list[Event]]:
         found = _Found()
@@ -378,10 +465,13 @@ class FrameDecoder:
                 group[1].append(raw)
                 group[2].append(i)
             frames = [self._decode_group(profile, group, at, found) for profile, group, at in groups.values()]
-        frames = [f for f in frames if len(f)]
-        frame = frames[0] if frames else ReadingFrame.empty()
-        for other in frames[1:]:
-            frame = frame.concat(other)
+        if len(frames) == 1:
+            frame = frames[0]
+        else:
+            frames = [f for f in frames if len(f)]
+            frame = frames[0] if frames else ReadingFrame.empty()
+            for other in frames[1:]:
+                frame = frame.concat(other)
         return frame, *found.in_poll_order()
 
     def _series_ids(self, profile: DeviceProfile, meters: list[str]) -> I64:
@@ -414,53 +504,81 @@ class FrameDecoder:
             frame = self._decode_group(profile, [group[i] for i in like], [at[i] for i in like], found)
             return frame.concat(self._decode_group(profile, [group[i] for i in rest], [at[i] for i in rest], found))
         n = len(group)
-        layout = _layout(profile, shape)
+        plan = self._plan(profile, shape)
         # The only per-poll Python: pulling the fields out; everything after works on arrays.
         meters = meters if meters is not None else [r.meter_id for r in group]
-        ts = _us_column([r.ts for r in group])
-        received = _us_column([r.received_at for r in group])
-        quality = self._flags(profile, layout, words, group, at, meters, found)
+        stamps: dict[int, datetime] = {}
+        ts = _us_column([r.ts for r in group], stamps)
+        received = _us_column([r.received_at for r in group], stamps)
+        quality = self._flags(profile, plan.layout, words, group, at, meters, found)
         ids = self._series_ids(profile, meters)
-        keep = np.ones((n, len(profile.registers)), dtype=bool)
-        values = np.empty((n, len(profile.registers)), dtype=np.float64)
-        for j, (spec, col) in enumerate(zip(profile.registers, layout.columns, strict=True)):
-            if col is None:
-                detail = f"{spec.channel.value}: register {spec.function.value} {spec.address:#06x} was not read"
-                found.dead.extend((i, poll_dead_letter(r, "missing_register", detail)) for i, r in zip(at, group, strict=True))
-                keep[:, j] = False
-                continue
-            values[:, j] = self._column(spec, words[:, col:col + spec.words], group, at, keep[:, j], found)
         k = len(profile.registers)
-        cumulative = np.tile(np.asarray([s.kind is Kind.CUMULATIVE for s in profile.registers]), n)
-        frame = ReadingFrame.build(ids.reshape(-1), np.repeat(ts, k), values.reshape(-1), cumulative,
-                                   quality=np.repeat(quality, k), received=np.repeat(received, k))
-        return frame if keep.all() else frame.take(keep.reshape(-1))
-
-    @staticmethod
-    def _column(spec: RegisterSpec, block: npt.NDArray[np.uint16], group: list[RawRegisters], at: list[int],
-                keep: B, found: _Found) -> F64:
-        """One register of every poll in the channel's canonical unit; clears `keep` where the
-        words hold no storable number (they become dead letters)."""
-        raw = decode_columns(block, spec)
-        factor = conversion_factor(spec.unit, spec.channel)
+        values: F64 = np.empty((n, k), dtype=np.float64)
+        # (poll, register) of each value that is no storable number, or was not read.
+        odd: list[tuple[int, int]] = [(i, j) for j in plan.missing for i in range(n)]
+        sources = 1 if plan.missing else 0  # lists of them so far, each in (poll, register) order
         # Garbage words decode to NaN (signalling ones too) or overflow: the same arithmetic as
         # the Normaliser's, in the same order, so the floats are identical.
         with np.errstate(invalid="ignore", over="ignore"):
-            v = raw.astype(np.float64) * spec.scale + spec.offset
-            v *= factor
-        odd = ~np.isfinite(v)
-        if spec.not_available is not None:
-            odd |= raw == spec.not_available
-        # The few odd values go through the Normaliser's own decoding, one by one: it decides
-        # (e.g. a float that only rounds to the marker is a value) and words the dead letter.
-        for i in np.flatnonzero(odd).tolist():
-            value = register_value(group[i], spec, block[i].tolist(), factor)
+            for g in plan.groups:
+                raw = np.ascontiguousarray(words[:, g.gather], dtype=g.storage).view(g.np_type)  # (polls, group)
+                v = raw.astype(np.float64) * g.scale + g.offset
+                v *= g.factor
+                unusable = ~np.isfinite(v)
+                for p, marker in g.markers:
+                    unusable[:, p] |= raw[:, p] == marker
+                if g.everything:  # the usual profile: one group, every register in order
+                    values = v
+                else:
+                    values[:, g.positions] = v
+                if unusable.any():
+                    odd += [(i, g.positions[p]) for i, p in np.argwhere(unusable).tolist()]
+                    sources += 1
+        if sources > 1:
+            odd.sort()
+        keep = self._odd_values(profile, plan, words, values, odd, group, at, found) if odd else None
+        # ndarray methods, not np.repeat / np.tile: no Python wrapper per call.
+        frame = ReadingFrame.build(ids.reshape(-1), ts.repeat(k), values.reshape(-1),
+                                   plan.cumulative.repeat(n, axis=0).reshape(-1), quality=quality.repeat(k),
+                                   received=received.repeat(k))
+        frame.stamps = stamps
+        return frame if keep is None or keep.all() else frame.take(keep.reshape(-1))
+
+    @staticmethod
+    def _odd_values(profile: DeviceProfile, plan: _Plan, words: npt.NDArray[np.uint16], values: F64,
+                    odd: list[tuple[int, int]], group: list[RawRegisters], at: list[int], found: _Found) -> B:
+        """Settle the few values the arrays could not: registers not read, and words that decode
+        to no storable number. `odd` is (poll, register), sorted: a poll's dead letters come in
+        register order, as the Normaliser gives them. Returns which values are kept."""
+        keep = np.ones(values.shape, dtype=bool)
+        dropped: tuple[list[int], list[int]] = ([], [])
+        settled: tuple[list[int], list[int], list[float]] = ([], [], [])
+        rows: dict[int, list[int]] = {}  # words of a poll as a list, made once per poll
+        for i, j in odd:
+            spec, col = profile.registers[j], plan.layout.columns[j]
+            if col is None:
+                detail = f"{spec.channel.value}: register {spec.function.value} {spec.address:#06x} was not read"
+                found.dead.append((at[i], poll_dead_letter(group[i], "missing_register", detail)))
+                dropped[0].append(i)
+                dropped[1].append(j)
+                continue
+            row = rows.get(i)
+            if row is None:
+                row = rows[i] = words[i].tolist()
+            # The Normaliser's own decoding, one by one: it decides (e.g. a float that only
+            # rounds to the marker is a value) and words the dead letter.
+            value = register_value(group[i], spec, row[col:col + spec.words], plan.factors[j])
             if isinstance(value, DeadLetter):
                 found.dead.append((at[i], value))
-                keep[i] = False
+                dropped[0].append(i)
+                dropped[1].append(j)
             else:
-                v[i] = value
-        return v
+                settled[0].append(i)
+                settled[1].append(j)
+                settled[2].append(value)
+        keep[dropped] = False
+        values[settled[:2]] = settled[2]
+        return keep
 
     def _flags(self, profile: DeviceProfile, layout: _Layout, words: npt.NDArray[np.uint16],
                group: list[RawRegisters], at: list[int], meters: list[str], found: _Found) -> I64:

@@ -5,8 +5,10 @@ so pollers slow down and MQTT messages stay unacknowledged at the broker. Acks a
 called only after the spool commit returned: that commit is "accepted".
 
 The Modbus polls of a pass are decoded together into one columnar frame (`FrameDecoder`),
-validated as that frame, and turned into Reading objects only for the spool. MQTT payloads,
-poll failures, and events or dead letters the drivers emit go one by one, as they are few.
+validated as that frame, and turned into Reading objects only for the spool, whatever the
+size of the pass (a frame of one poll costs little more than its Reading objects). MQTT
+payloads, poll failures, and events or dead letters the drivers emit go one by one, as they
+are few.
 """
 
 from __future__ import annotations
@@ -28,13 +30,6 @@ from gateway.validate.validator import Validator
 log = logging.getLogger(__name__)
 
 Item = RawRegisters | RawPayload | PollFailure | Event | DeadLetter
-
-
-#: Passes with fewer Modbus polls than this are decoded poll by poll: building a frame costs
-#: about half a millisecond whatever its size (measured on a 1,000-meter fleet at 1 s, where
-#: passes are small), so below this the per-poll Normaliser is cheaper. Both give the same
-#: readings, events and dead letters (tests/unit/test_pipeline_frames.py).
-FRAME_FROM = 16
 
 
 class BatchSink(Protocol):
@@ -62,9 +57,8 @@ class Pipeline:
     def __init__(self, normaliser: Normaliser, validator: Validator, spool: BatchSink, *,
                  queue_size: int = 10_000, max_batch: int = 5000,
                  on_batch: Callable[[list[Item], Batch], None] | None = None,
-                 payg: PaygChecker | None = None, frame_from: int = FRAME_FROM) -> None:
+                 payg: PaygChecker | None = None) -> None:
         self.normaliser = normaliser
-        self.frame_from = frame_from
         self.validator = validator
         # Series ids are the validator's, so the decoded frame indexes its state directly.
         self.decoder = FrameDecoder(normaliser.profiles, validator.series, tampered=normaliser.tampered)
@@ -143,16 +137,6 @@ class Pipeline:
         (tamper, then VEE's) go to `batch`. Readings come ordered by meter, channel, ts."""
         if not polls:
             return []
-        if len(polls) < self.frame_from:
-            readings: list[Reading] = []
-            for poll in polls:
-                decoded = self.normaliser.registers(poll)
-                readings += decoded.readings
-                batch.deadletters += decoded.deadletters
-                batch.events += decoded.events
-            readings, found = self.validator.validate(readings)
-            batch.events.extend(found)
-            return readings
         frame, dead, events = self.decoder.decode(polls)
         batch.deadletters.extend(dead)
         batch.events.extend(events)

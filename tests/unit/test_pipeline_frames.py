@@ -28,6 +28,7 @@ from gateway.config.profiles import load_profiles
 from gateway.errors import DecodeError
 from gateway.model import Batch, Channel, DeadLetter, Event, EventKind, Quality, Reading, Severity
 from gateway.model.profiles import DeviceFlag, DeviceProfile, FlagSpec, Function
+from gateway.normalise.frame import FrameDecoder, SeriesTable
 from gateway.normalise.normaliser import Normaliser, PaygOptions
 from gateway.normalise.units import conversion_factor
 from gateway.runtime.pipeline import Item, Pipeline, PipelineCounters
@@ -162,14 +163,13 @@ def row(r: Reading) -> tuple[Any, ...]:
             r.received_at)
 
 
-def run_both(batches: list[list[RawRegisters]], frame_from: int = 1) -> list[tuple[Batch, Batch]]:
+def run_both(batches: list[list[RawRegisters]]) -> list[tuple[Batch, Batch]]:
     """Each batch through the old path and through `Pipeline.process`; returns (old, new) per batch,
-    after checking the pipeline's counters and its on_batch calls. `frame_from=1`: every pass with
-    a poll takes the frame path (the pipeline's default sends small passes the per-poll way)."""
+    after checking the pipeline's counters and its on_batch calls."""
     old = PerPoll()
     spool = Spooled()
     observed: list[tuple[list[Item], Batch]] = []
-    pipeline = Pipeline(Normaliser(METERS, {}), validator(), spool, frame_from=frame_from,
+    pipeline = Pipeline(Normaliser(METERS, {}), validator(), spool,
                         on_batch=lambda items, batch: observed.append((items, batch)))
 
     async def feed() -> None:
@@ -204,6 +204,17 @@ def cut(polls: list[list[RawRegisters]], sizes: list[int]) -> list[list[RawRegis
     return out
 
 
+def split(polls: list[list[RawRegisters]], sizes: list[int]) -> list[list[RawRegisters]]:
+    """The polls of every round, in order, in pipeline batches of `sizes[i]` polls each: the small
+    passes of a large fleet on a short interval, one poll alone included."""
+    flat = [raw for rnd in polls for raw in rnd]
+    out, at, i = [], 0, 0
+    while at < len(flat):
+        out.append(flat[at:at + sizes[i % len(sizes)]])
+        at, i = at + sizes[i % len(sizes)], i + 1
+    return out
+
+
 # -- a fixed scenario: each fault named, and seen in the output --------------------------------
 
 FIXED = [
@@ -220,17 +231,13 @@ FIXED = [
 ]
 
 
-#: A pass of one round has about this many polls: a pipeline with frame_from just above it
-#: decodes one-round passes poll by poll and longer ones as frames.
-ONE_ROUND = len(METERS) + 2
-
-
-@pytest.mark.parametrize(("sizes", "frame_from"), [
-    ([1, 2, 3], 1),  # every pass a frame
-    ([2, 1], ONE_ROUND),  # frames and per-poll passes in turn: generic-1's tamper spans both
-])
-def test_fixed_fleet_scenario_gives_the_same_batches_on_both_paths(sizes: list[int], frame_from: int) -> None:
-    pairs = run_both(cut(rounds(FIXED, 8), sizes), frame_from)
+@pytest.mark.parametrize("batches", [
+    lambda polls: cut(polls, [1, 2, 3]),  # passes of one to three rounds
+    lambda polls: split(polls, [1, 3, 1, 5, 2]),  # passes of a few polls: generic-1's tamper spans many
+], ids=["rounds", "polls"])
+def test_fixed_fleet_scenario_gives_the_same_batches_on_both_paths(
+        batches: Callable[[list[list[RawRegisters]]], list[list[RawRegisters]]]) -> None:
+    pairs = run_both(batches(rounds(FIXED, 8)))
     assert_same(pairs)
     new = Batch()
     for _, b in pairs:
@@ -264,16 +271,14 @@ tweaks = st.builds(
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.dictionaries(st.sampled_from([*METERS, UNKNOWN]), tweaks, max_size=6), min_size=1, max_size=6),
-       st.lists(st.integers(1, 3), min_size=1, max_size=4), st.randoms(use_true_random=False),
-       st.sampled_from([1, ONE_ROUND, 2 * ONE_ROUND]))
+       st.lists(st.integers(1, 3), min_size=1, max_size=4), st.randoms(use_true_random=False), st.booleans())
 def test_any_fleet_scenario_gives_the_same_batches_on_both_paths(
-        spoiled: list[dict[str, Tweak]], sizes: list[int], rng: Any, frame_from: int) -> None:
+        spoiled: list[dict[str, Tweak]], sizes: list[int], rng: Any, by_poll: bool) -> None:
     polls = rounds(spoiled, len(spoiled) + 2)
     for rnd in polls:
         rng.shuffle(rnd)  # polls of a round arrive in any order
-    # frame_from above one or two rounds: passes switch between the per-poll and the frame
-    # path, so a tamper episode may start on one and end on the other.
-    assert_same(run_both(cut(polls, sizes), frame_from))
+    # Passes of whole rounds, or of one to three polls (a tamper episode then spans passes).
+    assert_same(run_both(split(polls, sizes) if by_poll else cut(polls, sizes)))
 
 
 # -- the items that keep their own path ---------------------------------------------------------
@@ -329,3 +334,19 @@ def test_every_profile_alone_gives_the_same_batches(profile: DeviceProfile) -> N
     # One profile per batch takes the decoder's single-profile shortcut.
     polls = [[raw for raw in rnd if raw.meter_id.startswith(f"{profile.name}-")] for rnd in rounds(FIXED, 6)]
     assert_same(run_both(polls))
+
+
+def test_a_tamper_episode_raises_one_event_whichever_decoder_reads_its_polls() -> None:
+    # The pipeline's FrameDecoder and a Normaliser that previews polls (diagnostics' "poll now")
+    # share which meters are tampered: an episode seen by both raises its event once.
+    spoiled = [{}, {"generic-1": Tweak(fault="tamper")}, {"generic-1": Tweak(fault="tamper")}, {},
+               {"generic-1": Tweak(fault="tamper")}, {"generic-1": Tweak(fault="tamper")}]
+    polls = [[raw for raw in rnd if raw.meter_id == "generic-1"] for rnd in rounds(spoiled, len(spoiled))]
+    normaliser = Normaliser(METERS, {})
+    decoder = FrameDecoder(METERS, SeriesTable(), tampered=normaliser.tampered)
+    reference = Normaliser(METERS, {})
+    for n, rnd in enumerate(polls):
+        expected = [e for raw in rnd for e in reference.registers(raw).events]
+        got = [e for raw in rnd for e in normaliser.registers(raw).events] if n % 2 else decoder.decode(rnd)[2]
+        assert got == expected, f"round {n}"
+    assert normaliser.tampered == reference.tampered == {"generic-1"}
