@@ -6,8 +6,9 @@
 A private PostgreSQL + TimescaleDB cluster (fsync on; never the machine's own server) is
 filled with bench/ingest.py's builder (15-minute reads of energy_import, power and
 voltage_l1), the meters are registered with one consumer each. The API runs as the gateway
-runs it (create_app + uvicorn, one process, the store's default pool) in a child process;
-the client (httpx, this process) keeps 32 requests in flight and measures each one:
+runs it (create_app + uvicorn on the gateway's event loop, one process, the store's default
+pool) in a child process; the client (this process: plain keep-alive HTTP/1.1 connections, on
+uvloop too) keeps 32 requests in flight and measures each one:
 
   latest reading          GET /v1/meters/{m}/readings/latest
   one meter's month       GET /v1/meters/{m}/readings?channel=energy_import&from&to&limit=5000 (2,880 reads)
