@@ -154,9 +154,12 @@ def tuned_settings() -> dict[str, str]:
 
 
 async def timed(fn: Callable[[], Awaitable[Any]], n: int) -> tuple[float, float]:
-    # Warm-up, not timed: the first call on a pooled connection prepares the statements
-    # (each plan weighs every chunk of the hypertable, ~20 ms); a running gateway has done that.
-    for _ in range(5):
+    # Warm-up, not timed, to the steady state a running gateway is in: psycopg prepares a
+    # statement at its 6th execution on a connection, and PostgreSQL then tries 5 custom
+    # plans before it settles on the generic one; until then each call plans over every
+    # chunk of the hypertable (3-5 ms for "latest" on a year of 7-day chunks). 20 calls
+    # cover that on a pooled connection.
+    for _ in range(20):
         await fn()
     samples = []
     for _ in range(n):
@@ -323,7 +326,7 @@ async def main() -> None:
             for q, (p50, p99) in (await queries(s, meters, args.days, repeat)).items():
                 results.append(("SQLite", q, f"{p50:.2f}", f"{p99:.2f}"))
         table(f"Query latency, ms ({meters * 3 * args.days * 96:,} readings; built in {built:.0f} s (TimescaleDB), "
-              f"{sq_built:.0f} s (SQLite); {repeat} calls each after 5 untimed; PostgreSQL shared_buffers "
+              f"{sq_built:.0f} s (SQLite); {repeat} calls each after 20 untimed; PostgreSQL shared_buffers "
               f"{tuned_settings()['shared_buffers']})", results, ("store", "query", "p50", "p99"))
     finally:
         if cluster.running:

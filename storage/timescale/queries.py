@@ -247,7 +247,7 @@ class TimescaleQueries(cons.ConsumptionQueries):
                                     statuses: Sequence[Status]) -> tuple[list[Reading | None], list[Reading]]:  # fmt: skip
         params: dict[str, Any] = {"m": meter_id, "ch": channel.value, "bounds": bounds,
                                   "ok": [s.value for s in statuses]}
-        async with self._conn(f"consumption of {meter_id}") as conn, conn.pipeline(), conn.transaction():
+        async with self._conn(f"consumption of {meter_id}") as conn, conn.transaction():
             # One snapshot for both queries (REPEATABLE READ is not needed: a read-only
             # transaction in READ COMMITTED would take two; this one is short).
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -297,19 +297,14 @@ class TimescaleQueries(cons.ConsumptionQueries):
 async def _closings_by_bucket(conn: Conn, params: dict[str, Any]) -> list[Reading | None]:
     """For each bound, the last usable read at or before it (same answer as _CLOSINGS)."""
     bounds: list[datetime] = params["bounds"]
-    # Pipelined: the probes of every span go out together and their results come back in
-    # one round trip, not one each (a year of daily buckets is 13 statements).
-    async with conn.pipeline():
-        before = await conn.execute(_LAST_AT_OR_BEFORE, {**params, "b0": bounds[0]}, prepare=True)
-        scans = []
-        for first, end in _spans(bounds):
-            scan = {**params, "lo": bounds[first:end], "hi": bounds[first + 1:end + 1], "span_lo": bounds[first],
-                    "span_hi": bounds[end]}  # fmt: skip
-            scans.append((first, await conn.execute(_LAST_PER_BUCKET, scan, prepare=True)))
-    row = await before.fetchone()
+    cur = await conn.execute(_LAST_AT_OR_BEFORE, {**params, "b0": bounds[0]}, prepare=True)
+    row = await cur.fetchone()
     closings: list[Reading | None] = [None if row is None else rows.reading(row)]
     last: dict[int, Reading] = {}
-    for first, cur in scans:
+    for first, end in _spans(bounds):
+        scan = {**params, "lo": bounds[first:end], "hi": bounds[first + 1:end + 1], "span_lo": bounds[first],
+                "span_hi": bounds[end]}  # fmt: skip
+        cur = await conn.execute(_LAST_PER_BUCKET, scan, prepare=True)
         last.update((first + r[0], rows.reading(r[1:])) for r in await cur.fetchall())
     for i in range(1, len(bounds)):
         # An empty bucket is closed by the read that closed the one before it.
