@@ -170,7 +170,10 @@ class SeriesState:
             if fresh.any():
                 # Rows are in time order, so the first of a fresh row wins when written last.
                 self.w["first_ts"][rows[fresh][::-1]] = ts[fresh][::-1]
-            _ring_push(self.rates, self.w["count"], rows, rates, since=self.w["since"])
+            # A rate past float32's range (garbage no check rejected) is kept as inf, which the
+            # statistics sort last; numpy would warn about the cast.
+            with np.errstate(over="ignore"):
+                _ring_push(self.rates, self.w["count"], rows, rates, since=self.w["since"])
 
     def refresh_stats(self, every: int) -> None:
         """Recompute median, MAD and third-highest of windows that gained `every` rates, or that

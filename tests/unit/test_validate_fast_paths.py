@@ -116,6 +116,17 @@ def test_a_full_window_keeps_its_last_rates() -> None:
     assert state.w["center"][row[0]] == 3.5  # median of 2, 3, 4, 5: 100 and 1 were pushed out
 
 
+def test_a_rate_past_float32_is_kept_as_infinity_without_a_warning() -> None:
+    # Garbage a check has not rejected can give a rate of 1e300 kWh/h; the windows are float32.
+    # The test suite turns warnings into errors, as hypothesis found with such a fleet.
+    state = SeriesState(window=4)
+    state.ensure(1)
+    row = state.cumulative_rows(np.array([0]))
+    for i, rate in enumerate([1.0, 1e300, 2.0]):
+        state.push_rates(row, np.array([rate]), np.array([i], dtype=np.int64))
+    assert state.rates[row[0], :3].tolist() == [1.0, math.inf, 2.0]
+
+
 def test_ring_push_one_value_per_row_or_several_gives_the_same_rings() -> None:
     rows = np.array([0, 0, 1, 2, 2, 2], dtype=np.int64)
     values = np.arange(1.0, 7.0)
