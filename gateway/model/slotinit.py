@@ -18,9 +18,8 @@ T = TypeVar("T")
 
 
 def slot_init(cls: type[T]) -> type[T]:
-    """Give `cls` (a frozen dataclass with slots; no __post_init__, default factories or
-    keyword-only fields) an
-    __init__ that sets its slots through their descriptors."""
+    """Give `cls` (a frozen dataclass with slots; no __post_init__, default factories,
+    keyword-only or init=False fields) an __init__ that sets its slots through their descriptors."""
     params = getattr(cls, "__dataclass_params__", None)
     if params is None or not params.frozen or "__slots__" not in cls.__dict__:
         msg = f"slot_init: {cls.__name__} must be a frozen dataclass with slots=True"

@@ -426,16 +426,13 @@ class FrameDecoder:
     Normaliser would give them.
     """
 
-    def __init__(self, profiles: Mapping[str, DeviceProfile], series: SeriesTable, *,
-                 tampered: set[str] | None = None) -> None:  # fmt: skip
-        """`tampered`: the meters whose tamper flag is up, shared with a Normaliser that decodes
-        other polls of the same meters, so a tamper episode raises one event whichever decodes it."""
+    def __init__(self, profiles: Mapping[str, DeviceProfile], series: SeriesTable) -> None:
         self._profiles = profiles
         self.series = series
         self._ids: dict[str, dict[str, int]] = {}  # profile name -> meter_id -> row in _id_rows
         self._id_rows: dict[str, list[list[int]]] = {}
         self._id_arrays: dict[str, I64] = {}
-        self._tampered: set[str] = set() if tampered is None else tampered
+        self._tampered: set[str] = set()  # meters whose tamper flag is up
         #: (id(profile), blocks) -> (profile, plan); the profile is kept so its id stays its own.
         self._plans: dict[tuple[int, tuple[tuple[int, int, int], ...]], tuple[DeviceProfile, _Plan]] = {}
 

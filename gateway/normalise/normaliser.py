@@ -39,8 +39,7 @@ class Normaliser:
         #: (topic template, how its payloads are written); the first template a topic fits wins.
         self._formats: list[tuple[TopicTemplate | None, PayloadFormat]] = [
             (TopicTemplate(t), f) for t, f in payload_formats] or [(None, PayloadFormat())]
-        #: Meters whose tamper flag is up (shared with the pipeline's FrameDecoder).
-        self.tampered: set[str] = set()
+        self._tampered: set[str] = set()
         self._placements: dict[tuple[int, Layout], tuple[DeviceProfile, list[tuple[RegisterSpec, int, int, float]]]] = {}
 
     @property
@@ -106,13 +105,13 @@ class Normaliser:
                 quality |= _FLAG_QUALITY[flag.flag]
         # One event when a meter starts reporting tamper, not one per poll while it lasts.
         tampered = bool(quality & Quality.TAMPER)
-        if tampered and raw.meter_id not in self.tampered:
+        if tampered and raw.meter_id not in self._tampered:
             batch.events.append(Event(raw.ts, raw.meter_id, EventKind.TAMPER, Severity.WARNING,
                                       "the meter reports tamper in its status register"))
         if tampered:
-            self.tampered.add(raw.meter_id)
+            self._tampered.add(raw.meter_id)
         else:
-            self.tampered.discard(raw.meter_id)
+            self._tampered.discard(raw.meter_id)
         return quality
 
     def payload(self, raw: RawPayload) -> Batch:

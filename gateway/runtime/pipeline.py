@@ -61,7 +61,7 @@ class Pipeline:
         self.normaliser = normaliser
         self.validator = validator
         # Series ids are the validator's, so the decoded frame indexes its state directly.
-        self.decoder = FrameDecoder(normaliser.profiles, validator.series, tampered=normaliser.tampered)
+        self.decoder = FrameDecoder(normaliser.profiles, validator.series)
         #: Derives PAYG events (low credit, top-up, relay, ...) from the balance updates.
         self.payg = payg
         self.spool = spool

@@ -92,8 +92,10 @@ async def _check_if_dropped(conn: Conn) -> None:
     if conn.closed:
         msg = "connection closed"
         raise psycopg.OperationalError(msg)
-    readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    if readable:
+    # poll(), not select(): select refuses descriptors past 1023, which a busy gateway can reach.
+    idle = select.poll()
+    idle.register(conn.fileno(), select.POLLIN)
+    if idle.poll(0):
         await AsyncConnectionPool.check_connection(conn)
 
 
