@@ -50,7 +50,8 @@ class StorageSection(_Section):
     chunk_interval: str = "7 days"
     retention: str | None = Field(default=None, description="Keep data this long, e.g. '400 days' (units: minutes, "
                                   "hours, days, weeks); unset keeps it for ever")
-    retention_check: float = Field(default=3600.0, gt=0, description="Seconds between the gateway's retention runs")
+    retention_check: float = Field(default=3600.0, gt=0, description="Seconds between the gateway's maintenance runs "
+                                   "(retention, reordering closed readings chunks by meter)")
 
     @field_validator("retention")
     @classmethod

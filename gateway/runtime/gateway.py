@@ -271,7 +271,7 @@ class Gateway:
             self.subscriber = self._mqtt()
             async with asyncio.TaskGroup() as tg:
                 keeper = tg.create_task(self._keep_store(validator), name="store-keeper")
-                retention_task = tg.create_task(self._retention(), name="retention")
+                retention_task = tg.create_task(self._maintenance(), name="maintenance")
                 pipeline_task = tg.create_task(self.pipeline.run(), name="pipeline")
                 forwarder_task = tg.create_task(self._forward(), name="forwarder")
                 drivers_task = tg.create_task(self._run_drivers(), name="drivers")
@@ -336,19 +336,26 @@ class Gateway:
         log.info("store ready: %s", self.store.mode)
         self.store_ready.set()
 
-    async def _retention(self) -> None:
-        """Every `storage.retention_check` seconds, drop data older than `storage.retention`
+    async def _maintenance(self) -> None:
+        """Every `storage.retention_check` seconds: drop data older than `storage.retention`
         (the store knows how: drop_chunks, DELETE, or nothing where TimescaleDB's own
-        policy does it). A store that is down is simply tried again next time."""
-        if self.config.storage.retention is None:
-            return
+        policy does it), then reorder closed readings chunks by meter (TimescaleDB, Apache
+        license; a minute of work at most per run). A store that is down is simply tried
+        again next time."""
         await self.store_ready.wait()
         assert self.store is not None
         while True:
+            if self.config.storage.retention is not None:
+                try:
+                    await self.store.apply_retention()
+                except SinkError as exc:
+                    log.warning("retention run failed (tried again in %.0f s): %s",
+                                self.config.storage.retention_check, exc)
             try:
-                await self.store.apply_retention()
+                await self.store.reorder()
             except SinkError as exc:
-                log.warning("retention run failed (tried again in %.0f s): %s", self.config.storage.retention_check, exc)
+                log.warning("reordering readings chunks failed (tried again in %.0f s): %s",
+                            self.config.storage.retention_check, exc)
             await asyncio.sleep(self.config.storage.retention_check)
 
     async def _seed_payg_from_spool(self) -> None:

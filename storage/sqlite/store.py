@@ -22,7 +22,7 @@ import aiosqlite
 
 from gateway.errors import InvalidRequest, NotFound, SinkError, SinkUnavailable
 from gateway.model import Batch, Channel, Command, Meter, Reading, Status
-from storage.base import RetentionResult, WriteResult
+from storage.base import ReorderResult, RetentionResult, WriteResult
 from storage.identity import digest
 from storage.migrate import load_migrations, pending
 from storage.sqlite import rows
@@ -205,6 +205,10 @@ class SqliteStore(SqliteAccounts, SqliteQueries):
                 raise SinkUnavailable(msg)
             # Reads the schema page: "SELECT 1" would succeed without touching the file.
             await self._reader.execute_fetchall("SELECT count(*) FROM sqlite_master")
+
+    async def reorder(self, now: datetime | None = None, *, budget: float | None = 60.0) -> ReorderResult:
+        """Nothing to do: SQLite keeps no such order to restore (rows live in seq order)."""
+        return ReorderResult("off")
 
     async def apply_retention(self, now: datetime | None = None) -> RetentionResult:
         """Delete readings, balances, events and dead letters older than the retention."""

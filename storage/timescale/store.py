@@ -23,7 +23,7 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed
 
 from gateway.errors import InvalidRequest, SinkError, SinkUnavailable
 from gateway.model import Batch, Channel, Command, Meter, Reading, Status
-from storage.base import RetentionResult, WriteResult
+from storage.base import ReorderResult, RetentionResult, WriteResult
 from storage.migrate import load_migrations, pending
 from storage.timescale import policies, rows
 from storage.timescale.accounts import TimescaleAccounts
@@ -194,10 +194,11 @@ class TimescaleStore(TimescaleAccounts, TimescaleQueries):
         queries.GENERIC_PLANS). Its transaction costs two round trips more than `_fetch`, so
         keyed lookups that plan in microseconds use `_fetch`. (Pipelining those round trips
         was measured: psycopg's pipeline costs more client CPU than the localhost round trips
-        it saves.)"""
+        it saves.) Rows come in binary: a month of readings parsed 35-40 % faster than as
+        text (timestamps and floats are not parsed from strings)."""
         async with self._conn(action) as conn, conn.transaction():
             await conn.execute(GENERIC_PLANS)
-            cur = await conn.execute(sql, params, prepare=True)
+            cur = await conn.execute(sql, params, prepare=True, binary=True)
             return await cur.fetchall()
 
     async def _detect_mode(self) -> None:
@@ -295,6 +296,23 @@ class TimescaleStore(TimescaleAccounts, TimescaleQueries):
             result = await policies.drop_old(conn, self.mode, cutoff)
         if any(result.removed.values()):
             log.info("%s: retention removed %s older than %s", self._label, result.removed, cutoff.isoformat())
+        return result
+
+    async def reorder(self, now: datetime | None = None, *, budget: float | None = 60.0) -> ReorderResult:
+        """Rewrite closed readings chunks in (meter_id, channel, ts) order (see policies)."""
+        if self.mode == "unknown":
+            await self._detect_mode()
+        if self.mode == policies.COMMUNITY:
+            return ReorderResult("policy")
+        if self.mode != policies.APACHE:
+            # One plain table: CLUSTER would rewrite (and lock) all of it every time.
+            return ReorderResult("off")
+        async with self._conn("reorder readings chunks") as conn:
+            result = await policies.reorder_closed(conn, rows.utc(now or self._clock()), budget=budget)
+        if result.reordered or result.busy:
+            log.info("%s: reordered %d readings chunks by meter (%s); %d left%s", self._label,
+                     len(result.reordered), ", ".join(result.reordered) or "none", result.left,
+                     f", {len(result.busy)} busy (tried again next run)" if result.busy else "")  # fmt: skip
         return result
 
     # -- sink --------------------------------------------------------------------

@@ -82,3 +82,40 @@ async def test_bad_requests_get_clear_json_errors(tmp_path: Path) -> None:
         r = await api.get("/v1/meters", params={"cursor": "!!!"})
         assert r.status_code == 400 and "cursor" in r.json()["message"]
         assert (await api.get("/healthz")).json()["status"] == "ok"
+
+
+async def test_the_running_gateway_reorders_closed_chunks_by_meter(tmp_path: Path, timescale_dsn: str) -> None:
+    """The maintenance run (with retention off) CLUSTERs the closed readings chunks of the
+    store it writes to: old data written by meter-interleaved polls ends up in meter order."""
+    from datetime import UTC, datetime, timedelta
+
+    import psycopg
+
+    from gateway.model import Batch, Channel, Kind, Reading
+    from storage.timescale.store import TimescaleStore
+
+    t0 = datetime(2025, 3, 3, tzinfo=UTC)  # a Monday: 7-day chunks start on Thursdays, so 3 chunks
+    async with await TimescaleStore.open(timescale_dsn) as store:
+        await store.migrate()
+        await store.write(Batch(readings=[
+            Reading(f"M-{m}", Channel.POWER, t0 + timedelta(hours=h), float(h), Kind.INSTANTANEOUS)
+            for h in range(14 * 24) for m in range(3)]))  # fmt: skip
+
+    def heap_in_order() -> list[bool]:
+        with psycopg.connect(timescale_dsn) as conn:
+            chunks = conn.execute("SELECT format('%I.%I', chunk_schema, chunk_name) FROM timescaledb_information.chunks"
+                                  " WHERE hypertable_name = 'readings' ORDER BY range_start").fetchall()  # fmt: skip
+            out = []
+            for (chunk,) in chunks:
+                heap = conn.execute(f"SELECT meter_id, ts FROM {chunk} ORDER BY ctid").fetchall()
+                out.append(heap == sorted(heap))
+            return out
+
+    assert heap_in_order() == [False, False, False]
+    cfg = gateway_config(tmp_path / "gw", backend="timescale", dsn=timescale_dsn)
+    async with running_gateway(cfg, api_key=False):
+
+        async def reordered() -> bool:
+            return heap_in_order() == [True, True, True]
+
+        assert await eventually(reordered)
