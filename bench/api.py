@@ -44,6 +44,7 @@ import httpx
 import psycopg
 
 from bench.ingest import T0, build_query_store_pg, table, timed, tuned_settings
+from bench.machine import speed
 from gateway.model import Channel, Meter, MeterStatus, Protocol, Utility
 from gateway.runtime import eventloop
 from storage.keys import Scope, new_key
@@ -206,6 +207,7 @@ async def main() -> None:
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--requests", type=int, default=None, help="requests per scenario")
     args = parser.parse_args()
+    print(speed())
     meters = args.meters or (10 if args.quick else 100)
     n = args.requests or (300 if args.quick else 2000)
     readings = meters * 3 * args.days * 96

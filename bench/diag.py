@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 
+from bench.machine import speed
 from drivers.samples import RawRegisters, RegisterBlock
 from gateway.config.load import cross_check
 from gateway.config.profiles import load_profiles
@@ -152,6 +153,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="200 meters on one bus, fewer calls (under a minute)")
     args = ap.parse_args()
+    print(speed())
     buses, per_bus, calls, interval, warmup = (1, 200, 30, 5.0, 12.0) if args.quick else (5, 200, 100, 10.0, 30.0)
     print(f"diag benchmark: {buses * per_bus} meters on {buses} bus(es), polled every {interval:g} s; "
           f"load {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} on {os.cpu_count()} cores")

@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg
 
+from bench.machine import speed
 from gateway.model import Batch, Channel, Kind, Quality, Reading, Source, Status
 from gateway.runtime import eventloop
 from storage.base import Store
@@ -257,6 +258,7 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=None, help="calls per query")
     parser.add_argument("--skip-queries", action="store_true")
     args = parser.parse_args()
+    print(speed())
     n_ingest = args.ingest_rows or (100_000 if args.quick else 1_000_000)
     meters = args.meters or (10 if args.quick else 100)
     repeat = args.repeat or (50 if args.quick else 200)

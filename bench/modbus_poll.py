@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from pymodbus.client import AsyncModbusTcpClient  # noqa: E402
 
+from bench.machine import speed  # noqa: E402
 from drivers.modbus import ModbusEndpoint, ModbusPoller, PollTarget, plan_reads  # noqa: E402
 from drivers.samples import PollFailure, RawRegisters  # noqa: E402
 from gateway.config.profiles import load_profiles  # noqa: E402
@@ -306,6 +307,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vee", action="store_true", help="also run the validator on every batch")
     p.add_argument("--sim-procs", type=int, default=2, help="simulator processes sharing the endpoints (default 2)")
     a = p.parse_args(argv)
+    print(speed())
     quick = {"meters": 200, "endpoints": 4, "duration": 15.0, "saturated": 8.0, "warmup": 3.0}
     full = {"meters": 1000, "endpoints": 20, "duration": 60.0, "saturated": 20.0, "warmup": 5.0}
     for key, value in (quick if a.quick else full).items():

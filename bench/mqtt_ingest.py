@@ -50,6 +50,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bench.machine import speed
 from simulators.broker import Broker
 
 SCRIPT = Path(__file__).resolve()
@@ -407,6 +408,7 @@ def main() -> None:
     parser.add_argument("--t0", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    print(speed())
     if args.role == "publisher":
         run_publisher(args.port, args.first, args.meters, args.count, args.t0, args.out)
         return

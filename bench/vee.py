@@ -25,14 +25,18 @@ import argparse
 import asyncio
 import math
 import os
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core, as on the edge box
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.machine import speed
 from drivers.modbus.plan import plan_reads
 from drivers.samples import RawRegisters, RegisterBlock
 from gateway.config.profiles import load_profiles
@@ -191,6 +195,7 @@ def main() -> None:
     parser.add_argument("--readings", type=int, default=None, help="vectorised run size")
     parser.add_argument("--naive-readings", type=int, default=None)
     args = parser.parse_args()
+    print(speed())
     meters = args.meters or (2_000 if args.quick else 10_000)
     total = args.readings or (1_000_000 if args.quick else 10_000_000)
     naive_total = args.naive_readings or (100_000 if args.quick else 1_000_000)

