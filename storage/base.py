@@ -101,8 +101,9 @@ class RetentionResult:
 @dataclass(frozen=True, slots=True)
 class ReorderResult:
     """What one `reorder` did: which mechanism, the chunks rewritten in (meter_id, channel,
-    ts) order, the ones skipped because readers or writers held them, and how many closed
-    chunks are still in arrival order (left for the next run)."""
+    ts) order, the ones skipped because readers or writers held them (or the database
+    refused, logged), and how many closed chunks are still in arrival order (left for the
+    next run)."""
 
     mode: str  # "cluster" (the gateway's own, Apache), "policy" (TimescaleDB community) or "off"
     reordered: tuple[str, ...] = ()
@@ -295,10 +296,10 @@ class Store(Protocol):
     async def reorder(self, now: datetime | None = None, *, budget: float | None = 60.0) -> ReorderResult:
         """Rewrite closed stretches of readings in (meter_id, channel, ts) order, so that one
         meter's month is a few pages instead of thousands (readings arrive interleaved by
-        meter). The runtime calls it with the retention run; it stops starting new work
-        after `budget` seconds (None: until done) and the next run goes on. "off" where the
-        store has nothing to do (SQLite, plain PostgreSQL); "policy" under TimescaleDB's
-        community license, whose reorder policy does it."""
+        meter). The runtime calls it with the retention run when `storage.reorder_chunks`
+        is on; no new chunk is started after `budget` seconds (None: until done) and the next
+        run goes on. "off" where the store has nothing to do (SQLite, plain PostgreSQL);
+        "policy" under TimescaleDB's community license, whose reorder policy does it."""
 
     # -- wave 3 (issue 7: the account-system API); both stores implement these -------
     async def create_api_key(self, key: ApiKey) -> None:

@@ -339,24 +339,27 @@ class Gateway:
     async def _maintenance(self) -> None:
         """Every `storage.retention_check` seconds: drop data older than `storage.retention`
         (the store knows how: drop_chunks, DELETE, or nothing where TimescaleDB's own
-        policy does it), then reorder closed readings chunks by meter (TimescaleDB, Apache
-        license; a minute of work at most per run). A store that is down is simply tried
-        again next time."""
+        policy does it), then, with `storage.reorder_chunks`, reorder closed readings chunks
+        by meter (TimescaleDB, Apache license; no chunk started after a minute of a run). A
+        store that is down is simply tried again next time."""
+        storage = self.config.storage
+        if storage.retention is None and not storage.reorder_chunks:
+            return
         await self.store_ready.wait()
         assert self.store is not None
         while True:
-            if self.config.storage.retention is not None:
+            if storage.retention is not None:
                 try:
                     await self.store.apply_retention()
                 except SinkError as exc:
-                    log.warning("retention run failed (tried again in %.0f s): %s",
-                                self.config.storage.retention_check, exc)
+                    log.warning("retention run failed (tried again in %.0f s): %s", storage.retention_check, exc)
             try:
-                await self.store.reorder()
+                if storage.reorder_chunks:
+                    await self.store.reorder()
             except SinkError as exc:
                 log.warning("reordering readings chunks failed (tried again in %.0f s): %s",
-                            self.config.storage.retention_check, exc)
-            await asyncio.sleep(self.config.storage.retention_check)
+                            storage.retention_check, exc)
+            await asyncio.sleep(storage.retention_check)
 
     async def _seed_payg_from_spool(self) -> None:
         assert self.spool is not None

@@ -144,46 +144,62 @@ SELECT c.chunk_schema, c.chunk_name, ci.index_name
 FROM timescaledb_information.chunks AS c
 JOIN _timescaledb_catalog.chunk AS k ON k.schema_name = c.chunk_schema AND k.table_name = c.chunk_name
 JOIN _timescaledb_catalog.chunk_index AS ci ON ci.chunk_id = k.id AND ci.hypertable_index_name = %(index)s
-JOIN pg_index AS i ON i.indexrelid = format('%%I.%%I', c.chunk_schema, ci.index_name)::regclass
-WHERE c.hypertable_schema = current_schema() AND c.hypertable_name = 'readings'
+JOIN pg_index AS i ON i.indexrelid = to_regclass(format('%%I.%%I', c.chunk_schema, ci.index_name))
+WHERE to_regclass(format('%%I.%%I', c.hypertable_schema, c.hypertable_name)) = 'readings'::regclass
   AND c.range_end <= %(cutoff)s AND NOT c.is_compressed AND NOT i.indisclustered
 ORDER BY c.range_end DESC
 """
+# Whether the chunk still needs it (another gateway may have done it since the list was made,
+# or retention dropped it): NULL (dropped) or false means skip.
+_STILL_UNORDERED = (
+    "SELECT NOT indisclustered FROM pg_index WHERE indexrelid = to_regclass(format('%%I.%%I', %(schema)s::text, %(index)s::text))"
+)
 
 
 async def reorder_closed(conn: Conn, now: datetime, *, budget: float | None) -> ReorderResult:
     """CLUSTER each closed, not yet reordered readings chunk on `REORDER_INDEX` (Apache mode;
-    `conn` in autocommit). A chunk whose lock is not granted within REORDER_LOCK_TIMEOUT is
-    left for the next run; no new chunk is started after `budget` seconds."""
+    `conn` in autocommit). Each chunk in its own transaction, holding the advisory lock
+    that makes gateways sharing the database take turns, with SET LOCAL timeouts, so that
+    nothing outlives it on the pooled connection, even when the run is cancelled. A chunk
+    whose lock is not granted within REORDER_LOCK_TIMEOUT is left for the next run, as is
+    one the database refuses for another reason (logged); no chunk is started after `budget`
+    seconds, and another gateway's run in progress ends this one."""
     cur = await conn.execute(_UNORDERED_CHUNKS, {"index": REORDER_INDEX, "cutoff": now - REORDER_AFTER})
     todo = await cur.fetchall()
-    if not todo:
-        return ReorderResult("cluster")
-    # Gateways sharing the database take turns: a second one would only wait for the
-    # first one's lock and then rewrite the same chunk again.
-    cur = await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", _REORDER_LOCK)
-    row = await cur.fetchone()
-    if not (row and row[0]):
-        return ReorderResult("cluster", left=len(todo))
     started = time.monotonic()
     done: list[str] = []
     busy: list[str] = []
-    try:
-        await conn.execute(f"SET lock_timeout = '{REORDER_LOCK_TIMEOUT}'")
-        for schema, chunk, index in todo:
-            if budget is not None and time.monotonic() - started >= budget:
-                break
-            name = f"{schema}.{chunk}"
-            try:
+    gone = 0
+    for schema, chunk, index in todo:
+        if budget is not None and time.monotonic() - started >= budget:
+            break
+        name = f"{schema}.{chunk}"
+        try:
+            async with conn.transaction():
+                cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", _REORDER_LOCK)
+                row = await cur.fetchone()
+                if not (row and row[0]):
+                    break  # another gateway is at it: it will do the rest
+                await conn.execute(f"SET LOCAL lock_timeout = '{REORDER_LOCK_TIMEOUT}'")
+                await conn.execute("SET LOCAL statement_timeout = 0")  # a server-wide limit would stop it every time
+                cur = await conn.execute(_STILL_UNORDERED, {"schema": schema, "index": index})
+                row = await cur.fetchone()
+                if not (row and row[0]):
+                    gone += 1
+                    continue
                 await conn.execute(sql.SQL("CLUSTER {} USING {}").format(sql.Identifier(schema, chunk),
                                                                        sql.Identifier(index)))
-            except psycopg.errors.LockNotAvailable:
-                busy.append(name)
-                continue
-            except psycopg.errors.UndefinedTable:
-                continue  # dropped meanwhile (retention)
-            done.append(name)
-    finally:
-        await conn.execute("RESET lock_timeout")
-        await conn.execute("SELECT pg_advisory_unlock(%s, %s)", _REORDER_LOCK)
-    return ReorderResult("cluster", tuple(done), tuple(busy), len(todo) - len(done))
+        except psycopg.errors.LockNotAvailable:
+            busy.append(name)
+            continue
+        except psycopg.errors.UndefinedTable:
+            gone += 1  # dropped by retention between the check and CLUSTER
+            continue
+        except psycopg.Error as exc:
+            if conn.broken or conn.closed:
+                raise
+            log.warning("reordering %s failed (tried again next run): %s", name, exc)
+            busy.append(name)
+            continue
+        done.append(name)
+    return ReorderResult("cluster", tuple(done), tuple(busy), len(todo) - len(done) - gone)

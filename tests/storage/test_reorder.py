@@ -127,14 +127,42 @@ async def test_one_gateway_at_a_time(store: TimescaleStore, timescale_dsn: str) 
     assert len((await store.reorder(T0 + timedelta(days=30))).reordered) == DAYS + 1
 
 
-async def test_concurrent_writes_wait_and_land(store: TimescaleStore, timescale_dsn: str) -> None:
-    """A batch written into a chunk while it is being rewritten lands once, after it."""
-    late = Batch(readings=[reading("M-9", Channel.POWER, minutes=15 * i + 7, value=1.0) for i in range(96)])
-    result, written = await asyncio.gather(store.reorder(T0 + timedelta(days=30)), store.write(late))
-    assert len(result.reordered) + result.left == DAYS + 1
-    assert written.readings_inserted == 96
-    with psycopg.connect(timescale_dsn) as conn:
-        assert conn.execute("SELECT count(*) FROM readings WHERE meter_id = 'M-9'").fetchone() == (96,)
+async def test_a_write_into_a_chunk_being_rewritten_waits_and_lands_once(
+    store: TimescaleStore, timescale_dsn: str
+) -> None:
+    """A reader holds the oldest chunk, so CLUSTER queues for it; a batch for that chunk then
+    queues behind CLUSTER. The reader lets go: the chunk is rewritten, then the batch lands,
+    and every row is there once, the old ones unchanged."""
+    oldest = _chunks(timescale_dsn)[0][0]
+    before = _all(timescale_dsn)
+    late = Batch(readings=[reading("M-9", Channel.POWER, minutes=15 * i + 7, value=1.0) for i in range(40)])
+
+    def waiting(mode: str) -> bool:
+        with psycopg.connect(timescale_dsn) as conn:
+            row = conn.execute("SELECT count(*) FROM pg_locks WHERE NOT granted AND mode = %s"
+                               " AND relation = to_regclass(%s)", [mode, oldest]).fetchone()  # fmt: skip
+            return bool(row and row[0])
+
+    async def until(mode: str) -> None:
+        for _ in range(200):
+            if waiting(mode):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"nobody waited for {mode} on {oldest}")
+
+    async with await psycopg.AsyncConnection.connect(timescale_dsn) as reader:
+        await reader.execute(f"SELECT count(*) FROM {oldest}")  # the transaction stays open
+        rewrite = asyncio.create_task(store.reorder(T0 + timedelta(days=30)))
+        await until("AccessExclusiveLock")
+        write = asyncio.create_task(store.write(late))
+        await until("RowExclusiveLock")  # the batch queues behind CLUSTER, not beside it
+        await reader.rollback()
+        result, written = await asyncio.gather(rewrite, write)
+    assert oldest in result.reordered and result.left == 0
+    assert written.readings_inserted == 40
+    after = _all(timescale_dsn)
+    assert [r for r in after if r[1] != "M-9"] == before
+    assert sum(1 for r in after if r[1] == "M-9") == 40
 
 
 async def test_plain_postgresql_and_sqlite_have_nothing_to_reorder(timescale_dsn: str, tmp_path: Path) -> None:
