@@ -408,13 +408,13 @@ def main() -> None:
     parser.add_argument("--t0", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    print(speed())
     if args.role == "publisher":
         run_publisher(args.port, args.first, args.meters, args.count, args.t0, args.out)
         return
     if args.role == "bare":
         run_bare(args.port, args.expect, args.inflight, args.out)
         return
+    print(speed())
     args.messages = args.messages or (30_000 if args.quick else 200_000)
     args.meters = args.meters or (300 if args.quick else 2_000)
     args.publishers = args.publishers or (2 if args.quick else 4)
