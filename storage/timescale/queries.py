@@ -239,6 +239,7 @@ class TimescaleQueries(cons.ConsumptionQueries):
                 " ORDER BY seq LIMIT %(limit)s",
                 {"after": after, "mark": mark, "limit": limit},
                 prepare=True,
+                binary=True,
             )
             items = [rows.reading(r) for r in await cur.fetchall()]
         return FeedPage(items, items[-1].seq if items and items[-1].seq is not None else after)
@@ -253,14 +254,14 @@ class TimescaleQueries(cons.ConsumptionQueries):
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             await conn.execute(GENERIC_PLANS)
             if len(bounds) <= _PROBE_BOUNDS:
-                cur = await conn.execute(_CLOSINGS, params, prepare=True)
+                cur = await conn.execute(_CLOSINGS, params, prepare=True, binary=True)
                 closings = [None if r[1] is None else rows.reading(r[1:]) for r in await cur.fetchall()]
             else:
                 closings = await _closings_by_bucket(conn, params)
             first = closings[0]
             params["lo"] = first.ts if first is not None else bounds[0]
             params["hi"] = bounds[-1]
-            cur = await conn.execute(_FLAGGED, params, prepare=True)
+            cur = await conn.execute(_FLAGGED, params, prepare=True, binary=True)
             flagged = [rows.reading(r) for r in await cur.fetchall()]
         return closings, flagged
 
@@ -297,14 +298,14 @@ class TimescaleQueries(cons.ConsumptionQueries):
 async def _closings_by_bucket(conn: Conn, params: dict[str, Any]) -> list[Reading | None]:
     """For each bound, the last usable read at or before it (same answer as _CLOSINGS)."""
     bounds: list[datetime] = params["bounds"]
-    cur = await conn.execute(_LAST_AT_OR_BEFORE, {**params, "b0": bounds[0]}, prepare=True)
+    cur = await conn.execute(_LAST_AT_OR_BEFORE, {**params, "b0": bounds[0]}, prepare=True, binary=True)
     row = await cur.fetchone()
     closings: list[Reading | None] = [None if row is None else rows.reading(row)]
     last: dict[int, Reading] = {}
     for first, end in _spans(bounds):
         scan = {**params, "lo": bounds[first:end], "hi": bounds[first + 1:end + 1], "span_lo": bounds[first],
                 "span_hi": bounds[end]}  # fmt: skip
-        cur = await conn.execute(_LAST_PER_BUCKET, scan, prepare=True)
+        cur = await conn.execute(_LAST_PER_BUCKET, scan, prepare=True, binary=True)
         last.update((first + r[0], rows.reading(r[1:])) for r in await cur.fetchall())
     for i in range(1, len(bounds)):
         # An empty bucket is closed by the read that closed the one before it.
