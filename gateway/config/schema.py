@@ -56,7 +56,8 @@ class StorageSection(_Section):
                                  "readings chunk in meter order once (CLUSTER), so that one meter's month is a few "
                                  "pages, not thousands. CLUSTER locks the chunk while it runs (about 1 s per 200,000 "
                                  "rows on 2 cores), and the store's range reads and 'latest' lock every chunk, so "
-                                 "they wait meanwhile: turn on where reads can stand that pause once per chunk. "
+                                 "they wait meanwhile: turn on where reads can stand that pause once per chunk, or run "
+                                 "`meter-gateway db reorder` in a quiet hour. "
                                  "The community license's own reorder policy needs no setting")
 
     @field_validator("retention")

@@ -177,3 +177,27 @@ async def test_plain_postgresql_and_sqlite_have_nothing_to_reorder(timescale_dsn
 def test_community_mode_asks_timescaledb_for_a_reorder_policy() -> None:
     statements = policies.community_statements(None, timedelta(days=30))
     assert "SELECT add_reorder_policy('readings', 'readings_key', if_not_exists => true)" in statements
+
+
+async def test_cli_reorders_now_within_its_budget(store: TimescaleStore, timescale_dsn: str, tmp_path: Path) -> None:
+    """`meter-gateway db reorder` (for a cron job in a quiet hour): says what it did and what is left."""
+    from typer.testing import CliRunner
+
+    from gateway.cli import app as cli
+
+    config = tmp_path / "gw.toml"
+    config.write_text(f'[gateway]\ndata_dir = "{tmp_path}"\n[storage]\nbackend = "timescale"\ndsn = "{timescale_dsn}"\n')
+    runner = CliRunner()
+
+    none = await asyncio.to_thread(runner.invoke, cli, ["db", "reorder", "--config", str(config), "--budget", "0"])
+    assert none.exit_code == 0, none.output
+    assert "reordered 0 chunk(s)" in none.output and f"{DAYS + 1} closed chunk(s) still in arrival order" in none.output
+    done = await asyncio.to_thread(runner.invoke, cli, ["db", "reorder", "--config", str(config)])
+    assert done.exit_code == 0, done.output
+    assert f"reordered {DAYS + 1} chunk(s): " in done.output and "0 closed chunk(s) still" in done.output
+    assert all(clustered for _, clustered in _chunks(timescale_dsn))
+
+    lite = tmp_path / "lite.toml"
+    lite.write_text(f'[gateway]\ndata_dir = "{tmp_path}"\n')
+    off = await asyncio.to_thread(runner.invoke, cli, ["db", "reorder", "--config", str(lite)])
+    assert off.exit_code == 0 and "reorder: off" in off.output, off.output
