@@ -226,10 +226,11 @@ async def build_query_store_pg(dsn: str, meters: int, days: int, *, reorder: boo
 
 
 async def reorder_all(dsn: str) -> float:
-    """Reorder every closed readings chunk (seconds it took)."""
+    """Reorder every closed readings chunk (seconds it took); stops when a run gets no further
+    (a chunk the database keeps refusing would otherwise loop for ever)."""
     t = time.perf_counter()
     async with await TimescaleStore.open(dsn) as store:
-        while (await store.reorder(budget=None)).left:
+        while (result := await store.reorder(budget=None)).left and result.reordered:
             pass
     return time.perf_counter() - t
 

@@ -271,7 +271,7 @@ class Gateway:
             self.subscriber = self._mqtt()
             async with asyncio.TaskGroup() as tg:
                 keeper = tg.create_task(self._keep_store(validator), name="store-keeper")
-                retention_task = tg.create_task(self._maintenance(), name="maintenance")
+                maintenance_task = tg.create_task(self._maintenance(), name="maintenance")
                 pipeline_task = tg.create_task(self.pipeline.run(), name="pipeline")
                 forwarder_task = tg.create_task(self._forward(), name="forwarder")
                 drivers_task = tg.create_task(self._run_drivers(), name="drivers")
@@ -302,7 +302,7 @@ class Gateway:
                         log.warning("shutdown deadline reached with %d batches still spooled; they are kept on disk "
                                     "and forwarded at the next start", self.spool.stats().rows)
                 keeper.cancel()
-                retention_task.cancel()
+                maintenance_task.cancel()
                 if self.api_server is not None:
                     self.api_server.should_exit = True
         log.info("stopped")
@@ -353,12 +353,12 @@ class Gateway:
                     await self.store.apply_retention()
                 except SinkError as exc:
                     log.warning("retention run failed (tried again in %.0f s): %s", storage.retention_check, exc)
-            try:
-                if storage.reorder_chunks:
+            if storage.reorder_chunks:
+                try:
                     await self.store.reorder()
-            except SinkError as exc:
-                log.warning("reordering readings chunks failed (tried again in %.0f s): %s",
-                            storage.retention_check, exc)
+                except SinkError as exc:
+                    log.warning("reordering readings chunks failed (tried again in %.0f s): %s",
+                                storage.retention_check, exc)
             await asyncio.sleep(storage.retention_check)
 
     async def _seed_payg_from_spool(self) -> None:
