@@ -29,7 +29,8 @@ from tests.fixtures.gateway import eventually, gateway_config, running_gateway
 from tests.storage.backends import open_backend
 
 PREVIOUS_SCHEMA = 3
-LATEST_SCHEMA = 4
+#: SQLite's version 5 is the covering index of one meter's readings (no TimescaleDB counterpart).
+LATEST_SCHEMA = {"sqlite": 5, "timescale": 4}
 
 #: One spool record exactly as release 0.1.0 wrote it (storage/spool/codec.py of that release):
 #: a reading with every field set, a balance update, an event and a dead letter.
@@ -152,7 +153,7 @@ async def test_upgrade_drains_the_old_spool_into_the_new_schema(backend: str, tm
         balance = await gw.store.latest_balance("P-1")
         events = await gw.store.events(meter_id="M-1")
 
-    assert await schema_versions(backend, where) == list(range(1, LATEST_SCHEMA + 1))
+    assert await schema_versions(backend, where) == list(range(1, LATEST_SCHEMA[backend] + 1))
     # Every row once, in ingest order: the old ones first, with the ids the old release gave them.
     seqs = [item["seq"] for item in feed]
     assert seqs == sorted(set(seqs))

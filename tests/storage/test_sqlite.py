@@ -36,7 +36,8 @@ async def test_migrations_are_recorded_once(sqlite_store: SqliteStore) -> None:
     await sqlite_store.migrate()
 
     rows = _query(sqlite_store.path, "SELECT version, name FROM schema_migrations")
-    assert rows == [(1, "init"), (2, "wave2"), (3, "accounts"), (4, "gateway_id")]
+    assert rows == [(1, "init"), (2, "wave2"), (3, "accounts"), (4, "gateway_id"),
+                    (5, "readings_cover")]
     tables = {r[0] for r in _query(sqlite_store.path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"meters", "readings", "balances", "events", "deadletters", "assignments", "api_keys",
             "verification_log", "commands", "schema_migrations"} <= tables  # fmt: skip
@@ -66,6 +67,24 @@ async def test_reader_queries_seek_indexes_instead_of_scanning_readings(sqlite_s
         assert scans == [], f"{sql}\nscans readings: {plan}"
         if "ORDER BY ts, channel" in sql:
             assert "USE TEMP B-TREE FOR ORDER BY" not in plan, f"{sql}\nsorts instead of walking an index: {plan}"
+
+
+async def test_one_channel_range_reads_only_the_covering_index(sqlite_store: SqliteStore) -> None:
+    """A meter's readings of one channel come from readings_cover alone: in the table they lie in
+    arrival order, one page per row for a month of a busy store (migration 0005)."""
+    await sqlite_store.write(Batch(readings=[
+        reading(meter_id=m, channel=c, minutes=i) for m in ("M-1", "M-2") for c in (Channel.POWER,
+        Channel.ENERGY_IMPORT) for i in range(20)
+    ]))  # fmt: skip
+    traced: list[str] = []
+    await sqlite_store._reader.set_trace_callback(traced.append)
+    got = await sqlite_store.readings("M-1", start=T0, end=T0 + timedelta(hours=1), channel=Channel.POWER)
+    await sqlite_store._reader.set_trace_callback(None)  # type: ignore[arg-type]  # None unsets it
+
+    assert [r.ts for r in got] == [T0 + timedelta(minutes=i) for i in range(20)]
+    (sql,) = [sql for sql in traced if "readings" in sql]
+    plan = [str(row[3]) for row in _query(sqlite_store.path, f"EXPLAIN QUERY PLAN {sql}")]
+    assert any("COVERING INDEX readings_cover" in step for step in plan), plan
 
 
 async def test_closed_store_is_unavailable(tmp_path: Path) -> None:
