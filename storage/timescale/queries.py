@@ -32,6 +32,7 @@ from gateway.model import (
 )
 from storage import consumption as cons
 from storage.base import FeedPage, LastValue
+from storage.coalesce import Coalescer
 from storage.rows import CHANNEL
 from storage.timescale import rows
 
@@ -83,7 +84,10 @@ _LAST_AT_OR_BEFORE = (
 
 
 class TimescaleQueries(cons.ConsumptionQueries):
-    """Reader methods; the store provides `_conn` and `_fetch`."""
+    """Reader methods; the store provides `_conn`, `_fetch` and `_latest` (a Coalescer of
+    `_latest_of`)."""
+
+    _latest: Coalescer[str, list[Reading]]
 
     def _conn(self, action: str) -> AbstractAsyncContextManager[Conn]:
         raise NotImplementedError
@@ -127,20 +131,29 @@ class TimescaleQueries(cons.ConsumptionQueries):
         return rows.meter(found[0]) if found else None
 
     async def latest_readings(self, meter_id: str) -> list[Reading]:
-        """The latest reading of each channel, ordered by channel: one backward index probe
-        per channel the meter has (meter_channels, kept by every write), not DISTINCT ON,
+        """The latest reading of each channel, ordered by channel (see `_latest_of`). Calls
+        made while others are running are answered together (storage.coalesce)."""
+        return list(await self._latest.get(meter_id))  # a copy: callers asking for the same meter share one
+
+    async def _latest_of(self, meter_ids: list[str]) -> dict[str, list[Reading]]:
+        """The latest reading of each channel of each meter: one backward index probe per
+        channel the meter has (meter_channels, kept by every write), not DISTINCT ON,
         which reads the meter's whole history where TimescaleDB's SkipScan is not
         available, nor a probe per canonical channel: one for a channel the meter lacks
         visits every chunk."""
         found = await self._fetch(
-            f"latest readings of {meter_id}",
+            f"latest readings of {_some(meter_ids)}",
             "SELECT l.* FROM meter_channels AS c"
             f" CROSS JOIN LATERAL (SELECT {rows.READING_COLS} FROM readings AS r"
             "  WHERE r.meter_id = c.meter_id AND r.channel = c.channel ORDER BY r.ts DESC LIMIT 1) AS l"
-            " WHERE c.meter_id = %(m)s ORDER BY l.channel",
-            {"m": meter_id},
+            " WHERE c.meter_id = ANY(%(m)s) ORDER BY l.meter_id, l.channel",
+            {"m": meter_ids},
         )
-        return [rows.reading(r) for r in found]
+        out: dict[str, list[Reading]] = {}
+        for r in found:
+            reading = rows.reading(r)
+            out.setdefault(reading.meter_id, []).append(reading)
+        return out
 
     async def readings(self, meter_id: str, *, start: datetime, end: datetime,
                        channel: Channel | None = None, limit: int = 1000,
@@ -350,6 +363,12 @@ async def set_status_in(conn: Conn, meter_id: str, channel: Channel, ts: datetim
         {**key, "prev": found[0], "status": status.value, "note": note, "by": by, "now": rows.utc(now)},
     )
     return rows.reading(updated)
+
+
+def _some(names: Sequence[str], shown: int = 3) -> str:
+    """'A, B, C and 7 more': names for an error message that stays short."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _like(search: str) -> str:

@@ -24,6 +24,7 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed
 from gateway.errors import InvalidRequest, SinkError, SinkUnavailable
 from gateway.model import Batch, Channel, Command, Meter, Reading, Status
 from storage.base import ReorderResult, RetentionResult, WriteResult
+from storage.coalesce import Coalescer
 from storage.migrate import load_migrations, pending
 from storage.timescale import policies, rows
 from storage.timescale.accounts import TimescaleAccounts
@@ -122,6 +123,9 @@ class TimescaleStore(TimescaleAccounts, TimescaleQueries):
         #: (meter_id, channel) pairs this process knows are in meter_channels: a write adds
         #: only the others, so the table costs the write path nothing in the steady state.
         self._known_channels: set[tuple[str, str]] = set()
+        # Two at once, so that other reads still find a connection in the pool of 4; the
+        # rest of a burst of "latest" calls share the next query.
+        self._latest: Coalescer[str, list[Reading]] = Coalescer(self._latest_of, [], limit=2)
         #: "timescaledb-apache", "timescaledb-community" or "postgresql" once the database
         #: has been reached; "unknown" before that.
         self.mode = "unknown"

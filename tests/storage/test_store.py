@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from datetime import UTC, timedelta
+from typing import Any
 
 import pytest
 
@@ -174,6 +175,38 @@ async def test_latest_readings_gives_the_newest_of_each_channel(store: Store) ->
     ]
     assert all(r.seq is not None and r.meter_id == "M-1" for r in latest)
     assert await store.latest_readings("M-none") == []
+
+
+async def test_latest_readings_asked_at_once_each_get_their_own_meter(store: Store) -> None:
+    """Many callers at once (as the API under load): TimescaleDB answers those that queue
+    behind the running queries together (storage.coalesce); each must still get exactly
+    its own meter's channels, the same as asked alone, and the unknown meter nothing."""
+    meters = [f"M-{i:02d}" for i in range(24)]
+    await store.write(Batch(readings=[
+        reading(meter_id=m, channel=c, minutes=k, value=i * 1000 + k)
+        for i, m in enumerate(meters) for c in (Channel.POWER, Channel.VOLTAGE_L1)[: 1 + i % 2] for k in range(3)
+    ]))  # fmt: skip
+    alone = {m: await store.latest_readings(m) for m in meters}
+    asked = [*meters, "M-none", *meters[::3]]
+    batches: list[list[str]] = []
+    coalescer = getattr(store, "_latest", None)  # TimescaleDB's; SQLite answers one at a time
+    if coalescer is not None:
+        fetch = coalescer._fetch
+
+        async def recorded(keys: list[str]) -> Any:
+            batches.append(keys)
+            return await fetch(keys)
+
+        coalescer._fetch = recorded
+
+    at_once = await asyncio.gather(*(store.latest_readings(m) for m in asked))
+
+    assert {len(got) for got in alone.values()} == {1, 2}
+    assert at_once == [alone.get(m, []) for m in asked]
+    assert all(r.meter_id == m for m, got in zip(asked, at_once, strict=True) for r in got)
+    if coalescer is not None:  # the queued callers were answered together, each meter probed once
+        assert len(batches) < len(asked) and max(map(len, batches)) > 1, batches
+        assert {k for b in batches for k in b} == set(asked), batches
 
 
 async def test_readings_pages_cover_the_range_once(store: Store) -> None:
