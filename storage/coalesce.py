@@ -25,25 +25,27 @@ _LEAD: object = object()
 
 
 class Coalescer(Generic[K, V]):
-    """`await get(key)`: `fetch(keys)[key]`, or `missing` for a key `fetch` left out.
+    """`await get(key)`: the value `fetch` returned for `key`, or `missing` if it left the key out.
 
-    `fetch` must answer for every key it is given in one call (a key it does not return has
-    no value). An exception from `fetch` goes to every caller of that batch; a cancelled
-    caller leaves the others waiting for their answer, never stranded.
+    `fetch(keys)` looks up every key it is given in one call (at most `max_batch` keys) and
+    returns a mapping; a key it leaves out has no value. An exception from `fetch` goes to
+    every caller of that batch. A cancelled caller (or one whose process is stopping) leaves
+    the others waiting for the next batch, never stranded.
     """
 
     def __init__(self, fetch: Callable[[list[K]], Awaitable[Mapping[K, V]]], missing: V, *,
-                 limit: int = 2) -> None:  # fmt: skip
-        if limit < 1:
-            msg = f"Coalescer limit must be at least 1, got {limit}"
+                 limit: int = 2, max_batch: int = 64) -> None:  # fmt: skip
+        if limit < 1 or max_batch < 1:
+            msg = f"Coalescer limit and max_batch must be at least 1, got {limit} and {max_batch}"
             raise ValueError(msg)
         self._fetch = fetch
         self._missing = missing
         self._limit = limit
-        #: Batches running, plus leads handed to a waiter that has not started yet.
+        self._max_batch = max_batch
+        #: Batches running, plus a lead handed to a waiter that has not started yet.
         self._running = 0
         #: A lead was handed to a waiter that has not taken the waiting keys yet: it will
-        #: take them all, so a second lead now would only fetch what it leaves (nothing).
+        #: take them, so a second lead now would find nothing left to fetch.
         self._lead_pending = False
         self._waiting: dict[K, list[asyncio.Future[object]]] = {}
 
@@ -53,9 +55,11 @@ class Coalescer(Generic[K, V]):
             self._waiting.setdefault(key, []).append(fut)
             try:
                 got = await fut
-            except asyncio.CancelledError:
+            except BaseException:
+                # Cancelled (or the process stopping) while waiting. If the lead had just been
+                # handed to us, hand it on, or everyone behind us waits for ever.
                 if fut.done() and not fut.cancelled() and fut.exception() is None and fut.result() is _LEAD:
-                    self._running -= 1  # the lead handed to us is not taken: hand it on
+                    self._running -= 1
                     self._lead_pending = False
                     self._forget(key, fut)
                     self._hand_on()
@@ -75,42 +79,52 @@ class Coalescer(Generic[K, V]):
             self._hand_on()
 
     async def _run(self, key: K) -> V:
-        batch, self._waiting = self._waiting, {}
-        batch.setdefault(key, [])
+        batch = self._take(key)
+        self._hand_on()  # keys beyond max_batch may use another free slot now
         try:
             found = await self._fetch(list(batch))
-        except asyncio.CancelledError:
-            # Our own caller gave up; the others still want their answer from the next batch.
+            values = {k: found.get(k, self._missing) for k in batch}  # fails here, not halfway through answering
+        except Exception as exc:
+            # A Future refuses StopIteration (it would end the awaiting coroutine silently).
+            err = RuntimeError(f"fetch raised {exc!r}") if isinstance(exc, StopIteration) else exc
+            for futs in batch.values():
+                for f in futs:
+                    if not f.done():
+                        f.set_exception(err)
+            raise
+        except BaseException:
+            # Our own caller was cancelled (or the process is stopping): not an answer for the
+            # others, who wait for the next batch.
             for k, futs in batch.items():
                 for f in futs:
                     if not f.done():
                         self._waiting.setdefault(k, []).append(f)
             raise
-        except BaseException as exc:
-            for futs in batch.values():
-                for f in futs:
-                    if not f.done():
-                        f.set_exception(exc)
-            raise
         for k, futs in batch.items():
-            value = found.get(k, self._missing)
             for f in futs:
                 if not f.done():
-                    f.set_result(value)
-        return found.get(key, self._missing)
+                    f.set_result(values[k])
+        return values[key]
+
+    def _take(self, key: K) -> dict[K, list[asyncio.Future[object]]]:
+        """Our key and up to max_batch - 1 waiting keys, oldest first, out of _waiting."""
+        batch = {key: self._waiting.pop(key, [])}
+        while self._waiting and len(batch) < self._max_batch:
+            k = next(iter(self._waiting))
+            batch[k] = self._waiting.pop(k)
+        return batch
 
     def _hand_on(self) -> None:
         """Wake one waiting caller to run the next batch, if there is room."""
         while self._waiting and self._running < self._limit and not self._lead_pending:
-            for k, futs in self._waiting.items():
-                live = next((f for f in futs if not f.done()), None)
-                if live is not None:
-                    self._running += 1
-                    self._lead_pending = True
-                    live.set_result(_LEAD)
-                    return
-                del self._waiting[k]  # only cancelled callers left under this key
-                break
+            k = next(iter(self._waiting))
+            live = next((f for f in self._waiting[k] if not f.done()), None)
+            if live is None:
+                del self._waiting[k]  # only callers that have gone are left under this key
+                continue
+            self._running += 1
+            self._lead_pending = True
+            live.set_result(_LEAD)
 
     def _forget(self, key: K, fut: asyncio.Future[object]) -> None:
         futs = self._waiting.get(key)

@@ -87,7 +87,7 @@ class TimescaleQueries(cons.ConsumptionQueries):
     """Reader methods; the store provides `_conn`, `_fetch` and `_latest` (a Coalescer of
     `_latest_of`)."""
 
-    _latest: Coalescer[str, list[Reading]]
+    _latest: Coalescer[str, list[Any]]
 
     def _conn(self, action: str) -> AbstractAsyncContextManager[Conn]:
         raise NotImplementedError
@@ -133,26 +133,28 @@ class TimescaleQueries(cons.ConsumptionQueries):
     async def latest_readings(self, meter_id: str) -> list[Reading]:
         """The latest reading of each channel, ordered by channel (see `_latest_of`). Calls
         made while others are running are answered together (storage.coalesce)."""
-        return list(await self._latest.get(meter_id))  # a copy: callers asking for the same meter share one
+        # Rows are converted per caller: a row that does not convert fails only its own meter's
+        # callers, not the whole batch.
+        return [rows.reading(r) for r in await self._latest.get(meter_id)]
 
-    async def _latest_of(self, meter_ids: list[str]) -> dict[str, list[Reading]]:
-        """The latest reading of each channel of each meter: one backward index probe per
+    async def _latest_of(self, meter_ids: list[str]) -> dict[str, list[Any]]:
+        """The rows of the latest reading of each channel of each meter, by meter: one backward index probe per
         channel the meter has (meter_channels, kept by every write), not DISTINCT ON,
         which reads the meter's whole history where TimescaleDB's SkipScan is not
         available, nor a probe per canonical channel: one for a channel the meter lacks
         visits every chunk."""
         found = await self._fetch(
-            f"latest readings of {_some(meter_ids)}",
+            f"latest readings of {meter_ids[0]}" if len(meter_ids) == 1 else
+            f"latest readings of {len(meter_ids)} meters at once",
             "SELECT l.* FROM meter_channels AS c"
             f" CROSS JOIN LATERAL (SELECT {rows.READING_COLS} FROM readings AS r"
             "  WHERE r.meter_id = c.meter_id AND r.channel = c.channel ORDER BY r.ts DESC LIMIT 1) AS l"
             " WHERE c.meter_id = ANY(%(m)s) ORDER BY l.meter_id, l.channel",
             {"m": meter_ids},
         )
-        out: dict[str, list[Reading]] = {}
+        out: dict[str, list[Any]] = {}
         for r in found:
-            reading = rows.reading(r)
-            out.setdefault(reading.meter_id, []).append(reading)
+            out.setdefault(r[1], []).append(r)  # r[1]: meter_id (rows.READING_COLS)
         return out
 
     async def readings(self, meter_id: str, *, start: datetime, end: datetime,
@@ -363,12 +365,6 @@ async def set_status_in(conn: Conn, meter_id: str, channel: Channel, ts: datetim
         {**key, "prev": found[0], "status": status.value, "note": note, "by": by, "now": rows.utc(now)},
     )
     return rows.reading(updated)
-
-
-def _some(names: Sequence[str], shown: int = 3) -> str:
-    """'A, B, C and 7 more': names for an error message that stays short."""
-    more = f" and {len(names) - shown} more" if len(names) > shown else ""
-    return ", ".join(names[:shown]) + more
 
 
 def _like(search: str) -> str:

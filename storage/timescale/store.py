@@ -123,9 +123,9 @@ class TimescaleStore(TimescaleAccounts, TimescaleQueries):
         #: (meter_id, channel) pairs this process knows are in meter_channels: a write adds
         #: only the others, so the table costs the write path nothing in the steady state.
         self._known_channels: set[tuple[str, str]] = set()
-        # Two at once, so that other reads still find a connection in the pool of 4; the
-        # rest of a burst of "latest" calls share the next query.
-        self._latest: Coalescer[str, list[Reading]] = Coalescer(self._latest_of, [], limit=2)
+        # Half the pool at once, so that other reads still find a connection; the rest of a
+        # burst of "latest" calls share the next query.
+        self._latest: Coalescer[str, list[Any]] = Coalescer(self._latest_of, [], limit=max(1, pool.max_size // 2))
         #: "timescaledb-apache", "timescaledb-community" or "postgresql" once the database
         #: has been reached; "unknown" before that.
         self.mode = "unknown"

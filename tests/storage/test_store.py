@@ -186,7 +186,9 @@ async def test_latest_readings_asked_at_once_each_get_their_own_meter(store: Sto
         reading(meter_id=m, channel=c, minutes=k, value=i * 1000 + k)
         for i, m in enumerate(meters) for c in (Channel.POWER, Channel.VOLTAGE_L1)[: 1 + i % 2] for k in range(3)
     ]))  # fmt: skip
-    alone = {m: await store.latest_readings(m) for m in meters}
+    # Meter i has power (and, odd i, voltage_l1) at minutes 0-2: the latest is minute 2, i * 1000 + 2.
+    expected = {m: [(c, i * 1000 + 2.0) for c in (Channel.POWER, Channel.VOLTAGE_L1)[: 1 + i % 2]]
+                for i, m in enumerate(meters)}  # fmt: skip
     asked = [*meters, "M-none", *meters[::3]]
     batches: list[list[str]] = []
     coalescer = getattr(store, "_latest", None)  # TimescaleDB's; SQLite answers one at a time
@@ -201,9 +203,9 @@ async def test_latest_readings_asked_at_once_each_get_their_own_meter(store: Sto
 
     at_once = await asyncio.gather(*(store.latest_readings(m) for m in asked))
 
-    assert {len(got) for got in alone.values()} == {1, 2}
-    assert at_once == [alone.get(m, []) for m in asked]
-    assert all(r.meter_id == m for m, got in zip(asked, at_once, strict=True) for r in got)
+    assert [[(r.channel, r.value) for r in got] for got in at_once] == [expected.get(m, []) for m in asked]
+    assert all(r.meter_id == m and r.ts == T0 + timedelta(minutes=2) for m, got in zip(asked, at_once, strict=True)
+               for r in got)  # fmt: skip
     if coalescer is not None:  # the queued callers were answered together, each meter probed once
         assert len(batches) < len(asked) and max(map(len, batches)) > 1, batches
         assert {k for b in batches for k in b} == set(asked), batches

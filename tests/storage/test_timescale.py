@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -318,3 +319,29 @@ async def test_checkout_check_makes_a_round_trip_only_for_a_dropped_connection(t
         with pytest.raises(psycopg.OperationalError):
             await _check_if_dropped(conn)
         assert round_trips == [pid]
+
+
+async def test_a_row_that_does_not_convert_fails_only_its_own_meters_latest(ts_store: TimescaleStore,
+                                                                          timescale_dsn: str) -> None:  # fmt: skip
+    """"Latest" calls share one query under load (storage.coalesce); a row the model cannot
+    read (here a channel name from some newer writer) must fail its own meter's callers, not
+    the others' answered by the same query."""
+    await ts_store.write(Batch(readings=[reading(meter_id=m) for m in ("M-1", "M-2", "M-3")]))
+    with psycopg.connect(timescale_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE readings SET channel = 'power_v2' WHERE meter_id = 'M-2'")
+        conn.execute("UPDATE meter_channels SET channel = 'power_v2' WHERE meter_id = 'M-2'")
+    batches: list[list[str]] = []
+    fetch = ts_store._latest._fetch
+
+    async def recorded(keys: list[str]) -> Any:
+        batches.append(keys)
+        return await fetch(keys)
+
+    ts_store._latest._fetch = recorded
+    asked = ["M-0", "M-00", "M-1", "M-2", "M-3"]  # the first two take the free slots; the rest queue
+
+    got = await asyncio.gather(*(ts_store.latest_readings(m) for m in asked), return_exceptions=True)
+
+    assert ["M-1", "M-2", "M-3"] in batches, batches
+    assert [[r.meter_id for r in g] if isinstance(g, list) else type(g) for g in got] == [
+        [], [], ["M-1"], KeyError, ["M-3"]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -162,6 +163,70 @@ async def test_a_waiter_cancelled_just_after_it_was_handed_the_lead_hands_it_on(
     assert fetch.calls == [["a"], ["c"]]
 
 
-def test_limit_below_one_is_refused() -> None:
+async def test_a_fetch_that_breaks_its_contract_fails_its_callers_instead_of_stranding_them() -> None:
+    first_done = asyncio.Event()
+
+    async def fetch(keys: list[str]) -> Any:
+        if keys == ["a"]:
+            await first_done.wait()  # b and c queue meanwhile and share the next fetch
+            return {"a": "value of a"}
+        return ["not", "a", "mapping"]
+
+    c: Coalescer[str, str] = Coalescer(fetch, "missing", limit=1)
+    tasks = [asyncio.create_task(c.get(k)) for k in ("a", "b", "c")]
+    await settle()
+    first_done.set()
+    results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=5)
+
+    assert results[0] == "value of a"
+    assert [type(r) for r in results[1:]] == [AttributeError, AttributeError]  # b and c: answered, with the error
+
+
+async def test_a_fetch_raising_stop_iteration_reaches_the_batch_as_an_error() -> None:
+    def fetch(keys: list[str]) -> Any:
+        raise StopIteration  # a future cannot carry StopIteration itself
+
+    c: Coalescer[str, str] = Coalescer(fetch, "missing", limit=1)
+    blocker = asyncio.Event()
+
+    async def slow(keys: list[str]) -> dict[str, str]:
+        await blocker.wait()
+        return {}
+
+    c._fetch = slow  # the first batch waits, so b and c share the second one
+    first = asyncio.create_task(c.get("a"))
+    await settle()
+    rest = [asyncio.create_task(c.get(k)) for k in ("b", "c")]
+    await settle()
+    c._fetch = fetch
+    blocker.set()
+
+    results = await asyncio.wait_for(asyncio.gather(first, *rest, return_exceptions=True), timeout=5)
+
+    assert results[0] == "missing"
+    assert all(isinstance(r, RuntimeError) and "StopIteration" in str(r) for r in results[1:]), results
+
+
+async def test_a_batch_takes_at_most_max_batch_keys_and_the_rest_use_another_slot() -> None:
+    fetch = Fetches(gated=True)
+    c: Coalescer[str, str] = Coalescer(fetch, "missing", limit=2, max_batch=3)
+    running = [asyncio.create_task(c.get(k)) for k in "ab"]
+    await fetch.started(2)
+    waiting = [asyncio.create_task(c.get(k)) for k in "cdefgh"]
+    await settle()
+
+    fetch.gates[0].set()
+    fetch.gates[1].set()
+    await asyncio.gather(*running)
+    await fetch.started(4)
+
+    assert fetch.calls[2:] == [["c", "d", "e"], ["f", "g", "h"]]
+    fetch.open_all()
+    assert await asyncio.gather(*waiting) == [f"value of {k}" for k in "cdefgh"]
+
+
+def test_limits_below_one_are_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Coalescer(Fetches(), "missing", limit=0)
+    with pytest.raises(ValueError, match="at least 1"):
+        Coalescer(Fetches(), "missing", max_batch=0)
