@@ -52,6 +52,10 @@ class SpoolStats:
         return self.bytes / self.max_bytes
 
 
+#: Batches one peek returns at most.
+_PEEK_ROWS = 1000
+
+
 class Spool:
     """Append-only durable queue in a SQLite file (WAL). Use `async with Spool(path)`.
 
@@ -59,12 +63,18 @@ class Spool:
     itself, so it reaches the store like any data (and calls `on_high_water`, for logs and
     metrics). At `max_bytes`, `append` waits until the forwarder has made room.
     `on_append` observers see every committed batch (diagnostics, tests).
+
+    While every spooled batch was appended by this process and they fit in `memory_bytes`
+    (encoded), `peek` hands out those batches as appended instead of reading and decoding
+    them back: the forwarder's usual case, when the store keeps up. After a restart, or once
+    more than that is waiting, it reads them from the file until the spool is empty again.
     """
 
     def __init__(self, path: Path, *, max_bytes: int = 1_000_000_000, high_water: float = 0.8,
                  on_high_water: Callable[[SpoolStats], None] | None = None,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time, memory_bytes: int = 16_000_000) -> None:
         self.path = path
+        self.memory_bytes = memory_bytes
         self.max_bytes = max_bytes
         self.high_water = high_water
         self._on_high_water = on_high_water
@@ -80,6 +90,11 @@ class Spool:
         self._room = asyncio.Event()
         self._data = asyncio.Event()
         self._above_high = False
+        #: Committed batches by id (with their encoded size), in id order, while `_whole`:
+        #: then they are every row of the file. Not whole: peek reads the file.
+        self._memory: dict[int, tuple[Batch, int]] = {}
+        self._memory_size = 0
+        self._whole = False
 
     async def __aenter__(self) -> Spool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,6 +113,7 @@ class Spool:
             raise SpoolError(msg) from exc
         assert row is not None
         self._rows, self._items, self._bytes, self._oldest = int(row[0]), int(row[1]), int(row[2]), row[3]
+        self._whole = self._rows == 0  # batches from before a restart are only in the file
         self._update_events()
         if self._rows:
             log.info("spool %s: %d batches (%d items) waiting from before the restart", self.path, self._rows, self._items)
@@ -152,6 +168,7 @@ class Spool:
         self._rows += 1
         self._items += len(batch)
         self._bytes += len(body)
+        self._remember(row_id, batch, len(body))
         if self._oldest is None:
             self._oldest = now
         self._update_events()
@@ -163,7 +180,14 @@ class Spool:
         """The oldest batches, in order, up to about `max_items` items (at least one batch)."""
         out: list[tuple[int, Batch]] = []
         total = 0
-        async with self.db.execute("SELECT id, body, items FROM spool ORDER BY id LIMIT 1000") as cur:
+        if self._whole:
+            for row_id, (batch, _) in self._memory.items():
+                if (out and total + len(batch) > max_items) or len(out) >= _PEEK_ROWS:
+                    break
+                out.append((row_id, batch))
+                total += len(batch)
+            return out
+        async with self.db.execute(f"SELECT id, body, items FROM spool ORDER BY id LIMIT {_PEEK_ROWS}") as cur:
             async for row_id, body, items in cur:
                 if out and total + items > max_items:
                     break
@@ -186,8 +210,34 @@ class Spool:
         self._rows -= int(gone[0])
         self._items -= int(gone[1])
         self._bytes -= int(gone[2])
+        self._forget_upto(last_id)
         self._oldest = None if first is None else float(first[0])
         self._update_events()
+
+    def _remember(self, row_id: int, batch: Batch, size: int) -> None:
+        """Keep a just-committed batch for peek (in the same step as it is counted)."""
+        if not self._whole:
+            return
+        if self._memory_size + size > self.memory_bytes:
+            self._whole = False  # too much waiting: peek reads the file until the spool is empty
+            self._memory.clear()
+            self._memory_size = 0
+            return
+        # Copies of the lists: the caller may go on using its batch.
+        self._memory[row_id] = (Batch(list(batch.readings), list(batch.balances), list(batch.events),
+                                      list(batch.deadletters)), size)  # fmt: skip
+        self._memory_size += size
+
+    def _forget_upto(self, last_id: int) -> None:
+        while self._memory:
+            first = next(iter(self._memory))
+            if first > last_id:
+                break
+            self._memory_size -= self._memory.pop(first)[1]
+        if self._rows == 0 and not self._whole:
+            self._whole = True  # every batch appended from now on is in memory again
+            self._memory.clear()
+            self._memory_size = 0
 
     async def wait_for_data(self) -> None:
         await self._data.wait()

@@ -78,3 +78,67 @@ async def test_full_spool_holds_producer_until_drained(tmp_path: Path) -> None:
         await asyncio.wait_for(blocked, 5)
         assert [b.readings[0].value for _, b in await spool.peek(100)] == [2.0, 3.0]
         assert not spool.stats().full
+
+
+async def _peek_traced(spool: Spool, max_items: int) -> tuple[list[tuple[int, Batch]], list[str]]:
+    """peek, and the SQL statements it ran on the spool file."""
+    traced: list[str] = []
+    await spool.db.set_trace_callback(traced.append)
+    try:
+        return await spool.peek(max_items), traced
+    finally:
+        await spool.db.set_trace_callback(None)  # type: ignore[arg-type]  # None unsets it
+
+
+async def test_peek_hands_out_what_this_process_appended_without_reading_it_back(tmp_path: Path) -> None:
+    async with Spool(tmp_path / "spool.db") as spool:
+        appended = [batch(i) for i in range(4)]
+        for b in appended:
+            await spool.append(b)
+        appended[0].readings.clear()  # the producer may go on using its batch
+
+        got, sql = await _peek_traced(spool, 3)
+
+        assert sql == []
+        assert [b for _, b in got] == [batch(0), batch(1), batch(2)]
+        await spool.delete_upto(got[1][0])
+        got, sql = await _peek_traced(spool, 100)
+        assert sql == [] and [b for _, b in got] == [batch(2), batch(3)]
+        # What the file holds decodes to the same batches (the path after a restart).
+        async with spool.db.execute("SELECT body FROM spool ORDER BY id") as cur:
+            assert [decode(row[0]) async for row in cur] == [b for _, b in got]
+
+
+async def test_past_its_memory_the_spool_reads_the_file_until_it_is_empty(tmp_path: Path) -> None:
+    async with Spool(tmp_path / "spool.db", memory_bytes=len(encode(batch(0))) * 2) as spool:
+        for i in range(3):  # the third does not fit: from here on peek reads the file
+            await spool.append(batch(i))
+        got, sql = await _peek_traced(spool, 100)
+        assert [b for _, b in got] == [batch(0), batch(1), batch(2)]
+        assert any(s.startswith("SELECT id, body") for s in sql)
+        await spool.append(batch(3))  # appended while reading from the file: read from the file too
+        await spool.delete_upto(got[-1][0])
+        got, sql = await _peek_traced(spool, 100)
+        assert [b for _, b in got] == [batch(3)] and sql
+        await spool.delete_upto(got[-1][0])
+
+        await spool.append(batch(4))  # empty again: memory again
+        got, sql = await _peek_traced(spool, 100)
+
+        assert [b for _, b in got] == [batch(4)] and sql == []
+
+
+async def test_after_a_restart_peek_reads_what_was_spooled_before_then_memory_again(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    async with Spool(path) as spool:
+        await spool.append(batch(0))
+    async with Spool(path) as spool:
+        await spool.append(batch(1))
+        got, sql = await _peek_traced(spool, 100)
+        assert [b for _, b in got] == [batch(0), batch(1)] and sql
+        await spool.delete_upto(got[-1][0])
+        await spool.append(batch(2))
+
+        got, sql = await _peek_traced(spool, 100)
+
+        assert [b for _, b in got] == [batch(2)] and sql == []
