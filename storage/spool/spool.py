@@ -95,6 +95,8 @@ class Spool:
         self._memory: dict[int, tuple[Batch, int]] = {}
         self._memory_size = 0
         self._whole = False
+        #: Appends whose INSERT is under way (see delete_upto).
+        self._inserting = 0
 
     async def __aenter__(self) -> Spool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,25 +161,42 @@ class Spool:
                                    f"({self._items + len(batch)} items waiting for the store)")  # fmt: skip
             batch = Batch(batch.readings, batch.balances, [*batch.events, warning], batch.deadletters)
             body = codec.encode(batch)
-        now = self._wall()
-        cur = await self.db.execute("INSERT INTO spool (body, items, size, created) VALUES (?, ?, ?, ?)",
-                                    (body, len(batch), len(body), now))
-        await self.db.commit()
-        row_id = int(cur.lastrowid or 0)
-        await cur.close()
-        self._rows += 1
-        self._items += len(batch)
-        self._bytes += len(body)
-        self._remember(row_id, batch, len(body))
-        if self._oldest is None:
-            self._oldest = now
-        self._update_events()
+        # Shielded: aiosqlite runs a queued INSERT even if this task is cancelled, so the rest
+        # (counting it, keeping it in memory) must run too, or memory would miss a row of the file.
+        self._inserting += 1
+        row_id = await asyncio.shield(self._insert(batch, body))
         for observer in self.on_append:
             observer(row_id, batch)
         return row_id
 
+    async def _insert(self, batch: Batch, body: bytes) -> int:
+        try:
+            now = self._wall()
+            try:
+                cur = await self.db.execute("INSERT INTO spool (body, items, size, created) VALUES (?, ?, ?, ?)",
+                                            (body, len(batch), len(body), now))
+                await self.db.commit()
+                row_id = int(cur.lastrowid or 0)
+                await cur.close()
+            except BaseException:
+                # The row may be in the file (or be kept by a later commit) though we failed:
+                # memory no longer holds everything, peek reads the file.
+                self._drop_memory()
+                raise
+            self._rows += 1
+            self._items += len(batch)
+            self._bytes += len(body)
+            self._remember(row_id, batch, len(body))
+            if self._oldest is None:
+                self._oldest = now
+            self._update_events()
+            return row_id
+        finally:
+            self._inserting -= 1
+
     async def peek(self, max_items: int) -> list[tuple[int, Batch]]:
-        """The oldest batches, in order, up to about `max_items` items (at least one batch)."""
+        """The oldest batches, in order, up to about `max_items` items (at least one batch).
+        They may be the spool's own objects: do not change them."""
         out: list[tuple[int, Batch]] = []
         total = 0
         if self._whole:
@@ -197,21 +216,30 @@ class Spool:
 
     async def delete_upto(self, last_id: int) -> None:
         """Forget every batch with id <= last_id: the sink has committed them."""
-        # Sums over the deleted range only (a primary-key range), not the whole spool: a
-        # spool that grew to millions of batches during an outage drains in linear time.
-        async with self.db.execute("SELECT COUNT(*), COALESCE(SUM(items),0), COALESCE(SUM(size),0) FROM spool"
-                                   " WHERE id <= ?", (last_id,)) as cur:
-            gone = await cur.fetchone()
-        await self.db.execute("DELETE FROM spool WHERE id <= ?", (last_id,))
-        await self.db.commit()
-        async with self.db.execute("SELECT created FROM spool ORDER BY id LIMIT 1") as cur:
-            first = await cur.fetchone()
+        # Memory first: whatever becomes of the DELETE, memory no longer hands these out. If it
+        # fails or is cancelled (it may still run), peek reads the file, which has the truth.
+        self._forget_upto(last_id)
+        try:
+            # Sums over the deleted range only (a primary-key range), not the whole spool: a
+            # spool that grew to millions of batches during an outage drains in linear time.
+            async with self.db.execute("SELECT COUNT(*), COALESCE(SUM(items),0), COALESCE(SUM(size),0) FROM spool"
+                                       " WHERE id <= ?", (last_id,)) as cur:
+                gone = await cur.fetchone()
+            await self.db.execute("DELETE FROM spool WHERE id <= ?", (last_id,))
+            await self.db.commit()
+            async with self.db.execute("SELECT created FROM spool ORDER BY id LIMIT 1") as cur:
+                first = await cur.fetchone()
+        except BaseException:
+            self._drop_memory()
+            raise
         assert gone is not None
         self._rows -= int(gone[0])
         self._items -= int(gone[1])
         self._bytes -= int(gone[2])
-        self._forget_upto(last_id)
         self._oldest = None if first is None else float(first[0])
+        if first is None and not self._whole and self._inserting == 0:
+            # The file is empty and no append is under way: from now on memory holds every batch.
+            self._whole = True
         self._update_events()
 
     def _remember(self, row_id: int, batch: Batch, size: int) -> None:
@@ -219,9 +247,7 @@ class Spool:
         if not self._whole:
             return
         if self._memory_size + size > self.memory_bytes:
-            self._whole = False  # too much waiting: peek reads the file until the spool is empty
-            self._memory.clear()
-            self._memory_size = 0
+            self._drop_memory()  # too much waiting: peek reads the file until the spool is empty
             return
         # Copies of the lists: the caller may go on using its batch.
         self._memory[row_id] = (Batch(list(batch.readings), list(batch.balances), list(batch.events),
@@ -234,10 +260,12 @@ class Spool:
             if first > last_id:
                 break
             self._memory_size -= self._memory.pop(first)[1]
-        if self._rows == 0 and not self._whole:
-            self._whole = True  # every batch appended from now on is in memory again
-            self._memory.clear()
-            self._memory_size = 0
+
+    def _drop_memory(self) -> None:
+        """Memory may no longer hold every batch in the file: peek reads the file until it is empty."""
+        self._whole = False
+        self._memory.clear()
+        self._memory_size = 0
 
     async def wait_for_data(self) -> None:
         await self._data.wait()

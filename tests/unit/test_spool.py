@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -142,3 +144,52 @@ async def test_after_a_restart_peek_reads_what_was_spooled_before_then_memory_ag
         got, sql = await _peek_traced(spool, 100)
 
         assert [b for _, b in got] == [batch(2)] and sql == []
+
+
+async def _file_ids(spool: Spool) -> list[int]:
+    async with spool.db.execute("SELECT id FROM spool ORDER BY id") as cur:
+        return [int(row[0]) async for row in cur]
+
+
+async def test_a_delete_cancelled_after_it_committed_never_hands_those_batches_out_again(tmp_path: Path) -> None:
+    """The forwarder is cancelled at shutdown, then drains: what was deleted must not be sent again."""
+    path = tmp_path / "spool.db"
+    async with Spool(path) as spool:
+        for i in range(3):
+            await spool.append(batch(i))
+        chunk = await spool.peek(100)
+        deleting = asyncio.create_task(spool.delete_upto(chunk[-1][0]))
+        other = sqlite3.connect(path)
+        try:
+            # Until another connection sees the DELETE committed; then the delete is still waiting
+            # for its last statement (sleep(0): it must not get the loop's turn to finish).
+            for _ in range(1_000_000):
+                if other.execute("SELECT COUNT(*) FROM spool").fetchone()[0] == 0:
+                    break
+                await asyncio.sleep(0)
+        finally:
+            other.close()
+        assert not deleting.done()
+        deleting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await deleting
+
+        assert await _file_ids(spool) == []
+        assert await spool.peek(100) == []
+
+
+async def test_an_append_cancelled_while_its_insert_runs_is_still_handed_out(tmp_path: Path) -> None:
+    async with Spool(tmp_path / "spool.db") as spool:
+        await spool.append(batch(0))
+        appending = asyncio.create_task(spool.append(batch(1)))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # its INSERT is queued: aiosqlite runs it whatever becomes of the caller
+        appending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await appending
+        await spool.append(batch(2))
+
+        got = await spool.peek(100)
+
+        assert [i for i, _ in got] == await _file_ids(spool)
+        assert [b for _, b in got] == [batch(0), batch(1), batch(2)]
