@@ -58,13 +58,11 @@ class Coalescer(Generic[K, V]):
             except BaseException:
                 # Cancelled (or the process stopping) while waiting. If the lead had just been
                 # handed to us, hand it on, or everyone behind us waits for ever.
+                self._forget(key, fut)
                 if fut.done() and not fut.cancelled() and fut.exception() is None and fut.result() is _LEAD:
                     self._running -= 1
                     self._lead_pending = False
-                    self._forget(key, fut)
                     self._hand_on()
-                else:
-                    self._forget(key, fut)
                 raise
             if got is not _LEAD:
                 return got  # type: ignore[return-value]  # futures carry V or _LEAD

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Any
 
 from gateway.model import (
     BalanceUpdate,
@@ -106,3 +107,20 @@ def meter(meter_id: str, *, device_number: str | None = None, consumer_number: s
         "tags": {"feeder": "F7", "phase": "3"},
     }
     return Meter(meter_id=meter_id, **{**base, **fields})  # type: ignore[arg-type]
+
+
+def record_latest_batches(store: object) -> list[list[str]] | None:
+    """The meter ids of each query a TimescaleDB store's "latest" coalescer runs from now on
+    (storage.coalesce), as a list that fills as they run; None for a store without one."""
+    coalescer = getattr(store, "_latest", None)
+    if coalescer is None:
+        return None
+    batches: list[list[str]] = []
+    fetch = coalescer._fetch
+
+    async def recorded(keys: list[str]) -> Any:
+        batches.append(keys)
+        return await fetch(keys)
+
+    coalescer._fetch = recorded
+    return batches

@@ -43,12 +43,17 @@ async def test_migrations_are_recorded_once(sqlite_store: SqliteStore) -> None:
             "verification_log", "commands", "schema_migrations"} <= tables  # fmt: skip
 
 
-async def test_reader_queries_seek_indexes_instead_of_scanning_readings(sqlite_store: SqliteStore) -> None:
-    """latest_readings, readings and last_cumulative must not read a meter's history."""
-    await sqlite_store.write(Batch(readings=[
+async def _write_two_meters(store: SqliteStore) -> None:
+    """M-1 and M-2, power and energy_import, 20 one-minute readings each from T0."""
+    await store.write(Batch(readings=[
         reading(meter_id=m, channel=c, minutes=i) for m in ("M-1", "M-2") for c in (Channel.POWER,
         Channel.ENERGY_IMPORT) for i in range(20)
     ]))  # fmt: skip
+
+
+async def test_reader_queries_seek_indexes_instead_of_scanning_readings(sqlite_store: SqliteStore) -> None:
+    """latest_readings, readings and last_cumulative must not read a meter's history."""
+    await _write_two_meters(sqlite_store)
     traced: list[str] = []
     await sqlite_store._reader.set_trace_callback(traced.append)
 
@@ -72,10 +77,7 @@ async def test_reader_queries_seek_indexes_instead_of_scanning_readings(sqlite_s
 async def test_one_channel_range_reads_only_the_covering_index(sqlite_store: SqliteStore) -> None:
     """A meter's readings of one channel come from readings_cover alone: in the table they lie in
     arrival order, one page per row for a month of a busy store (migration 0005)."""
-    await sqlite_store.write(Batch(readings=[
-        reading(meter_id=m, channel=c, minutes=i) for m in ("M-1", "M-2") for c in (Channel.POWER,
-        Channel.ENERGY_IMPORT) for i in range(20)
-    ]))  # fmt: skip
+    await _write_two_meters(sqlite_store)
     traced: list[str] = []
     await sqlite_store._reader.set_trace_callback(traced.append)
     got = await sqlite_store.readings("M-1", start=T0, end=T0 + timedelta(hours=1), channel=Channel.POWER)

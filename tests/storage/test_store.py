@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from datetime import UTC, timedelta
-from typing import Any
 
 import pytest
 
@@ -13,7 +12,7 @@ from gateway.errors import SinkError, SinkUnavailable
 from gateway.model import Batch, Channel, EventKind, Kind, MeterStatus, Reading
 from storage.base import LastValue, Store, WriteResult
 from tests.storage.backends import open_backend
-from tests.storage.samples import T0, balance, deadletter, event, full_reading, meter, reading
+from tests.storage.samples import T0, balance, deadletter, event, full_reading, meter, reading, record_latest_batches
 
 DAY = timedelta(days=1)
 EXPECTED_MODE = {"sqlite": "sqlite", "timescale": "timescaledb-apache", "postgresql": "postgresql"}
@@ -190,23 +189,14 @@ async def test_latest_readings_asked_at_once_each_get_their_own_meter(store: Sto
     expected = {m: [(c, i * 1000 + 2.0) for c in (Channel.POWER, Channel.VOLTAGE_L1)[: 1 + i % 2]]
                 for i, m in enumerate(meters)}  # fmt: skip
     asked = [*meters, "M-none", *meters[::3]]
-    batches: list[list[str]] = []
-    coalescer = getattr(store, "_latest", None)  # TimescaleDB's; SQLite answers one at a time
-    if coalescer is not None:
-        fetch = coalescer._fetch
-
-        async def recorded(keys: list[str]) -> Any:
-            batches.append(keys)
-            return await fetch(keys)
-
-        coalescer._fetch = recorded
+    batches = record_latest_batches(store)  # TimescaleDB's coalescer; SQLite answers one at a time
 
     at_once = await asyncio.gather(*(store.latest_readings(m) for m in asked))
 
     assert [[(r.channel, r.value) for r in got] for got in at_once] == [expected.get(m, []) for m in asked]
     assert all(r.meter_id == m and r.ts == T0 + timedelta(minutes=2) for m, got in zip(asked, at_once, strict=True)
                for r in got)  # fmt: skip
-    if coalescer is not None:  # the queued callers were answered together, each meter probed once
+    if batches is not None:  # the queued callers were answered together, every meter asked probed
         assert len(batches) < len(asked) and max(map(len, batches)) > 1, batches
         assert {k for b in batches for k in b} == set(asked), batches
 

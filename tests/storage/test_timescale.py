@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import psycopg
 import pytest
@@ -16,7 +15,7 @@ from gateway.model import Batch
 from storage.timescale.store import TimescaleStore, _check_if_dropped
 from tests.fixtures.ports import free_port
 from tests.fixtures.timescale import PgCluster
-from tests.storage.samples import reading
+from tests.storage.samples import reading, record_latest_batches
 
 
 @pytest.fixture
@@ -330,14 +329,8 @@ async def test_a_row_that_does_not_convert_fails_only_its_own_meters_latest(ts_s
     with psycopg.connect(timescale_dsn, autocommit=True) as conn:
         conn.execute("UPDATE readings SET channel = 'power_v2' WHERE meter_id = 'M-2'")
         conn.execute("UPDATE meter_channels SET channel = 'power_v2' WHERE meter_id = 'M-2'")
-    batches: list[list[str]] = []
-    fetch = ts_store._latest._fetch
-
-    async def recorded(keys: list[str]) -> Any:
-        batches.append(keys)
-        return await fetch(keys)
-
-    ts_store._latest._fetch = recorded
+    batches = record_latest_batches(ts_store)
+    assert batches is not None
     asked = ["M-0", "M-00", "M-1", "M-2", "M-3"]  # the first two take the free slots; the rest queue
 
     got = await asyncio.gather(*(ts_store.latest_readings(m) for m in asked), return_exceptions=True)
