@@ -117,6 +117,9 @@ def problems_from_validation(exc: ValidationError, index: dict[Path, int], prefi
         elif err["type"] == "missing":
             message = "required key is missing"
         elif "input" in err and err["type"] not in ("model_type", "dict_type"):
-            message = f"{message} (got {err['input']!r})"
+            got = repr(err["input"])
+            if len(got) > 120:  # a 10 kB value would bury the message
+                got = f"{got[:100]}... ({len(got)} characters)"
+            message = f"{message} (got {got})"
         problems.append(ConfigProblem(dotted(path) or "(top level)", line_of(index, path), message))
     return problems

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from gateway.config.mqtt import MqttSection
 from gateway.config.vee import VeeSection
+from gateway.model.identifiers import RULE, identifier_problem, tags_problems
 from gateway.model.meters import MeterStatus, Utility
 
 
@@ -130,7 +132,7 @@ class ModbusSection(_Section):
 
 
 class MeterSection(_Section):
-    meter_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
+    meter_id: str = Field(description=f"The meter number; an identifier is {RULE} (gateway/model/identifiers.py)")
     utility: Utility = Utility.ELECTRICITY
     protocol: Literal["modbus", "mqtt"] = "modbus"
     endpoint: str | None = None
@@ -143,10 +145,28 @@ class MeterSection(_Section):
     low_credit_threshold: Decimal | None = Field(default=None, description="PAYG meters; default mqtt.low_credit_threshold")
     max_drain_per_hour: Decimal | None = Field(default=None, gt=0, description="PAYG meters; default mqtt.max_drain_per_hour")
     status: MeterStatus = MeterStatus.ACTIVE
-    device_number: str | None = None
-    consumer_number: str | None = None
+    device_number: str | None = Field(default=None, description="An identifier, as meter_id")
+    consumer_number: str | None = Field(default=None, description="An identifier, as meter_id")
     location: str | None = None
-    tags: dict[str, str] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict, description="At most 50; keys are identifiers, values "
+                                 "at most 256 printable characters")
+
+    @field_validator("meter_id", "device_number", "consumer_number")
+    @classmethod
+    def _identifier(cls, value: str | None) -> str | None:
+        problem = None if value is None else identifier_problem(value)
+        if problem is not None:
+            # A custom error, not ValueError: pydantic would put "Value error, " before the message.
+            raise PydanticCustomError("identifier", "{problem}; an identifier is {rule}", {"problem": problem, "rule": RULE})
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, tags: dict[str, str]) -> dict[str, str]:
+        problems = tags_problems(tags)
+        if problems:
+            raise PydanticCustomError("tags", "{problems}", {"problems": "; ".join(problems)})
+        return tags
 
 
 class GatewayConfig(_Section):
