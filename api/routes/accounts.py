@@ -12,7 +12,7 @@ from api.deps import NowDep, StoreDep, check_text_params
 from api.params import utc
 from api.routes.meters import MeterPath, require_meter
 from api.schemas.accounts import AssignmentIn, AssignmentOut, ConsumerOut
-from api.schemas.common import error
+from api.schemas.common import Identifier, error
 from api.schemas.meters import meter_dict
 from api.schemas.readings import BillingMeterOut, BillingOut
 from gateway.errors import InvalidRequest, NotFound
@@ -23,7 +23,7 @@ router = APIRouter(tags=["consumers"], dependencies=[Depends(check_text_params)]
 READ = [Depends(RequireScope(Scope.READ))]
 WRITE = [Depends(RequireScope(Scope.WRITE))]
 
-ConsumerPath = Annotated[str, Path(max_length=64, description="The consumer (account) number", examples=["C-1001"])]
+ConsumerPath = Annotated[Identifier, Path(description="The consumer (account) number", examples=["C-1001"])]
 
 
 async def _consumer_out(store: Store, consumer: Consumer) -> dict[str, Any]:

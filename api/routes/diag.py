@@ -13,7 +13,7 @@ from api.deps import GatewayDep
 from api.errors import error_body
 from api.ports import GatewayPort
 from api.ratelimit import BusLimiter
-from api.schemas.common import ErrorOut
+from api.schemas.common import ErrorOut, Identifier
 from api.schemas.diag import (
     DeadLetterOut,
     DeadLettersOut,
@@ -44,7 +44,7 @@ def running_gateway(gateway: GatewayDep) -> GatewayPort:
 
 
 Gateway = Annotated[GatewayPort, Depends(running_gateway)]
-MeterId = Annotated[str, Path(max_length=64, description="Meter number, e.g. M-0001")]
+MeterId = Annotated[Identifier, Path(description="Meter number, e.g. M-0001")]
 _METER_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "No such meter (or endpoint) in the configuration"},
     429: {"model": ErrorOut, "description": "Too many reads on this bus; retry after `Retry-After` seconds"},

@@ -10,7 +10,7 @@ from api.auth import RequireScope
 from api.deps import NowDep, StoreDep, check_text_params
 from api.pagination import decode_cursor, encode_cursor
 from api.params import Cursor, Limit, utc
-from api.schemas.common import Page, error
+from api.schemas.common import Identifier, Page, error
 from api.schemas.meters import MeterIn, MeterOut, MeterUpdate, meter_dict
 from gateway.errors import InvalidRequest, NotFound
 from gateway.model import Meter, MeterStatus, Utility
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1/meters", tags=["meters"], dependencies=[Depends(c
 READ = [Depends(RequireScope(Scope.READ))]
 WRITE = [Depends(RequireScope(Scope.WRITE))]
 
-MeterPath = Annotated[str, Path(max_length=64, description="The meter number", examples=["M-0001"])]
+MeterPath = Annotated[Identifier, Path(description="The meter number", examples=["M-0001"])]
 _CLEARABLE = frozenset({"device_number", "installed_at", "location", "tags"})
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: error("No such meter")}
 

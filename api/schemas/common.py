@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+from gateway.model.identifiers import MAX_LENGTH, MAX_TAG_VALUE, PATTERN, RULE, identifier_problem, tag_value_problem
 
 T = TypeVar("T")
 
@@ -25,9 +28,27 @@ def _storable(value: str) -> str:
 
 #: Free text a store can keep.
 Text = Annotated[str, AfterValidator(_storable)]
-#: A meter number, consumer number or device number: printable, no spaces at the ends.
-Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:/\-]+$"),
-                       AfterValidator(_storable)]
+def _identifier(value: str) -> str:
+    problem = identifier_problem(value)
+    if problem is not None:
+        # A custom error, not ValueError: pydantic would put "Value error, " before the message.
+        raise PydanticCustomError("identifier", "{problem}; an identifier is {rule}", {"problem": problem, "rule": RULE})
+    return value
+
+
+def _tag_value(value: str) -> str:
+    problem = tag_value_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("tag_value", "the tag value {problem}", {"problem": problem})
+    return value
+
+
+#: A meter number, consumer number, device number or tag key: the rule of gateway/model/identifiers.py,
+#: checked by one function (a message that says what is wrong) and published as a pattern in the schema.
+Identifier = Annotated[str, AfterValidator(_identifier),
+                       WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_LENGTH, "pattern": PATTERN})]
+#: A tag's value: short printable text.
+TagValue = Annotated[str, AfterValidator(_tag_value), WithJsonSchema({"type": "string", "maxLength": MAX_TAG_VALUE})]
 
 
 class Page(BaseModel, Generic[T]):

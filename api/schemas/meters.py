@@ -7,8 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas.common import Identifier, Text
+from api.schemas.common import Identifier, TagValue, Text
 from gateway.model import Meter, MeterStatus, Protocol, Utility
+from gateway.model.identifiers import MAX_TAGS
 
 _TAGS = {"feeder": "F7", "tariff": "residential"}
 
@@ -60,7 +61,7 @@ class MeterIn(BaseModel):
     installed_at: datetime | None = Field(default=None, examples=["2024-05-17T08:00:00Z"])
     consumer_number: Identifier | None = Field(default=None, examples=["C-1001"])
     location: Text | None = Field(default=None, max_length=500, examples=["12 Harbour Road, flat 3"])
-    tags: dict[Identifier, Text] = Field(default_factory=dict, max_length=50, examples=[_TAGS])
+    tags: dict[Identifier, TagValue] = Field(default_factory=dict, max_length=MAX_TAGS, examples=[_TAGS])
 
 
 class MeterUpdate(BaseModel):
@@ -76,7 +77,7 @@ class MeterUpdate(BaseModel):
     status: Literal["active", "maintenance"] | None = Field(default=None, examples=["maintenance"])
     installed_at: datetime | None = Field(default=None, examples=["2024-05-17T08:00:00Z"])
     location: Text | None = Field(default=None, max_length=500, examples=["14 Harbour Road"])
-    tags: dict[Identifier, Text] | None = Field(default=None, max_length=50, examples=[_TAGS])
+    tags: dict[Identifier, TagValue] | None = Field(default=None, max_length=MAX_TAGS, examples=[_TAGS])
 
 
 class ImportRow(BaseModel):
