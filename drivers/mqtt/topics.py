@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from gateway.model.identifiers import identifier_error, identifier_problem
+
 __all__ = ["TopicTemplate"]
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -14,7 +16,9 @@ class TopicTemplate:
 
     Each level that holds a placeholder becomes "+" in the subscription ("payg/+/balance");
     `match()` reads the placeholders back out of a received topic. A level may mix text and a
-    placeholder ("site/meter-{meter_id}"); "{meter_id}" must appear exactly once.
+    placeholder ("site/meter-{meter_id}"); "{meter_id}" must appear exactly once. A topic whose
+    {meter_id} part breaks the identifier rule (gateway/model/identifiers.py: "payg/../balance",
+    "payg/M 1/balance", a 10 kB level) does not match: it names no meter.
     """
 
     def __init__(self, template: str) -> None:
@@ -46,7 +50,9 @@ class TopicTemplate:
     def match(self, topic: str) -> dict[str, str] | None:
         """The placeholder values in `topic`, or None if it does not fit the template."""
         m = self._regex.fullmatch(topic)
-        return m.groupdict() if m else None
+        if m is None or identifier_problem(m["meter_id"]) is not None:
+            return None
+        return m.groupdict()
 
     def meter_id(self, topic: str) -> str | None:
         fields = self.match(topic)
@@ -59,7 +65,8 @@ class TopicTemplate:
     def render(self, **values: str) -> str:
         """The topic for these placeholder values, e.g. render(meter_id="M-1") -> "payg/M-1/command".
 
-        Raises ValueError if a placeholder has no value, or a value would change the topic's levels.
+        Raises ValueError if a placeholder has no value, a value would change the topic's levels, or the
+        meter id breaks the identifier rule.
         """
         missing = [name for name in self.placeholders if name not in values]
         if missing:
@@ -70,6 +77,10 @@ class TopicTemplate:
             if not value or any(c in value for c in "/+#"):
                 msg = f"topic template {self.template!r}: {name}={value!r} must be non-empty without '/', '+' or '#'"
                 raise ValueError(msg)
+        problem = identifier_error("meter_id", values["meter_id"])
+        if problem is not None:
+            msg = f"topic template {self.template!r}: {problem}"
+            raise ValueError(msg)
         return _PLACEHOLDER.sub(lambda m: values[m.group(1)], self.template)
 
     def __repr__(self) -> str:
