@@ -172,6 +172,27 @@ def db_reorder(config: ConfigOpt,
     out.print(_with_store(config, work), highlight=False)
 
 
+@db_app.command("check")
+def db_check(config: ConfigOpt) -> None:
+    """List every meter id, device number, consumer number and tag in the store that breaks the
+    identifier rule (stored before it existed); exit 1 if there is any. Changes nothing."""
+    from gateway.model.identifiers import RULE
+    from storage.audit import find_bad_identifiers
+
+    found, meters = _with_store(config, find_bad_identifiers)
+    # Stored values may hold '[' (rich markup) and be long: print them as they are, unwrapped.
+    for finding in found:
+        out.print(str(finding), markup=False, highlight=False, soft_wrap=True)
+    if not found:
+        out.print(f"identifiers: all OK ({meters} meter(s) and their assignments checked)", highlight=False)
+        return
+    out.print(f"{len(found)} stored value(s) break the identifier rule ({RULE}). The API answers 422 to paths "
+              "and bodies that hold them: fix each where it came from (the configuration file, the account system) "
+              "and then in the database by hand (there is no rename command).",
+              markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
 def _with_store(config: Path, work: Callable[[Store], Awaitable[T]]) -> T:
     """Open the configured store, migrate it, run `await work(store)`, close it; errors end the command."""
     from gateway.runtime.gateway import open_configured_store
