@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from gateway.backoff import Backoff
 from gateway.errors import ConnectionFailed
 
-__all__ = ["MqttConnection", "MqttMessage", "MqttSettings"]
+__all__ = ["RECONNECT_JITTER", "MqttConnection", "MqttMessage", "MqttSettings"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,10 @@ _CRASHED: Any = object()
 
 #: Seconds between paho's housekeeping calls (keepalive PINGREQ, PINGRESP timeout).
 _MISC_EVERY_S = 1.0
+
+#: Spread of each reconnect delay, as a fraction (±10 %, never above `reconnect_max`), so that
+#: gateways that lost the same broker do not all knock again in the same instant.
+RECONNECT_JITTER = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +77,12 @@ class MqttSettings:
     keepalive: int = 30
     #: MQTT 5 Session Expiry Interval (s): how long the broker keeps the session while we are away.
     session_expiry: int = 86400
+    #: First wait (s) before connecting again after a lost connection or a failed attempt;
+    #: doubles after each failed attempt up to `reconnect_max`.
     reconnect_min: float = 0.5
-    reconnect_max: float = 30.0
+    #: Longest wait (s) between attempts: a broker that comes back is connected to again within
+    #: this (plus the connect itself). 5 s, not 30: a 45 s outage cost up to 30 s more (issue 22).
+    reconnect_max: float = 5.0
     #: Messages handed to the application and not yet acked, at most (also sent to an MQTT 5
     #: broker as Receive Maximum, so it stops sending before we have to push back).
     max_inflight_acks: int = 1000
@@ -100,6 +109,11 @@ class MqttSettings:
     @property
     def where(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def reconnect_backoff(self, rng: random.Random | None = None) -> Backoff:
+        """The reconnect schedule: reconnect_min, doubling, capped at reconnect_max, each delay
+        jittered by ±RECONNECT_JITTER and never above reconnect_max."""
+        return Backoff(self.reconnect_min, self.reconnect_max, jitter=RECONNECT_JITTER, rng=rng)
 
 
 _paho_log = logging.getLogger(f"{__name__}.paho")
@@ -389,7 +403,7 @@ class MqttConnection:
             raise
 
     async def _reconnect_forever(self) -> None:
-        backoff = Backoff(self.settings.reconnect_min, self.settings.reconnect_max)
+        backoff = self.settings.reconnect_backoff()
         while True:
             worked = False
             try:

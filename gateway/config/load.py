@@ -137,6 +137,9 @@ def _mqtt_checks(config: GatewayConfig, add: Callable[[KeyPath, str], None]) -> 
         add(("mqtt", "share_group"), f"shared subscriptions need MQTT 5, but mqtt.protocol = {m.protocol!r}")
     if (m.tls_cert is None) != (m.tls_key is None):
         add(("mqtt", "tls_cert" if m.tls_key is None else "tls_key"), "tls_cert and tls_key go together")
+    if m.reconnect_min_delay > m.reconnect_max_delay:
+        add(("mqtt", "reconnect_min_delay"), f"{m.reconnect_min_delay:g} s exceeds reconnect_max_delay "
+            f"{m.reconnect_max_delay:g} s")
     if m.commands:
         balance = set(m.all_topics())
         if m.command_topic == m.reply_topic:

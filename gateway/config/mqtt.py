@@ -83,6 +83,12 @@ class MqttSection(_Section):
     keepalive: int = Field(default=30, ge=5, le=3600, description="Seconds")
     session_expiry: int = Field(default=86400, ge=0, description="MQTT 5: seconds the broker keeps the session while we are away")
     max_inflight: int = Field(default=1000, ge=1, le=65535, description="Messages received and not yet acked, at most")
+    reconnect_min_delay: float = Field(default=0.5, gt=0, le=60, description=(
+        "Seconds before the first attempt to connect again after losing the broker; doubles after each failed "
+        "attempt, up to reconnect_max_delay"))
+    reconnect_max_delay: float = Field(default=5.0, gt=0, le=600, description=(
+        "Longest wait in seconds between attempts (each delay jittered by ±10 %, never above this): a broker that "
+        "comes back is connected to again within this"))
     topics: list[str] = Field(default_factory=lambda: ["payg/{meter_id}/balance"],
                               description="Balance topic templates written in the default payload format")
     sources: list[TopicSource] = Field(default_factory=list,

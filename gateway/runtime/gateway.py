@@ -185,7 +185,8 @@ class Gateway:
                                 tls_ca=str(m.tls_ca) if m.tls_ca else None,
                                 tls_cert=str(m.tls_cert) if m.tls_cert else None,
                                 tls_key=str(m.tls_key) if m.tls_key else None,
-                                keepalive=m.keepalive, session_expiry=m.session_expiry, max_inflight_acks=m.max_inflight)
+                                keepalive=m.keepalive, session_expiry=m.session_expiry, max_inflight_acks=m.max_inflight,
+                                reconnect_min=m.reconnect_min_delay, reconnect_max=m.reconnect_max_delay)
         assert self.pipeline is not None
         commands = None
         if m.commands:
