@@ -3,6 +3,7 @@ device numbers in bodies, path parameters and the CSV import; tags bounded."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -10,6 +11,8 @@ import pytest
 
 from gateway.model.identifiers import MAX_TAGS, PATTERN
 from tests.api.helpers import fails, ok
+from tests.browser.diag_setup import make_key, running
+from tests.fixtures.gateway import gateway_config
 
 NEW = {"meter_id": "W-0300", "utility": "water", "protocol": "mqtt", "address": "meters/W-0300"}
 
@@ -145,3 +148,14 @@ async def test_the_rule_is_published_in_the_openapi_document(api: httpx.AsyncCli
     assert meter_in["meter_id"]["pattern"] == PATTERN and meter_in["meter_id"]["maxLength"] == 64
     [param] = [p for p in doc["paths"]["/v1/meters/{meter_id}"]["get"]["parameters"] if p["name"] == "meter_id"]
     assert param["schema"]["pattern"] == PATTERN
+
+
+async def test_diagnostics_meter_paths_follow_the_rule_too(tmp_path: Path) -> None:
+    async with running(gateway_config(tmp_path / "gw")) as (gw, api):
+        auth = await make_key(gw)
+        await fails(api.get("/v1/diag/meters/M..1", headers=auth), 422, "invalid_request", "path.meter_id", "'..'")
+        await fails(api.get("/v1/diag/meters/M%2A1/payloads", headers=auth), 422, "invalid_request",
+                    "path.meter_id", "wildcard '*'")
+        await fails(api.post("/v1/diag/meters/M%201/poll", headers=auth), 422, "invalid_request",
+                    "path.meter_id", "a space")
+        await fails(api.get("/v1/diag/meters/M-0009", headers=auth), 404, "not_found", "M-0009")
