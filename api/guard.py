@@ -117,7 +117,7 @@ def _body_headers(scope: Scope) -> tuple[bool, int | None, str | None]:
                 streamed = True  # the server would refuse it; let it
         elif name == b"transfer-encoding":
             streamed = True
-        elif name == b"authorization":
+        elif name == b"authorization" and authorization is None:  # the first, as Starlette's Headers.get
             authorization = value.decode("latin-1")
     return streamed or bool(length), length, authorization
 
