@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from storage.keys import Scope, new_key
 from storage.open import open_store
 from tests.api.helpers import fails, ok
 from tests.api.rawhttp import Answer, exchange, head, repeated
+from tests.api.sqlite_app import make_key
 from tests.fixtures.gateway import eventually, start_gateway_process
 from tests.fixtures.ports import free_port
 
@@ -55,12 +57,6 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
         await store.close()
 
 
-async def _key(store: Store, *scopes: Scope) -> str:
-    key, row = new_key("test", frozenset(scopes), datetime.now(UTC))
-    await store.create_api_key(row)
-    return key
-
-
 @contextlib.asynccontextmanager
 async def _client(store: Store, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(store, key_cache_ttl=0, **options)
@@ -79,7 +75,7 @@ CSV = {"content-type": "text/csv"}
 ])
 async def test_without_a_valid_key_the_body_is_not_read(sqlite_store: Store, method: str, path: str,
                                                          headers: dict[str, str]) -> None:
-    read_only = await _key(sqlite_store, Scope.READ)
+    read_only = await make_key(sqlite_store, Scope.READ)
     made_up, _ = new_key("nobody", frozenset({Scope.ADMIN}), datetime.now(UTC))
     async with _client(sqlite_store) as api:
         for auth, status, words in [({}, 401, "needs an API key"), ({"Authorization": "Bearer nonsense"}, 401,
@@ -96,7 +92,7 @@ async def test_without_a_valid_key_the_body_is_not_read(sqlite_store: Store, met
 
 
 async def test_a_body_over_the_limit_is_413_naming_it(sqlite_store: Store) -> None:
-    write = {"Authorization": f"Bearer {await _key(sqlite_store, Scope.WRITE)}"}
+    write = {"Authorization": f"Bearer {await make_key(sqlite_store, Scope.WRITE)}"}
     async with _client(sqlite_store, max_body_bytes=4096) as api:
         # Declared too long: refused before a byte is read, with or without a key. The rest is
         # short: the server may read and drop it, and keep the connection.
@@ -118,7 +114,7 @@ async def test_a_body_over_the_limit_is_413_naming_it(sqlite_store: Store) -> No
 
 
 async def test_the_csv_import_streams_and_stops_at_its_own_limit(sqlite_store: Store) -> None:
-    write = {"Authorization": f"Bearer {await _key(sqlite_store, Scope.WRITE)}"}
+    write = {"Authorization": f"Bearer {await make_key(sqlite_store, Scope.WRITE)}"}
     rows = b"M-0001,electricity,mqtt\n" * (PIECE // 24)
     async with _client(sqlite_store) as api:  # JSON routes keep their 1 MiB default
         body = Body(rows, 800, first=b"meter_id,utility,protocol\n")  # about 50 MB, chunked
@@ -180,7 +176,7 @@ async def test_eight_500_mb_bodies_do_not_move_a_gateway_process(tmp_path: Path)
     data.mkdir()
     async with await open_store("sqlite", sqlite_path=data / "store.db") as store:
         await store.migrate()
-        key = await _key(store, Scope.WRITE)
+        key = await make_key(store, Scope.WRITE)
     made_up, _ = new_key("nobody", frozenset({Scope.ADMIN}), datetime.now(UTC))
     auth = {"Authorization": f"Bearer {key}"}
     json, csv = {"Content-Type": "application/json"}, {"Content-Type": "text/csv"}
@@ -235,12 +231,15 @@ async def test_eight_500_mb_bodies_do_not_move_a_gateway_process(tmp_path: Path)
                         await asyncio.sleep(0.01)
 
                 watcher = asyncio.create_task(watch())
-                try:
-                    answers = await asyncio.gather(*(asyncio.to_thread(send) for send, _ in requests.values()),
-                                                   return_exceptions=True)
-                finally:
-                    done.set()
-                    await watcher
+                loop = asyncio.get_running_loop()
+                # A thread each, all at once (asyncio.to_thread's pool has only cores + 4 threads).
+                with ThreadPoolExecutor(max_workers=len(requests)) as pool:
+                    try:
+                        answers = await asyncio.gather(*(loop.run_in_executor(pool, send)
+                                                         for send, _ in requests.values()), return_exceptions=True)
+                    finally:
+                        done.set()
+                        await watcher
                 assert not aborted, f"the gateway's RSS rose by more than {RSS_ABORT // MB} MB: it was stopped"
                 peak = max(highest, _status(proc.pid)["VmHWM"] if peak_resettable else highest)
                 got = {name: a.status if isinstance(a, Answer) else repr(a) for name, a in zip(requests, answers, strict=True)}
