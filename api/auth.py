@@ -8,7 +8,12 @@ Use as a dependency, on a router or a route::
     async def x(key: Annotated[ApiKey, Depends(RequireScope("write"))]) -> ...: ...
 
 The key's row comes from the store (by its public id) and is cached for a few seconds,
-so a busy client costs one lookup per `ttl`, not one per request.
+so a busy client costs one lookup per `ttl`, not one per request; ids the store does not
+know are remembered as unknown for as long, in a bounded LRU, so a flood of made-up ids
+costs one lookup per id per `ttl` and a bounded amount of memory.
+
+A request with a body is authenticated earlier, by api.guard.RequestGuard, before anything
+reads the body; it leaves the key's row in the ASGI scope and RequireScope uses that.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,13 +30,16 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from gateway.errors import SinkUnavailable
 from storage.base import Store
 from storage.keys import ApiKey, Scope, format_scopes, key_id_of, matches, parse_scopes
 
 _bearer = HTTPBearer(auto_error=False, description="An API key made with `meter-gateway keys create`")
-_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+CHALLENGE: Mapping[str, str] = {"WWW-Authenticate": "Bearer"}
+#: Where RequestGuard leaves the row of a key it has checked, in the request's ASGI scope.
+AUTHENTICATED = "meter_gateway.api_key"
 
 
 @dataclass(slots=True)
@@ -49,8 +58,11 @@ class KeyCache:
     #: Seconds to wait for the store before answering from the mirror: the request itself
     #: will wait for the store again, and both waits must fit in a client's timeout.
     lookup_timeout: float = 2.0
+    #: Unknown ids remembered at most (the oldest are forgotten first).
+    max_unknown: int = 4096
     monotonic: Callable[[], float] = time.monotonic
     _rows: dict[str, tuple[float, ApiKey]] = field(default_factory=dict)
+    _unknown: OrderedDict[str, float] = field(default_factory=OrderedDict)
     _down_until: float = 0.0
 
     async def get(self, store: Store, key_id: str) -> ApiKey | None:
@@ -58,6 +70,12 @@ class KeyCache:
         hit = self._rows.get(key_id)
         if hit is not None and now - hit[0] < self.ttl:
             return hit[1]
+        missed = self._unknown.get(key_id)
+        if missed is not None:
+            if now - missed < self.ttl:
+                self._unknown.move_to_end(key_id)
+                return None
+            del self._unknown[key_id]
         try:
             if now < self._down_until:  # the store failed a moment ago: do not wait for it again
                 raise SinkUnavailable("the store was unreachable a moment ago")
@@ -72,14 +90,26 @@ class KeyCache:
                     raise SinkUnavailable(msg) from None
                 raise
             return stale
-        # Only keys that exist are cached: a key created a moment ago (by the CLI, in another
-        # process) must work at once, and a flood of made-up ids must not fill memory.
-        if row is not None:
-            if self.ttl > 0:
-                self._rows[key_id] = (now, row)
-            if self.mirror is not None and (hit is None or hit[1] != row):
-                await asyncio.to_thread(mirror_key, self.mirror, row)
+        if row is None:
+            self._remember_unknown(key_id, now)
+            return None
+        if self.ttl > 0:
+            self._rows[key_id] = (now, row)
+        if self.mirror is not None and (hit is None or hit[1] != row):
+            await asyncio.to_thread(mirror_key, self.mirror, row)
         return row
+
+    def _remember_unknown(self, key_id: str, now: float) -> None:
+        # Made-up ids are answered from here for `ttl` seconds, so a flood of them costs the
+        # store one lookup per id, and at most `max_unknown` ids are kept. A key created (by
+        # the CLI, in another process) just after a client tried its id works within `ttl`;
+        # ids are random, so only a client that used a key before it existed meets that.
+        if self.ttl <= 0 or self.max_unknown <= 0:
+            return
+        self._unknown[key_id] = now
+        self._unknown.move_to_end(key_id)
+        while len(self._unknown) > self.max_unknown:
+            self._unknown.popitem(last=False)
 
     def _mirrored(self, key_id: str) -> ApiKey | None:
         return None if self.mirror is None else read_mirror(self.mirror).get(key_id)
@@ -111,8 +141,54 @@ def mirror_key(path: Path, row: ApiKey) -> None:
     tmp.replace(path)
 
 
-def _unauthorized(message: str) -> HTTPException:
-    return HTTPException(status_code=401, detail=message, headers=_CHALLENGE)
+class KeyRefused(Exception):
+    """A request's key cannot be used: `status` 401 (no valid key) or 403 (a scope is missing)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return dict(CHALLENGE) if self.status == 401 else None
+
+    def as_http(self) -> HTTPException:
+        return HTTPException(status_code=self.status, detail=self.message, headers=self.headers)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, parsed as FastAPI's HTTPBearer does."""
+    scheme, token = get_authorization_scheme_param(authorization)
+    return token if authorization and token and scheme.lower() == "bearer" else None
+
+
+async def authenticate(token: str | None, cache: KeyCache, store: Store, *, path: str, scope: Scope) -> ApiKey:
+    """The stored row of a valid, unrevoked key `token`; KeyRefused(401) saying why not.
+
+    `path` and `scope` only shape the message for a request that sent no key.
+    """
+    if token is None:
+        msg = (f"{path} needs an API key with scope '{scope}': send 'Authorization: Bearer <key>' "
+               "(make one with `meter-gateway keys create`)")
+        raise KeyRefused(401, msg)
+    key_id = key_id_of(token)
+    if key_id is None:
+        raise KeyRefused(401, "the bearer token is not a meter-gateway API key (expected mgw_<id>_<secret>)")
+    row = await cache.get(store, key_id)
+    if row is None or not matches(token, row):
+        raise KeyRefused(401, f"API key {key_id} is not known to this gateway")
+    if row.revoked_at is not None:
+        raise KeyRefused(401, f"API key {key_id} ({row.name}) was revoked at {row.revoked_at.isoformat()}")
+    return row
+
+
+def authorize(row: ApiKey, scope: Scope, *, method: str, path: str) -> None:
+    """KeyRefused(403) unless the key allows `scope` (admin allows all)."""
+    if not row.allows(scope):
+        has = ", ".join(sorted(s.value for s in row.scopes)) or "none"
+        msg = f"API key {row.key_id} ({row.name}) lacks scope '{scope}' needed for {method} {path}; it has: {has}"
+        raise KeyRefused(403, msg)
 
 
 class RequireScope:
@@ -123,24 +199,16 @@ class RequireScope:
 
     async def __call__(self, request: Request,
                        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> ApiKey:
-        if credentials is None:
-            raise _unauthorized(f"{request.url.path} needs an API key with scope '{self.scope}': "
-                                "send 'Authorization: Bearer <key>' (make one with `meter-gateway keys create`)")
-        key = credentials.credentials
-        key_id = key_id_of(key)
-        if key_id is None:
-            raise _unauthorized("the bearer token is not a meter-gateway API key (expected mgw_<id>_<secret>)")
-        cache: KeyCache = request.app.state.key_cache
-        store: Store = request.app.state.store
-        row = await cache.get(store, key_id)
-        if row is None or not matches(key, row):
-            raise _unauthorized(f"API key {key_id} is not known to this gateway")
-        if row.revoked_at is not None:
-            raise _unauthorized(f"API key {key_id} ({row.name}) was revoked at {row.revoked_at.isoformat()}")
-        if not row.allows(self.scope):
-            has = ", ".join(sorted(s.value for s in row.scopes)) or "none"
-            raise HTTPException(status_code=403, detail=f"API key {key_id} ({row.name}) lacks scope "
-                                f"'{self.scope}' needed for {request.method} {request.url.path}; it has: {has}")
+        path = request.url.path
+        row: ApiKey | None = request.scope.get(AUTHENTICATED)  # checked already by RequestGuard
+        try:
+            if row is None:
+                token = None if credentials is None else credentials.credentials
+                row = await authenticate(token, request.app.state.key_cache, request.app.state.store,
+                                         path=path, scope=self.scope)
+            authorize(row, self.scope, method=request.method, path=path)
+        except KeyRefused as exc:
+            raise exc.as_http() from None
         request.state.api_key = row
         return row
 

@@ -9,6 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.headers import SECURITY_HEADERS
+from api.methods import MethodTable, route_path
 from gateway.errors import GatewayError, InvalidRequest, NotFound, SinkUnavailable
 from storage.base import Conflict
 
@@ -22,7 +24,23 @@ def error_body(error: str, message: str, where: str | None = None) -> dict[str, 
     return body
 
 
-def install(app: FastAPI) -> None:
+def unavailable(exc: SinkUnavailable) -> JSONResponse:
+    """503: the store cannot be reached now (try again)."""
+    return JSONResponse(status_code=503, headers={"Retry-After": "5"},
+                        content=error_body("storage_unavailable", f"the store cannot be reached now: {exc}"))
+
+
+def _router_message(request: Request, status: int, methods: MethodTable) -> str:
+    """The router's own 404 / 405, said with the path and what would work."""
+    path = route_path(request.scope)
+    if status == 405:
+        return f"{request.method} is not allowed on {path}; allowed: {methods.allow_header(path)}"
+    if len(path) > 1 and path.endswith("/") and methods.allowed(path.rstrip("/")):
+        return f"nothing at {path}: did you mean {path.rstrip('/')} (without the trailing slash)?"
+    return f"nothing at {path} (the routes are listed at /docs)"
+
+
+def install(app: FastAPI, methods: MethodTable) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
@@ -35,10 +53,18 @@ def install(app: FastAPI) -> None:
         })
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        names = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
-        return JSONResponse(status_code=exc.status_code, headers=getattr(exc, "headers", None),
-                            content=error_body(names.get(exc.status_code, "http_error"), str(exc.detail)))
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        names = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+                 413: "body_too_large"}
+        headers = dict(getattr(exc, "headers", None) or {})
+        message = str(exc.detail)
+        if exc.status_code in (404, 405) and message in ("Not Found", "Method Not Allowed"):
+            message = _router_message(request, exc.status_code, methods)
+        if exc.status_code == 405:
+            # The router lists the methods of the first route that matched the path only.
+            headers["Allow"] = methods.allow_header(route_path(request.scope))
+        return JSONResponse(status_code=exc.status_code, headers=headers or None,
+                            content=error_body(names.get(exc.status_code, "http_error"), message))
 
     @app.exception_handler(GatewayError)
     async def _gateway(_: Request, exc: GatewayError) -> JSONResponse:
@@ -50,13 +76,13 @@ def install(app: FastAPI) -> None:
         if isinstance(exc, InvalidRequest):
             return JSONResponse(status_code=400, content=error_body("invalid_request", str(exc)))
         if isinstance(exc, SinkUnavailable):
-            return JSONResponse(status_code=503, headers={"Retry-After": "5"},
-                                content=error_body("storage_unavailable", f"the store cannot be reached now: {exc}"))
+            return unavailable(exc)
         log.error("request failed: %s", exc)
         return JSONResponse(status_code=503, content=error_body("gateway_error", str(exc)))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error serving %s %s", request.method, request.url.path)
-        return JSONResponse(status_code=500, content=error_body(
+        # Starlette answers this one outside every middleware: the headers are added here.
+        return JSONResponse(status_code=500, headers=SECURITY_HEADERS, content=error_body(
             "internal_error", "the gateway failed to answer this request; the error is in its log"))

@@ -8,14 +8,15 @@ from typing import Annotated, Any
 from fastapi import Query
 
 from api.pagination import decode_cursor
+from api.schemas.time import Timestamp
 from gateway.errors import InvalidRequest
 
 Limit = Annotated[int, Query(ge=1, le=10_000, description="Page size", examples=[100])]
 Cursor = Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page",
                                      examples=["WyJNLTAwMTAiXQ"])]
-From = Annotated[datetime | None, Query(alias="from", description="Inclusive, ISO 8601 with zone",
+From = Annotated[Timestamp | None, Query(alias="from", description="Inclusive, ISO 8601 with zone",
                                         examples=["2026-03-01T00:00:00Z"])]
-To = Annotated[datetime | None, Query(alias="to", description="Exclusive, ISO 8601 with zone",
+To = Annotated[Timestamp | None, Query(alias="to", description="Exclusive, ISO 8601 with zone",
                                       examples=["2026-04-01T00:00:00Z"])]
 
 # Timestamps outside this range are mistakes (and would overflow date arithmetic).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -15,6 +14,7 @@ from api.schemas.accounts import AssignmentIn, AssignmentOut, ConsumerOut
 from api.schemas.common import Identifier, error
 from api.schemas.meters import meter_dict
 from api.schemas.readings import BillingMeterOut, BillingOut
+from api.schemas.time import Timestamp
 from gateway.errors import InvalidRequest, NotFound
 from storage.base import Consumer, Store, cumulative_channel
 from storage.keys import Scope
@@ -74,9 +74,9 @@ async def deactivate_consumer(store: StoreDep, now: NowDep, consumer_number: Con
             responses={404: error("No such consumer number")})
 async def billing(
     store: StoreDep, consumer_number: ConsumerPath,
-    start: Annotated[datetime, Query(alias="from", description="Period start, ISO 8601 with zone",
+    start: Annotated[Timestamp, Query(alias="from", description="Period start, ISO 8601 with zone",
                                 examples=["2026-03-01T00:00:00Z"])],
-    end: Annotated[datetime, Query(alias="to", description="Period end, ISO 8601 with zone",
+    end: Annotated[Timestamp, Query(alias="to", description="Period end, ISO 8601 with zone",
                               examples=["2026-04-01T00:00:00Z"])],
 ) -> dict[str, Any]:
     """Billing reads of a consumer for a period: per meter it had then, the opening and closing read, the

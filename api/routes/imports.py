@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from api.auth import RequireScope
 from api.deps import NowDep, StoreDep, check_text_params
+from api.guard import BodyLimit, BodyTooLarge
 from api.routes.meters import to_meter
 from api.schemas.common import ErrorOut
 from api.schemas.meters import ImportReport, ImportRow, MeterIn
@@ -24,6 +25,8 @@ router = APIRouter(prefix="/v1/meters", tags=["meters"], dependencies=[Depends(c
 COLUMNS = ("meter_id", "utility", "protocol", "address", "model", "device_number", "payg", "status",
            "installed_at", "consumer_number", "location", "tags")
 MAX_BYTES = 10_000_000
+#: The body may hold a little more than the file: a multipart body's boundaries and part headers.
+MAX_BODY = MAX_BYTES + 64 * 1024
 MAX_ROWS = 50_000
 _EXAMPLE = ("meter_id,utility,protocol,address,model,device_number,payg,consumer_number,location,tags\n"
             "M-0101,electricity,modbus_tcp,10.0.0.7:502/11,sdm630,SDM-0101,false,C-5101,1 Harbour Road,feeder=F7\n"
@@ -32,7 +35,8 @@ _BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0"
 _BODY = {
     "required": True,
     "description": f"A CSV file with a header row; columns: {', '.join(COLUMNS)} (meter_id, utility and protocol "
-                   "required; tags as key=value;key=value). As the body (text/csv) or a multipart field `file`.",
+                   "required; tags as key=value;key=value). As the body (text/csv) or a multipart field `file`; at most "
+                   f"{MAX_BYTES:,} bytes and {MAX_ROWS:,} rows.",
     "content": {
         "text/csv": {"schema": {"type": "string"}, "example": _EXAMPLE},
         "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
@@ -42,7 +46,10 @@ _BODY = {
 
 
 async def _read(request: Request) -> str:
+    # The body arrives in pieces and is kept only up to MAX_BYTES; RequestGuard has already
+    # refused a longer declared length, and stops a longer stream at MAX_BODY.
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw: bytes | bytearray
     if ctype == "multipart/form-data":
         async with request.form(max_files=1, max_fields=5) as form:
             upload = form.get("file")
@@ -50,17 +57,20 @@ async def _read(request: Request) -> str:
                 raise InvalidRequest("multipart body: put the CSV file in a field named 'file'")
             raw = await upload.read(MAX_BYTES + 1)
     elif ctype in ("text/csv", "text/plain", "application/csv"):
-        raw = await request.body()
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_BYTES:
+                break
     else:
         msg = f"content type {ctype or '(none)'!r}: send the CSV as text/csv, or multipart/form-data with field 'file'"
         raise InvalidRequest(msg)
     if len(raw) > MAX_BYTES:
-        msg = f"the CSV file is larger than {MAX_BYTES:,} bytes: split it"
-        raise InvalidRequest(msg)
+        raise BodyTooLarge(MAX_BYTES, "the CSV import (split the file)")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        msg = f"the CSV file is not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})"
+        msg = f"the CSV file is not UTF-8 text (byte {exc.start}: {bytes(raw[exc.start:exc.start + 1])!r})"
         raise InvalidRequest(msg) from None
 
 
@@ -95,8 +105,10 @@ def _problem(exc: ValidationError) -> str:
 
 
 @router.post("/import", response_model=ImportReport, status_code=201,
-             dependencies=[Depends(RequireScope(Scope.WRITE))], openapi_extra={"requestBody": _BODY},
-             responses={422: {"model": ImportReport | ErrorOut,
+             dependencies=[Depends(RequireScope(Scope.WRITE)), Depends(BodyLimit(MAX_BODY))],
+             openapi_extra={"requestBody": _BODY},
+             responses={413: {"model": ErrorOut, "description": f"The file is larger than {MAX_BYTES:,} bytes"},
+                        422: {"model": ImportReport | ErrorOut,
                               "description": "Some rows are wrong (the report says which; nothing was imported), or "
                                              "the parameters are invalid"}})
 async def import_meters(

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas.common import Identifier
 from api.schemas.meters import MeterOut
+from api.schemas.time import Timestamp
 from gateway.model import Assignment
 
 
@@ -18,7 +19,7 @@ class AssignmentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     consumer_number: Identifier = Field(examples=["C-1002"])
-    start: datetime = Field(description="When the new consumer takes over, with zone; not in the future",
+    start: Timestamp = Field(description="When the new consumer takes over, with zone; not in the future",
                             examples=["2026-03-01T00:00:00Z"])
 
 

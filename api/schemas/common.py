@@ -75,6 +75,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorOut, "description": "No valid API key (send Authorization: Bearer <key>)"},
     403: {"model": ErrorOut, "description": "The key lacks the scope this route needs"},
     404: {"model": ErrorOut, "description": "Not found"},
+    413: {"model": ErrorOut, "description": "The request body is larger than the route's limit (the message says it)"},
     422: {"model": ErrorOut, "description": "Invalid parameters or body; `problems` lists each"},
     503: {"model": ErrorOut, "description": "The store cannot be reached now; try again"},
 }

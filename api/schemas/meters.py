@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas.common import Identifier, TagValue, Text
+from api.schemas.time import Timestamp
 from gateway.model import Meter, MeterStatus, Protocol, Utility
 from gateway.model.identifiers import MAX_TAGS
 
@@ -58,7 +59,7 @@ class MeterIn(BaseModel):
     device_number: Identifier | None = Field(default=None, examples=["SDM630-2211-0457"])
     payg: bool = Field(default=False, examples=[False])
     status: MeterStatus = Field(default=MeterStatus.ACTIVE, examples=["active"])
-    installed_at: datetime | None = Field(default=None, examples=["2024-05-17T08:00:00Z"])
+    installed_at: Timestamp | None = Field(default=None, examples=["2024-05-17T08:00:00Z"])
     consumer_number: Identifier | None = Field(default=None, examples=["C-1001"])
     location: Text | None = Field(default=None, max_length=500, examples=["12 Harbour Road, flat 3"])
     tags: dict[Identifier, TagValue] = Field(default_factory=dict, max_length=MAX_TAGS, examples=[_TAGS])
@@ -75,7 +76,7 @@ class MeterUpdate(BaseModel):
     address: Text | None = Field(default=None, max_length=200, examples=["10.0.0.7:502/3"])
     payg: bool | None = Field(default=None, examples=[False])
     status: Literal["active", "maintenance"] | None = Field(default=None, examples=["maintenance"])
-    installed_at: datetime | None = Field(default=None, examples=["2024-05-17T08:00:00Z"])
+    installed_at: Timestamp | None = Field(default=None, examples=["2024-05-17T08:00:00Z"])
     location: Text | None = Field(default=None, max_length=500, examples=["14 Harbour Road"])
     tags: dict[Identifier, TagValue] | None = Field(default=None, max_length=MAX_TAGS, examples=[_TAGS])
 

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from api.schemas.common import Identifier, Page, Text
+from api.schemas.time import Timestamp
 from gateway.model import UNITS, Channel, Reading
 from gateway.model.readings import flag_names
 from storage.base import BillingRead, ConsumptionBucket
@@ -72,7 +73,7 @@ class VerifyIn(BaseModel):
 
     meter_id: Identifier = Field(examples=["M-0001"])
     channel: Channel = Field(examples=["energy_import"])
-    ts: datetime = Field(description="The reading's measurement time, with zone", examples=[_TS])
+    ts: Timestamp = Field(description="The reading's measurement time, with zone", examples=[_TS])
     status: Literal["verified", "rejected"] = Field(examples=["verified"])
     note: Text = Field(min_length=1, max_length=2000, description="Why: kept in the verification log",
                        examples=["Checked on site: register photographed, value correct"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
@@ -27,10 +28,29 @@ class GatewaySection(_Section):
     shutdown_deadline: float = Field(default=10.0, gt=0, description="Seconds to drain on SIGTERM")
 
 
+_HOST_PATTERN = re.compile(r"^(\*|(\*\.)?[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)$")
+
+
 class ApiSection(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=100_000_000, description="Largest request body "
+                                "(bytes) of a JSON route; a longer one is answered 413 before it is read. The CSV "
+                                "import has its own limit (10 MB)")
+    allowed_hosts: list[str] = Field(default_factory=list, description="Host names the API answers to (the Host "
+                                     "header, port aside), e.g. ['gateway.example', '*.plant.example', "
+                                     "'127.0.0.1']; others get 400. Empty (the default): any host")
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, hosts: list[str]) -> list[str]:
+        wrong = [h for h in hosts if not _HOST_PATTERN.match(h)]
+        if wrong:
+            msg = (f"{', '.join(repr(h) for h in wrong)}: a host name or IPv4 address without scheme or port, "
+                   "'*.example.com' for its subdomains, or '*' for any")
+            raise ValueError(msg)
+        return hosts
 
 
 class DiagSection(_Section):

@@ -406,7 +406,8 @@ class Gateway:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.store_ready.wait(), timeout=5.0)
         app = create_app(self.store, self, raw_reads_per_second=cfg.diag.raw_reads_per_second,
-                         raw_read_burst=cfg.diag.raw_read_burst, key_mirror=key_mirror(cfg))
+                         raw_read_burst=cfg.diag.raw_read_burst, key_mirror=key_mirror(cfg),
+                         max_body_bytes=cfg.api.max_body_bytes, allowed_hosts=cfg.api.allowed_hosts)
         server = _EmbeddedServer(uvicorn.Config(app, host=cfg.api.host, port=cfg.api.port, log_level="warning",
                                                 access_log=False, lifespan="off"))
         self.api_server = server

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -113,3 +114,47 @@ def test_cli_creates_lists_and_revokes_keys(tmp_path: Path) -> None:
     assert asyncio.run(use()) == (200, 401)
     unknown = runner.invoke(cli, ["keys", "revoke", "--config", str(config), "nosuchid"])
     assert unknown.exit_code == 1 and "not found" in unknown.output
+
+
+async def test_unknown_key_ids_are_answered_from_a_bounded_negative_cache(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    async with await open_store("sqlite", sqlite_path=tmp_path / "store.db") as store:
+        await store.migrate()
+        lookups: Counter[str] = Counter()
+        lookup = store.get_api_key
+
+        async def counted(key_id: str) -> ApiKey | None:
+            lookups[key_id] += 1
+            return await lookup(key_id)
+
+        monkeypatch.setattr(store, "get_api_key", counted)
+        made_up = [new_key("nobody", frozenset({Scope.ADMIN}), datetime.now(UTC))[0] for _ in range(5)]
+        app = create_app(store, key_cache_ttl=60)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw.test") as api:
+            for _ in range(40):
+                for key in made_up:  # through RequireScope (no body) and RequestGuard (a body)
+                    auth = {"Authorization": f"Bearer {key}"}
+                    await fails(api.get("/v1/meters", headers=auth), 401, "unauthorized", "not known")
+                    await fails(api.post("/v1/meters", json={}, headers=auth), 401, "unauthorized", "not known")
+        assert lookups == Counter({key.split("_")[1]: 1 for key in made_up})  # not 80 each
+
+        # Bounded (least recently used forgotten first) and forgotten after ttl.
+        now = [0.0]
+        cache = KeyCache(ttl=5, max_unknown=3, monotonic=lambda: now[0])
+        lookups.clear()
+        for key_id in ("aaaaaaaa", "bbbbbbbb", "cccccccc", "dddddddd", "dddddddd", "cccccccc", "bbbbbbbb"):
+            assert await cache.get(store, key_id) is None
+        assert lookups == Counter({"aaaaaaaa": 1, "bbbbbbbb": 1, "cccccccc": 1, "dddddddd": 1})
+        assert await cache.get(store, "aaaaaaaa") is None  # forgotten (4 ids > 3): asked again, d goes
+        assert await cache.get(store, "dddddddd") is None
+        assert (lookups["aaaaaaaa"], lookups["dddddddd"], lookups["bbbbbbbb"]) == (2, 2, 1)
+        now[0] += 5.1
+        assert await cache.get(store, "bbbbbbbb") is None
+        assert lookups["bbbbbbbb"] == 2
+        # The price, bounded by ttl: a key whose id was tried before it existed works ttl seconds later.
+        _, row = new_key("late", frozenset({Scope.READ}), datetime.now(UTC))
+        assert await cache.get(store, row.key_id) is None
+        await store.create_api_key(row)
+        assert await cache.get(store, row.key_id) is None
+        now[0] += 5.1
+        assert await cache.get(store, row.key_id) == row
