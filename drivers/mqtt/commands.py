@@ -17,7 +17,10 @@ TIMED_OUT when no reply came within the timeout (a late reply still settles it).
 persisted through the `persist` callback (the gateway passes `store.save_command`), in order,
 retried while it fails; a reply is acknowledged to the broker only once its status is
 persisted. Each settled command raises an Event of kind `command` (a late reply after a timeout
-raises a second one). A reply that cannot be read is a dead letter.
+raises a second one). A reply that cannot be read is a dead letter (and acknowledged), whatever
+it holds: a correlation id with a character no store can hold (NUL, a lone surrogate) is refused
+as `bad_text` (looking it up would fail, and be retried, forever), the free-text detail is kept
+with such characters escaped.
 
 Replies are subscribed without a shared-subscription group: in a group, the reply to this
 gateway's command could go to another gateway, which does not know it and ignores it.
@@ -43,6 +46,7 @@ from drivers.samples import Ack
 from gateway.backoff import Backoff
 from gateway.errors import ConnectionFailed, InvalidRequest, NotFound, PayloadError
 from gateway.model import Command, CommandKind, CommandStatus, DeadLetter, Event, EventKind, Severity
+from gateway.model.text import storable, unstorable_at
 
 __all__ = ["CommandSettings", "CommandTracker", "Publisher", "parse_reply"]
 
@@ -125,16 +129,18 @@ def parse_reply(topic: str, payload: bytes, correlation_data: bytes | None) -> t
     if cid is None:
         raise _reply_error(topic, "missing_field", "field 'correlation_id' is missing (and no MQTT 5 correlation data)")
     if not isinstance(cid, str) or not cid:
-        raise _reply_error(topic, "wrong_type", f"field 'correlation_id' must be a non-empty string, got {cid!r}")
+        raise _reply_error(topic, "wrong_type", f"field 'correlation_id' must be a non-empty string, got {cid!r:.80}")
+    if unstorable_at(cid) is not None:
+        raise _reply_error(topic, "bad_text", f"correlation id {cid!r:.80} holds NUL or a lone surrogate")
     raw = doc.get("status")
     if raw is None:
         raise _reply_error(topic, "missing_field", "field 'status' is missing")
     status = REPLY_STATUS.get(raw.strip().lower()) if isinstance(raw, str) else None
     if status is None:
         known = ", ".join(sorted(REPLY_STATUS))
-        raise _reply_error(topic, "wrong_type", f"field 'status' must be one of {known}; got {raw!r}")
+        raise _reply_error(topic, "wrong_type", f"field 'status' must be one of {known}; got {raw!r:.80}")
     detail = doc.get("detail")
-    return cid, status, detail if isinstance(detail, str) and detail else None
+    return cid, status, storable(detail) if isinstance(detail, str) and detail else None
 
 
 def _money(value: Decimal) -> str:
@@ -273,12 +279,17 @@ class CommandTracker:
         self.replies += 1
         try:
             cid, status, detail = parse_reply(topic, payload, correlation_data)
-        except PayloadError as exc:
+        except Exception as exc:
             self.bad_replies += 1
-            log.warning("%s", exc)
-            text = payload[:_PREVIEW].decode("utf-8", errors="replace")
-            dead = DeadLetter(ts=self.clock(), source="mqtt", where=topic, reason=exc.reason, detail=str(exc),
-                              payload=text, meter_id=meter_id)
+            if isinstance(exc, PayloadError):
+                reason, text = exc.reason, str(exc)
+                log.warning("%s", exc)
+            else:  # not foreseen: the reply is set aside all the same, acknowledged with its dead letter
+                reason, text = "internal_error", f"command reply: {type(exc).__name__}: {exc}"[:500]
+                log.exception("command reply on %s could not be read", topic)
+            preview = payload[:_PREVIEW].decode("utf-8", errors="replace")
+            dead = DeadLetter(ts=self.clock(), source="mqtt", where=topic, reason=reason, detail=text,
+                              payload=preview, meter_id=meter_id)
             self._work.put_nowait(_Dead(dead, ack))
             return
         self._work.put_nowait(_Reply(meter_id, topic, cid, status, detail, ack))

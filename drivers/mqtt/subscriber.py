@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -17,6 +18,8 @@ from gateway.errors import InvalidRequest
 from gateway.model import Command, CommandKind
 
 __all__ = ["MqttSubscriber", "TopicTemplate"]  # TopicTemplate re-exported for old imports
+
+log = logging.getLogger(__name__)
 
 
 def _utcnow() -> datetime:
@@ -118,15 +121,22 @@ class MqttSubscriber:
         commands = self.commands
         async for message in conn:
             received_at = self.clock()
-            if commands is not None:
-                reply_from = commands.reply_template.meter_id(message.topic)
-                if reply_from is not None:
-                    known = self.known_meters is None or reply_from in self.known_meters
-                    commands.handle_reply(reply_from if known else None, message.topic, message.payload,
-                                          message.correlation_data, message.ack)
-                    continue
-            meter_id = self.resolve(message.topic)
-            self._remember(meter_id, message.topic, message.payload, received_at)
+            try:
+                if commands is not None:
+                    reply_from = commands.reply_template.meter_id(message.topic)
+                    if reply_from is not None:
+                        known = self.known_meters is None or reply_from in self.known_meters
+                        commands.handle_reply(reply_from if known else None, message.topic, message.payload,
+                                              message.correlation_data, message.ack)
+                        continue
+                meter_id = self.resolve(message.topic)
+                self._remember(meter_id, message.topic, message.payload, received_at)
+            except Exception:
+                # Nothing a message carries may end the receive loop (it would come back after
+                # the restart, unacknowledged, and end it again): handed on as a message of no
+                # known meter, it becomes a dead letter and is acknowledged.
+                log.exception("message on %r could not be routed; passed on as of no known meter", message.topic)
+                meter_id = None
             await self.emit(
                 RawPayload(
                     topic=message.topic,

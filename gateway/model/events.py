@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from gateway.model.text import storable
+
 
 class EventKind(StrEnum):
     COMM_LOST = "comm_lost"
@@ -47,7 +49,12 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """Input that could not become data: kept with where it came from and why."""
+    """Input that could not become data: kept with where it came from and why.
+
+    Its text is always storable: a NUL or a lone surrogate (which a payload can carry, and which
+    neither the spool nor a store can hold) is kept as its escape, ``\\u0000`` / ``\\ud800``.
+    A dead letter that could not be stored would stop the very input it is there to set aside.
+    """
 
     ts: datetime
     source: str  # "mqtt" | "modbus"
@@ -56,3 +63,11 @@ class DeadLetter:
     detail: str
     payload: str  # truncated for storage
     meter_id: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("source", "where", "reason", "detail", "payload", "meter_id"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                clean = storable(value)
+                if clean is not value:
+                    object.__setattr__(self, name, clean)

@@ -120,7 +120,7 @@ class Normaliser:
         if raw.meter_id is None or raw.meter_id not in self._payg:
             batch.deadletters.append(self._dead(raw.received_at, "mqtt", raw.meter_id, "unknown_meter",
                                                 f"topic {raw.topic}: no PAYG meter configured for it",
-                                                _preview(raw.payload), where=raw.topic))
+                                                payload_preview(raw.payload), where=raw.topic))
             return batch
         opts = self._payg[raw.meter_id]
         try:
@@ -129,7 +129,7 @@ class Normaliser:
                 low_credit_threshold=opts.low_credit_threshold, currency=opts.currency)
         except PayloadError as exc:
             batch.deadletters.append(self._dead(raw.received_at, "mqtt", raw.meter_id, exc.reason, str(exc),
-                                                _preview(raw.payload), where=raw.topic))
+                                                payload_preview(raw.payload), where=raw.topic))
             return batch
         batch.balances.append(update)
         return batch
@@ -186,10 +186,10 @@ def _at(spec: RegisterSpec) -> str:
     return f"{spec.channel.value} at {spec.function.value} {spec.address:#06x}"
 
 
-def _preview(payload: bytes) -> str:
+def payload_preview(payload: bytes) -> str:
     """What a dead letter keeps of a payload: the first PAYLOAD_KEEP bytes, as text."""
     text = payload[:PAYLOAD_KEEP].decode("utf-8", errors="replace")
     return text if len(payload) <= PAYLOAD_KEEP else f"{text}... ({len(payload)} bytes)"
 
 
-__all__ = ["Normaliser", "PaygOptions", "poll_dead_letter", "register_value"]
+__all__ = ["PAYLOAD_KEEP", "Normaliser", "PaygOptions", "payload_preview", "poll_dead_letter", "register_value"]

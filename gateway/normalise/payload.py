@@ -16,6 +16,13 @@ them apart: strings are ISO 8601, numbers of 1e11 and more are milliseconds) or 
 ignore the payload's clock and use the time of receipt.
 
 Money is never a float: JSON is parsed with parse_float=Decimal, so "10.10" stays Decimal("10.10").
+
+Whatever the bytes, `parse` returns a BalanceUpdate or raises PayloadError, nothing else. What
+no store can hold is refused here, with its field named: a timestamp outside the years 1-9999
+("bad_timestamp"), an amount PostgreSQL's numeric cannot hold exactly ("bad_number": more than
+131,072 digits before the decimal point or 16,383 after, e.g. ``1e1000000``; SQLite keeps the
+text), text with a NUL or a lone surrogate ("bad_text"). These are limits of representation,
+not of plausibility.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from typing import Any, Literal
 
 from gateway.errors import PayloadError
 from gateway.model.payg import BalanceUpdate, Relay
+from gateway.model.text import unstorable_at
 
 __all__ = [
     "DEFAULT_MAPPING",
@@ -42,7 +50,8 @@ __all__ = [
 
 #: Stable reason names carried by PayloadError.reason (the dead-letter list groups by them).
 REASONS = frozenset(
-    {"oversized", "malformed_json", "not_an_object", "missing_field", "wrong_type", "future_ts", "bad_timestamp"}
+    {"oversized", "malformed_json", "not_an_object", "missing_field", "wrong_type", "future_ts", "bad_timestamp",
+     "bad_text", "bad_number"}
 )
 
 Format = Literal["json", "number"]
@@ -66,6 +75,13 @@ DEFAULT_MAPPING: Mapping[str, str] = {
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: Epoch numbers at or above this are milliseconds: 1e11 s is the year 5138, 1e11 ms is 1973.
 _MS_THRESHOLD = Decimal(10) ** 11
+#: No epoch number this large is a date (the year 9999 ends at 2.5e11 s, 2.5e14 ms): refused before
+#: any arithmetic, which on 1e1000000 would overflow the decimal context or build a huge integer.
+_EPOCH_LIMIT = Decimal(10) ** 15
+#: PostgreSQL numeric (the narrower store): at most this many digits before the decimal point...
+_MAX_INTEGER_DIGITS = 131_072
+#: ...and this many after it.
+_MAX_FRACTION_DIGITS = 16_383
 _MISSING: Any = object()
 _TS_EXPECTED = {
     "auto": "an ISO 8601 string or epoch seconds/milliseconds",
@@ -76,12 +92,16 @@ _TS_EXPECTED = {
 
 
 def _show(value: Any, limit: int = 60) -> str:
+    """A value as a message quotes it: repr escapes NUL and surrogates, so the message is storable."""
     if isinstance(value, str):
-        text = repr(value)
+        text = repr(value[: limit + 2])
     elif isinstance(value, Decimal):
         text = str(value)
     else:
-        text = json.dumps(value, default=str)
+        try:
+            text = json.dumps(value, default=str)
+        except (RecursionError, ValueError):  # nested about as deep as the decoder allows
+            return _kind(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -172,12 +192,14 @@ class PayloadFormat:
         doc = _decode(payload, topic)
         if self.format == "number":
             if isinstance(doc, (int, Decimal)) and not isinstance(doc, bool):
-                return _build(meter_id, received_at, Decimal(doc), currency, received_at, low_credit_threshold)
+                amount = _storable_amount(Decimal(doc), "the payload", topic)
+                return _build(meter_id, received_at, amount, currency, received_at, low_credit_threshold)
             msg = f"payload must be a bare number (format 'number'), got {_kind(doc)}"
             raise PayloadError(topic, "wrong_type", msg)
         if isinstance(doc, (int, Decimal)) and not isinstance(doc, bool):
             # Valid JSON and unambiguous: a meter that sends only its balance.
-            return _build(meter_id, received_at, Decimal(doc), currency, received_at, low_credit_threshold)
+            amount = _storable_amount(Decimal(doc), "the payload", topic)
+            return _build(meter_id, received_at, amount, currency, received_at, low_credit_threshold)
         if not isinstance(doc, dict):
             msg = f"payload must be a JSON object or a bare number, got {_kind(doc)}"
             raise PayloadError(topic, "not_an_object", msg)
@@ -212,6 +234,17 @@ class PayloadFormat:
             # The top-up's own time is read in "auto" when the message's clock is ignored.
             last_topup_ts=r.timestamp("last_topup_ts", "auto" if self.timestamp == "received" else self.timestamp),
         )
+
+
+def _storable_amount(value: Decimal, where: str, topic: str) -> Decimal:
+    """`value` if PostgreSQL's numeric holds it exactly; PayloadError "bad_number" if not."""
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite: checked by the callers
+    if value.adjusted() >= _MAX_INTEGER_DIGITS or exponent < -_MAX_FRACTION_DIGITS:
+        msg = (f"{where} {_show(value)} cannot be stored exactly (at most {_MAX_INTEGER_DIGITS} digits before "
+               f"the decimal point and {_MAX_FRACTION_DIGITS} after)")
+        raise PayloadError(topic, "bad_number", msg)
+    return value
 
 
 def _kind(doc: Any) -> str:
@@ -283,7 +316,7 @@ class _Reader:
                 value = None
         if value is None or not value.is_finite():
             raise self.fail("wrong_type", f"{self.where(name)} must be a number, got {_show(raw)}")
-        return value
+        return _storable_amount(value, self.where(name), self.topic)
 
     def boolean(self, name: str) -> bool | None:
         raw = self.get(name)
@@ -299,6 +332,11 @@ class _Reader:
             return None
         if not isinstance(raw, str) or not raw.strip():
             raise self.fail("wrong_type", f"{self.where(name)} must be a non-empty string, got {_show(raw)}")
+        at = unstorable_at(raw)
+        if at is not None:
+            what = "NUL" if raw[at] == "\x00" else f"a lone surrogate U+{ord(raw[at]):04X}"
+            msg = f"{self.where(name)} holds {what} at position {at}, which no store can hold: {_show(raw)}"
+            raise self.fail("bad_text", msg)
         return raw.strip()
 
     def relay(self, name: str) -> Relay | None:
@@ -325,8 +363,16 @@ class _Reader:
             raise self.fail("wrong_type", f"{self.where(name)} must be {expected}, got {_show(raw)}")
         try:
             return _to_datetime(raw, mode)
-        except (ValueError, OverflowError, InvalidOperation):
+        except (_OutOfRange, OverflowError):
+            msg = f"{self.where(name)} {_show(raw)} is outside the years 1 to 9999"
+            raise self.fail("bad_timestamp", msg) from None
+        except (ValueError, ArithmeticError):
+            # ArithmeticError: every decimal signal (decimal.Overflow is not an InvalidOperation).
             raise self.fail("bad_timestamp", f"{self.where(name)} is not {expected}: {_show(raw)}") from None
+
+
+class _OutOfRange(ValueError):
+    """A timestamp no datetime can hold."""
 
 
 def _to_datetime(raw: int | Decimal | str, mode: str = "auto") -> datetime:
@@ -348,6 +394,9 @@ def _to_datetime(raw: int | Decimal | str, mode: str = "auto") -> datetime:
     if not number.is_finite():
         msg = "not a finite number"
         raise ValueError(msg)
+    if number.copy_abs() >= _EPOCH_LIMIT:  # copy_abs: abs() rounds to the context, and overflows
+        msg = "outside the years 1 to 9999"
+        raise _OutOfRange(msg)
     if mode == "epoch_ms" or (mode == "auto" and abs(number) >= _MS_THRESHOLD):
         number = number / 1000
     micros = int((number * 1_000_000).to_integral_value())
@@ -378,6 +427,10 @@ def _decode(payload: bytes, topic: str) -> Any:
         raise PayloadError(topic, "malformed_json", msg) from None
     except (ValueError, RecursionError) as exc:
         msg = f"payload is not valid JSON: {exc}" if isinstance(exc, ValueError) else "payload nests too deeply"
+        raise PayloadError(topic, "malformed_json", msg) from None
+    except ArithmeticError:
+        # parse_float=Decimal refuses an exponent beyond any decimal context (1e99999999999999999999).
+        msg = "payload holds a number whose exponent is too large to read"
         raise PayloadError(topic, "malformed_json", msg) from None
 
 

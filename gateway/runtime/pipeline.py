@@ -9,6 +9,12 @@ validated as that frame, and turned into Reading objects only for the spool, wha
 size of the pass (a frame of one poll costs little more than its Reading objects). MQTT
 payloads, poll failures, and events or dead letters the drivers emit go one by one, as they
 are few.
+
+No input stops the pipeline (SPEC §7): whatever one message or one poll makes a stage raise, that
+item becomes a dead letter (`boundary.failed_item`, reason `internal_error`) and is acknowledged
+with the rest; a pass of polls whose frame fails is split until the polls that fail are found,
+and only those are set aside. The spool append stays outside that boundary: a disk that cannot
+write is not bad input, and nothing is acknowledged that is not stored.
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from drivers.samples import Ack, PollFailure, RawPayload, RawRegisters
-from gateway.model import Batch, DeadLetter, Event, Quality, Reading
+from gateway.model import BalanceUpdate, Batch, DeadLetter, Event, Quality, Reading
 from gateway.normalise.frame import FrameDecoder
 from gateway.normalise.normaliser import Normaliser
+from gateway.runtime.boundary import Failed, FailureLog, failed_item
 from gateway.validate.payg import PaygChecker
 from gateway.validate.validator import Validator
 
@@ -69,6 +76,7 @@ class Pipeline:
         self.max_batch = max_batch
         self.counters = PipelineCounters()
         self._on_batch = on_batch
+        self._failures = FailureLog()
 
     async def emit(self, item: Item) -> None:
         """Hand a driver sample to the pipeline; waits while the queue is full."""
@@ -105,44 +113,113 @@ class Pipeline:
         batch = Batch()
         acks: list[Ack] = []
         polls: list[RawRegisters] = []
+        #: The message of each balance update, by id, so one the PAYG checker fails on is
+        #: dead-lettered as the message it came in.
+        sources: dict[int, RawPayload] = {}
         for item in items:
             if isinstance(item, RawRegisters):
                 polls.append(item)
                 self.counters.polls_ok += 1
-            elif isinstance(item, RawPayload):
-                batch.extend(self.normaliser.payload(item))
+                continue
+            if isinstance(item, RawPayload):
                 self.counters.payloads += 1
+                # Acknowledged whatever it becomes (after the spool commit): redelivering a
+                # message that cannot become data would only fail again.
                 if item.ack is not None:
                     acks.append(item.ack)
             elif isinstance(item, PollFailure):
-                batch.extend(self.normaliser.failure(item))
                 self.counters.polls_failed += 1
-            elif isinstance(item, DeadLetter):
-                batch.deadletters.append(item)
-            else:
-                batch.events.append(item)
+            try:
+                out = self._one(item)
+            except Exception as exc:
+                batch.deadletters.append(self._failed(item, "normalise", exc))
+                continue
+            if self.payg is not None and isinstance(item, RawPayload):
+                for update in out.balances:
+                    sources[id(update)] = item
+            batch.extend(out)
         batch.readings = self._readings(polls, batch)
         if self.payg is not None and batch.balances:
-            batch.events.extend(self.payg.check(batch.balances))
+            self._check_balances(batch, sources)
         if len(batch):
             await self.spool.append(batch)
         for ack in acks:
             ack()
         self._count(batch)
         if self._on_batch is not None:
-            self._on_batch(items, batch)
+            try:
+                self._on_batch(items, batch)
+            except Exception:
+                # Counters and diagnostics: the batch is spooled and acknowledged already.
+                log.exception("observing a batch of %d items failed", len(items))
 
-    def _readings(self, polls: list[RawRegisters], batch: Batch) -> list[Reading]:
+    def _one(self, item: RawPayload | PollFailure | Event | DeadLetter) -> Batch:
+        """What one item that is not a poll gives."""
+        if isinstance(item, RawPayload):
+            return self.normaliser.payload(item)
+        if isinstance(item, PollFailure):
+            return self.normaliser.failure(item)
+        if isinstance(item, DeadLetter):
+            return Batch(deadletters=[item])
+        return Batch(events=[item])
+
+    def _check_balances(self, batch: Batch, sources: dict[int, RawPayload]) -> None:
+        """PAYG events of the batch's balance updates; an update the checker fails on leaves the
+        batch and its message becomes a dead letter."""
+        assert self.payg is not None
+        failed: set[int] = set()
+
+        def set_aside(update: BalanceUpdate, exc: Exception) -> None:
+            failed.add(id(update))
+            batch.deadletters.append(self._failed(sources.get(id(update), update), "validate", exc))
+
+        try:
+            batch.events.extend(self.payg.check(batch.balances, on_error=set_aside))
+        except Exception:
+            # Not one update's rules (those go to set_aside): e.g. the updates would not sort.
+            # Each alone, then; the state of those checked before the failure has moved on.
+            log.exception("checking %d balance updates failed; checking them one by one", len(batch.balances))
+            for update in batch.balances:
+                if id(update) not in failed:
+                    batch.events.extend(self.payg.check([update], on_error=set_aside))
+        if failed:
+            batch.balances = [b for b in batch.balances if id(b) not in failed]
+
+    def _readings(self, polls: list[RawRegisters], batch: Batch, *, whole: bool = True) -> list[Reading]:
         """Decode and validate all polls of the pass at once; their dead letters and events
-        (tamper, then VEE's) go to `batch`. Readings come ordered by meter, channel, ts."""
+        (tamper, then VEE's) go to `batch`. Readings come ordered by meter, channel, ts.
+
+        If the pass raises, it is split in halves until the polls that raise are alone: each of
+        those is a dead letter, the others are decoded and validated as usual (the readings then
+        come ordered within each part). VEE's state is not rolled back: series the failed attempt
+        had already moved on see their rows again as repeats, stored without new flags."""
         if not polls:
             return []
-        frame, dead, events = self.decoder.decode(polls)
-        batch.deadletters.extend(dead)
-        batch.events.extend(events)
-        frame, found = self.validator.validate_frame(frame, ordered=True)
-        batch.events.extend(found)
-        return frame.to_readings(self.validator.series)
+        part = Batch()
+        try:
+            frame, dead, events = self.decoder.decode(polls)
+            part.deadletters.extend(dead)
+            part.events.extend(events)
+            frame, found = self.validator.validate_frame(frame, ordered=True)
+            part.events.extend(found)
+            readings = frame.to_readings(self.validator.series)
+        except Exception as exc:
+            if len(polls) == 1:
+                batch.deadletters.append(self._failed(polls[0], "decode", exc))
+                return []
+            if whole:
+                log.warning("a pass of %d polls failed to decode (%s: %s): looking for the polls that fail",
+                            len(polls), type(exc).__name__, exc)
+            mid = len(polls) // 2
+            return (self._readings(polls[:mid], batch, whole=False)
+                    + self._readings(polls[mid:], batch, whole=False))
+        batch.extend(part)
+        return readings
+
+    def _failed(self, item: Failed, stage: str, exc: Exception) -> DeadLetter:
+        dead = failed_item(item, stage, exc)
+        self._failures(dead, stage, exc)
+        return dead
 
     def _count(self, batch: Batch) -> None:
         c = self.counters

@@ -20,14 +20,19 @@ nothing and leaves the state alone: the store keeps it as history, events are ne
 
 Seed the checker at start (`seed`) from what is already accepted (store and spool), so a
 restart or a re-delivered message does not raise the same event again.
+
+Money is exact decimal text from the meter, any size: the checker's arithmetic runs in a decimal
+context that never traps (a difference too large for it is an infinity, compared as one), so no
+balance can make `check` raise. Each update is checked on its own: one whose rules fail anyway
+leaves its meter's state as it was, and `check(..., on_error=...)` hands it back and goes on.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, localcontext
 from statistics import median
 
 from gateway.model import BalanceUpdate, Event, EventKind, Relay, Severity
@@ -36,6 +41,10 @@ __all__ = ["SUSPICIOUS_KIND", "PaygChecker", "PaygLimits"]
 
 #: The suspicious-balance event (an inspection or tamper check may follow).
 SUSPICIOUS_KIND = EventKind.ANOMALY
+#: Balance arithmetic: the default 28 digits, the widest exponents, and no traps, so that
+#: 1e1000000 - 5 is a number and 9e999999999999999999 - -9e999999999999999999 an infinity
+#: (the default context raises decimal.Overflow on both).
+_ARITHMETIC = Context(prec=28, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[])
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,17 +118,33 @@ class PaygChecker:
                 moved += 1
         return moved
 
-    def check(self, updates: Sequence[BalanceUpdate]) -> list[Event]:
-        """The events these updates raise, in time order per meter; updates the state."""
+    def check(self, updates: Sequence[BalanceUpdate],
+              on_error: Callable[[BalanceUpdate, Exception], None] | None = None) -> list[Event]:
+        """The events these updates raise, in time order per meter; updates the state.
+
+        An update whose rules raise leaves its meter's state as it was; with `on_error` it is
+        handed there and the others are checked, without it the exception propagates."""
         events: list[Event] = []
-        for update in sorted(updates, key=lambda u: (u.meter_id, u.ts)):
-            state = self._state.get(update.meter_id)
-            if state is None:
-                self._state[update.meter_id] = _State(update, update.last_topup_ts is not None)
-                events.extend(self._first(update))
-            elif update.ts > state.last.ts:
-                events.extend(self._transition(state, update))
+        with localcontext(_ARITHMETIC):
+            for update in sorted(updates, key=lambda u: (u.meter_id, u.ts)):
+                try:
+                    events.extend(self._check_one(update))
+                except Exception as exc:
+                    if on_error is None:
+                        raise
+                    on_error(update, exc)
         return events
+
+    def _check_one(self, update: BalanceUpdate) -> list[Event]:
+        state = self._state.get(update.meter_id)
+        if state is None:
+            out = self._first(update)
+            # Only once its events are made: an update that fails here leaves no state behind.
+            self._state[update.meter_id] = _State(update, update.last_topup_ts is not None)
+            return out
+        if update.ts > state.last.ts:
+            return self._transition(state, update)
+        return []
 
     # -- rules -----------------------------------------------------------------------------------
 
@@ -142,6 +167,7 @@ class PaygChecker:
         new_topup = u.last_topup_ts is not None and (prev.last_topup_ts is None or u.last_topup_ts > prev.last_topup_ts)
         reports_topups = state.reports_topups or u.last_topup_ts is not None
         change = u.balance - prev.balance
+        learnt: float | None = None  # a drain rate to remember, once everything else is made
         if new_topup:
             amount = u.last_topup_amount
             text = f"top-up of {_money(amount, u.currency)}" if amount is not None else "top-up (amount not reported)"
@@ -156,7 +182,8 @@ class PaygChecker:
                                    f"suspicious balance: rose by {_money(change, u.currency)} "
                                    f"(from {prev.balance} to {u.balance}) with no top-up reported"))
         elif change < 0:
-            out.extend(self._drain(state, prev, u, limits))
+            drained, learnt = self._drain(state, prev, u, limits)
+            out.extend(drained)
 
         if u.credit_exhausted and not prev.credit_exhausted:
             out.append(self._exhausted(u))
@@ -168,16 +195,23 @@ class PaygChecker:
             out.append(self._relay(u))
         elif u.relay is Relay.DISCONNECTED and prev.relay is None:
             out.append(self._relay(u))
+        # The state moves only here, after every event is made: an update that raised above
+        # changed nothing.
+        if learnt is not None:
+            state.rates.append(learnt)
+            while len(state.rates) > limits.window:
+                state.rates.popleft()
         state.last = u
         state.reports_topups = reports_topups
         return out
 
-    def _drain(self, state: _State, prev: BalanceUpdate, u: BalanceUpdate, limits: PaygLimits) -> list[Event]:
-        """Is this fall plausible for this meter? Learns the meter's drain rate as it goes."""
+    def _drain(self, state: _State, prev: BalanceUpdate, u: BalanceUpdate,
+               limits: PaygLimits) -> tuple[list[Event], float | None]:
+        """Is this fall plausible for this meter? Its event if not, else the drain rate to learn."""
         hours = (u.ts - prev.ts).total_seconds() / 3600
         drop = prev.balance - u.balance
         if hours <= 0:
-            return []
+            return [], None
         rate = float(drop) / hours
         verdict: str | None = None
         if drop >= limits.min_change:
@@ -192,12 +226,10 @@ class PaygChecker:
             # A suspicious fall is not learned: it must not teach the meter that it is normal.
             return [self._event(u, SUSPICIOUS_KIND, Severity.WARNING,
                                 f"suspicious balance: fell by {_money(drop, u.currency)} in {hours * 60:.3g} min "
-                                f"({rate:.4g}/h), {verdict}")]
+                                f"({rate:.4g}/h), {verdict}")], None
         if prev.relay is not Relay.DISCONNECTED and prev.balance > 0:
-            state.rates.append(rate)
-            while len(state.rates) > limits.window:
-                state.rates.popleft()
-        return []
+            return [], rate
+        return [], None
 
     # -- events ----------------------------------------------------------------------------------
 

@@ -4,6 +4,10 @@ Every record is a flat JSON array (no keys), enums by value, timestamps ISO 8601
 their offset, money as decimal text. Decoding looks enums up in dicts and builds the
 dataclasses positionally: the spool sits on the hot path of every accepted item, and
 this halves its cost against calling the Enum classes with keywords.
+
+`encode` takes any batch: text is written as UTF-8, and a batch holding a lone surrogate (which
+UTF-8 cannot encode; normalise refuses them, this is the last line) as ASCII with \\u escapes,
+which decode back to the same text. A store then refuses that row, and the forwarder sets it aside.
 """
 
 from __future__ import annotations
@@ -49,7 +53,11 @@ def encode(batch: Batch) -> bytes:
         "d": [[d.ts.isoformat(), d.source, d.where, d.reason, d.detail, d.payload, d.meter_id]
               for d in batch.deadletters],
     }  # fmt: skip
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def decode(data: bytes) -> Batch:

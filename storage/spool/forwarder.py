@@ -2,7 +2,11 @@
 
 Never reorders, never drops: a batch leaves the spool only after the sink committed it.
 A batch the sink refuses for a reason other than being unreachable is split until the
-offending rows are isolated; those go to the dead-letter table and the rest lands.
+offending rows are isolated; those go to the dead-letter table and the rest lands. A failure
+the store did not translate into a SinkError (a bug, or a value its driver chokes on) is taken
+as a refusal too, its traceback logged with the row it isolates: a spooled row that made the
+forwarder raise would otherwise stop the gateway again after every restart. An OSError is not
+the data's fault (a disk, a socket): it is retried as an unreachable sink, never dead-lettered.
 """
 
 from __future__ import annotations
@@ -118,14 +122,21 @@ class Forwarder:
         except SinkUnavailable:
             raise
         except SinkError as exc:
-            if len(batch) <= 1:
-                await self._deadletter(batch, exc)
-                return WriteResult()
-            log.warning("sink refused a batch of %d (%s): isolating the bad rows", len(batch), exc)
-            left, right = _halves(batch)
-            a = await self._write_isolating(left)
-            b = await self._write_isolating(right)
-            return _merge(a, b)
+            refused = exc
+        except OSError as exc:
+            msg = f"{type(exc).__name__}: {exc}"
+            raise SinkUnavailable(msg) from exc
+        except Exception as exc:
+            refused = _Unforeseen(f"{type(exc).__name__}: {exc}")
+            refused.__cause__ = exc
+        if len(batch) <= 1:
+            await self._deadletter(batch, refused)
+            return WriteResult()
+        log.warning("sink refused a batch of %d (%s): isolating the bad rows", len(batch), refused)
+        left, right = _halves(batch)
+        a = await self._write_isolating(left)
+        b = await self._write_isolating(right)
+        return _merge(a, b)
 
     async def _deadletter(self, batch: Batch, exc: SinkError) -> None:
         item = (batch.readings or batch.balances or batch.events or batch.deadletters)[0]
@@ -137,16 +148,16 @@ class Forwarder:
                           detail=_printable(str(exc))[:500], payload=repr(item)[:2048],
                           meter_id=None if meter_id is None else _printable(meter_id))
         self.state.deadlettered += 1
-        log.error("sink rejected %r: %s (sent to dead letters)", item, exc)
+        log.error("sink rejected %r: %s (sent to dead letters)", item, exc,
+                  exc_info=exc.__cause__ if isinstance(exc, _Unforeseen) else None)
         if isinstance(item, DeadLetter):
             return  # a dead letter the sink refuses cannot be dead-lettered again; logged above
         try:
             await self.store.write(Batch(deadletters=[dead]))
         except SinkUnavailable:
             raise
-        except SinkError as again:
-            # Even the dead letter is refused (its meter id holds what the sink cannot
-            # store): the log line above is all that is left of it.
+        except Exception as again:
+            # Even the dead letter is refused: the log line above is all that is left of it.
             log.error("sink refused the dead letter of %r too: %s", item, again)
 
     def _down(self, exc: Exception) -> None:
@@ -156,6 +167,10 @@ class Forwarder:
         self.state.retries += 1
         self.state.last_error = str(exc)
         self.state.last_error_at = datetime.now(UTC)
+
+
+class _Unforeseen(SinkError):
+    """An exception out of the store that is not a SinkError, taken as the store's refusal."""
 
 
 def _printable(text: str) -> str:

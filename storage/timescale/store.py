@@ -75,6 +75,11 @@ def _errors(label: str, action: str) -> Iterator[None]:
         hint = " (has migrate() been run?)" if isinstance(exc, missing) else ""
         msg = f"{label}: {action}: {exc}{hint}"
         raise SinkError(msg) from exc
+    except UnicodeEncodeError as exc:
+        # psycopg refuses NUL as a DataError, but lets a lone surrogate's UnicodeEncodeError
+        # through: either way the row cannot be stored (the SQLite store says the same).
+        msg = f"{label}: {action}: text the database cannot hold: {exc}"
+        raise SinkError(msg) from exc
 
 
 async def _configure(conn: Conn, *, gateway_id: str | None) -> None:

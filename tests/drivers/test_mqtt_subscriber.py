@@ -348,3 +348,30 @@ async def test_keepalive_pings_an_idle_connection(mqtt_broker: Broker, caplog: p
         await publish_balance(mqtt_broker.host, mqtt_broker.port, "M-1", b"1")
         await until(lambda: len(sink.got) == 1)
     assert not [t for t in threading.enumerate() if t.name.startswith("paho")]
+
+
+# -- nothing a message carries ends the receive loop (issue 22) ---------------------------------
+
+class Fragile(MqttSubscriber):
+    """A subscriber whose bookkeeping has a bug one payload triggers."""
+
+    def _remember(self, meter_id: str | None, topic: str, payload: bytes, received_at: datetime) -> None:
+        if payload.startswith(b"boom"):
+            msg = "a bug nobody foresaw"
+            raise RuntimeError(msg)
+        super()._remember(meter_id, topic, payload, received_at)
+
+
+async def test_a_message_that_breaks_the_routing_is_passed_on_as_of_no_known_meter(mqtt_broker: Broker) -> None:
+    sink = Sink()
+    sub = Fragile(settings(mqtt_broker, "gw-fragile"), [TEMPLATE], sink, known_meters={"M-1"})
+    async with running(sub):
+        for payload in (b"boom", b'{"ts": "2026-01-01T00:00:00Z"}'):
+            await publish_balance(mqtt_broker.host, mqtt_broker.port, "M-1", payload)
+        await until(lambda: len(sink.got) == 2)
+        connects = sub.health()["connects"]
+    # Passed on (the pipeline makes it an unknown_meter dead letter and acks it); the next message
+    # comes through the same receive loop, on the same connection.
+    assert [(r.meter_id, r.payload) for r in sink.got] == \
+        [(None, b"boom"), ("M-1", b'{"ts": "2026-01-01T00:00:00Z"}')]
+    assert connects == 1

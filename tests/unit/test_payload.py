@@ -187,7 +187,7 @@ ERRORS = [
     (
         b'{"ts": 1e300, "balance": 1}',
         "bad_timestamp",
-        "field 'ts' is not an ISO 8601 string or epoch seconds/milliseconds: 1E+300",
+        "field 'ts' 1E+300 is outside the years 1 to 9999",
     ),
     (
         b'{"ts": 1714557600, "balance": 1, "last_topup": {"amount": 5, "ts": "soon"}}',
@@ -198,6 +198,22 @@ ERRORS = [
         b'{"ts": "2024-05-01T10:06:00Z", "balance": 1}',
         "future_ts",
         "field 'ts' 2024-05-01T10:06:00+00:00 is more than 300 s after receipt (2024-05-01T10:00:30+00:00)",
+    ),
+    (
+        b'{"ts": 1714557600, "balance": 1, "currency": "K\\ud800S"}',
+        "bad_text",
+        "field 'currency' holds a lone surrogate U+D800 at position 1, which no store can hold: 'K\\ud800S'",
+    ),
+    (
+        b'{"ts": 1714557600, "balance": 1, "currency": "KES\\u0000"}',
+        "bad_text",
+        "field 'currency' holds NUL at position 3, which no store can hold: 'KES\\x00'",
+    ),
+    (
+        b'{"ts": 1714557600, "balance": 1e131072}',
+        "bad_number",
+        "field 'balance' 1E+131072 cannot be stored exactly (at most 131072 digits before the decimal point and "
+        "16383 after)",
     ),
 ]
 
