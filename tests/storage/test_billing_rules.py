@@ -245,3 +245,25 @@ async def test_installed_at_cannot_move_past_readings_or_an_assignment(store: St
     with pytest.raises(Conflict, match="after the start of its assignment to C-1"):
         await store.update_meter("M-1", {"installed_at": B + 50 * MIN}, at=B + DAY)
     assert (await store.update_meter("M-1", {"installed_at": B - DAY}, at=B + DAY)).installed_at == B - DAY
+
+
+async def test_buckets_across_an_outage_use_estimates_only_where_no_real_read_is_near(store: Store) -> None:
+    # Twelve hourly buckets (the many-bucket probe path): real reads every 15 min, an outage from
+    # 3 h to 9 h filled by estimates, and at 10 h a real read 6 s before the bound and an
+    # estimate 1 s before it.
+    q = 15 * MIN
+    reads = [at(B + k * q, 100.0 + k / 4) for k in range(13)]
+    reads += [estimate(B + k * q, 100.0 + k / 4) for k in range(13, 36)]
+    reads += [at(B + 9 * H, 109.0, quality=Quality.GAP)]
+    reads += [at(B + k * q, 100.0 + k / 4) for k in range(37, 49) if k != 40]
+    reads += [at(B + 10 * H - 6 * S, 110.0 - 6 / 3600), estimate(B + 10 * H - S, 110.0 - 1 / 3600)]
+    await store.write(Batch(readings=reads))
+
+    hourly = await store.consumption("M-1", EI, start=B, end=B + 12 * H, bucket="hour")
+    bill = await store.billing_read("M-1", EI, start=B, end=B + 12 * H)
+
+    assert [b.estimated for b in hourly] == [False] * 3 + [True] * 6 + [False] * 3
+    assert ts_of(hourly[9].last_read) == ts_of(hourly[10].first_read) == B + 10 * H - 6 * S
+    assert [round(b.value or 0, 6) for b in hourly] == [1.0] * 9 + [round(1 - 6 / 3600, 6), round(1 + 6 / 3600, 6), 1.0]
+    assert bill.consumption == pytest.approx(sum(b.value or 0 for b in hourly)) == pytest.approx(12.0)
+    assert not bill.estimated and bill.flag_counts == {"estimated": 24, "gap": 1}
