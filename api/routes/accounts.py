@@ -38,10 +38,12 @@ async def _consumer_out(store: Store, consumer: Consumer) -> dict[str, Any]:
 
 @router.post("/v1/meters/{meter_id}/assignments", response_model=AssignmentOut, status_code=201, dependencies=WRITE,
              responses={404: error("No such meter"),
-                        409: error("Deactivated consumer, or a start that would rewrite history")})
+                        409: error("Deactivated consumer, a start that would rewrite history, or a start before the "
+                                   "meter's installed_at")})
 async def assign(store: StoreDep, now: NowDep, meter_id: MeterPath, body: AssignmentIn) -> dict[str, Any]:
-    """Move-in: assign the meter to a consumer from `start`; the previous assignment is closed and the last
-    valid cumulative read becomes its closing read and the new one's opening read."""
+    """Move-in: assign the meter to a consumer from `start`; the previous assignment is closed, and the boundary
+    read at `start` (the last real billable cumulative read at or before it) is both its closing read and the new
+    one's opening read. Both are derived from the readings whenever they are read."""
     assignment = await store.assign_meter(meter_id, body.consumer_number, start=utc(body.start, "start"), at=now)
     return AssignmentOut.row(assignment)
 

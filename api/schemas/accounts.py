@@ -19,7 +19,8 @@ class AssignmentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     consumer_number: Identifier = Field(examples=["C-1002"])
-    start: datetime = Field(description="When the new consumer takes over, with zone; not in the future",
+    start: datetime = Field(description="When the new consumer takes over, with zone; not in the future, not "
+                            "before the meter's installed_at",
                             examples=["2026-03-01T00:00:00Z"])
 
 
