@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gateway.config.load import parse_config
 from gateway.errors import InvalidRequest
 from gateway.model import Batch, Channel, Quality, Reading, Source, Status
+from gateway.runtime.gateway import open_configured_store
 from storage.base import Conflict, Store
 from storage.boundary import estimate_method
 from tests.storage.samples import meter, reading
@@ -267,3 +270,13 @@ async def test_buckets_across_an_outage_use_estimates_only_where_no_real_read_is
     assert [round(b.value or 0, 6) for b in hourly] == [1.0] * 9 + [round(1 - 6 / 3600, 6), round(1 + 6 / 3600, 6), 1.0]
     assert bill.consumption == pytest.approx(sum(b.value or 0 for b in hourly)) == pytest.approx(12.0)
     assert not bill.estimated and bill.flag_counts == {"estimated": 24, "gap": 1}
+
+
+async def test_the_configured_estimate_window_reaches_the_store(tmp_path: Path) -> None:
+    cfg, _ = parse_config(f'[gateway]\ndata_dir = "{tmp_path}"\n[storage]\nbilling_estimate_window = "2 hours"\n',
+                          "t.toml", env={})
+    async with await open_configured_store(cfg) as store:
+        assert store.estimate_window == 2 * H  # type: ignore[attr-defined]
+    default, _ = parse_config(f'[gateway]\ndata_dir = "{tmp_path}"\n', "t.toml", env={})
+    async with await open_configured_store(default) as store:
+        assert store.estimate_window == 15 * MIN  # type: ignore[attr-defined]
