@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.headers import SECURITY_HEADERS
 from api.methods import MethodTable, route_path
-from gateway.errors import GatewayError, InvalidRequest, NotFound, SinkUnavailable
+from gateway.errors import GatewayError, InvalidPeriod, InvalidRequest, NotFound, SinkUnavailable
 from storage.base import Conflict
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,8 @@ def install(app: FastAPI, methods: MethodTable) -> None:
             return JSONResponse(status_code=404, content=error_body("not_found", str(exc)))
         if isinstance(exc, Conflict):
             return JSONResponse(status_code=409, content=error_body("conflict", str(exc)))
+        if isinstance(exc, InvalidPeriod):
+            return JSONResponse(status_code=422, content=error_body("invalid_request", str(exc), f"query.{exc.field}"))
         if isinstance(exc, InvalidRequest):
             return JSONResponse(status_code=400, content=error_body("invalid_request", str(exc)))
         if isinstance(exc, SinkUnavailable):

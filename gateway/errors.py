@@ -16,6 +16,7 @@ Our exception hierarchy::
         SinkUnavailable
       NotFound                 (what, key)
       InvalidRequest
+        InvalidPeriod          (field)
 """
 
 from __future__ import annotations
@@ -137,3 +138,12 @@ class NotFound(GatewayError):
 
 class InvalidRequest(GatewayError):
     """A request was well-formed but asks for something impossible."""
+
+
+class InvalidPeriod(InvalidRequest):
+    """A period that cannot be answered: its end is not after its start, or it lies wholly in
+    the future. `field` names the bound at fault as the caller spelt it ('from', 'start', ...)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)

@@ -25,7 +25,7 @@ class OpenAssignment:
 
 def check_assignment(meter_id: str, consumer_number: str, start: datetime, at: datetime, *,
                      open_: OpenAssignment | None, last_end: datetime | None,
-                     deactivated_at: datetime | None) -> None:
+                     deactivated_at: datetime | None, installed_at: datetime | None = None) -> None:
     """Raise what makes this move-in impossible, with what is wrong in the message."""
     if not consumer_number.strip():
         msg = f"meter {meter_id}: the consumer number is empty"
@@ -48,6 +48,39 @@ def check_assignment(meter_id: str, consumer_number: str, start: datetime, at: d
         msg = (f"meter {meter_id}: assignment start {start.isoformat()} is before the end of its last assignment "
                f"({last_end.isoformat()}); history is not rewritten")
         raise Conflict(msg)
+    if installed_at is not None and start < installed_at:
+        msg = (f"meter {meter_id}: assignment start {start.isoformat()} is before the meter's installed_at "
+               f"({installed_at.isoformat()}); a meter is assigned from its installation on (correct installed_at "
+               "first if it is wrong)")
+        raise Conflict(msg)
+
+
+def check_installed_at(meter_id: str, installed_at: datetime, *, orphaned: int, first: datetime | None,
+                       assigned: OpenAssignment | None) -> None:
+    """Conflict when moving a meter's installed_at to `installed_at` would leave `orphaned`
+    readings (the first at `first`) or an assignment (`assigned`, the earliest) before it."""
+    if orphaned:
+        assert first is not None
+        msg = (f"meter {meter_id}: installed_at {installed_at.isoformat()} would orphan {orphaned} reading(s) "
+               f"stored before it (the first at {first.isoformat()}); installed_at must be at or before the "
+               "meter's first reading")
+        raise Conflict(msg)
+    if assigned is not None:
+        msg = (f"meter {meter_id}: installed_at {installed_at.isoformat()} is after the start of its assignment to "
+               f"{assigned.consumer_number} ({assigned.start.isoformat()}); no assignment starts before installation")
+        raise Conflict(msg)
+
+
+def first_start(meter_id: str, installed_at: datetime | None, at: datetime) -> datetime:
+    """When a new meter's first assignment starts: at its installation, or `at` without one.
+    Conflict for an installation after `at` (it would start before the installation)."""
+    if installed_at is None:
+        return at
+    if installed_at > at:
+        msg = (f"meter {meter_id}: installed_at {installed_at.isoformat()} is in the future (now {at.isoformat()}): "
+               "its consumer can be assigned once it is installed")
+        raise Conflict(msg)
+    return installed_at
 
 
 def payg_totals(latest: Iterable[BalanceUpdate]) -> list[PaygTotals]:

@@ -61,7 +61,7 @@ async def find_bad_identifiers(store: Store) -> tuple[list[IdentifierFinding], i
         if len(page) < _PAGE:
             break
         after = page[-1].meter_id
-    for a in await store.assignments():
+    for a in await store.assignments(reads=False):
         check(f"consumer {shown(a.consumer_number)} (assigned to meter {shown(a.meter_id)})", "consumer_number",
               a.consumer_number)
     return found, meters

@@ -75,18 +75,24 @@ class FeedPage:
 
 @dataclass(frozen=True, slots=True)
 class ConsumptionBucket:
-    """Consumption of one channel in [start, end): rollover- and gap-aware."""
+    """Consumption of one channel in [start, end): rollover- and gap-aware (the rules are in
+    storage.consumption)."""
 
     start: datetime
     end: datetime
-    value: float | None  # None when there is no read to measure from (or none inside the bucket)
-    first_read: Reading | None  # the read that opens the bucket (last read at or before start)
-    #: The read that closes it: the last read at or before `end`, so a read exactly on a
-    #: boundary closes one bucket and opens the next, and the buckets add up to the total.
+    value: float | None  # None when there is no read to measure from, or none inside the bucket
+    #: The read that opens the bucket: the boundary read at `start`, or the first billable
+    #: read after it when there is none at or before it (`opening_after_start`).
+    first_read: Reading | None
+    #: The read that closes it: the boundary read at `end` (at now for a bucket that ends
+    #: later), so a read exactly on a boundary closes one bucket and opens the next, and the
+    #: buckets add up to the total.
     last_read: Reading | None
-    estimated: bool  # an estimated read (status estimated, source estimate or ESTIMATED flag) contributed
+    estimated: bool  # the opening or the closing read is an estimate
     suspect: bool  # a suspect or rejected read lies inside, a rollover without a modulus, or a negative value
     gap: bool = False  # a read flagged GAP lies between the opening and the closing read
+    opening_after_start: bool = False  # no billable read at or before start: first_read is the first after it
+    complete: bool = True  # False while the bucket has not ended (its end is after now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +119,8 @@ class ReorderResult:
 
 @dataclass(frozen=True, slots=True)
 class BillingRead:
-    """Opening and closing read of one meter and channel for a billing period."""
+    """Opening and closing read of one meter and channel for a billing period (the rules are in
+    storage.consumption)."""
 
     meter_id: str
     channel: Channel
@@ -122,9 +129,16 @@ class BillingRead:
     opening: Reading | None
     closing: Reading | None
     consumption: float | None
-    estimated: bool
+    estimated: bool  # the opening or the closing read is an estimate
     suspect: bool
+    #: Sorted names of what the period's reads show: statuses (suspect, rejected,
+    #: estimated), VEE quality flags, and opening_after_start (the keys of `flag_counts`).
     flags: list[str] = field(default_factory=list)
+    #: How many reads of the period show each flag (opening_after_start: 1).
+    flag_counts: dict[str, int] = field(default_factory=dict)
+    opening_after_start: bool = False  # no billable read at or before start: `opening` is the first after it
+    complete: bool = True  # False while the period has not ended (measured up to now)
+    as_of: datetime | None = None  # ts of the newest read used (the closing read)
 
 
 class Conflict(InvalidRequest):
@@ -263,18 +277,22 @@ class Store(Protocol):
         log, gives the reading a new seq so the feed shows it again. NotFound if absent."""
 
     async def consumption(self, meter_id: str, channel: Channel, *, start: datetime, end: datetime,
-                          bucket: str, tz: str = "UTC") -> list[ConsumptionBucket]:
+                          bucket: str, tz: str = "UTC", now: datetime | None = None) -> list[ConsumptionBucket]:
         """Consumption per 'hour' | 'day' | 'month' (bucket boundaries in time zone `tz`) from
-        a cumulative channel, correct across rollovers (uses the ROLLOVER flag's modulus
-        stored in the reading's note as `modulus=<float>`) and gaps; rejected reads are
-        ignored. Buckets cover [start, end) widened to whole buckets. InvalidRequest for an
-        unknown bucket or zone, a channel that is not cumulative, or too many buckets."""
+        a cumulative channel, by the rules of storage.consumption (the same reads as bills;
+        rollovers, gaps, no read taken from after `now`, default the store's clock). Buckets
+        cover [start, end) widened to whole buckets. InvalidRequest for an unknown bucket or
+        zone, a channel that is not cumulative, or too many buckets; InvalidPeriod for a
+        period that is reversed or starts at or after now."""
 
     async def billing_read(self, meter_id: str, channel: Channel, *, start: datetime,
-                           end: datetime) -> BillingRead:
-        """Opening read: last valid read at or before `start`; closing read: last valid read at
-        or before `end` (valid: status valid, verified or estimated; suspect and rejected
-        reads are never billed from); consumption between them (rollover-aware)."""
+                           end: datetime, now: datetime | None = None) -> BillingRead:
+        """Opening and closing read of the period and the consumption between them, by the
+        rules of storage.consumption: the boundary read at each end (last real billable read,
+        an estimate only where no real read lies within the store's estimate window), the
+        first read after `start` when none is at or before it, flags with counts of the
+        period's reads; `complete` False (measured up to now) when `end` is after `now`.
+        InvalidPeriod when `end` is before `start` or `start` is at or after now."""
 
     async def cumulative_history(self, *, since: datetime) -> list[Reading]:
         """Cumulative readings with ts >= since ordered by (meter_id, channel, ts): seeds VEE
@@ -320,7 +338,9 @@ class Store(Protocol):
 
     async def update_meter(self, meter_id: str, changes: Mapping[str, Any], *, at: datetime) -> Meter:
         """Change the given fields (names in UPDATABLE_METER_FIELDS; None clears an optional
-        one). NotFound, InvalidRequest for another field."""
+        one). NotFound, InvalidRequest for another field; Conflict for an installed_at after
+        some of the meter's readings (the message counts them) or after the start of one of
+        its assignments."""
 
     async def deactivate_meter(self, meter_id: str, *, at: datetime) -> Meter:
         """Status inactive; its open assignment is closed at `at` with its closing read.
@@ -334,14 +354,17 @@ class Store(Protocol):
 
     async def assign_meter(self, meter_id: str, consumer_number: str, *, start: datetime,
                            at: datetime) -> Assignment:
-        """Move-in: the meter's open assignment (if any) ends at `start`; the last valid
-        cumulative read of the meter's billing channel at or before `start` is its closing
-        read and the new assignment's opening read. NotFound (meter), Conflict (deactivated
-        consumer, `start` not after the open assignment's start, same consumer already)."""
+        """Move-in: the meter's open assignment (if any) ends at `start`; the boundary read of
+        the meter's billing channel at `start` is its closing read and the new assignment's
+        opening read (the same read). NotFound (meter), Conflict (deactivated consumer,
+        `start` not after the open assignment's start, same consumer already, `start` before
+        the meter's installed_at)."""
 
-    async def assignments(self, *, meter_id: str | None = None,
-                          consumer_number: str | None = None) -> list[Assignment]:
-        """Assignments ordered by (start, meter_id)."""
+    async def assignments(self, *, meter_id: str | None = None, consumer_number: str | None = None,
+                          reads: bool = True) -> list[Assignment]:
+        """Assignments ordered by (start, meter_id), each with its opening and closing read
+        derived from the readings now (storage.consumption's rule); `reads=False` leaves
+        them out (one probe less per assignment, for callers that need only the links)."""
 
     async def get_consumer(self, consumer_number: str) -> Consumer | None:
         """A consumer number that has (had) an assignment; None if never seen."""

@@ -9,6 +9,7 @@ from typing import Protocol, Self
 
 from gateway.errors import SinkError
 from storage.base import Store
+from storage.boundary import DEFAULT_ESTIMATE_WINDOW
 
 BACKENDS = ("sqlite", "timescale")
 
@@ -24,7 +25,8 @@ class ManagedStore(Store, Protocol):
 
 async def open_store(backend: str, *, sqlite_path: Path | None = None, dsn: str | None = None,
                      chunk_interval: str = "7 days", retention: timedelta | None = None,
-                     gateway_id: str | None = None) -> ManagedStore:  # fmt: skip
+                     gateway_id: str | None = None,
+                     estimate_window: timedelta = DEFAULT_ESTIMATE_WINDOW) -> ManagedStore:  # fmt: skip
     """Open the store of `backend` ("sqlite" with `sqlite_path`, "timescale" with `dsn`).
 
     The store is open but not migrated: call `await store.migrate()`. Close it with
@@ -32,7 +34,8 @@ async def open_store(backend: str, *, sqlite_path: Path | None = None, dsn: str 
     make this fail; the store's calls raise SinkUnavailable until it is back.
     `retention`: how long data is kept (None: for ever); see `Store.apply_retention`.
     `gateway_id`: stamped on every row the store writes (SPEC §8: several gateways, one
-    database).
+    database). `estimate_window`: how far before a period's boundary a real read still wins
+    over a newer estimate (storage.consumption).
     """
     if backend == "sqlite":
         if sqlite_path is None:
@@ -40,7 +43,8 @@ async def open_store(backend: str, *, sqlite_path: Path | None = None, dsn: str 
             raise SinkError(msg)
         from storage.sqlite.store import SqliteStore
 
-        return await SqliteStore.open(sqlite_path, retention=retention, gateway_id=gateway_id)
+        return await SqliteStore.open(sqlite_path, retention=retention, gateway_id=gateway_id,
+                                      estimate_window=estimate_window)
     if backend == "timescale":
         if not dsn:
             msg = "store backend 'timescale': dsn is required"
@@ -49,6 +53,6 @@ async def open_store(backend: str, *, sqlite_path: Path | None = None, dsn: str 
         from storage.timescale.store import TimescaleStore
 
         return await TimescaleStore.open(dsn, chunk_interval=chunk_interval, retention=retention,
-                                         gateway_id=gateway_id)
+                                         gateway_id=gateway_id, estimate_window=estimate_window)
     msg = f"store backend {backend!r}: unknown (known: {', '.join(BACKENDS)})"
     raise SinkError(msg)

@@ -15,8 +15,9 @@ from api.schemas.common import Identifier, error
 from api.schemas.meters import meter_dict
 from api.schemas.readings import BillingMeterOut, BillingOut
 from api.schemas.time import Timestamp
-from gateway.errors import InvalidRequest, NotFound
+from gateway.errors import NotFound
 from storage.base import Consumer, Store, cumulative_channel
+from storage.boundary import check_period
 from storage.keys import Scope
 
 router = APIRouter(tags=["consumers"], dependencies=[Depends(check_text_params)])
@@ -37,10 +38,12 @@ async def _consumer_out(store: Store, consumer: Consumer) -> dict[str, Any]:
 
 @router.post("/v1/meters/{meter_id}/assignments", response_model=AssignmentOut, status_code=201, dependencies=WRITE,
              responses={404: error("No such meter"),
-                        409: error("Deactivated consumer, or a start that would rewrite history")})
+                        409: error("Deactivated consumer, a start that would rewrite history, or a start before the "
+                                   "meter's installed_at")})
 async def assign(store: StoreDep, now: NowDep, meter_id: MeterPath, body: AssignmentIn) -> dict[str, Any]:
-    """Move-in: assign the meter to a consumer from `start`; the previous assignment is closed and the last
-    valid cumulative read becomes its closing read and the new one's opening read."""
+    """Move-in: assign the meter to a consumer from `start`; the previous assignment is closed, and the boundary
+    read at `start` (the last real billable cumulative read at or before it) is both its closing read and the new
+    one's opening read. Both are derived from the readings whenever they are read."""
     assignment = await store.assign_meter(meter_id, body.consumer_number, start=utc(body.start, "start"), at=now)
     return AssignmentOut.row(assignment)
 
@@ -71,29 +74,32 @@ async def deactivate_consumer(store: StoreDep, now: NowDep, consumer_number: Con
 
 
 @router.get("/v1/consumers/{consumer_number}/billing", response_model=BillingOut, dependencies=READ,
-            responses={404: error("No such consumer number")})
+            responses={404: error("No such consumer number"),
+                       422: error("A period that is reversed or has not begun (`where` names the parameter)")})
 async def billing(
-    store: StoreDep, consumer_number: ConsumerPath,
-    start: Annotated[Timestamp, Query(alias="from", description="Period start, ISO 8601 with zone",
-                                examples=["2026-03-01T00:00:00Z"])],
-    end: Annotated[Timestamp, Query(alias="to", description="Period end, ISO 8601 with zone",
-                              examples=["2026-04-01T00:00:00Z"])],
+    store: StoreDep, now: NowDep, consumer_number: ConsumerPath,
+    start: Annotated[Timestamp, Query(alias="from", description="Period start, ISO 8601 with zone; not in the "
+                                      "future", examples=["2026-03-01T00:00:00Z"])],
+    end: Annotated[Timestamp, Query(alias="to", description="Period end, ISO 8601 with zone; a period that ends "
+                                    "after now is measured up to now (complete: false)",
+                                    examples=["2026-04-01T00:00:00Z"])],
 ) -> dict[str, Any]:
     """Billing reads of a consumer for a period: per meter it had then, the opening and closing read, the
-    consumption between them, and whether any part was estimated or suspect."""
+    consumption between them, and the flags (with counts) of the period's reads. A period that has not begun is
+    refused (422); one that has not ended is answered up to now with `complete: false` and `as_of`."""
+    start_, end_ = utc(start, "from"), utc(end, "to")
+    check_period(start_, end_, now, names=("from", "to"))
     if await store.get_consumer(consumer_number) is None:
         raise NotFound("consumer", consumer_number)
-    start_, end_ = utc(start, "from"), utc(end, "to")
-    if start_ >= end_:
-        msg = f"from ({start_.isoformat()}) must be before to ({end_.isoformat()})"
-        raise InvalidRequest(msg)
     parts = []
-    for a in await store.assignments(consumer_number=consumer_number):
+    for a in await store.assignments(consumer_number=consumer_number, reads=False):
         lo, hi = max(start_, a.start), min(end_, a.end or end_)
         if lo >= hi:
             continue  # this assignment lies outside the period
         meter = await require_meter(store, a.meter_id)
-        parts.append(await store.billing_read(a.meter_id, cumulative_channel(meter.utility), start=lo, end=hi))
-    return {"consumer_number": consumer_number, "from": start_, "to": end_,
+        parts.append(await store.billing_read(a.meter_id, cumulative_channel(meter.utility), start=lo, end=hi,
+                                              now=now))
+    return {"consumer_number": consumer_number, "start": start_, "end": end_, "from": start_, "to": end_,
             "meters": [BillingMeterOut.row(p) for p in parts], "estimated": any(p.estimated for p in parts),
-            "suspect": any(p.suspect for p in parts)}
+            "suspect": any(p.suspect for p in parts), "complete": end_ <= now,
+            "as_of": max((p.as_of for p in parts if p.as_of is not None), default=None)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Query
 
@@ -17,6 +18,7 @@ from api.schemas.common import Page, error
 from api.schemas.readings import BucketOut, ConsumptionOut, FeedOut, ReadingOut, VerifyIn, reading_dict
 from gateway.model import UNITS, Channel, Status
 from storage.base import cumulative_channel
+from storage.boundary import check_period
 from storage.keys import Scope
 
 router = APIRouter(tags=["readings"], dependencies=[Depends(check_text_params)])
@@ -78,19 +80,29 @@ async def verify(store: StoreDep, key: WriteKey, body: VerifyIn) -> dict[str, An
 
 
 @router.get("/v1/meters/{meter_id}/consumption", response_model=ConsumptionOut, dependencies=READ,
-            responses=_NOT_FOUND)
+            responses={**_NOT_FOUND,
+                       422: error("A period that is reversed or has not begun (`where` names the parameter)")})
 async def consumption(
     store: StoreDep, now: NowDep, meter_id: MeterPath, start: From = None, end: To = None,
     channel: Annotated[Channel | None, Query(description="A cumulative channel; default the meter's billing "
                                              "register", examples=["energy_import"])] = None,
     bucket: Annotated[str, Query(pattern="^(hour|day|month)$", examples=["day"])] = "day",
-    tz: Annotated[str, Query(max_length=64, description="IANA time zone of the bucket boundaries",
-                             examples=["Africa/Nairobi"])] = "UTC",
+    tz: Annotated[str, Query(max_length=64, description="IANA time zone of the bucket boundaries; bucket start "
+                             "and end are given in it, with their offset", examples=["Africa/Nairobi"])] = "UTC",
 ) -> dict[str, Any]:
-    """Consumption per hour, day or month, rollover- and gap-aware, each bucket with its first and last read."""
+    """Consumption per hour, day or month, rollover- and gap-aware, each bucket with its first and last read (the
+    same reads as bills). A period that has not begun is refused (422); buckets after now have no value, and the
+    answer says `complete: false` and `as_of` while the last bucket has not ended."""
+    if start is not None:
+        check_period(utc(start, "from"), None if end is None else utc(end, "to"), now, names=("from", "to"))
+    start_, end_ = period(start, end, now, _DEFAULT_SPAN[bucket])
+    check_period(start_, end_, now, names=("from", "to"))
     meter = await require_meter(store, meter_id)
     ch = channel or cumulative_channel(meter.utility)
-    start_, end_ = period(start, end, now, _DEFAULT_SPAN[bucket])
-    buckets = await store.consumption(meter_id, ch, start=start_, end=end_, bucket=bucket, tz=tz)
+    buckets = await store.consumption(meter_id, ch, start=start_, end=end_, bucket=bucket, tz=tz, now=now)
+    zone = ZoneInfo(tz)  # the store has checked it
+    last = buckets[-1]
     return {"meter_id": meter_id, "channel": ch.value, "unit": UNITS[ch], "bucket": bucket, "tz": tz,
-            "buckets": [BucketOut.row(b) for b in buckets]}
+            "start": buckets[0].start.astimezone(zone), "end": last.end.astimezone(zone), "complete": last.complete,
+            "as_of": None if last.last_read is None else last.last_read.ts,
+            "buckets": [BucketOut.row(b, zone) for b in buckets]}

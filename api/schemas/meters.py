@@ -76,7 +76,9 @@ class MeterUpdate(BaseModel):
     address: Text | None = Field(default=None, max_length=200, examples=["10.0.0.7:502/3"])
     payg: bool | None = Field(default=None, examples=[False])
     status: Literal["active", "maintenance"] | None = Field(default=None, examples=["maintenance"])
-    installed_at: Timestamp | None = Field(default=None, examples=["2024-05-17T08:00:00Z"])
+    installed_at: Timestamp | None = Field(default=None, description="Not after the meter's first reading nor the "
+                                           "start of its first assignment (409 with the count of readings it "
+                                           "would orphan)", examples=["2024-05-17T08:00:00Z"])
     location: Text | None = Field(default=None, max_length=500, examples=["14 Harbour Road"])
     tags: dict[Identifier, TagValue] | None = Field(default=None, max_length=MAX_TAGS, examples=[_TAGS])
 

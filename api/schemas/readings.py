@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -12,9 +12,14 @@ from api.schemas.time import Timestamp
 from gateway.model import UNITS, Channel, Reading
 from gateway.model.readings import flag_names
 from storage.base import BillingRead, ConsumptionBucket
+from storage.boundary import estimate_method
 
-__all__ = ["BillingMeterOut", "BillingOut", "BucketOut", "ConsumptionOut", "FeedOut", "Page", "ReadingOut",
-           "VerifyIn", "reading_dict"]
+__all__ = ["DEPRECATED", "BillingMeterOut", "BillingOut", "BucketOut", "ConsumptionOut", "FeedOut", "Page",
+           "PeriodReadOut", "ReadingOut", "VerifyIn", "period_read_dict", "reading_dict"]
+
+#: Marks a field the OpenAPI document lists as deprecated (kept one release; see CHANGELOG.md).
+#: In the schema only: pydantic's own `deprecated=` also warns whenever the field is read.
+DEPRECATED: dict[str, Any] = {"deprecated": True}
 
 _TS = "2026-03-01T12:15:00Z"
 
@@ -59,6 +64,29 @@ def reading_dict(r: Reading) -> dict[str, Any]:
             "gateway_id": r.gateway_id}
 
 
+class PeriodReadOut(ReadingOut):
+    """A read that opens or closes a period (a bill, an assignment): the reading, and how it
+    was chosen. The same object in bills and assignments."""
+
+    flags: list[str] = Field(description="estimated: an estimate (no real read within the estimate window before "
+                             "the boundary; see estimate_method); opening_after_start: no billable read at or before "
+                             "the start, so the first one after it (its ts says when)",
+                             examples=[["opening_after_start"]])
+    estimate_method: str | None = Field(description="How the estimate was made (linear | profile | unknown); null for "
+                                        "a real read", examples=[None])
+
+
+def period_read_dict(r: Reading, *, after_start: bool = False) -> dict[str, Any]:
+    """A period's opening or closing read as PeriodReadOut's fields."""
+    method = estimate_method(r)
+    flags = [*(["estimated"] if method is not None else []), *(["opening_after_start"] if after_start else [])]
+    return {**reading_dict(r), "flags": flags, "estimate_method": method}
+
+
+def _opt_read(r: Reading | None, *, after_start: bool = False) -> dict[str, Any] | None:
+    return None if r is None else period_read_dict(r, after_start=after_start)
+
+
 class FeedOut(BaseModel):
     """A page of the change feed: new readings and status changes in ingest order."""
 
@@ -82,23 +110,32 @@ class VerifyIn(BaseModel):
 class BucketOut(BaseModel):
     """Consumption of one bucket [start, end)."""
 
-    start: datetime = Field(examples=["2026-03-01T00:00:00Z"])
-    end: datetime = Field(examples=["2026-03-02T00:00:00Z"])
+    start: datetime = Field(description="In the request's time zone, with its offset (so the two local hours of a "
+                            "DST fall-back differ by their offset); Z for UTC", examples=["2026-03-01T00:00:00+03:00"])
+    end: datetime = Field(description="As start", examples=["2026-03-02T00:00:00+03:00"])
     value: float | None = Field(description="Consumption in the channel's unit; null when there is no read to "
-                                "measure from, or none inside the bucket", examples=[12.75])
-    first_read: ReadingOut | None = Field(description="The read that opens the bucket (last at or before start)")
-    last_read: ReadingOut | None = Field(description="The read that closes it (last at or before end)")
-    estimated: bool = Field(description="An estimated read contributed", examples=[False])
+                                "measure from, or none inside the bucket (also for a bucket after now)",
+                                examples=[12.75])
+    first_read: ReadingOut | None = Field(description="The read that opens the bucket: the boundary read at start, "
+                                          "or the first read after it when none is at or before it "
+                                          "(opening_after_start)")
+    last_read: ReadingOut | None = Field(description="The read that closes it: the boundary read at end (at now "
+                                         "for a bucket that has not ended)")
+    estimated: bool = Field(description="The opening or the closing read is an estimate", examples=[False])
     suspect: bool = Field(description="A suspect or rejected read lies inside, or the value cannot be trusted",
                           examples=[False])
     gap: bool = Field(description="Reads were missing inside the bucket", examples=[False])
+    opening_after_start: bool = Field(description="No billable read at or before start: first_read is the first "
+                                      "one after it", examples=[False])
+    complete: bool = Field(description="False for a bucket that has not ended yet", examples=[True])
 
     @staticmethod
-    def row(b: ConsumptionBucket) -> dict[str, Any]:
-        return {"start": b.start, "end": b.end, "value": b.value,
+    def row(b: ConsumptionBucket, zone: tzinfo) -> dict[str, Any]:
+        return {"start": b.start.astimezone(zone), "end": b.end.astimezone(zone), "value": b.value,
                 "first_read": None if b.first_read is None else reading_dict(b.first_read),
                 "last_read": None if b.last_read is None else reading_dict(b.last_read),
-                "estimated": b.estimated, "suspect": b.suspect, "gap": b.gap}
+                "estimated": b.estimated, "suspect": b.suspect, "gap": b.gap,
+                "opening_after_start": b.opening_after_start, "complete": b.complete}
 
 
 class ConsumptionOut(BaseModel):
@@ -109,6 +146,13 @@ class ConsumptionOut(BaseModel):
     unit: str = Field(examples=["kWh"])
     bucket: str = Field(examples=["day"])
     tz: str = Field(examples=["Africa/Nairobi"])
+    start: datetime = Field(description="Start of the first bucket (the period asked for, widened to whole "
+                            "buckets), in tz", examples=["2026-03-01T00:00:00+03:00"])
+    end: datetime = Field(description="End of the last bucket, in tz", examples=["2026-04-01T00:00:00+03:00"])
+    complete: bool = Field(description="False when the last bucket ends after now: measured up to as_of",
+                           examples=[True])
+    as_of: datetime | None = Field(description="ts of the newest read used (the last bucket's closing read)",
+                                   examples=["2026-03-31T23:45:00Z"])
     buckets: list[BucketOut]
 
 
@@ -120,27 +164,51 @@ class BillingMeterOut(BaseModel):
     unit: str = Field(examples=["kWh"])
     start: datetime = Field(examples=["2026-03-01T00:00:00Z"])
     end: datetime = Field(examples=["2026-04-01T00:00:00Z"])
-    opening: ReadingOut | None = Field(description="Last valid read at or before start")
-    closing: ReadingOut | None = Field(description="Last valid read at or before end")
-    consumption: float | None = Field(examples=[312.4])
-    estimated: bool = Field(examples=[False])
-    suspect: bool = Field(examples=[False])
-    flags: list[str] = Field(description="Quality flags of the reads used", examples=[["rollover"]])
+    opening: PeriodReadOut | None = Field(description="The boundary read at start (the last real billable read at "
+                                          "or before it, an estimate only where none lies within the estimate "
+                                          "window); without one, the first billable read after start "
+                                          "(opening_after_start)")
+    closing: PeriodReadOut | None = Field(description="The boundary read at end (at now while the period has not "
+                                          "ended)")
+    consumption: float | None = Field(description="null when no billable read lies inside the period",
+                                      examples=[312.4])
+    estimated: bool = Field(description="The opening or the closing read is an estimate", examples=[False])
+    suspect: bool = Field(description="A suspect or rejected read lies in the period, a rollover has no modulus, "
+                          "or the consumption is negative", examples=[False])
+    flags: list[str] = Field(description="What the period's reads show, by name: suspect, rejected, estimated, VEE "
+                             "quality flags (gap, spike, ...), opening_after_start; counted in flag_counts",
+                             examples=[["rollover", "suspect"]])
+    flag_counts: dict[str, int] = Field(description="How many reads of the period (from the opening read, or the "
+                                        "start if earlier, to the end) show each flag",
+                                        examples=[{"rollover": 1, "suspect": 25}])
+    complete: bool = Field(description="False while the period has not ended: measured up to as_of",
+                           examples=[True])
+    as_of: datetime | None = Field(description="ts of the newest read used (the closing read)",
+                                   examples=["2026-03-31T23:45:00Z"])
 
     @staticmethod
     def row(b: BillingRead) -> dict[str, Any]:
         return {"meter_id": b.meter_id, "channel": b.channel.value, "unit": UNITS[b.channel], "start": b.start,
-                "end": b.end, "opening": None if b.opening is None else reading_dict(b.opening),
-                "closing": None if b.closing is None else reading_dict(b.closing), "consumption": b.consumption,
-                "estimated": b.estimated, "suspect": b.suspect, "flags": b.flags}
+                "end": b.end, "opening": _opt_read(b.opening, after_start=b.opening_after_start),
+                "closing": _opt_read(b.closing), "consumption": b.consumption, "estimated": b.estimated,
+                "suspect": b.suspect, "flags": b.flags, "flag_counts": b.flag_counts, "complete": b.complete,
+                "as_of": b.as_of}
 
 
 class BillingOut(BaseModel):
     """Billing reads of a consumer for a period, per meter it had in that period."""
 
     consumer_number: str = Field(examples=["C-1001"])
-    start: datetime = Field(alias="from", examples=["2026-03-01T00:00:00Z"])
-    end: datetime = Field(alias="to", examples=["2026-04-01T00:00:00Z"])
+    start: datetime = Field(description="The period's start (the `from` asked for)", examples=["2026-03-01T00:00:00Z"])
+    end: datetime = Field(description="The period's end (the `to` asked for)", examples=["2026-04-01T00:00:00Z"])
+    from_: datetime = Field(alias="from", description="Deprecated: use start (removed in the next release)",
+                            examples=["2026-03-01T00:00:00Z"], json_schema_extra=DEPRECATED)
+    to: datetime = Field(description="Deprecated: use end (removed in the next release)",
+                         examples=["2026-04-01T00:00:00Z"], json_schema_extra=DEPRECATED)
     meters: list[BillingMeterOut]
     estimated: bool = Field(description="Any part was estimated", examples=[False])
     suspect: bool = Field(description="Any part was suspect", examples=[False])
+    complete: bool = Field(description="False while the period has not ended: measured up to as_of",
+                           examples=[True])
+    as_of: datetime | None = Field(description="ts of the newest read used by any part", examples=[
+        "2026-03-31T23:45:00Z"])

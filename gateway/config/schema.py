@@ -81,8 +81,12 @@ class StorageSection(_Section):
                                  "they wait meanwhile: turn on where reads can stand that pause once per chunk, or run "
                                  "`meter-gateway db reorder` in a quiet hour. "
                                  "The community license's own reorder policy needs no setting")
+    billing_estimate_window: str = Field(default="15 minutes", description="Bills, move reads and consumption "
+                                         "buckets close on the last real read at or before a boundary when it is "
+                                         "this close to it, rather than on a newer estimate (e.g. '15 minutes', "
+                                         "'1 hour')")
 
-    @field_validator("retention")
+    @field_validator("retention", "billing_estimate_window")
     @classmethod
     def _retention_period(cls, value: str | None) -> str | None:
         from storage.retention import parse_period

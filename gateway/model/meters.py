@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from gateway.model.readings import Reading
+
 
 class Utility(StrEnum):
     ELECTRICITY = "electricity"
@@ -45,9 +47,18 @@ class Meter:
 
 @dataclass(frozen=True, slots=True)
 class Assignment:
+    """A meter linked to a consumer from `start` to `end` (None: open). The opening and closing
+    reads are derived from the readings when the assignment is read (the rule of bills, see
+    storage.consumption), so a verification or rejection changes them too."""
+
     meter_id: str
     consumer_number: str
     start: datetime
     end: datetime | None = None
+    #: Deprecated (one release): `opening.value` and `closing.value`.
     opening_read: float | None = None
     closing_read: float | None = None
+    opening: Reading | None = None
+    closing: Reading | None = None  # None while the assignment is open
+    #: No billable read at or before `start`: `opening` is the first one after it.
+    opening_after_start: bool = False

@@ -79,9 +79,12 @@ def retention_of(config: GatewayConfig) -> timedelta | None:
 async def open_configured_store(config: GatewayConfig) -> ManagedStore:
     """The store that `config` names, open (not migrated), stamping the gateway's id on what it writes."""
     st = config.storage
+    from storage.retention import parse_period
+
     return await open_store(st.backend, sqlite_path=config.data_path(st.sqlite_path), dsn=st.dsn,
                             chunk_interval=st.chunk_interval, retention=retention_of(config),
-                            gateway_id=config.gateway.id)  # fmt: skip
+                            gateway_id=config.gateway.id,
+                            estimate_window=parse_period(st.billing_estimate_window))  # fmt: skip
 
 
 def meters_from_config(config: GatewayConfig) -> list[Meter]:

@@ -12,7 +12,7 @@ from typing import Any
 import aiosqlite
 
 from gateway.errors import InvalidRequest, NotFound
-from gateway.model import Assignment, EventKind, Meter, MeterStatus
+from gateway.model import Assignment, Channel, EventKind, Meter, MeterStatus
 from storage import accounts, consumption
 from storage.base import (
     CONFIG_OWNED_FIELDS,
@@ -29,8 +29,9 @@ from storage.rows import METER_STATUS, UTILITY
 from storage.sqlite import rows
 
 _KEY_COLS = "id, name, hash, scopes, created_at, revoked_at"
-_ASSIGNMENT_COLS = "meter_id, consumer_number, start_ts, end_ts, opening_read, closing_read"
-_BILLABLE = json.dumps([s.value for s in consumption.BILLABLE])
+# The assignments' opening_read and closing_read columns are no longer written: the reads
+# are derived from the readings when an assignment is read (storage.consumption).
+_ASSIGNMENT_COLS = "meter_id, consumer_number, start_ts, end_ts"
 _METER_PLACEHOLDERS = ", ".join("?" * 14)
 
 
@@ -40,8 +41,7 @@ def _key(row: Any) -> ApiKey:
 
 
 def _assignment(row: Any) -> Assignment:
-    return Assignment(meter_id=row[0], consumer_number=row[1], start=rows.dt(row[2]), end=rows.opt_dt(row[3]),
-                      opening_read=row[4], closing_read=row[5])
+    return Assignment(meter_id=row[0], consumer_number=row[1], start=rows.dt(row[2]), end=rows.opt_dt(row[3]))
 
 
 def _column(name: str, value: Any) -> Any:
@@ -57,8 +57,9 @@ def _column(name: str, value: Any) -> Any:
     return value
 
 
-class SqliteAccounts:
-    """Account methods; the store provides `_transaction`, `_fetch` and `_clock`."""
+class SqliteAccounts(consumption.ConsumptionQueries):
+    """Account methods; the store provides `_transaction`, `_fetch` and `_clock`, and its
+    queries mixin `_probe` (for the reads of assignments)."""
 
     def _transaction(self, action: str) -> AbstractAsyncContextManager[aiosqlite.Connection]:
         raise NotImplementedError
@@ -117,6 +118,8 @@ class SqliteAccounts:
                    f"(changeable: {', '.join(sorted(UPDATABLE_METER_FIELDS))})")
             raise InvalidRequest(msg)
         async with self._transaction(f"update meter {meter_id}") as db:
+            if changes.get("installed_at") is not None:
+                await _check_installed_at(db, meter_id, changes["installed_at"])
             sets = ", ".join(f"{name} = ?" for name in changes)
             found = await db.execute_fetchall(
                 f"UPDATE meters SET {sets + ', ' if sets else ''}updated_at = ? WHERE meter_id = ?"
@@ -128,8 +131,8 @@ class SqliteAccounts:
 
     async def deactivate_meter(self, meter_id: str, *, at: datetime) -> Meter:
         async with self._transaction(f"deactivate meter {meter_id}") as db:
-            meter = await _meter(db, meter_id)
-            await _close_open(db, meter, at, "meter_id = ?", meter_id)
+            await _meter(db, meter_id)  # NotFound
+            await _close_open(db, at, "meter_id = ?", meter_id)
             found = await db.execute_fetchall(
                 "UPDATE meters SET status = ?, consumer_number = NULL, updated_at = ? WHERE meter_id = ?"
                 f" RETURNING {rows.METER_COLS}", (MeterStatus.INACTIVE.value, rows.us(at), meter_id))
@@ -166,23 +169,27 @@ class SqliteAccounts:
                 meter_id, consumer_number, rows.dt(rows.us(start)), at,
                 open_=next((accounts.OpenAssignment(r[0], rows.dt(r[1])) for r in open_), None),
                 last_end=rows.opt_dt(next(iter(last))[0]),
-                deactivated_at=await _deactivated_at(db, consumer_number))
-            read = await _last_billable(db, meter, start)
-            await db.execute("UPDATE assignments SET end_ts = ?, closing_read = ? WHERE meter_id = ? AND end_ts IS NULL",
-                             (rows.us(start), read, meter_id))
-            return await _open(db, meter_id, consumer_number, start, read, at)
+                deactivated_at=await _deactivated_at(db, consumer_number), installed_at=meter.installed_at)
+            await db.execute("UPDATE assignments SET end_ts = ? WHERE meter_id = ? AND end_ts IS NULL",
+                             (rows.us(start), meter_id))
+            new = await _open(db, meter_id, consumer_number, start, at)
+        [got] = await self._with_reads([(new, cumulative_channel(meter.utility))])
+        return got
 
-    async def assignments(self, *, meter_id: str | None = None,
-                          consumer_number: str | None = None) -> list[Assignment]:
+    async def assignments(self, *, meter_id: str | None = None, consumer_number: str | None = None,
+                          reads: bool = True) -> list[Assignment]:
         where: list[str] = ["1"]
         params: list[Any] = []
-        for column, value in (("meter_id", meter_id), ("consumer_number", consumer_number)):
+        for column, value in (("a.meter_id", meter_id), ("a.consumer_number", consumer_number)):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
-        found = await self._fetch("assignments", f"SELECT {_ASSIGNMENT_COLS} FROM assignments"
-                                  f" WHERE {' AND '.join(where)} ORDER BY start_ts, meter_id, id", params)
-        return [_assignment(r) for r in found]
+        found = await self._fetch("assignments", "SELECT a.meter_id, a.consumer_number, a.start_ts, a.end_ts,"
+                                  " m.utility FROM assignments AS a JOIN meters AS m ON m.meter_id = a.meter_id"
+                                  f" WHERE {' AND '.join(where)} ORDER BY a.start_ts, a.meter_id, a.id", params)
+        if not reads:
+            return [_assignment(r) for r in found]
+        return await self._with_reads([(_assignment(r), _channel(r[4])) for r in found])
 
     async def get_consumer(self, consumer_number: str) -> Consumer | None:
         found = await self._fetch(f"consumer {consumer_number}", "SELECT consumer_number, created_at, deactivated_at"
@@ -203,8 +210,7 @@ class SqliteAccounts:
             held = await db.execute_fetchall(
                 "SELECT meter_id FROM assignments WHERE consumer_number = ? AND end_ts IS NULL", (consumer_number,))
             for (meter_id,) in held:
-                meter = await _meter(db, meter_id)
-                await _close_open(db, meter, at, "meter_id = ?", meter_id)
+                await _close_open(db, at, "meter_id = ?", meter_id)
                 await db.execute("UPDATE meters SET consumer_number = NULL, updated_at = ? WHERE meter_id = ?",
                                  (rows.us(at), meter_id))
         return Consumer(row[0], False, rows.dt(row[1]), rows.dt(row[2]))
@@ -267,44 +273,57 @@ async def _deactivated_at(db: aiosqlite.Connection, consumer_number: str) -> dat
     return next((rows.opt_dt(r[0]) for r in found), None)
 
 
-async def _last_billable(db: aiosqlite.Connection, meter: Meter, at: datetime) -> float | None:
-    """The last billable read of the meter's billing register at or before `at`."""
-    found = await db.execute_fetchall(
-        "SELECT value FROM readings WHERE meter_id = ? AND channel = ? AND ts <= ?"
-        " AND status IN (SELECT value FROM json_each(?)) ORDER BY ts DESC LIMIT 1",
-        (meter.meter_id, cumulative_channel(meter.utility).value, rows.us(at), _BILLABLE))
-    return next((float(r[0]) for r in found), None)
+def _channel(utility: str) -> Channel:
+    """The billing register of a meter of this (stored) utility."""
+    return cumulative_channel(UTILITY[utility])
 
 
-async def _close_open(db: aiosqlite.Connection, meter: Meter, at: datetime, where: str, *params: Any) -> None:
-    read = await _last_billable(db, meter, at)
-    await db.execute(f"UPDATE assignments SET end_ts = max(start_ts, ?), closing_read = ? WHERE {where}"
-                     " AND end_ts IS NULL", (rows.us(at), read, *params))
+async def _check_installed_at(db: aiosqlite.Connection, meter_id: str, installed_at: datetime) -> None:
+    """Conflict if readings or an assignment of the meter lie before `installed_at`."""
+    found = await db.execute_fetchall("SELECT count(*), min(ts) FROM readings WHERE meter_id = ? AND ts < ?",
+                                      (meter_id, rows.us(installed_at)))
+    orphaned, first = next(iter(found))
+    assigned = await db.execute_fetchall("SELECT consumer_number, start_ts FROM assignments WHERE meter_id = ?"
+                                         " AND start_ts < ? ORDER BY start_ts LIMIT 1",
+                                         (meter_id, rows.us(installed_at)))
+    accounts.check_installed_at(meter_id, installed_at, orphaned=orphaned, first=rows.opt_dt(first),
+                                assigned=next((accounts.OpenAssignment(r[0], rows.dt(r[1])) for r in assigned), None))
+
+
+async def _close_open(db: aiosqlite.Connection, at: datetime, where: str, *params: Any) -> None:
+    await db.execute(f"UPDATE assignments SET end_ts = max(start_ts, ?) WHERE {where} AND end_ts IS NULL",
+                     (rows.us(at), *params))
 
 
 async def _open(db: aiosqlite.Connection, meter_id: str, consumer_number: str, start: datetime,
-                opening: float | None, at: datetime) -> Assignment:
+                at: datetime) -> Assignment:
     await db.execute("INSERT INTO consumers (consumer_number, created_at) VALUES (?, ?)"
                      " ON CONFLICT (consumer_number) DO NOTHING", (consumer_number, rows.us(at)))
-    await db.execute(f"INSERT INTO assignments ({_ASSIGNMENT_COLS}, created_at) VALUES (?, ?, ?, NULL, ?, NULL, ?)",
-                     (meter_id, consumer_number, rows.us(start), opening, rows.us(at)))
+    await db.execute(f"INSERT INTO assignments ({_ASSIGNMENT_COLS}, created_at) VALUES (?, ?, ?, NULL, ?)",
+                     (meter_id, consumer_number, rows.us(start), rows.us(at)))
     await db.execute("UPDATE meters SET consumer_number = ?, updated_at = ? WHERE meter_id = ?",
                      (consumer_number, rows.us(at), meter_id))
-    return Assignment(meter_id, consumer_number, rows.dt(rows.us(start)), None, opening, None)
+    return Assignment(meter_id, consumer_number, rows.dt(rows.us(start)), None)
 
 
 async def _open_first(db: aiosqlite.Connection, meter: Meter, at: datetime, *, lenient: bool) -> None:
     """The first assignment of a new meter, from its installation (or now)."""
     assert meter.consumer_number is not None
     deactivated = await _deactivated_at(db, meter.consumer_number)
-    if deactivated is not None:
-        if lenient:  # the configuration is not the place to argue: the meter stays unassigned
-            await db.execute("UPDATE meters SET consumer_number = NULL WHERE meter_id = ?", (meter.meter_id,))
-            return
-        msg = f"meter {meter.meter_id}: consumer {meter.consumer_number} was deactivated at {deactivated.isoformat()}"
-        raise Conflict(msg)
-    start = min(meter.installed_at or at, at)
-    await _open(db, meter.meter_id, meter.consumer_number, start, await _last_billable(db, meter, start), at)
+    try:
+        if deactivated is not None:
+            msg = (f"meter {meter.meter_id}: consumer {meter.consumer_number} was deactivated at "
+                   f"{deactivated.isoformat()}")
+            raise Conflict(msg)
+        start = accounts.first_start(meter.meter_id, meter.installed_at, at)
+    except Conflict:
+        if not lenient:
+            raise
+        # The configuration is not the place to argue: the meter stays unassigned (a later
+        # start assigns it once the file's consumer can take it).
+        await db.execute("UPDATE meters SET consumer_number = NULL WHERE meter_id = ?", (meter.meter_id,))
+        return
+    await _open(db, meter.meter_id, meter.consumer_number, start, at)
 
 
 async def _insert_meter(db: aiosqlite.Connection, meter: Meter, at: datetime, *, lenient: bool = False) -> None:

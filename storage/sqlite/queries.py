@@ -7,8 +7,8 @@ Each query is one statement on the reader connection, so it sees one consistent 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.model import (
@@ -25,33 +25,46 @@ from gateway.model import (
     Status,
     Utility,
 )
+from storage import boundary
 from storage import consumption as cons
 from storage.base import FeedPage, LastValue
 from storage.rows import CHANNEL
 from storage.sqlite import rows
 
 _ALL_CHANNELS = json.dumps([c.value for c in Channel])
-_RC = ", ".join(f"r.{c.strip()}" for c in rows.READING_COLS.split(","))
+_NCOLS = len(rows.READING_COLS.split(","))
+_NULLS = ", ".join(["NULL"] * _NCOLS)
 
-# Part 0: for each boundary, the last usable read at or before it (one index probe each).
-# Part 1: the flagged reads from the first opening read to the last boundary (partial
-# index). One statement, so both parts come from the same snapshot.
-_CLOSINGS_AND_FLAGGED = f"""
-SELECT 0, b.key, {_RC} FROM json_each(:bounds) AS b
-LEFT JOIN readings AS r ON r.seq = (
+
+def _cols(alias: str) -> str:
+    return ", ".join(f"{alias}.{c.strip()}" for c in rows.READING_COLS.split(","))
+
+
+_BILLABLE = ", ".join(f"'{s.value}'" for s in boundary.BILLABLE)
+# The last billable read at or before `t` (an index probe on (meter_id, channel, ts)).
+_LAST = ("SELECT p.seq FROM readings AS p WHERE p.meter_id = :m AND p.channel = :ch AND p.ts <= {t}"
+         f" AND p.status IN ({_BILLABLE}) ORDER BY p.ts DESC LIMIT 1")
+# Part 0: for each probe time, its last billable read and, only where that is an estimate
+# (SQLite runs a CASE branch's subquery only when it is taken), the last real one within
+# the window before the time. Part 3: the first billable read after the first time.
+_PROBES = f"""
+SELECT 0, b.key, {_cols("r")}, {_cols("q")} FROM json_each(:times) AS b
+LEFT JOIN readings AS r ON r.seq = ({_LAST.format(t="b.value")})
+LEFT JOIN readings AS q ON q.seq = CASE WHEN {boundary.estimate_sql("r")} THEN (
     SELECT p.seq FROM readings AS p WHERE p.meter_id = :m AND p.channel = :ch AND p.ts <= b.value
-      AND p.status IN (SELECT value FROM json_each(:ok)) ORDER BY p.ts DESC LIMIT 1)
+      AND p.ts >= b.value - :w AND {boundary.real_sql("p")} ORDER BY p.ts DESC LIMIT 1) END
 UNION ALL
-SELECT 1, NULL, {rows.READING_COLS} FROM readings
-WHERE meter_id = :m AND channel = :ch AND ts <= :hi AND {cons.FLAGGED_SQL}
-  AND ts >= coalesce((SELECT p.ts FROM readings AS p WHERE p.meter_id = :m AND p.channel = :ch AND p.ts <= :lo
-                      AND p.status IN (SELECT value FROM json_each(:ok)) ORDER BY p.ts DESC LIMIT 1), :lo)
-ORDER BY 1, 2, 6"""
-
-
-def _status_list(statuses: Sequence[Status]) -> str:
-    """Statuses as the JSON array that json_each() reads."""
-    return json.dumps([s.value for s in statuses])
+SELECT 3, NULL, {_cols("f")}, {_NULLS} FROM readings AS f WHERE f.seq = (
+    SELECT p.seq FROM readings AS p WHERE p.meter_id = :m AND p.channel = :ch AND p.ts > :lo AND p.ts <= :hi
+      AND p.status IN ({_BILLABLE}) ORDER BY p.ts LIMIT 1)"""
+# Part 1: the flagged reads from the window before the first time's read to :until (the
+# partial index). One statement with the parts above, so all come from the same snapshot.
+_FLAGGED = f"""
+UNION ALL
+SELECT 1, NULL, {rows.READING_COLS}, {_NULLS} FROM readings
+WHERE meter_id = :m AND channel = :ch AND ts <= :until AND {cons.FLAGGED_SQL}
+  AND ts >= min(coalesce((SELECT p.ts FROM readings AS p WHERE p.seq = ({_LAST.format(t=":lo")})), :lo), :lo - :w)"""
+_ORDER = " ORDER BY 1, 2, 6"
 
 
 class SqliteQueries(cons.ConsumptionQueries):
@@ -204,23 +217,30 @@ class SqliteQueries(cons.ConsumptionQueries):
         items = [rows.reading(r) for r in found]
         return FeedPage(items, items[-1].seq if items and items[-1].seq is not None else after)
 
-    async def _closings_and_flagged(self, meter_id: str, channel: Channel, bounds: list[datetime],
-                                    statuses: Sequence[Status]) -> tuple[list[Reading | None], list[Reading]]:  # fmt: skip
-        micros = [rows.us(b) for b in bounds]
+    async def _probe(self, meter_id: str, channel: Channel, times: list[datetime], *,
+                     flagged_until: datetime | None) -> boundary.Probes:  # fmt: skip
+        micros = [rows.us(t) for t in times]
         found = await self._fetch(
             f"consumption of {meter_id}",
-            _CLOSINGS_AND_FLAGGED,
-            {"bounds": json.dumps(micros), "m": meter_id, "ch": channel.value, "ok": _status_list(statuses),
-             "lo": micros[0], "hi": micros[-1]},
+            _PROBES + (_FLAGGED if flagged_until is not None else "") + _ORDER,
+            {"times": json.dumps(micros), "m": meter_id, "ch": channel.value, "lo": micros[0], "hi": micros[-1],
+             "w": self.estimate_window // timedelta(microseconds=1),
+             **({"until": rows.us(flagged_until)} if flagged_until is not None else {})},
         )  # fmt: skip
-        closings: list[Reading | None] = []
+        last: list[Reading | None] = []
+        real: dict[int, Reading] = {}
         flagged: list[Reading] = []
+        first_after = None
         for row in found:
             if row[0] == 0:
-                closings.append(None if row[2] is None else rows.reading(row[2:]))
+                last.append(None if row[2] is None else rows.reading(row[2:2 + _NCOLS]))
+                if row[2 + _NCOLS] is not None:
+                    real[row[1]] = rows.reading(row[2 + _NCOLS:])
+            elif row[0] == 1:
+                flagged.append(rows.reading(row[2:2 + _NCOLS]))
             else:
-                flagged.append(rows.reading(row[2:]))
-        return closings, flagged
+                first_after = rows.reading(row[2:2 + _NCOLS])
+        return boundary.Probes(last, real, first_after if last[0] is None else None, flagged)
 
     async def cumulative_history(self, *, since: datetime) -> list[Reading]:
         """Cumulative readings with ts >= since ordered by (meter_id, channel, ts)."""

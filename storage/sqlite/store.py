@@ -23,6 +23,7 @@ import aiosqlite
 from gateway.errors import InvalidRequest, NotFound, SinkError, SinkUnavailable
 from gateway.model import Batch, Channel, Command, Meter, Reading, Status
 from storage.base import ReorderResult, RetentionResult, WriteResult
+from storage.boundary import DEFAULT_ESTIMATE_WINDOW
 from storage.identity import digest
 from storage.migrate import load_migrations, pending
 from storage.sqlite import rows
@@ -94,9 +95,11 @@ class SqliteStore(SqliteAccounts, SqliteQueries):
 
     def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection, *,
                  clock: Callable[[], datetime] = _utcnow, retention: timedelta | None = None,
-                 gateway_id: str | None = None) -> None:  # fmt: skip
+                 gateway_id: str | None = None, estimate_window: timedelta = DEFAULT_ESTIMATE_WINDOW) -> None:  # fmt: skip
         """Use `SqliteStore.open`; this takes connections that are already configured."""
         self.path = path
+        #: A real read this close before a period's boundary wins over a newer estimate.
+        self.estimate_window = estimate_window
         #: Stamped on every reading, balance update, event and dead letter this store writes.
         self.gateway_id = gateway_id
         #: How long data is kept (None: for ever); `apply_retention` deletes what is older.
@@ -110,9 +113,11 @@ class SqliteStore(SqliteAccounts, SqliteQueries):
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout: float = 5.0, retention: timedelta | None = None,
-                   clock: Callable[[], datetime] = _utcnow, gateway_id: str | None = None) -> Self:  # fmt: skip
+                   clock: Callable[[], datetime] = _utcnow, gateway_id: str | None = None,
+                   estimate_window: timedelta = DEFAULT_ESTIMATE_WINDOW) -> Self:  # fmt: skip
         """Open (creating if needed) the database file at `path`. Does not migrate.
-        `gateway_id` is stamped on what the store writes (None: left empty)."""
+        `gateway_id` is stamped on what the store writes (None: left empty); `estimate_window`:
+        see storage.consumption (a period's boundary read)."""
         path = Path(path)
         with _errors(path, "open"):
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +145,8 @@ class SqliteStore(SqliteAccounts, SqliteQueries):
                 await reader.close()
                 await writer.close()
                 raise
-        return cls(path, writer, reader, clock=clock, retention=retention, gateway_id=gateway_id)
+        return cls(path, writer, reader, clock=clock, retention=retention, gateway_id=gateway_id,
+                   estimate_window=estimate_window)
 
     async def __aenter__(self) -> Self:
         return self

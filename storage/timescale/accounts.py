@@ -17,7 +17,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from gateway.errors import InvalidRequest, NotFound
-from gateway.model import Assignment, EventKind, Meter, MeterStatus
+from gateway.model import Assignment, Channel, EventKind, Meter, MeterStatus
 from storage import accounts, consumption
 from storage.base import (
     CONFIG_OWNED_FIELDS,
@@ -39,8 +39,9 @@ Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 # lock ("mg", "mi") and the feed's keys.
 _SYNC_LOCK = (0x6D67, 0x6D73)  # "mg", "ms"
 _KEY_COLS = "id, name, hash, scopes, created_at, revoked_at"
-_ASSIGNMENT_COLS = "meter_id, consumer_number, start_ts, end_ts, opening_read, closing_read"
-_BILLABLE = [s.value for s in consumption.BILLABLE]
+# The assignments' opening_read and closing_read columns are no longer written: the reads
+# are derived from the readings when an assignment is read (storage.consumption).
+_ASSIGNMENT_COLS = "meter_id, consumer_number, start_ts, end_ts"
 _METER_PLACEHOLDERS = ", ".join(["%s"] * 14)
 
 
@@ -50,8 +51,12 @@ def _key(row: Any) -> ApiKey:
 
 
 def _assignment(row: Any) -> Assignment:
-    return Assignment(meter_id=row[0], consumer_number=row[1], start=rows.utc(row[2]), end=rows.opt_utc(row[3]),
-                      opening_read=row[4], closing_read=row[5])
+    return Assignment(meter_id=row[0], consumer_number=row[1], start=rows.utc(row[2]), end=rows.opt_utc(row[3]))
+
+
+def _channel(utility: str) -> Channel:
+    """The billing register of a meter of this (stored) utility."""
+    return cumulative_channel(UTILITY[utility])
 
 
 def _column(name: str, value: Any) -> Any:
@@ -65,8 +70,9 @@ def _column(name: str, value: Any) -> Any:
     return value
 
 
-class TimescaleAccounts:
-    """Account methods; the store provides `_conn`, `_fetch`."""
+class TimescaleAccounts(consumption.ConsumptionQueries):
+    """Account methods; the store provides `_conn`, `_fetch` and `_clock`, and its queries
+    mixin `_probe` (for the reads of assignments)."""
 
     def _conn(self, action: str) -> AbstractAsyncContextManager[Conn]:
         raise NotImplementedError
@@ -129,18 +135,23 @@ class TimescaleAccounts:
                    f"(changeable: {', '.join(sorted(UPDATABLE_METER_FIELDS))})")
             raise InvalidRequest(msg)
         sets = "".join(f"{name} = %s, " for name in changes)
-        found = await self._fetch(
-            f"update meter {meter_id}",
-            f"UPDATE meters SET {sets}updated_at = %s WHERE meter_id = %s RETURNING {rows.METER_COLS}",
-            [*(_column(n, v) for n, v in changes.items()), rows.utc(at), meter_id])  # type: ignore[arg-type]
-        if not found:
+        async with self._conn(f"update meter {meter_id}") as conn, conn.transaction():
+            if changes.get("installed_at") is not None:
+                # The meter's row locked first: a move-in cannot slip in between check and change.
+                await conn.execute("SELECT 1 FROM meters WHERE meter_id = %s FOR UPDATE", [meter_id])
+                await _check_installed_at(conn, meter_id, changes["installed_at"])
+            cur = await conn.execute(
+                f"UPDATE meters SET {sets}updated_at = %s WHERE meter_id = %s RETURNING {rows.METER_COLS}",
+                [*(_column(n, v) for n, v in changes.items()), rows.utc(at), meter_id])
+            row = await cur.fetchone()
+        if row is None:
             raise NotFound("meter", meter_id)
-        return rows.meter(found[0])
+        return rows.meter(row)
 
     async def deactivate_meter(self, meter_id: str, *, at: datetime) -> Meter:
         async with self._conn(f"deactivate meter {meter_id}") as conn, conn.transaction():
-            meter = await _meter(conn, meter_id, lock=True)
-            await _close_open(conn, meter, at, "meter_id = %s", meter_id)
+            await _meter(conn, meter_id, lock=True)  # NotFound
+            await _close_open(conn, at, "meter_id = %s", meter_id)
             cur = await conn.execute(
                 "UPDATE meters SET status = %s, consumer_number = NULL, updated_at = %s WHERE meter_id = %s"
                 f" RETURNING {rows.METER_COLS}", (MeterStatus.INACTIVE.value, rows.utc(at), meter_id))
@@ -184,24 +195,28 @@ class TimescaleAccounts:
             last = await cur.fetchone()
             accounts.check_assignment(meter_id, consumer_number, start, rows.utc(at), open_=open_,
                                       last_end=rows.opt_utc(last[0]) if last else None,
-                                      deactivated_at=await _deactivated_at(conn, consumer_number))
-            read = await _last_billable(conn, meter, start)
-            await conn.execute(
-                "UPDATE assignments SET end_ts = %s, closing_read = %s WHERE meter_id = %s AND end_ts IS NULL",
-                (start, read, meter_id))
-            return await _open(conn, meter_id, consumer_number, start, read, at)
+                                      deactivated_at=await _deactivated_at(conn, consumer_number),
+                                      installed_at=rows.opt_utc(meter.installed_at))
+            await conn.execute("UPDATE assignments SET end_ts = %s WHERE meter_id = %s AND end_ts IS NULL",
+                               (start, meter_id))
+            new = await _open(conn, meter_id, consumer_number, start, at)
+        [got] = await self._with_reads([(new, cumulative_channel(meter.utility))])
+        return got
 
-    async def assignments(self, *, meter_id: str | None = None,
-                          consumer_number: str | None = None) -> list[Assignment]:
+    async def assignments(self, *, meter_id: str | None = None, consumer_number: str | None = None,
+                          reads: bool = True) -> list[Assignment]:
         where = ["true"]
         params: dict[str, Any] = {}
         for column, value in (("meter_id", meter_id), ("consumer_number", consumer_number)):
             if value is not None:
-                where.append(f"{column} = %({column})s")
+                where.append(f"a.{column} = %({column})s")
                 params[column] = value
-        found = await self._fetch("assignments", f"SELECT {_ASSIGNMENT_COLS} FROM assignments"
-                                  f" WHERE {' AND '.join(where)} ORDER BY start_ts, meter_id, id", params)
-        return [_assignment(r) for r in found]
+        found = await self._fetch("assignments", "SELECT a.meter_id, a.consumer_number, a.start_ts, a.end_ts,"
+                                  " m.utility FROM assignments AS a JOIN meters AS m ON m.meter_id = a.meter_id"
+                                  f" WHERE {' AND '.join(where)} ORDER BY a.start_ts, a.meter_id, a.id", params)
+        if not reads:
+            return [_assignment(r) for r in found]
+        return await self._with_reads([(_assignment(r), _channel(r[4])) for r in found])
 
     async def get_consumer(self, consumer_number: str) -> Consumer | None:
         found = await self._fetch(f"consumer {consumer_number}", "SELECT consumer_number, created_at, deactivated_at"
@@ -222,8 +237,8 @@ class TimescaleAccounts:
             cur = await conn.execute("SELECT meter_id FROM assignments WHERE consumer_number = %s AND end_ts IS NULL"
                                      " ORDER BY meter_id", [consumer_number])
             for (meter_id,) in await cur.fetchall():
-                meter = await _meter(conn, meter_id, lock=True)
-                await _close_open(conn, meter, at, "meter_id = %s AND consumer_number = %s", meter_id, consumer_number)
+                await _meter(conn, meter_id, lock=True)
+                await _close_open(conn, at, "meter_id = %s AND consumer_number = %s", meter_id, consumer_number)
                 await conn.execute("UPDATE meters SET consumer_number = NULL, updated_at = %s"
                                    " WHERE meter_id = %s AND consumer_number = %s", (rows.utc(at), meter_id,
                                                                                       consumer_number))
@@ -289,45 +304,53 @@ async def _deactivated_at(conn: Conn, consumer_number: str) -> datetime | None:
     return rows.opt_utc(row[0]) if row else None
 
 
-async def _last_billable(conn: Conn, meter: Meter, at: datetime) -> float | None:
-    """The last billable read of the meter's billing register at or before `at`."""
-    cur = await conn.execute(
-        "SELECT value FROM readings WHERE meter_id = %s AND channel = %s AND ts <= %s AND status = ANY(%s)"
-        " ORDER BY ts DESC LIMIT 1", (meter.meter_id, cumulative_channel(meter.utility).value, rows.utc(at), _BILLABLE))
-    row = await cur.fetchone()
-    return float(row[0]) if row else None
+async def _check_installed_at(conn: Conn, meter_id: str, installed_at: datetime) -> None:
+    """Conflict if readings or an assignment of the meter lie before `installed_at`."""
+    cur = await conn.execute("SELECT count(*), min(ts) FROM readings WHERE meter_id = %s AND ts < %s",
+                             (meter_id, rows.utc(installed_at)))
+    found = await cur.fetchone()
+    orphaned, first = found if found else (0, None)
+    cur = await conn.execute("SELECT consumer_number, start_ts FROM assignments WHERE meter_id = %s AND start_ts < %s"
+                             " ORDER BY start_ts LIMIT 1", (meter_id, rows.utc(installed_at)))
+    assigned = await cur.fetchone()
+    accounts.check_installed_at(meter_id, rows.utc(installed_at), orphaned=orphaned, first=rows.opt_utc(first),
+                                assigned=accounts.OpenAssignment(assigned[0], rows.utc(assigned[1]))
+                                if assigned else None)  # fmt: skip
 
 
-async def _close_open(conn: Conn, meter: Meter, at: datetime, where: str, *params: Any) -> None:
-    read = await _last_billable(conn, meter, at)
-    await conn.execute(f"UPDATE assignments SET end_ts = greatest(start_ts, %s), closing_read = %s WHERE {where}"
-                       " AND end_ts IS NULL", (rows.utc(at), read, *params))
+async def _close_open(conn: Conn, at: datetime, where: str, *params: Any) -> None:
+    await conn.execute(f"UPDATE assignments SET end_ts = greatest(start_ts, %s) WHERE {where} AND end_ts IS NULL",
+                       (rows.utc(at), *params))
 
 
-async def _open(conn: Conn, meter_id: str, consumer_number: str, start: datetime, opening: float | None,
-                at: datetime) -> Assignment:
+async def _open(conn: Conn, meter_id: str, consumer_number: str, start: datetime, at: datetime) -> Assignment:
     await conn.execute("INSERT INTO consumers (consumer_number, created_at) VALUES (%s, %s)"
                        " ON CONFLICT (consumer_number) DO NOTHING", (consumer_number, rows.utc(at)))
-    await conn.execute(f"INSERT INTO assignments ({_ASSIGNMENT_COLS}, created_at)"
-                       " VALUES (%s, %s, %s, NULL, %s, NULL, %s)",
-                       (meter_id, consumer_number, rows.utc(start), opening, rows.utc(at)))
+    await conn.execute(f"INSERT INTO assignments ({_ASSIGNMENT_COLS}, created_at) VALUES (%s, %s, %s, NULL, %s)",
+                       (meter_id, consumer_number, rows.utc(start), rows.utc(at)))
     await conn.execute("UPDATE meters SET consumer_number = %s, updated_at = %s WHERE meter_id = %s",
                        (consumer_number, rows.utc(at), meter_id))
-    return Assignment(meter_id, consumer_number, rows.utc(start), None, opening, None)
+    return Assignment(meter_id, consumer_number, rows.utc(start), None)
 
 
 async def _open_first(conn: Conn, meter: Meter, at: datetime, *, lenient: bool) -> None:
     """The first assignment of a new meter, from its installation (or now)."""
     assert meter.consumer_number is not None
     deactivated = await _deactivated_at(conn, meter.consumer_number)
-    if deactivated is not None:
-        if lenient:  # the configuration is not the place to argue: the meter stays unassigned
-            await conn.execute("UPDATE meters SET consumer_number = NULL WHERE meter_id = %s", [meter.meter_id])
-            return
-        msg = f"meter {meter.meter_id}: consumer {meter.consumer_number} was deactivated at {deactivated.isoformat()}"
-        raise Conflict(msg)
-    start = min(rows.utc(meter.installed_at or at), rows.utc(at))
-    await _open(conn, meter.meter_id, meter.consumer_number, start, await _last_billable(conn, meter, start), at)
+    try:
+        if deactivated is not None:
+            msg = (f"meter {meter.meter_id}: consumer {meter.consumer_number} was deactivated at "
+                   f"{deactivated.isoformat()}")
+            raise Conflict(msg)
+        start = accounts.first_start(meter.meter_id, rows.opt_utc(meter.installed_at), rows.utc(at))
+    except Conflict:
+        if not lenient:
+            raise
+        # The configuration is not the place to argue: the meter stays unassigned (one whose
+        # installation lies ahead is assigned at a start after it).
+        await conn.execute("UPDATE meters SET consumer_number = NULL WHERE meter_id = %s", [meter.meter_id])
+        return
+    await _open(conn, meter.meter_id, meter.consumer_number, start, at)
 
 
 async def _insert_meter(conn: Conn, meter: Meter, at: datetime, *, lenient: bool = False) -> None:

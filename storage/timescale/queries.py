@@ -8,7 +8,6 @@ the few non-plain reads) for consumption and billing reads.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,6 +29,7 @@ from gateway.model import (
     Status,
     Utility,
 )
+from storage import boundary
 from storage import consumption as cons
 from storage.base import FeedPage, LastValue
 from storage.coalesce import Coalescer
@@ -46,12 +46,26 @@ Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 # only: the write path and keyed lookups keep PostgreSQL's own choice.
 GENERIC_PLANS = "SET LOCAL plan_cache_mode = force_generic_plan"
 
-# The last usable read at or before each boundary: one backward index probe per bound.
+# The last billable read at or before each probe time: one backward index probe each.
 _CLOSINGS = (
     "SELECT b.i, l.* FROM unnest(%(bounds)b::timestamptz[]) WITH ORDINALITY AS b(t, i)"
     f" LEFT JOIN LATERAL (SELECT {rows.READING_COLS} FROM readings AS r"
     "  WHERE r.meter_id = %(m)s AND r.channel = %(ch)s AND r.ts <= b.t AND r.status = ANY(%(ok)s)"
     "  ORDER BY r.ts DESC LIMIT 1) AS l ON true ORDER BY b.i"
+)
+# The last real billable read within the window before each of the given times (asked only
+# for times whose last billable read is an estimate). Bounded on both sides, so TimescaleDB
+# excludes the other chunks when the probe runs.
+_REAL = (
+    "SELECT b.i, l.* FROM unnest(%(times)b::timestamptz[], %(idx)b::int4[]) AS b(t, i)"
+    f" CROSS JOIN LATERAL (SELECT {rows.READING_COLS} FROM readings AS r"
+    "  WHERE r.meter_id = %(m)s AND r.channel = %(ch)s AND r.ts <= b.t AND r.ts >= b.t - %(w)s::interval"
+    f"  AND {boundary.real_sql('r')} ORDER BY r.ts DESC LIMIT 1) AS l"
+)
+# The first billable read after the first probe time (the opening read after the start).
+_FIRST_AFTER = (
+    f"SELECT {rows.READING_COLS} FROM readings WHERE meter_id = %(m)s AND channel = %(ch)s"
+    " AND ts > %(lo)s AND ts <= %(hi)s AND status = ANY(%(ok)s) ORDER BY ts LIMIT 1"
 )
 _FLAGGED = (
     f"SELECT {rows.READING_COLS} FROM readings WHERE meter_id = %(m)s AND channel = %(ch)s"
@@ -259,26 +273,40 @@ class TimescaleQueries(cons.ConsumptionQueries):
             items = [rows.reading(r) for r in await cur.fetchall()]
         return FeedPage(items, items[-1].seq if items and items[-1].seq is not None else after)
 
-    async def _closings_and_flagged(self, meter_id: str, channel: Channel, bounds: list[datetime],
-                                    statuses: Sequence[Status]) -> tuple[list[Reading | None], list[Reading]]:  # fmt: skip
-        params: dict[str, Any] = {"m": meter_id, "ch": channel.value, "bounds": bounds,
-                                  "ok": [s.value for s in statuses]}
+    async def _probe(self, meter_id: str, channel: Channel, times: list[datetime], *,
+                     flagged_until: datetime | None) -> boundary.Probes:  # fmt: skip
+        params: dict[str, Any] = {"m": meter_id, "ch": channel.value, "bounds": times,
+                                  "ok": [s.value for s in boundary.BILLABLE]}
         async with self._conn(f"consumption of {meter_id}") as conn, conn.transaction():
-            # One snapshot for both queries (REPEATABLE READ is not needed: a read-only
-            # transaction in READ COMMITTED would take two; this one is short).
+            # One snapshot for every query (READ COMMITTED would take one per statement).
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             await conn.execute(GENERIC_PLANS)
-            if len(bounds) <= _PROBE_BOUNDS:
+            if len(times) <= _PROBE_BOUNDS:
                 cur = await conn.execute(_CLOSINGS, params, prepare=True, binary=True)
-                closings = [None if r[1] is None else rows.reading(r[1:]) for r in await cur.fetchall()]
+                last = [None if r[1] is None else rows.reading(r[1:]) for r in await cur.fetchall()]
             else:
-                closings = await _closings_by_bucket(conn, params)
-            first = closings[0]
-            params["lo"] = first.ts if first is not None else bounds[0]
-            params["hi"] = bounds[-1]
-            cur = await conn.execute(_FLAGGED, params, prepare=True, binary=True)
-            flagged = [rows.reading(r) for r in await cur.fetchall()]
-        return closings, flagged
+                last = await _closings_by_bucket(conn, params)
+            # Only where the last billable read is an estimate (rare): is a real one close enough?
+            estimates = [i for i, r in enumerate(last) if r is not None and boundary.is_estimated(r)]
+            real: dict[int, Reading] = {}
+            if estimates:
+                cur = await conn.execute(_REAL, {**params, "times": [times[i] for i in estimates], "idx": estimates,
+                                                 "w": self.estimate_window}, prepare=True, binary=True)
+                real = {r[0]: rows.reading(r[1:]) for r in await cur.fetchall()}
+            first_after = None
+            if last[0] is None:
+                cur = await conn.execute(_FIRST_AFTER, {**params, "lo": times[0], "hi": times[-1]}, prepare=True,
+                                         binary=True)
+                row = await cur.fetchone()
+                first_after = None if row is None else rows.reading(row)
+            flagged: list[Reading] = []
+            if flagged_until is not None:
+                first = last[0]
+                params["lo"] = min(first.ts if first is not None else times[0], times[0] - self.estimate_window)
+                params["hi"] = flagged_until
+                cur = await conn.execute(_FLAGGED, params, prepare=True, binary=True)
+                flagged = [rows.reading(r) for r in await cur.fetchall()]
+        return boundary.Probes(last, real, first_after, flagged)
 
     async def cumulative_history(self, *, since: datetime) -> list[Reading]:
         """Cumulative readings with ts >= since ordered by (meter_id, channel, ts)."""

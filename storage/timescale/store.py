@@ -24,6 +24,7 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed
 from gateway.errors import InvalidRequest, SinkError, SinkUnavailable
 from gateway.model import Batch, Channel, Command, Meter, Reading, Status
 from storage.base import ReorderResult, RetentionResult, WriteResult
+from storage.boundary import DEFAULT_ESTIMATE_WINDOW
 from storage.coalesce import Coalescer
 from storage.migrate import load_migrations, pending
 from storage.timescale import policies, rows
@@ -116,9 +117,12 @@ class TimescaleStore(TimescaleAccounts, TimescaleQueries):
 
     def __init__(self, pool: AsyncConnectionPool[Conn], *, label: str, chunk_interval: str,
                  timescaledb: bool, clock: Callable[[], datetime], retention: timedelta | None = None,
-                 compress_after: timedelta = timedelta(days=30)) -> None:  # fmt: skip
+                 compress_after: timedelta = timedelta(days=30),
+                 estimate_window: timedelta = DEFAULT_ESTIMATE_WINDOW) -> None:  # fmt: skip
         """Use `TimescaleStore.open`; this takes a pool that is already open."""
         self._pool = pool
+        #: A real read this close before a period's boundary wins over a newer estimate.
+        self.estimate_window = estimate_window
         self._label = label
         self._chunk_interval = chunk_interval
         self._timescaledb = timescaledb
@@ -139,7 +143,8 @@ class TimescaleStore(TimescaleAccounts, TimescaleQueries):
     async def open(cls, dsn: str, *, chunk_interval: str = "7 days", timeout: float = 5.0,
                    min_size: int = 1, max_size: int = 4, timescaledb: bool = True,
                    retention: timedelta | None = None, compress_after: timedelta = timedelta(days=30),
-                   clock: Callable[[], datetime] = _utcnow, gateway_id: str | None = None) -> Self:  # fmt: skip
+                   clock: Callable[[], datetime] = _utcnow, gateway_id: str | None = None,
+                   estimate_window: timedelta = DEFAULT_ESTIMATE_WINDOW) -> Self:  # fmt: skip
         """Open a connection pool on `dsn` and detect the mode if the database answers.
 
         Does not migrate, and does not fail when the database is down (the pool keeps
@@ -148,6 +153,7 @@ class TimescaleStore(TimescaleAccounts, TimescaleQueries):
         `retention`: how long data is kept (None: for ever); `compress_after`: age at which
         chunks are compressed where the license allows it. `gateway_id` is stamped on the
         readings, balance updates, events and dead letters written through this store.
+        `estimate_window`: see storage.consumption (a period's boundary read).
         """
         label = _label(dsn)
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
@@ -167,7 +173,8 @@ class TimescaleStore(TimescaleAccounts, TimescaleQueries):
         with _errors(label, "open"):
             await pool.open(wait=False)
         store = cls(pool, label=label, chunk_interval=chunk_interval, timescaledb=timescaledb,
-                    clock=clock, retention=retention, compress_after=compress_after)  # fmt: skip
+                    clock=clock, retention=retention, compress_after=compress_after,
+                    estimate_window=estimate_window)  # fmt: skip
         try:
             await store._detect_mode()
         except SinkUnavailable as exc:

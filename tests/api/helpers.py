@@ -38,3 +38,9 @@ async def all_pages(api: httpx.AsyncClient, path: str, **params: Any) -> list[di
         if cursor is None:
             return items
     raise AssertionError(f"{path} did not end")
+
+
+def as_reading(read: dict[str, Any]) -> dict[str, Any]:
+    """A bill's or an assignment's read object without what it adds to the reading (flags,
+    estimate_method): what /readings gives for the same read."""
+    return {k: v for k, v in read.items() if k not in ("flags", "estimate_method")}

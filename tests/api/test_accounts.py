@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 import httpx
 
-from tests.api.helpers import WIDE, all_pages, fails, ok
+from tests.api.helpers import WIDE, all_pages, as_reading, fails, ok
 
 
 def ts(text: str) -> datetime:
@@ -38,18 +38,17 @@ async def test_move_in_closes_the_previous_assignment_with_the_last_valid_read(a
     out_bill = await ok(api.get("/v1/consumers/C-2/billing", params=period))
     in_bill = await ok(api.get("/v1/consumers/C-900/billing", params=period))
     assert out_bill["meters"][0]["closing"]["value"] == in_bill["meters"][0]["opening"]["value"] == mid["value"]
-    assert in_bill["meters"][0]["closing"] == reads[-1]
+    assert as_reading(in_bill["meters"][0]["closing"]) == reads[-1]
     assert abs(in_bill["meters"][0]["consumption"] - (reads[-1]["value"] - mid["value"])) < 1e-6
     # C-2 was assigned when the meter was registered. Its opening read is the last read at or
     # before that: usually none, but a first poll is stamped with the interval boundary it
-    # belongs to, which can fall a moment before the registration.
+    # belongs to, which can fall a moment before the registration. Without one it is the
+    # first read after the start (issue 27 item 6; it was none and so was the consumption).
     before = [r for r in reads if ts(r["ts"]) <= ts(old["start"])]
     opening = out_bill["meters"][0]["opening"]
-    if before:
-        assert opening == before[-1]
-        assert abs(out_bill["meters"][0]["consumption"] - (mid["value"] - before[-1]["value"])) < 1e-6
-    else:
-        assert opening is None and out_bill["meters"][0]["consumption"] is None
+    first = before[-1] if before else reads[0]
+    assert as_reading(opening) == first and opening["flags"] == ([] if before else ["opening_after_start"])
+    assert abs(out_bill["meters"][0]["consumption"] - (mid["value"] - first["value"])) < 1e-6
 
 
 async def test_move_in_refusals(api: httpx.AsyncClient) -> None:
@@ -97,7 +96,9 @@ async def test_billing_of_a_period_and_its_flags(api: httpx.AsyncClient) -> None
     empty = await ok(api.get("/v1/consumers/C-4/billing", params={"from": "2001-01-01T00:00:00Z",
                                                                   "to": "2001-02-01T00:00:00Z"}))
     assert empty["meters"] == [] and (empty["from"], empty["to"]) == ("2001-01-01T00:00:00Z", "2001-02-01T00:00:00Z")
-    await fails(api.get("/v1/consumers/C-4/billing", params={"from": "2001-02-01T00:00:00Z",
-                                                             "to": "2001-01-01T00:00:00Z"}),
-                400, "invalid_request", "must be before")
+    # A reversed period is a 422 naming the parameter (issue 27; it was a 400).
+    body = await fails(api.get("/v1/consumers/C-4/billing", params={"from": "2001-02-01T00:00:00Z",
+                                                                    "to": "2001-01-01T00:00:00Z"}),
+                       422, "invalid_request", "must be before")
+    assert body["where"] == "query.to"
     await fails(api.get("/v1/consumers/C-4/billing"), 422, "invalid_request", "query.from", "query.to")

@@ -10,7 +10,7 @@ import httpx
 
 from gateway.model import Batch, Channel, Kind, Reading
 from storage.base import Store
-from tests.api.helpers import WIDE, all_pages, fails, ok
+from tests.api.helpers import WIDE, all_pages, as_reading, fails, ok
 
 
 def ts(text: str) -> datetime:
@@ -123,8 +123,9 @@ async def test_consumption_buckets_add_up_to_the_billing_read(api: httpx.AsyncCl
 
     assert (hourly["channel"], hourly["unit"], hourly["bucket"]) == ("energy_import", "kWh", "hour")
     total = reads[-1]["value"] - reads[0]["value"]
-    # The first bucket has no read before its start to open it: no value; the rest add up.
-    assert hourly["buckets"][0]["value"] is None and hourly["buckets"][0]["first_read"] is None
+    # The first bucket has no read at or before its start: the first read after it opens it (issue 27 item 6;
+    # it had no value before), and the buckets add up.
+    assert hourly["buckets"][0]["opening_after_start"] and hourly["buckets"][0]["first_read"] == reads[0]
     assert abs(sum(b["value"] or 0 for b in hourly["buckets"]) - total) < 1e-6
     assert abs(sum(b["value"] or 0 for b in daily["buckets"]) - total) < 1e-6
     assert hourly["buckets"][-1]["last_read"] == reads[-1]
@@ -133,7 +134,8 @@ async def test_consumption_buckets_add_up_to_the_billing_read(api: httpx.AsyncCl
     [assignment] = await ok(api.get("/v1/meters/M-0001/assignments"))
     [part] = bill["meters"]
     opening = [r for r in reads if ts(r["ts"]) <= ts(assignment["start"])][-1]
-    assert part["start"] == assignment["start"] and part["opening"] == opening and part["closing"] == reads[-1]
+    assert part["start"] == assignment["start"] and as_reading(part["opening"]) == opening
+    assert as_reading(part["closing"]) == reads[-1]
     assert abs(part["consumption"] - (reads[-1]["value"] - opening["value"])) < 1e-6 and not bill["suspect"]
     await fails(api.get("/v1/meters/M-0001/consumption", params={"channel": "power"}), 400, "invalid_request",
                 "not a cumulative register")

@@ -262,7 +262,9 @@ async def test_billing_read_skips_suspect_reads_and_counts_a_rollover(store: Sto
     assert bill.closing is not None and bill.closing.value == 700.0
     assert bill.consumption == 1_700.0
     assert bill.suspect is True and bill.estimated is False
-    assert bill.flags == ["regression", "rollover"]
+    # The suspect read is in the bill's flags, with counts (issue 27 item 4; the flags hid it before).
+    assert bill.flags == ["regression", "rollover", "suspect"]
+    assert bill.flag_counts == {"regression": 1, "rollover": 1, "suspect": 1}
     empty = await store.billing_read("M-2", Channel.ENERGY_IMPORT, start=MIDNIGHT, end=MIDNIGHT + DAY)
     assert (empty.opening, empty.closing, empty.consumption) == (None, None, None)
 

@@ -52,6 +52,9 @@ def test_good_config_loads() -> None:
      ["meters[0].unit at line 12: Input should be less than or equal to 247 (got 300)"]),
     ('[storage]\nbackend = "timescale"\n',
      ["storage.dsn at line 1: backend 'timescale' needs a DSN (or env METER_GATEWAY_STORAGE_DSN)"]),
+    ('[storage]\nbilling_estimate_window = "a while"\n',
+     ["storage.billing_estimate_window at line 2: Value error, 'a while' is not a period like '400 days', '8 weeks' "
+      "or '12 hours' (units: minutes, hours, days, weeks) (got 'a while')"]),
     ('[gateway]\nqueue_size = 1\n[api]\nport = 70000\n',
      ["gateway.queue_size at line 2: Input should be greater than or equal to 10 (got 1)",
       "api.port at line 4: Input should be less than or equal to 65535 (got 70000)"]),
