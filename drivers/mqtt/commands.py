@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 Persist = Callable[[Command], Awaitable[None]]
 Load = Callable[[str], Awaitable[Command | None]]
 Emit = Callable[[Event | DeadLetter], Awaitable[None]]
+Replied = Callable[[Command], None]
 
 #: Reply statuses meters send, as the tracker reads them (case-insensitive).
 REPLY_STATUS: Mapping[str, CommandStatus] = {
@@ -176,6 +177,7 @@ class CommandTracker:
         persist: Persist,
         load: Load | None = None,
         emit: Emit | None = None,
+        replied: Replied | None = None,
         known_meters: set[str] | None = None,
         currencies: Mapping[str, str] | None = None,
         origin: str = "",
@@ -198,6 +200,9 @@ class CommandTracker:
         self._persist = persist
         self._load = load
         self._emit = emit
+        #: Told at once when a meter's reply settles a command (the PAYG checker: the balance update
+        #: the meter sends with its reply is not consumption).
+        self._replied = replied
         self._publisher: Publisher | None = None
         self._commands: OrderedDict[str, Command] = OrderedDict()
         self._deadlines: dict[str, float] = {}
@@ -429,6 +434,8 @@ class CommandTracker:
                     log.debug("reply on %s for unknown command %s ignored", job.topic, job.correlation_id)
                 else:
                     settled = self._settle(job.correlation_id, job.status, job.detail, by_reply=True)
+                    if settled is not None and self._replied is not None:
+                        self._replied(settled)
                     if settled is not None:
                         # Persisted before the ack: a crash in between makes the broker redeliver it.
                         await self._retrying(self._save, _Save(settled, self._event(settled)))

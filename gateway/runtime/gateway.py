@@ -194,7 +194,8 @@ class Gateway:
             # settle only their own commands.
             commands = CommandTracker(
                 CommandSettings(command_topic=m.command_topic, reply_topic=m.reply_topic, timeout=m.command_timeout),
-                persist=self._save_command, load=self._load_command, emit=self.pipeline.emit, known_meters=payg,
+                persist=self._save_command, load=self._load_command, emit=self.pipeline.emit,
+                replied=self._command_replied, known_meters=payg,
                 currencies=dict.fromkeys(payg, m.currency), origin=cfg.gateway.id)
         return MqttSubscriber(settings, m.all_topics(), self.pipeline.emit, known_meters=payg,
                               share_group=m.share_group, commands=commands)
@@ -234,6 +235,11 @@ class Gateway:
         if self.store is None or not self.store_ready.is_set():
             raise SinkUnavailable("the store is not connected yet: the command cannot be recorded")
         await self.store.save_command(command)
+
+    def _command_replied(self, command: Command) -> None:
+        # The balance update a meter sends with its reply is not consumption (issue 27, item 12).
+        self.payg_checker.command_replied(command.meter_id, command.created_at,
+                                          command.updated_at or datetime.now(UTC))
 
     async def _load_command(self, correlation_id: str) -> Command | None:
         if self.store is None or not self.store_ready.is_set():
