@@ -13,6 +13,9 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
+#: The longest reference or Idempotency-Key.
+MAX_KEY = 200
+
 
 class CommandKind(StrEnum):
     TOPUP = "topup"
