@@ -64,7 +64,8 @@ Claim = Callable[[Command], Awaitable[list[Command]]]
 RetryUnsent = Callable[[str, datetime], Awaitable[Command | None]]
 Load = Callable[[str], Awaitable[Command | None]]
 Emit = Callable[[Event | DeadLetter], Awaitable[None]]
-Replied = Callable[[Command], None]
+#: A meter answered a command: (meter id, when the command was sent if known, when the reply was read).
+Replied = Callable[[str, datetime | None, datetime], None]
 
 #: Reply statuses meters send, as the tracker reads them (case-insensitive).
 REPLY_STATUS: Mapping[str, CommandStatus] = {
@@ -523,12 +524,15 @@ class CommandTracker:
                 command = self._commands.get(job.correlation_id)
                 if command is None or (job.meter_id is not None and command.meter_id != job.meter_id):
                     self.unmatched_replies += 1
-                    # Normal in a shared-subscription group: another gateway sent this command.
+                    # Normal in a shared-subscription group: another gateway sent this command. Its
+                    # meter's next balance may come here all the same.
+                    if job.meter_id is not None and self._replied is not None:
+                        self._replied(job.meter_id, None, self.clock())
                     log.debug("reply on %s for unknown command %s ignored", job.topic, job.correlation_id)
                 else:
                     settled = self._settle(job.correlation_id, job.status, job.detail, by_reply=True)
                     if settled is not None and self._replied is not None:
-                        self._replied(settled)
+                        self._replied(settled.meter_id, settled.created_at, settled.updated_at or self.clock())
                     if settled is not None:
                         # Persisted before the ack: a crash in between makes the broker redeliver it.
                         await self._retrying(self._save, _Save(settled, self._event(settled)))

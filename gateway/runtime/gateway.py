@@ -196,7 +196,9 @@ class Gateway:
             commands = CommandTracker(
                 CommandSettings(command_topic=m.command_topic, reply_topic=m.reply_topic, timeout=m.command_timeout),
                 persist=self._save_command, claim=self._claim_command, retry_unsent=self._retry_unsent_command,
-                load=self._load_command, emit=self.pipeline.emit, replied=self._command_replied, known_meters=payg,
+                load=self._load_command, emit=self.pipeline.emit, known_meters=payg,
+                # The balance update a meter sends with its reply is not consumption (issue 27, item 12).
+                replied=self.payg_checker.command_replied,
                 currencies=dict.fromkeys(payg, m.currency), currency_decimals=m.currency_decimals,
                 origin=cfg.gateway.id)
         return MqttSubscriber(settings, m.all_topics(), self.pipeline.emit, known_meters=payg,
@@ -255,11 +257,6 @@ class Gateway:
         if self.store is None or not self.store_ready.is_set():
             raise SinkUnavailable("the store is not connected yet: the command cannot be recorded")
         return await self.store.retry_unsent_command(correlation_id, at)
-
-    def _command_replied(self, command: Command) -> None:
-        # The balance update a meter sends with its reply is not consumption (issue 27, item 12).
-        self.payg_checker.command_replied(command.meter_id, command.created_at,
-                                          command.updated_at or datetime.now(UTC))
 
     async def _load_command(self, correlation_id: str) -> Command | None:
         if self.store is None or not self.store_ready.is_set():

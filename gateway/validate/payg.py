@@ -139,14 +139,16 @@ class PaygChecker:
                 moved += 1
         return moved
 
-    def command_replied(self, meter_id: str, sent: datetime, replied: datetime) -> None:
-        """A command to the meter, sent at `sent`, was answered at `replied` (the gateway's clock, as
-        the updates' received_at): the balance update the meter sends with its answer is off-cycle."""
+    def command_replied(self, meter_id: str, sent: datetime | None, replied: datetime) -> None:
+        """A command to the meter, sent at `sent` (None: not known, e.g. another gateway's), was
+        answered at `replied` (the gateway's clock, as the updates' received_at): the balance update
+        the meter sends with its answer is off-cycle."""
         state = self._state.get(meter_id)
         if state is None:
             return
         last = state.last.received_at
-        if last is not None and last >= max(sent, replied - self.reply_grace):
+        earliest = replied - self.reply_grace if sent is None else max(sent, replied - self.reply_grace)
+        if last is not None and last >= earliest:
             # The meter's balance came in before its reply was read: re-time the drain after it.
             if not state.last_off_cycle:
                 state.since, state.last_off_cycle = state.since_before_last, True

@@ -18,7 +18,7 @@ from drivers.mqtt import CommandSettings, CommandTracker, MqttSettings, MqttSubs
 from drivers.samples import RawPayload
 from gateway.model import Command, CommandStatus
 from simulators.broker import Broker
-from simulators.mqtt import PaygFleet
+from simulators.mqtt import PaygFleet, PaygPublisher
 from storage.base import Store
 from storage.open import open_store
 
@@ -156,3 +156,31 @@ async def test_a_command_that_may_have_reached_the_broker_is_never_sent_again(mq
         assert again.replayed and again.command.status is CommandStatus.ACKNOWLEDGED
         await barrier(tracker, fleet)  # its publish is 'not confirmed' too, but it reaches the meter
     assert topups(fleet) == [first.command.correlation_id]
+
+
+async def test_every_reply_of_a_known_meter_is_told_to_the_balance_checker(mqtt_broker: Broker) -> None:
+    # Issue 27, item 12: the PAYG checker hears of each reply (its own command's with the time it was sent,
+    # another gateway's without), so the balance the meter sends with it is not read as consumption.
+    told: list[tuple[str, bool]] = []
+    tracker = CommandTracker(CommandSettings(), persist=_ignore, known_meters={METER}, currencies={METER: "KES"},
+                             origin="gw", replied=lambda meter_id, sent, _: told.append((meter_id, sent is not None)))
+    settings = MqttSettings(host=mqtt_broker.host, port=mqtt_broker.port, client_id="gw-told")
+    sub = MqttSubscriber(settings, ["payg/{meter_id}/balance"], _acked, known_meters={METER}, commands=tracker)
+    task = asyncio.create_task(sub.run())
+    try:
+        await sub.wait_connected(10)
+        async with simulated_meter(mqtt_broker):
+            await tracker.send(METER, "reconnect")
+            await until(lambda: told == [(METER, True)])
+            async with PaygPublisher(mqtt_broker.host, mqtt_broker.port) as other_meter_side:
+                await other_meter_side.publish(f"payg/{METER}/command/reply",
+                                               b'{"correlation_id": "gw-b.1", "status": "acknowledged"}')
+            await until(lambda: told == [(METER, True), (METER, False)])
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def _ignore(_: Command) -> None:
+    return None

@@ -245,18 +245,22 @@ def at(minute: float) -> datetime:
     return T0 + timedelta(minutes=minute)
 
 
-@pytest.mark.parametrize("reply_first", [False, True], ids=["reply-read-first", "balance-came-first"])
-def test_the_balance_a_meter_sends_with_a_command_reply_is_off_cycle(reply_first: bool) -> None:
+@pytest.mark.parametrize(("reply_first", "sent"), [(True, 134.85), (False, 134.85), (True, None), (False, None)],
+                         ids=["reply-read-first", "balance-came-first", "another-gateways-reply-first",
+                              "another-gateways-balance-first"])
+def test_the_balance_a_meter_sends_with_a_command_reply_is_off_cycle(reply_first: bool, sent: float | None) -> None:
     c = PaygChecker()
     b = periodic(c)
-    # A reconnect the meter answers although it was connected: its reply's balance changes nothing.
+    # A reconnect the meter answers although it was connected: its reply's balance changes nothing. With
+    # shared subscriptions the reply to another gateway's command (sent: not known here) counts as well.
     same = bal(str(b), 134.9, received_at=at(134.9))
+    sent_at = None if sent is None else at(sent)
     if reply_first:
-        c.command_replied("P-1", at(134.85), at(134.9))
+        c.command_replied("P-1", sent_at, at(134.9))
         assert c.check([same]) == []
     else:  # the balance update overtook the reply (another topic): the reply still re-times the drain
         assert c.check([same]) == []
-        c.command_replied("P-1", at(134.85), at(134.91))
+        c.command_replied("P-1", sent_at, at(134.91))
     assert c.check([bal(str(b - 2), 135, received_at=at(135))]) == []
     (event,) = c.check([bal(str(b - 42), 150, received_at=at(150))])
     assert event.detail.endswith("in 15 min (160/h), more than 5 x its usual 8/h")
