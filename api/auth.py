@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -64,6 +66,8 @@ class KeyCache:
     _rows: dict[str, tuple[float, ApiKey]] = field(default_factory=dict)
     _unknown: OrderedDict[str, float] = field(default_factory=OrderedDict)
     _down_until: float = 0.0
+    #: One mirror write at a time: each reads the file, adds its key and writes it whole.
+    _mirroring: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def get(self, store: Store, key_id: str) -> ApiKey | None:
         now = self.monotonic()
@@ -96,7 +100,8 @@ class KeyCache:
         if self.ttl > 0:
             self._rows[key_id] = (now, row)
         if self.mirror is not None and (hit is None or hit[1] != row):
-            await asyncio.to_thread(mirror_key, self.mirror, row)
+            async with self._mirroring:
+                await asyncio.to_thread(mirror_key, self.mirror, row)
         return row
 
     def _remember_unknown(self, key_id: str, now: float) -> None:
@@ -135,10 +140,16 @@ def mirror_key(path: Path, row: ApiKey) -> None:
                "created_at": r.created_at.isoformat(),
                "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None} for k, r in rows.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    # A temporary file of its own: another process (the CLI, a second API) may be writing too.
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:  # mkstemp made it 0600
+            out.write(json.dumps(doc, indent=1))
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class KeyRefused(Exception):

@@ -11,7 +11,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.headers import SECURITY_HEADERS
 from api.methods import MethodTable, route_path
-from gateway.errors import GatewayError, InvalidPeriod, InvalidRequest, NotFound, SinkUnavailable
+from gateway.errors import (
+    GatewayError,
+    InvalidField,
+    InvalidPeriod,
+    InvalidRequest,
+    KeyConflict,
+    NotFound,
+    SinkUnavailable,
+)
 from storage.base import Conflict
 
 log = logging.getLogger(__name__)
@@ -71,10 +79,14 @@ def install(app: FastAPI, methods: MethodTable) -> None:
         # Handlers are looked up along the MRO, so this covers the whole GatewayError tree.
         if isinstance(exc, NotFound):
             return JSONResponse(status_code=404, content=error_body("not_found", str(exc)))
-        if isinstance(exc, Conflict):
+        if isinstance(exc, Conflict | KeyConflict):
             return JSONResponse(status_code=409, content=error_body("conflict", str(exc)))
         if isinstance(exc, InvalidPeriod):
             return JSONResponse(status_code=422, content=error_body("invalid_request", str(exc), f"query.{exc.field}"))
+        if isinstance(exc, InvalidField):
+            # As the validation handler says it: where, and the problem under `problems`.
+            return JSONResponse(status_code=422, content={
+                **error_body("invalid_request", str(exc), exc.field), "problems": [str(exc)]})
         if isinstance(exc, InvalidRequest):
             return JSONResponse(status_code=400, content=error_body("invalid_request", str(exc)))
         if isinstance(exc, SinkUnavailable):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Protocol
 
-from gateway.model import BalanceUpdate, Channel, Command, CommandKind, DeadLetter, Event, Reading
+from gateway.model import BalanceUpdate, Channel, Command, CommandKind, DeadLetter, Event, Reading, Submission
 from gateway.model.health import MeterDiagnostics, MeterSummary, PollResult, RecentPayload
 from gateway.model.profiles import Function
 
@@ -56,9 +56,11 @@ class GatewayPort(Protocol):
     def commands_available(self) -> bool:
         """Whether PAYG commands can be sent (MQTT with commands enabled)."""
 
-    async def send_command(self, meter_id: str, kind: CommandKind, amount: Decimal | None = None,
-                           reference: str | None = None) -> Command:
-        """Publish a PAYG command and track it. NotFound, InvalidRequest, ConnectionFailed, SinkUnavailable."""
+    async def submit_command(self, meter_id: str, kind: CommandKind, amount: Decimal | None = None,
+                             reference: str | None = None, idempotency_key: str | None = None) -> Submission:
+        """Publish a PAYG command once per key (its reference, the idempotency key) and track it; a
+        repeat gets the stored command (`replayed`). NotFound, InvalidRequest, InvalidField,
+        KeyConflict, ConnectionFailed, SinkUnavailable."""
 
     async def get_command(self, correlation_id: str) -> Command:
         """A command's latest status. NotFound."""

@@ -9,6 +9,7 @@ Our exception hierarchy::
         ModbusExceptionResponse  (code, name)
         DecodeError              (address, words)
         ConnectionFailed
+          NotSent                (a publish that certainly reached no broker)
       PayloadError             (topic, reason)
       SpoolError
         SpoolFull
@@ -17,6 +18,8 @@ Our exception hierarchy::
       NotFound                 (what, key)
       InvalidRequest
         InvalidPeriod          (field)
+        InvalidField           (field)
+        KeyConflict            (key_name, key, correlation_id, differences)
 """
 
 from __future__ import annotations
@@ -71,6 +74,11 @@ class MeterTimeout(DriverError):
 
 class ConnectionFailed(DriverError):
     kind = "connection"
+
+
+class NotSent(ConnectionFailed):
+    """A publish that certainly reached no broker: not connected, or refused by the client before
+    it was written (a ConnectionFailed alone may have reached it)."""
 
 
 class ModbusExceptionResponse(DriverError):
@@ -147,3 +155,28 @@ class InvalidPeriod(InvalidRequest):
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         super().__init__(message)
+
+
+class InvalidField(InvalidRequest):
+    """One field of a request is wrong (the API answers 422 naming it)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.detail = message
+        super().__init__(f"{field}: {message}")
+
+
+class KeyConflict(InvalidRequest):
+    """A request reuses the key of a stored command with a different body (the API answers 409).
+
+    `key_name` says which key ('reference' or 'Idempotency-Key'); `differences` lists each field
+    that differs, as Command.differences says it."""
+
+    def __init__(self, key_name: str, key: str, correlation_id: str, differences: list[str]) -> None:
+        self.key_name = key_name
+        self.key = key
+        self.correlation_id = correlation_id
+        self.differences = differences
+        new = "a new payment needs a new reference" if key_name == "reference" else "a new command needs a new key"
+        super().__init__(f"{key_name} {key!r} already names command {correlation_id}, which this request does "
+                         f"not repeat ({'; '.join(differences)}): {new}")

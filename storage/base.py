@@ -301,6 +301,16 @@ class Store(Protocol):
     async def save_command(self, command: Command) -> None:
         """Insert or update a PAYG command by correlation_id."""
 
+    async def claim_command(self, command: Command) -> list[Command]:
+        """Store a new PENDING command under its keys (its reference, its idempotency key; each
+        unique in the store), or, if another command holds one of them, store nothing and return
+        the commands that hold them (the reference's first). One transaction: of claims that race
+        for a key, on this gateway or on others sharing the store, exactly one stores."""
+
+    async def retry_unsent_command(self, correlation_id: str, at: datetime) -> Command | None:
+        """The command PENDING again (updated at `at`) if it is FAILED and unsent (nothing of it
+        reached the broker); None otherwise. Of calls that race, at most one gets it."""
+
     async def get_command(self, correlation_id: str) -> Command | None: ...
 
     async def commands(self, *, meter_id: str | None = None, limit: int = 100) -> list[Command]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Header, Path, Response
 
 from api.auth import RequireScope
 from api.deps import GatewayDep, NowDep, StoreDep, check_text_params
@@ -14,8 +14,9 @@ from api.params import Cursor, From, Limit, To, decode_ts_key, period
 from api.routes.meters import MeterPath, require_meter
 from api.schemas.common import Page, error
 from api.schemas.payg import BalanceOut, CommandIn, CommandOut, CurrencyTotals, PaygSummary
-from gateway.errors import NotFound
+from gateway.errors import InvalidField, NotFound
 from gateway.model import CommandKind
+from gateway.model.commands import MAX_KEY
 from storage.base import Conflict
 from storage.keys import Scope
 
@@ -62,13 +63,42 @@ async def summary(store: StoreDep) -> dict[str, Any]:
             "disconnected": sum(t.disconnected for t in totals)}
 
 
+#: A client's key for a command it has no reference for (a UUID, a request id): identifier-like, bounded.
+KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:+/=-]*$"
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=MAX_KEY, pattern=KEY_PATTERN,
+    description=("For a client without a reference: the same key again returns the command sent under it (200) "
+                 "instead of sending another; a different body under it is a 409. With a reference too, the "
+                 "command holds both keys. 1-200 of A-Z a-z 0-9 . _ : + / = -, starting with a letter or digit."),
+    examples=["4f9c2a7e-5b1d-4c83-9a60-2f7d0e1b3c55"])]
+#: Where each field the command path checks is in the request.
+_FIELD = {"amount": "body.amount", "Idempotency-Key": "header.Idempotency-Key"}
+
+
 @router.post("/v1/meters/{meter_id}/commands", response_model=CommandOut, status_code=202,
              dependencies=[Depends(RequireScope(Scope.WRITE))],
-             responses={404: error("No such PAYG meter"),
-                        409: error("This gateway has no MQTT command path"),
+             responses={200: {"model": CommandOut,
+                              "description": "A repeat: the command already sent under this reference or "
+                                             "Idempotency-Key, with its status now; nothing was sent again",
+                              "headers": {"Idempotent-Replayed": {
+                                  "description": "true: this answer is the stored command, not a new one",
+                                  "schema": {"type": "string", "enum": ["true"]}}}},
+                        202: {"description": "Sent: the new command, pending until the meter answers"},
+                        404: error("No such PAYG meter"),
+                        409: error("This gateway has no MQTT command path, or the reference or Idempotency-Key "
+                                   "already names a command with another body (the message says what differs); "
+                                   "nothing was sent"),
+                        422: error("Invalid body or header, e.g. an amount with more decimals than its currency "
+                                   "allows; nothing was sent"),
                         503: error("The broker or the store cannot be reached now; nothing was sent")})
-async def send_command(store: StoreDep, gateway: GatewayDep, meter_id: MeterPath, body: CommandIn) -> dict[str, Any]:
-    """Send a top-up, disconnect or reconnect to a PAYG meter; follow it at /v1/commands/{correlation_id}."""
+async def send_command(store: StoreDep, gateway: GatewayDep, meter_id: MeterPath, body: CommandIn,
+                       response: Response, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
+    """Send a top-up, disconnect or reconnect to a PAYG meter; follow it at /v1/commands/{correlation_id}.
+
+    Sent once per key: the `reference` (a receipt number names one payment, in the whole store) and the
+    `Idempotency-Key` header (for clients without a reference). Posting it again, at once, concurrently or
+    after a restart, returns the command already sent (200, `Idempotent-Replayed: true`) and sends nothing;
+    a different body under the same key is a 409. Without either every post is a new command."""
     meter = await require_meter(store, meter_id)
     if not meter.payg:
         raise NotFound("PAYG meter", meter_id)
@@ -76,9 +106,15 @@ async def send_command(store: StoreDep, gateway: GatewayDep, meter_id: MeterPath
         msg = ("this gateway cannot send PAYG commands: it has no MQTT connection with commands enabled "
                "(mqtt.enabled and mqtt.commands in its configuration, and PAYG meters configured)")
         raise Conflict(msg)
-    command = await gateway.send_command(meter_id, CommandKind(body.kind), amount=body.amount,
-                                         reference=body.reference)
-    return CommandOut.row(command)
+    try:
+        sent = await gateway.submit_command(meter_id, CommandKind(body.kind), amount=body.amount,
+                                            reference=body.reference, idempotency_key=idempotency_key)
+    except InvalidField as exc:
+        raise InvalidField(_FIELD.get(exc.field, exc.field), exc.detail) from exc
+    if sent.replayed:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    return CommandOut.row(sent.command)
 
 
 @router.get("/v1/meters/{meter_id}/commands", response_model=list[CommandOut], dependencies=READ,

@@ -74,10 +74,15 @@ class CommandIn(BaseModel):
 
     kind: Literal["topup", "disconnect", "reconnect"] = Field(examples=["topup"])
     amount: Decimal | None = Field(default=None, gt=0, max_digits=18, decimal_places=6,
-                                   description="Top-up amount in the meter's currency (top-ups only)",
+                                   description=("Top-up amount in the meter's currency (top-ups only), with at most "
+                                                "the currency's decimals: its ISO 4217 minor unit (KES 2, JPY 0, "
+                                                "KWD 3) unless [mqtt] currency_decimals says otherwise"),
                                    examples=["500.00"])
     reference: Text | None = Field(default=None, min_length=1, max_length=200,
-                                   description="Your payment or order reference", examples=["PAY-2026-000123"])
+                                   description=("Your payment or order reference: it names one command in the whole "
+                                                "store, so posting it again returns that command (200) instead of "
+                                                "sending another"),
+                                   examples=["PAY-2026-000123"])
 
 
 class CommandOut(BaseModel):
@@ -92,9 +97,11 @@ class CommandOut(BaseModel):
     created_at: datetime = Field(examples=["2026-03-01T12:15:00Z"])
     updated_at: datetime | None = Field(default=None, examples=["2026-03-01T12:15:02Z"])
     detail: str | None = Field(default=None, examples=[None])
+    idempotency_key: str | None = Field(default=None, description="The Idempotency-Key it was sent with",
+                                        examples=[None])
 
     @staticmethod
     def row(c: Command) -> dict[str, Any]:
         return {"correlation_id": c.correlation_id, "meter_id": c.meter_id, "kind": c.kind.value,
                 "status": c.status.value, "amount": c.amount, "reference": c.reference, "created_at": c.created_at,
-                "updated_at": c.updated_at, "detail": c.detail}
+                "updated_at": c.updated_at, "detail": c.detail, "idempotency_key": c.idempotency_key}

@@ -22,6 +22,13 @@ it holds: a correlation id with a character no store can hold (NUL, a lone surro
 as `bad_text` (looking it up would fail, and be retried, forever), the free-text detail is kept
 with such characters escaped.
 
+A command is sent once per key (`submit`): its reference, and the client's Idempotency-Key. The
+claim (the command stored PENDING under its keys, or the commands that already hold them, in one
+store transaction: `Store.claim_command`) comes before the publish, so repeats, concurrent or
+after a restart, and on any gateway sharing the store, get the stored command and publish
+nothing. A repeat with another body is a KeyConflict. A command that failed before anything
+reached the broker (`unsent`) is sent by a repeat; one that may have reached it, never.
+
 Replies are subscribed without a shared-subscription group: in a group, the reply to this
 gateway's command could go to another gateway, which does not know it and ignores it.
 """
@@ -44,8 +51,10 @@ from typing import Any, Protocol
 from drivers.mqtt.topics import TopicTemplate
 from drivers.samples import Ack
 from gateway.backoff import Backoff
-from gateway.errors import ConnectionFailed, InvalidRequest, NotFound, PayloadError
-from gateway.model import Command, CommandKind, CommandStatus, DeadLetter, Event, EventKind, Severity
+from gateway.errors import ConnectionFailed, InvalidField, InvalidRequest, KeyConflict, NotFound, NotSent, PayloadError
+from gateway.model import Command, CommandKind, CommandStatus, DeadLetter, Event, EventKind, Severity, Submission
+from gateway.model.commands import MAX_KEY
+from gateway.model.currencies import allowed_decimals, decimals_of
 from gateway.model.text import storable, unstorable_at
 
 __all__ = ["CommandSettings", "CommandTracker", "Publisher", "parse_reply"]
@@ -53,8 +62,14 @@ __all__ = ["CommandSettings", "CommandTracker", "Publisher", "parse_reply"]
 log = logging.getLogger(__name__)
 
 Persist = Callable[[Command], Awaitable[None]]
+#: Store a new command PENDING under its keys, or return the commands that already hold them.
+Claim = Callable[[Command], Awaitable[list[Command]]]
+#: PENDING again (at the given time) if still FAILED and unsent; None if another request was first.
+RetryUnsent = Callable[[str, datetime], Awaitable[Command | None]]
 Load = Callable[[str], Awaitable[Command | None]]
 Emit = Callable[[Event | DeadLetter], Awaitable[None]]
+#: A meter answered a command: (meter id, when the command was sent if known, when the reply was read).
+Replied = Callable[[str, datetime | None, datetime], None]
 
 #: Reply statuses meters send, as the tracker reads them (case-insensitive).
 REPLY_STATUS: Mapping[str, CommandStatus] = {
@@ -180,10 +195,14 @@ class CommandTracker:
         settings: CommandSettings,
         *,
         persist: Persist,
+        claim: Claim | None = None,
+        retry_unsent: RetryUnsent | None = None,
         load: Load | None = None,
         emit: Emit | None = None,
+        replied: Replied | None = None,
         known_meters: set[str] | None = None,
         currencies: Mapping[str, str] | None = None,
+        currency_decimals: Mapping[str, int] | None = None,
         origin: str = "",
         clock: Callable[[], datetime] = _utcnow,
         monotonic: Callable[[], float] = time.monotonic,
@@ -199,11 +218,19 @@ class CommandTracker:
         self.reply_template = TopicTemplate(settings.reply_topic)
         self.known_meters = known_meters
         self.currencies = dict(currencies or {})
+        #: Decimals allowed per currency where they differ from ISO 4217's minor units.
+        self.currency_decimals = dict(currency_decimals or {})
         self.clock = clock
         self.monotonic = monotonic
         self._persist = persist
+        #: Without a claim (a tracker with no store) every send is a new command.
+        self._claim = claim
+        self._retry_unsent = retry_unsent
         self._load = load
         self._emit = emit
+        #: Told at once when a meter's reply settles a command (the PAYG checker: the balance update
+        #: the meter sends with its reply is not consumption).
+        self._replied = replied
         self._publisher: Publisher | None = None
         self._commands: OrderedDict[str, Command] = OrderedDict()
         self._deadlines: dict[str, float] = {}
@@ -233,15 +260,24 @@ class CommandTracker:
         return [self._commands[c] for c in self._deadlines if c in self._commands]
 
     async def send(self, meter_id: str, kind: CommandKind | str, *, amount: Decimal | None = None,
-                   reference: str | None = None) -> Command:
-        """Persist the command as PENDING, publish it, and return it (PENDING once the broker has it).
+                   reference: str | None = None, key: str | None = None) -> Command:
+        """`submit`, for callers that need only the command."""
+        return (await self.submit(meter_id, kind, amount=amount, reference=reference, key=key)).command
 
-        Raises InvalidRequest (bad kind or amount), NotFound (unknown meter), ConnectionFailed (not
-        connected: nothing sent) and whatever `persist` raises (nothing sent). If the connection
-        ends before the broker acknowledged it, the command is returned FAILED (a reply that
-        arrives anyway still settles it).
+    async def submit(self, meter_id: str, kind: CommandKind | str, *, amount: Decimal | None = None,
+                     reference: str | None = None, key: str | None = None) -> Submission:
+        """Send a command once per key and return it: PENDING once the broker has it, or, for a
+        repeat under a key the store already holds (`replayed`), the stored command as it is now.
+
+        The keys are the reference and `key` (a client's Idempotency-Key); without either every
+        call is a new command. Raises InvalidRequest / InvalidField (bad kind, amount or key),
+        NotFound (unknown meter), ConnectionFailed (not connected: nothing stored or sent),
+        KeyConflict (a key of another command, with another body: nothing stored or sent) and
+        whatever the store raises (nothing sent). If the connection ends before the broker
+        acknowledged it, the command is returned FAILED (a reply that arrives anyway still
+        settles it), `unsent` if nothing can have reached the broker.
         """
-        kind, amount = self._check(meter_id, kind, amount, reference)
+        kind, amount = self._check(meter_id, kind, amount, reference, key)
         publisher = self._publisher
         if publisher is None or not publisher.connected:
             where = "MQTT broker"
@@ -249,8 +285,39 @@ class CommandTracker:
         now = self.clock()
         cid = f"{self.origin}.{uuid.uuid4().hex}" if self.origin else uuid.uuid4().hex
         command = Command(correlation_id=cid, meter_id=meter_id, kind=kind, created_at=now,
-                          amount=amount, reference=reference, updated_at=now)
-        await self._persist(command)
+                          amount=amount, reference=reference, updated_at=now, idempotency_key=key)
+        if self._claim is None:
+            await self._persist(command)
+        else:
+            held = await self._claim(command)
+            if held:
+                stored = self._repeat(command, held)
+                if stored.status is not CommandStatus.FAILED or not stored.unsent or self._retry_unsent is None:
+                    return Submission(stored, replayed=True)
+                # Nothing of it reached the broker: this repeat sends it (one repeat only, if several).
+                again = await self._retry_unsent(stored.correlation_id, now)
+                if again is None:
+                    fresh = await self._load(stored.correlation_id) if self._load is not None else None
+                    return Submission(fresh or stored, replayed=True)
+                command = again
+        return Submission(await self._publish(publisher, command))
+
+    def _repeat(self, request: Command, held: list[Command]) -> Command:
+        """The command a repeat gets (the tracker's own view if it follows it), or KeyConflict."""
+        for stored in held:
+            differences = stored.differences(request)
+            if differences:
+                if request.reference is not None and stored.reference == request.reference:
+                    raise KeyConflict("reference", request.reference, stored.correlation_id, differences)
+                raise KeyConflict("Idempotency-Key", request.idempotency_key or "", stored.correlation_id, differences)
+        stored = held[0]
+        log.info("command %s to meter %s repeated under its key: not sent again (%s)", stored.correlation_id,
+                 stored.meter_id, stored.status.value)
+        return self._commands.get(stored.correlation_id, stored)
+
+    async def _publish(self, publisher: Publisher, command: Command) -> Command:
+        """Publish a stored PENDING command and follow it."""
+        kind, meter_id = command.kind, command.meter_id
         self._track(command)
         self._deadlines[command.correlation_id] = self.monotonic() + self.settings.timeout
         self._wake.set()
@@ -261,12 +328,24 @@ class CommandTracker:
                                     correlation_data=command.correlation_id.encode(),
                                     timeout=self.settings.publish_timeout)
         except (ConnectionFailed, TimeoutError) as exc:
-            log.warning("command %s %s to meter %s not confirmed by the broker: %s",
-                        kind.value, command.correlation_id, meter_id, exc)
-            settled = self._settle(command.correlation_id, CommandStatus.FAILED,
-                                   f"not confirmed by the broker: {exc}", by_reply=False)
+            unsent = isinstance(exc, NotSent)
+            log.warning("command %s %s to meter %s %s: %s", kind.value, command.correlation_id, meter_id,
+                        "not sent" if unsent else "not confirmed by the broker", exc)
+            if not unsent:
+                detail = f"not confirmed by the broker: {exc}"
+            elif command.reference is None and command.idempotency_key is None:
+                detail = f"not sent: {exc}"
+            else:  # nothing reached the broker, so a repeat may send it
+                detail = f"not sent: {exc}; post it again with the same reference or Idempotency-Key to send it"
+            settled = self._settle(command.correlation_id, CommandStatus.FAILED, detail, by_reply=False,
+                                   unsent=unsent)
             if settled is None:  # a reply raced in and settled it already
                 return self._commands.get(command.correlation_id, command)
+            if unsent:
+                # Stored now, not only by the worker: a repeat right after this answer must find it
+                # unsent, or it would not send it. If the store fails here, the worker retries.
+                with contextlib.suppress(Exception):
+                    await self._persist(settled)
             self._work.put_nowait(_Save(settled, self._event(settled)))
             return settled
         self.sent += 1
@@ -324,7 +403,7 @@ class CommandTracker:
     # -- internals -----------------------------------------------------------------------------------
 
     def _check(self, meter_id: str, kind: CommandKind | str, amount: Decimal | None,
-               reference: str | None) -> tuple[CommandKind, Decimal | None]:
+               reference: str | None, key: str | None = None) -> tuple[CommandKind, Decimal | None]:
         try:
             kind = CommandKind(kind)
         except ValueError:
@@ -339,11 +418,27 @@ class CommandTracker:
                 raise InvalidRequest(f"top-up of meter {meter_id}: amount {amount!r} is not a number") from None
             if amount is None or not amount.is_finite() or amount <= 0:
                 raise InvalidRequest(f"top-up of meter {meter_id}: amount must be a positive number, got {amount}")
+            self._check_decimals(meter_id, amount)
         elif amount is not None:
             raise InvalidRequest(f"{kind.value} of meter {meter_id} takes no amount (got {amount})")
-        if reference is not None and (not reference or len(reference) > 200):
-            raise InvalidRequest(f"{kind.value} of meter {meter_id}: reference must be 1..200 characters")
+        if reference is not None and (not reference or len(reference) > MAX_KEY):
+            raise InvalidRequest(f"{kind.value} of meter {meter_id}: reference must be 1..{MAX_KEY} characters")
+        if key is not None and (not key or len(key) > MAX_KEY):
+            raise InvalidField("Idempotency-Key", f"{kind.value} of meter {meter_id}: the key must be "
+                                                  f"1..{MAX_KEY} characters")
         return kind, amount
+
+    def _check_decimals(self, meter_id: str, amount: Decimal) -> None:
+        """No more decimals than the currency's minor unit (ISO 4217, or [mqtt] currency_decimals)."""
+        currency = self.currencies.get(meter_id, "XXX")
+        allowed = allowed_decimals(currency, self.currency_decimals)
+        places = decimals_of(amount)
+        if allowed is not None and places > allowed:
+            why = ("[mqtt] currency_decimals" if currency in self.currency_decimals
+                   else "its ISO 4217 minor unit; [mqtt] currency_decimals can allow more")
+            msg = (f"top-up of meter {meter_id}: {amount} {currency} has {places} decimal places; {currency} "
+                   f"allows at most {allowed} ({why})")
+            raise InvalidField("amount", msg)
 
     def _payload(self, command: Command, reply_to: str) -> bytes:
         # Amounts go out as JSON numbers written digit for digit from the Decimal (no float).
@@ -359,6 +454,9 @@ class CommandTracker:
         return ("{" + ", ".join(parts) + "}").encode()
 
     def _track(self, command: Command) -> None:
+        before = self._commands.get(command.correlation_id)
+        if before is not None:  # sent again after it failed unsent
+            self.by_status[before.status.value] -= 1
         self._commands[command.correlation_id] = command
         self._commands.move_to_end(command.correlation_id)
         self.by_status[command.status.value] += 1
@@ -369,7 +467,8 @@ class CommandTracker:
                 break
             del self._commands[oldest]
 
-    def _settle(self, cid: str, status: CommandStatus, detail: str | None, *, by_reply: bool) -> Command | None:
+    def _settle(self, cid: str, status: CommandStatus, detail: str | None, *, by_reply: bool,
+                unsent: bool = False) -> Command | None:
         """Move a tracked command to `status`; None if that changes nothing.
 
         The meter's word wins over the gateway's guesses: a reply settles a command that timed out
@@ -385,7 +484,7 @@ class CommandTracker:
             detail = f"{detail} (the reply came after the timeout)" if detail else "the reply came after the timeout"
         self.by_status[command.status.value] -= 1
         self.by_status[status.value] += 1
-        settled = replace(command, status=status, updated_at=self.clock(), detail=detail)
+        settled = replace(command, status=status, updated_at=self.clock(), detail=detail, unsent=unsent)
         self._commands[cid] = settled
         self._deadlines.pop(cid, None)
         return settled
@@ -436,10 +535,15 @@ class CommandTracker:
                 command = self._commands.get(job.correlation_id)
                 if command is None or (job.meter_id is not None and command.meter_id != job.meter_id):
                     self.unmatched_replies += 1
-                    # Normal in a shared-subscription group: another gateway sent this command.
+                    # Normal in a shared-subscription group: another gateway sent this command. Its
+                    # meter's next balance may come here all the same.
+                    if job.meter_id is not None and self._replied is not None:
+                        self._replied(job.meter_id, None, self.clock())
                     log.debug("reply on %s for unknown command %s ignored", job.topic, job.correlation_id)
                 else:
                     settled = self._settle(job.correlation_id, job.status, job.detail, by_reply=True)
+                    if settled is not None and self._replied is not None:
+                        self._replied(settled.meter_id, settled.created_at, settled.updated_at or self.clock())
                     if settled is not None:
                         # Persisted before the ack: a crash in between makes the broker redeliver it.
                         await self._retrying(self._save, _Save(settled, self._event(settled)))

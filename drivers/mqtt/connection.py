@@ -43,7 +43,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.backoff import Backoff
-from gateway.errors import ConnectionFailed
+from gateway.errors import ConnectionFailed, NotSent
 
 __all__ = ["RECONNECT_JITTER", "MqttConnection", "MqttMessage", "MqttSettings"]
 
@@ -321,13 +321,14 @@ class MqttConnection:
     ) -> None:
         """Publish on the current connection; return once the broker acknowledged it (QoS 1).
 
-        Raises ConnectionFailed when not connected (nothing was sent), or when the connection ends
+        Raises NotSent when not connected or refused before it was written (nothing was sent),
+        ConnectionFailed when the connection ends
         (or the broker refuses) before the acknowledgement: then the message may or may not have
         reached the broker. TimeoutError after `timeout` seconds without an acknowledgement.
         """
         link = self._link
         if link is None or not link.connack.is_set() or link.ended.is_set():
-            raise ConnectionFailed(None, self.settings.where, f"cannot publish to {topic}: not connected to the broker")
+            raise NotSent(None, self.settings.where, f"cannot publish to {topic}: not connected to the broker")
         props = None
         if self.settings.protocol == "5" and (response_topic or correlation_data):
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
@@ -338,7 +339,7 @@ class MqttConnection:
         info = link.client.publish(topic, payload, qos=qos, properties=props)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             msg = f"publish to {topic} refused by paho: {mqtt.error_string(info.rc)}"
-            raise ConnectionFailed(None, self.settings.where, msg)
+            raise NotSent(None, self.settings.where, msg)
         # paho reports the PUBACK through a callback posted to this loop, so it cannot run before
         # this line registers the future (same thread, no await in between).
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -13,6 +13,7 @@ Example::
     field_mapping = { balance = "/data/credit", ts = "/data/time" }
     timestamp = "epoch_ms"
     low_credit_threshold = 50                       # per meter: meters[].low_credit_threshold
+    currency_decimals = { KES = 3 }                 # the vendor's meters take top-ups in tenths of a cent
 
     [[mqtt.sources]]                                # another topic, written differently
     topic = "legacy/{meter_id}/credit"
@@ -28,6 +29,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 PayloadFormatName = Literal["json", "number"]
+#: The most decimals a command amount may carry anywhere (the API's limit too).
+MAX_AMOUNT_DECIMALS = 6
 TimestampMode = Literal["auto", "iso8601", "epoch_s", "epoch_ms", "received"]
 
 
@@ -101,6 +104,9 @@ class MqttSection(_Section):
     max_payload_bytes: int = Field(default=16384, ge=64, le=1_048_576, description="Larger payloads are dead letters")
     max_future: float = Field(default=300.0, ge=0, description="Seconds a ts may lie ahead of receipt")
     currency: str = "XXX"
+    currency_decimals: dict[str, int] = Field(default_factory=dict, description=(
+        "Decimals a top-up amount may carry, per currency, where the meters' vendor counts otherwise than "
+        "ISO 4217's minor unit (e.g. {KES = 3}); amounts with more are refused (422). At most 6"))
     low_credit_threshold: Decimal = Field(default=Decimal("5"), description="Default; meters[].low_credit_threshold overrides")
     max_drain_per_hour: Decimal | None = Field(default=None, gt=0, description=(
         "Credit falling faster than this per hour is suspicious; unset = learned from each meter"))
@@ -112,6 +118,20 @@ class MqttSection(_Section):
     _topics = field_validator("topics")(_check_templates)
     _command_topics = field_validator("command_topic", "reply_topic")(_check_template)
     _mapping = field_validator("field_mapping")(_check_mapping)
+
+    @field_validator("currency_decimals")
+    @classmethod
+    def _currency_decimals(cls, decimals: dict[str, int]) -> dict[str, int]:
+        problems = []
+        for code, places in decimals.items():
+            if len(code) != 3 or not code.isascii() or not code.isalpha() or not code.isupper():
+                problems.append(f"currency {code!r} must be a three-letter code in capitals, as ISO 4217 writes "
+                                "them (e.g. KES)")
+            if not 0 <= places <= MAX_AMOUNT_DECIMALS:
+                problems.append(f"{code} = {places}: decimals must be 0 to {MAX_AMOUNT_DECIMALS}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return decimals
 
     @field_validator("share_group")
     @classmethod

@@ -1,7 +1,7 @@
 """The shared vocabulary of every stage: frozen dataclasses, stdlib only."""
 
 from gateway.model.batch import Batch
-from gateway.model.commands import Command, CommandKind, CommandStatus
+from gateway.model.commands import Command, CommandKind, CommandStatus, Submission
 from gateway.model.events import DeadLetter, Event, EventKind, Severity
 from gateway.model.meters import Assignment, Meter, MeterStatus, Protocol, Utility
 from gateway.model.payg import BalanceUpdate, Relay
@@ -39,5 +39,6 @@ __all__ = [
     "Severity",
     "Source",
     "Status",
+    "Submission",
     "Utility",
 ]

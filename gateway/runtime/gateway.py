@@ -40,6 +40,7 @@ from gateway.model import (
     Meter,
     Protocol,
     Reading,
+    Submission,
 )
 from gateway.model.health import MeterDiagnostics, MeterSummary, PollResult, RecentPayload
 from gateway.model.profiles import DeviceProfile, Function
@@ -197,22 +198,34 @@ class Gateway:
             # settle only their own commands.
             commands = CommandTracker(
                 CommandSettings(command_topic=m.command_topic, reply_topic=m.reply_topic, timeout=m.command_timeout),
-                persist=self._save_command, load=self._load_command, emit=self.pipeline.emit, known_meters=payg,
-                currencies=dict.fromkeys(payg, m.currency), origin=cfg.gateway.id)
+                persist=self._save_command, claim=self._claim_command, retry_unsent=self._retry_unsent_command,
+                load=self._load_command, emit=self.pipeline.emit, known_meters=payg,
+                # The balance update a meter sends with its reply is not consumption (issue 27, item 12).
+                replied=self.payg_checker.command_replied,
+                currencies=dict.fromkeys(payg, m.currency), currency_decimals=m.currency_decimals,
+                origin=cfg.gateway.id)
         return MqttSubscriber(settings, m.all_topics(), self.pipeline.emit, known_meters=payg,
                               share_group=m.share_group, commands=commands)
 
     # -- PAYG commands (the API calls these) ---------------------------------------
     async def send_command(self, meter_id: str, kind: CommandKind | str, amount: Decimal | None = None,
                            reference: str | None = None) -> Command:
-        """Publish a top-up, disconnect or reconnect to a PAYG meter and track it. Returns the command
-        PENDING (FAILED if the broker did not confirm it). NotFound (not a PAYG meter),
-        InvalidRequest (bad kind or amount, commands off), ConnectionFailed (broker not connected),
+        """`submit_command`, for callers that need only the command."""
+        return (await self.submit_command(meter_id, kind, amount, reference)).command
+
+    async def submit_command(self, meter_id: str, kind: CommandKind | str, amount: Decimal | None = None,
+                             reference: str | None = None, idempotency_key: str | None = None) -> Submission:
+        """Publish a top-up, disconnect or reconnect to a PAYG meter and track it, once per key (the
+        reference, the idempotency key): a repeat gets the stored command (`replayed`). Returns the
+        command PENDING (FAILED if the broker did not confirm it). NotFound (not a PAYG meter),
+        InvalidRequest (bad kind or amount, commands off), InvalidField (too many decimals),
+        KeyConflict (a key of another command), ConnectionFailed (broker not connected),
         SinkUnavailable (the store cannot record it): in those cases nothing was sent."""
         if self.subscriber is None or self.subscriber.commands is None:
             raise InvalidRequest(f"meter {meter_id}: PAYG commands are off (mqtt disabled, no PAYG meters, "
                                  "or mqtt.commands = false)")
-        return await self.subscriber.send_command(meter_id, kind, amount=amount, reference=reference)
+        return await self.subscriber.commands.submit(meter_id, kind, amount=amount, reference=reference,
+                                                     key=idempotency_key)
 
     async def get_command(self, correlation_id: str) -> Command:
         """A command's latest status: the tracker's if it holds it, else the store's. NotFound."""
@@ -237,6 +250,16 @@ class Gateway:
         if self.store is None or not self.store_ready.is_set():
             raise SinkUnavailable("the store is not connected yet: the command cannot be recorded")
         await self.store.save_command(command)
+
+    async def _claim_command(self, command: Command) -> list[Command]:
+        if self.store is None or not self.store_ready.is_set():
+            raise SinkUnavailable("the store is not connected yet: the command cannot be recorded")
+        return await self.store.claim_command(command)
+
+    async def _retry_unsent_command(self, correlation_id: str, at: datetime) -> Command | None:
+        if self.store is None or not self.store_ready.is_set():
+            raise SinkUnavailable("the store is not connected yet: the command cannot be recorded")
+        return await self.store.retry_unsent_command(correlation_id, at)
 
     async def _load_command(self, correlation_id: str) -> Command | None:
         if self.store is None or not self.store_ready.is_set():

@@ -13,6 +13,20 @@ The checker remembers each meter's last update and raises an Event on each *tran
                         than the meter's plausible consumption (a configured cap per hour, or
                         `factor` x the median of the meter's own recent drain rates)
 
+Drain is judged along the meter's periodic stream. A balance the meter sends *off its cycle* (as
+part of its answer to a command, or to report a top-up at once) is not consumption: it is not
+judged as drain, and the drain clock does not restart at it. The update after it is judged on
+the fall from the off-cycle balance over the time since the last periodic update: a meter that
+debits in steps (every quarter-hour, every kWh) would otherwise show a whole step's use in the
+second between a top-up's reply and the next periodic report (issue 27: a false "suspicious
+balance" at 33,330 KES/h). When an
+off-cycle update is itself periodic (a top-up paid between two reports), the next rate is judged
+over two intervals: less sensitive for one update, never a false alarm. An update is off-cycle when
+it reports a new top-up (or, for a meter that reports none, a rise), or when it is the balance
+update that came with a command's reply (`command_replied`): the first one received within
+`reply_grace` after the reply, or the last one if it was received after the command was sent and
+at most `reply_grace` before the reply was read.
+
 The first update of a meter the checker has never seen raises the states that need action
 (low credit, exhausted, emergency credit, relay open) once; transitions need a previous update.
 An update that is not newer than the last one (a duplicate or an out-of-order message) raises
@@ -32,6 +46,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, localcontext
 from statistics import median
 
@@ -77,6 +92,17 @@ class _State:
     #: The meter has reported a last top-up at least once: a rise without a newer one is odd.
     reports_topups: bool
     rates: deque[float] = field(default_factory=deque)
+    #: The drain clock: the next fall is judged over the time since this (the last periodic update).
+    since: datetime = field(init=False)
+    #: `since` as it was before `last` came (if `last` turns out to be a command's reply).
+    since_before_last: datetime = field(init=False)
+    #: `last` was off-cycle (a top-up or a command's reply).
+    last_off_cycle: bool = False
+    #: A command was answered: the first update received until then is its reply (gateway clock).
+    reply_until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        self.since = self.since_before_last = self.last.ts
 
 
 def _money(value: Decimal, currency: str) -> str:
@@ -86,10 +112,13 @@ def _money(value: Decimal, currency: str) -> str:
 class PaygChecker:
     """Stateful per meter; `check` is pure apart from that state (no clock, no I/O)."""
 
-    def __init__(self, limits: Mapping[str, PaygLimits] | None = None, default: PaygLimits | None = None) -> None:
+    def __init__(self, limits: Mapping[str, PaygLimits] | None = None, default: PaygLimits | None = None, *,
+                 reply_grace: timedelta = timedelta(seconds=2)) -> None:
         self._limits = dict(limits or {})
         self._default = default or PaygLimits()
         self._state: dict[str, _State] = {}
+        #: How long after a command's reply the meter's balance update counts as part of that reply.
+        self.reply_grace = reply_grace
 
     def limits(self, meter_id: str) -> PaygLimits:
         return self._limits.get(meter_id, self._default)
@@ -114,9 +143,26 @@ class PaygChecker:
                 moved += 1
             elif update.ts > state.last.ts:
                 state.last = update
+                state.since = state.since_before_last = update.ts
                 state.reports_topups = state.reports_topups or update.last_topup_ts is not None
                 moved += 1
         return moved
+
+    def command_replied(self, meter_id: str, sent: datetime | None, replied: datetime) -> None:
+        """A command to the meter, sent at `sent` (None: not known, e.g. another gateway's), was
+        answered at `replied` (the gateway's clock, as the updates' received_at): the balance update
+        the meter sends with its answer is off-cycle."""
+        state = self._state.get(meter_id)
+        if state is None:
+            return
+        last = state.last.received_at
+        earliest = replied - self.reply_grace if sent is None else max(sent, replied - self.reply_grace)
+        if last is not None and last >= earliest:
+            # The meter's balance came in before its reply was read: re-time the drain after it.
+            if not state.last_off_cycle:
+                state.since, state.last_off_cycle = state.since_before_last, True
+            return
+        state.reply_until = replied + self.reply_grace
 
     def check(self, updates: Sequence[BalanceUpdate],
               on_error: Callable[[BalanceUpdate, Exception], None] | None = None) -> list[Event]:
@@ -167,6 +213,8 @@ class PaygChecker:
         new_topup = u.last_topup_ts is not None and (prev.last_topup_ts is None or u.last_topup_ts > prev.last_topup_ts)
         reports_topups = state.reports_topups or u.last_topup_ts is not None
         change = u.balance - prev.balance
+        reply = state.reply_until is not None and u.received_at is not None and u.received_at <= state.reply_until
+        off_cycle = reply or new_topup or (change > 0 and not reports_topups)
         learnt: float | None = None  # a drain rate to remember, once everything else is made
         if new_topup:
             amount = u.last_topup_amount
@@ -181,7 +229,7 @@ class PaygChecker:
             out.append(self._event(u, SUSPICIOUS_KIND, Severity.WARNING,
                                    f"suspicious balance: rose by {_money(change, u.currency)} "
                                    f"(from {prev.balance} to {u.balance}) with no top-up reported"))
-        elif change < 0:
+        elif change < 0 and not reply:
             drained, learnt = self._drain(state, prev, u, limits)
             out.extend(drained)
 
@@ -201,14 +249,22 @@ class PaygChecker:
             state.rates.append(learnt)
             while len(state.rates) > limits.window:
                 state.rates.popleft()
+        state.reply_until = None  # the first update after a reply is its balance, or the meter sent none
         state.last = u
         state.reports_topups = reports_topups
+        state.since_before_last = state.since
+        if not off_cycle:
+            state.since = u.ts
+        state.last_off_cycle = off_cycle
         return out
 
     def _drain(self, state: _State, prev: BalanceUpdate, u: BalanceUpdate,
                limits: PaygLimits) -> tuple[list[Event], float | None]:
-        """Is this fall plausible for this meter? Its event if not, else the drain rate to learn."""
-        hours = (u.ts - prev.ts).total_seconds() / 3600
+        """Is this fall plausible for this meter? Its event if not, else the drain rate to learn.
+
+        The time is the drain clock's (`state.since`): since the last periodic update, so a
+        balance sent off-cycle just before `u` does not shrink it."""
+        hours = (u.ts - state.since).total_seconds() / 3600
         drop = prev.balance - u.balance
         if hours <= 0:
             return [], None

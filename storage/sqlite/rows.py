@@ -29,7 +29,8 @@ METER_COLS = (
 )
 EVENT_COLS = "ts, meter_id, kind, severity, detail, acknowledged"
 DEADLETTER_COLS = "ts, source, origin, reason, detail, payload, meter_id"
-COMMAND_COLS = "correlation_id, meter_id, kind, created_at, status, amount, reference, updated_at, detail"
+COMMAND_COLS = ("correlation_id, meter_id, kind, created_at, status, amount, reference, updated_at, detail,"
+                " idempotency_key, unsent")
 
 
 def us(dt: datetime) -> int:
@@ -136,7 +137,7 @@ def deadletter(row: Any) -> DeadLetter:
 def command_row(c: Command) -> tuple[Any, ...]:
     return (
         c.correlation_id, c.meter_id, c.kind.value, us(c.created_at), c.status.value, opt_str(c.amount),
-        c.reference, opt_us(c.updated_at), c.detail,
+        c.reference, opt_us(c.updated_at), c.detail, c.idempotency_key, int(c.unsent),
     )  # fmt: skip
 
 
@@ -144,5 +145,5 @@ def command(row: Any) -> Command:
     return Command(
         correlation_id=row[0], meter_id=row[1], kind=enums.COMMAND_KIND[row[2]], created_at=dt(row[3]),
         status=enums.COMMAND_STATUS[row[4]], amount=opt_dec(row[5]), reference=row[6], updated_at=opt_dt(row[7]),
-        detail=row[8],
+        detail=row[8], idempotency_key=row[9], unsent=bool(row[10]),
     )  # fmt: skip

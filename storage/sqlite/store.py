@@ -21,7 +21,7 @@ from typing import Any, Self
 import aiosqlite
 
 from gateway.errors import InvalidRequest, NotFound, SinkError, SinkUnavailable
-from gateway.model import Batch, Channel, Command, Meter, Reading, Status
+from gateway.model import Batch, Channel, Command, CommandStatus, Meter, Reading, Status
 from storage.base import ReorderResult, RetentionResult, WriteResult
 from storage.boundary import DEFAULT_ESTIMATE_WINDOW
 from storage.identity import digest
@@ -333,15 +333,47 @@ class SqliteStore(SqliteAccounts, SqliteQueries):
         return rows.reading(next(iter(updated)))
 
     async def save_command(self, command: Command) -> None:
-        """Insert or update a PAYG command by correlation_id (created_at is kept)."""
+        """Insert or update a PAYG command by correlation_id (created_at and its keys are kept)."""
         async with self._transaction(f"save command {command.correlation_id}") as db:
             await db.execute(
-                f"INSERT INTO commands ({rows.COMMAND_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                f"INSERT INTO commands ({rows.COMMAND_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (correlation_id) DO UPDATE SET meter_id = excluded.meter_id, kind = excluded.kind,"
                 " status = excluded.status, amount = excluded.amount, reference = excluded.reference,"
-                " updated_at = excluded.updated_at, detail = excluded.detail",
+                " updated_at = excluded.updated_at, detail = excluded.detail, unsent = excluded.unsent",
                 rows.command_row(command),
             )
+
+    async def claim_command(self, command: Command) -> list[Command]:
+        """Store a new PENDING command under its keys (reference, idempotency key), or, if another
+        command holds one of them, store nothing and return the commands that hold them."""
+        async with self._transaction(f"claim command {command.correlation_id}") as db:
+            inserted = await db.execute_fetchall(
+                f"INSERT INTO commands ({rows.COMMAND_COLS}, reference_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING RETURNING correlation_id",
+                (*rows.command_row(command), command.reference),
+            )
+            if inserted:
+                return []
+            held = await db.execute_fetchall(
+                f"SELECT {rows.COMMAND_COLS} FROM commands WHERE reference_key = ? OR idempotency_key = ?"
+                " ORDER BY reference_key IS NULL, created_at",
+                (command.reference, command.idempotency_key),
+            )
+        if not held:
+            msg = f"claim command {command.correlation_id}: the correlation id is already taken"
+            raise InvalidRequest(msg)
+        return [rows.command(r) for r in held]
+
+    async def retry_unsent_command(self, correlation_id: str, at: datetime) -> Command | None:
+        """PENDING again (updated at `at`) if it is FAILED and unsent; None otherwise (another
+        request sent it again first, or it may have reached the broker)."""
+        async with self._transaction(f"retry command {correlation_id}") as db:
+            found = await db.execute_fetchall(
+                f"UPDATE commands SET status = ?, unsent = 0, updated_at = ?, detail = NULL"
+                f" WHERE correlation_id = ? AND status = ? AND unsent = 1 RETURNING {rows.COMMAND_COLS}",
+                (CommandStatus.PENDING.value, rows.us(at), correlation_id, CommandStatus.FAILED.value),
+            )
+        return rows.command(next(iter(found))) if found else None
 
 
 async def _next_seq(db: aiosqlite.Connection) -> int:

@@ -33,7 +33,8 @@ METER_COLS = (
 )
 EVENT_COLS = "ts, meter_id, kind, severity, detail, acknowledged"
 DEADLETTER_COLS = "ts, source, origin, reason, detail, payload, meter_id"
-COMMAND_COLS = "correlation_id, meter_id, kind, created_at, status, amount, reference, updated_at, detail"
+COMMAND_COLS = ("correlation_id, meter_id, kind, created_at, status, amount, reference, updated_at, detail,"
+                " idempotency_key, unsent")
 
 
 def utc(dt: datetime) -> datetime:
@@ -118,7 +119,7 @@ def deadletter(row: Any) -> DeadLetter:
 def command_row(c: Command) -> tuple[Any, ...]:
     return (
         c.correlation_id, c.meter_id, c.kind.value, utc(c.created_at), c.status.value, c.amount, c.reference,
-        opt_utc(c.updated_at), c.detail,
+        opt_utc(c.updated_at), c.detail, c.idempotency_key, c.unsent,
     )  # fmt: skip
 
 
@@ -126,5 +127,5 @@ def command(row: Any) -> Command:
     return Command(
         correlation_id=row[0], meter_id=row[1], kind=enums.COMMAND_KIND[row[2]], created_at=utc(row[3]),
         status=enums.COMMAND_STATUS[row[4]], amount=row[5], reference=row[6], updated_at=opt_utc(row[7]),
-        detail=row[8],
+        detail=row[8], idempotency_key=row[9], unsent=bool(row[10]),
     )  # fmt: skip

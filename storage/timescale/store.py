@@ -22,7 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolClosed
 
 from gateway.errors import InvalidRequest, SinkError, SinkUnavailable
-from gateway.model import Batch, Channel, Command, Meter, Reading, Status
+from gateway.model import Batch, Channel, Command, CommandStatus, Meter, Reading, Status
 from storage.base import ReorderResult, RetentionResult, WriteResult
 from storage.boundary import DEFAULT_ESTIMATE_WINDOW
 from storage.coalesce import Coalescer
@@ -373,15 +373,56 @@ class TimescaleStore(TimescaleAccounts, TimescaleQueries):
             return await set_status_in(conn, meter_id, channel, ts, status, note=note, by=by, now=self._clock())
 
     async def save_command(self, command: Command) -> None:
-        """Insert or update a PAYG command by correlation_id (created_at is kept)."""
+        """Insert or update a PAYG command by correlation_id (created_at and its keys are kept)."""
         async with self._conn(f"save command {command.correlation_id}") as conn:
             await conn.execute(
-                f"INSERT INTO commands ({rows.COMMAND_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                f"INSERT INTO commands ({rows.COMMAND_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (correlation_id) DO UPDATE SET meter_id = EXCLUDED.meter_id, kind = EXCLUDED.kind,"
                 " status = EXCLUDED.status, amount = EXCLUDED.amount, reference = EXCLUDED.reference,"
-                " updated_at = EXCLUDED.updated_at, detail = EXCLUDED.detail",
+                " updated_at = EXCLUDED.updated_at, detail = EXCLUDED.detail, unsent = EXCLUDED.unsent",
                 rows.command_row(command),
             )
+
+    async def claim_command(self, command: Command) -> list[Command]:
+        """Store a new PENDING command under its keys (reference, idempotency key), or, if another
+        command holds one of them, store nothing and return the commands that hold them.
+
+        A claim racing another of the same key (this gateway or another sharing the database)
+        waits at the INSERT until the first commits, then finds its row (READ COMMITTED: the
+        SELECT is a new statement, so it sees the commit)."""
+        async with self._conn(f"claim command {command.correlation_id}") as conn, conn.transaction():
+            cur = await conn.execute(
+                f"INSERT INTO commands ({rows.COMMAND_COLS}, reference_key)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT DO NOTHING RETURNING correlation_id",
+                (*rows.command_row(command), command.reference),
+            )
+            if await cur.fetchone() is not None:
+                return []
+            cur = await conn.execute(
+                f"SELECT {rows.COMMAND_COLS} FROM commands WHERE reference_key = %(r)s OR idempotency_key = %(k)s"
+                " ORDER BY reference_key IS NULL, created_at",
+                {"r": command.reference, "k": command.idempotency_key},
+            )
+            held = await cur.fetchall()
+        if not held:
+            msg = f"claim command {command.correlation_id}: the correlation id is already taken"
+            raise InvalidRequest(msg)
+        return [rows.command(r) for r in held]
+
+    async def retry_unsent_command(self, correlation_id: str, at: datetime) -> Command | None:
+        """PENDING again (updated at `at`) if it is FAILED and unsent; None otherwise (another
+        request sent it again first, or it may have reached the broker). Concurrent calls: the
+        row lock makes the second see the first's PENDING, so only one gets the command."""
+        async with self._conn(f"retry command {correlation_id}") as conn:
+            cur = await conn.execute(
+                "UPDATE commands SET status = %(pending)s, unsent = false, updated_at = %(at)s, detail = NULL"
+                f" WHERE correlation_id = %(c)s AND status = %(failed)s AND unsent RETURNING {rows.COMMAND_COLS}",
+                {"pending": CommandStatus.PENDING.value, "at": rows.utc(at), "c": correlation_id,
+                 "failed": CommandStatus.FAILED.value},
+            )
+            found = await cur.fetchone()
+        return rows.command(found) if found is not None else None
 
 
 def _check_verdict(status: Status) -> None:

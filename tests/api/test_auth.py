@@ -158,3 +158,31 @@ async def test_unknown_key_ids_are_answered_from_a_bounded_negative_cache(tmp_pa
         assert await cache.get(store, row.key_id) is None
         now[0] += 5.1
         assert await cache.get(store, row.key_id) == row
+
+
+class _KeyStore:
+    """Answers key lookups from a dict (the mirror, not the store, is under test)."""
+
+    def __init__(self, *rows: ApiKey) -> None:
+        self.rows = {r.key_id: r for r in rows}
+
+    async def get_api_key(self, key_id: str) -> ApiKey | None:
+        await asyncio.sleep(0)
+        return self.rows.get(key_id)
+
+
+async def test_keys_first_seen_at_once_are_all_mirrored(tmp_path: Path) -> None:
+    # Eight requests at once with keys the cache has not seen: each writes the mirror. They wrote one
+    # temporary file (a 500: FileNotFoundError when one renamed it under another) and could each drop
+    # what the others added.
+    rows = [new_key(f"client-{i}", frozenset({Scope.WRITE}), datetime.now(UTC))[1] for i in range(4)]
+    mirror = tmp_path / "keys.json"
+    cache = KeyCache(ttl=5, mirror=mirror)
+
+    got = await asyncio.gather(*(cache.get(_KeyStore(*rows), rows[i % 4].key_id)  # type: ignore[arg-type]
+                                 for i in range(8)))
+
+    assert got == [rows[i % 4] for i in range(8)]
+    down = KeyCache(ttl=5, mirror=mirror)
+    assert [await down.get(_DownStore(), r.key_id) for r in rows] == rows  # type: ignore[arg-type]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keys.json"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -188,3 +189,105 @@ def test_threshold_comes_from_the_meters_limits() -> None:
     (event,) = c.check([replace(bal("99", 0, threshold="100"))])
     assert event.detail.endswith("threshold 100")
     assert c.limits("P-9").low_credit_threshold == Decimal(5)
+
+
+# -- off-cycle updates: a command's reply, a top-up (issue 27, item 12) --------------------------------------------
+
+
+def periodic(c: PaygChecker, start: int = 500, minutes: range = range(0, 9 * 15, 15)) -> Decimal:
+    """A meter that debits 2 KES at each quarter-hourly report; returns its last balance."""
+    balance = Decimal(start)
+    for i, minute in enumerate(minutes):
+        balance = Decimal(start) - 2 * i
+        assert c.check([bal(str(balance), minute, received_at=T0 + timedelta(minutes=minute))]) == []
+    return balance
+
+
+def test_a_topup_sent_just_before_a_periodic_report_is_not_read_as_consumption() -> None:
+    c = PaygChecker()
+    b = periodic(c)  # reports at 0, 15, ..., 120 min; 8 KES/h
+    topup: dict[str, Any] = {"last_topup_amount": Decimal("100.50"), "last_topup_ts": T0 + timedelta(minutes=134.9)}
+    # The meter's reply to the top-up, 6 s before its next periodic report...
+    assert kinds(c.check([bal(str(b + Decimal("100.50")), 134.9, **topup)])) == ["topup"]
+    # ...which carries the quarter-hour's 2 KES: 8/h over the stream, not 1,200/h over 6 s.
+    assert c.check([bal(str(b + Decimal("98.50")), 135, **topup)]) == []
+    # The stream goes on as before, and a real drain is still one.
+    assert c.check([bal(str(b + Decimal("96.50")), 150, **topup)]) == []
+    (event,) = c.check([bal(str(b + Decimal("56.50")), 165, **topup)])
+    assert event.detail == "suspicious balance: fell by 40.00 KES in 15 min (160/h), more than 5 x its usual 8/h"
+
+
+def test_a_drain_right_after_a_topup_is_still_judged() -> None:
+    c = PaygChecker()
+    b = periodic(c)
+    topup: dict[str, Any] = {"last_topup_amount": Decimal(100), "last_topup_ts": T0 + timedelta(minutes=134.9)}
+    c.check([bal(str(b + 100), 134.9, **topup)])
+    # 60 KES gone by the next periodic report: judged over the quarter-hour since the last one.
+    (event,) = c.check([bal(str(b + 40), 135, **topup)])
+    assert event.detail == "suspicious balance: fell by 60 KES in 15 min (240/h), more than 5 x its usual 8/h"
+
+
+def test_a_topup_reported_at_a_periodic_report_judges_the_next_over_two_intervals() -> None:
+    # The checker cannot tell a top-up paid between two reports from one the meter reports with its own,
+    # so the drain after either is taken from the report before the top-up: here 30 min, not 15 (less
+    # sensitive for that one update, never a false alarm), and a real drain is still caught.
+    c = PaygChecker()
+    b = periodic(c)
+    topup: dict[str, Any] = {"last_topup_amount": Decimal(100), "last_topup_ts": T0 + timedelta(minutes=130)}
+    c.check([bal(str(b + 98), 135, **topup)])
+    (event,) = c.check([bal(str(b + 38), 150, **topup)])
+    assert event.detail == "suspicious balance: fell by 60 KES in 30 min (120/h), more than 5 x its usual 8/h"
+    (event,) = c.check([bal(str(b - 22), 165, **topup)])  # a suspicious fall is not learned; 15 min again
+    assert event.detail.endswith("in 15 min (240/h), more than 5 x its usual 8/h")
+
+
+def at(minute: float) -> datetime:
+    return T0 + timedelta(minutes=minute)
+
+
+@pytest.mark.parametrize(("reply_first", "sent"), [(True, 134.85), (False, 134.85), (True, None), (False, None)],
+                         ids=["reply-read-first", "balance-came-first", "another-gateways-reply-first",
+                              "another-gateways-balance-first"])
+def test_the_balance_a_meter_sends_with_a_command_reply_is_off_cycle(reply_first: bool, sent: float | None) -> None:
+    c = PaygChecker()
+    b = periodic(c)
+    # A reconnect the meter answers although it was connected: its reply's balance changes nothing. With
+    # shared subscriptions the reply to another gateway's command (sent: not known here) counts as well.
+    same = bal(str(b), 134.9, received_at=at(134.9))
+    sent_at = None if sent is None else at(sent)
+    if reply_first:
+        c.command_replied("P-1", sent_at, at(134.9))
+        assert c.check([same]) == []
+    else:  # the balance update overtook the reply (another topic): the reply still re-times the drain
+        assert c.check([same]) == []
+        c.command_replied("P-1", sent_at, at(134.91))
+    assert c.check([bal(str(b - 2), 135, received_at=at(135))]) == []
+    (event,) = c.check([bal(str(b - 42), 150, received_at=at(150))])
+    assert event.detail.endswith("in 15 min (160/h), more than 5 x its usual 8/h")
+
+
+def test_only_the_update_that_comes_with_a_reply_is_part_of_it() -> None:
+    c = PaygChecker(reply_grace=timedelta(seconds=2))
+    b = periodic(c)
+    c.command_replied("P-1", at(134), at(134.01))
+    # The meter sent no balance with its reply; the next periodic report comes after the grace: judged.
+    (event,) = c.check([bal(str(b - 40), 135, received_at=at(135))])
+    assert event.kind is EventKind.ANOMALY
+    c.command_replied("P-1", at(149), at(149.99))
+    # Within the grace: taken as the reply's balance (not judged); the one after it is, over the stream.
+    assert c.check([bal(str(b - 42), 150, received_at=at(150))]) == []
+    (event,) = c.check([bal(str(b - 82), 165, received_at=at(165))])
+    assert event.detail.endswith("in 30 min (80/h), more than 5 x its usual 8/h")
+    c.command_replied("P-9", at(1), at(2))  # a meter the checker has not seen yet: nothing to do
+
+
+def test_a_reply_long_before_does_not_excuse_a_short_gap() -> None:
+    # Not every short gap is forgiven: an unchanged balance 6 s before a periodic report that is no
+    # command's reply (a command was answered 35 min earlier) is read as periodic, and the 2 KES of the
+    # next report in 6 s stay suspicious.
+    c = PaygChecker(reply_grace=timedelta(seconds=2))
+    b = periodic(c)
+    c.command_replied("P-1", at(99), at(100))
+    c.check([bal(str(b), 134.9, received_at=at(134.9))])
+    (event,) = c.check([bal(str(b - 2), 135, received_at=at(135))])
+    assert event.detail == "suspicious balance: fell by 2 KES in 0.1 min (1200/h), more than 5 x its usual 8/h"
