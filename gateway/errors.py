@@ -13,6 +13,8 @@ Our exception hierarchy::
       PayloadError             (topic, reason)
       SpoolError
         SpoolFull
+        SpoolUnwritable          (why: disk full, I/O error, read-only; retried, never fatal)
+        SpoolDamaged             (the file is not a readable spool; salvaged)
       SinkError
         SinkUnavailable
       NotFound                 (what, key)
@@ -127,6 +129,19 @@ class SpoolError(GatewayError):
 
 class SpoolFull(SpoolError):
     """The spool reached its size limit; producers must wait."""
+
+
+class SpoolUnwritable(SpoolError):
+    """The spool cannot write now (disk full, I/O error, read-only file system): try again later.
+    `why` is short and stable ("disk full", ...), for readiness, events and metrics."""
+
+    def __init__(self, why: str, message: str) -> None:
+        self.why = why
+        super().__init__(message)
+
+
+class SpoolDamaged(SpoolError):
+    """The spool file cannot be read as a spool (not a database, malformed, failed its check)."""
 
 
 class SinkError(GatewayError):

@@ -28,6 +28,17 @@ class EventKind(StrEnum):
     INSPECTION_RECOMMENDED = "inspection_recommended"
     DEADLETTER = "deadletter"
     SPOOL_HIGH = "spool_high"
+    #: The spool could not write (disk full, I/O error): intake paused, nothing acknowledged that is
+    #: not stored. Its ts is when that began; it is stored once the spool writes again.
+    SPOOL_BLOCKED = "spool_blocked"
+    #: The spool writes again: intake resumed (closes SPOOL_BLOCKED).
+    SPOOL_RESUMED = "spool_resumed"
+    #: A damaged spool file was moved aside and its readable batches copied into a fresh one; the
+    #: detail counts what was recovered and what was lost.
+    SPOOL_SALVAGED = "spool_salvaged"
+    #: The spool file was removed or replaced under the running gateway; what the open file held
+    #: was copied into a fresh spool.
+    SPOOL_REPLACED = "spool_replaced"
     DUPLICATE_CONFLICT = "duplicate_conflict"
 
 

@@ -37,10 +37,11 @@ CLOSED_BY: dict[EventKind, frozenset[EventKind]] = {
     EventKind.LOW_CREDIT: frozenset({EventKind.TOPUP}),
     EventKind.CREDIT_EXHAUSTED: frozenset({EventKind.TOPUP}),
     EventKind.EMERGENCY_CREDIT: frozenset({EventKind.TOPUP}),
+    EventKind.SPOOL_BLOCKED: frozenset({EventKind.SPOOL_RESUMED}),
 }
 #: Kinds that report that something ended: never open themselves.
 CLOSING_KINDS: frozenset[EventKind] = frozenset(
-    {EventKind.COMM_RESTORED, EventKind.RELAY_CONNECTED, EventKind.TOPUP}
+    {EventKind.COMM_RESTORED, EventKind.RELAY_CONNECTED, EventKind.TOPUP, EventKind.SPOOL_RESUMED}
 )
 
 

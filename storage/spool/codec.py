@@ -13,7 +13,7 @@ which decode back to the same text. A store then refuses that row, and the forwa
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -21,6 +21,8 @@ from gateway.model import BalanceUpdate, Batch, DeadLetter, Event, Reading
 from storage import rows as enums
 
 _iso = datetime.fromisoformat
+#: What a dead letter keeps of an undecodable row's bytes.
+PAYLOAD_KEEP = 2048
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -73,3 +75,26 @@ def decode(data: bytes) -> Batch:
         events=[Event(_iso(e[0]), e[1], enums.EVENT_KIND[e[2]], enums.SEVERITY[e[3]], e[4], e[5]) for e in doc["e"]],
         deadletters=[DeadLetter(_iso(d[0]), d[1], d[2], d[3], d[4], d[5], d[6]) for d in doc["d"]],
     )  # fmt: skip
+
+
+def undecodable(row_id: int, body: object, created: object, exc: Exception) -> Batch:
+    """What takes the place of spool row `row_id` whose bytes do not decode: a dead letter with the row's
+    id and bytes (shown safely, truncated). The same each time the row is read (its ts is the row's), so
+    the store keeps it once."""
+    data = body if isinstance(body, bytes) else b""
+    ts = datetime.fromtimestamp(created, UTC) if isinstance(created, int | float) else datetime.now(UTC)
+    detail = f"spool row {row_id} could not be decoded: {type(exc).__name__}: {exc}"
+    return Batch(deadletters=[DeadLetter(ts=ts, source="spool", where=f"spool row {row_id}",
+                                         reason="spool_undecodable", detail=_printable(detail)[:500],
+                                         payload=_shown(data))])
+
+
+def _printable(text: str) -> str:
+    """NUL is the one character PostgreSQL text cannot hold; show it escaped instead."""
+    return text.replace("\x00", "\\x00")
+
+
+def _shown(data: bytes) -> str:
+    """Bytes as a dead letter's payload: UTF-8 where they are, escapes where not, truncated."""
+    text = _printable(data[:PAYLOAD_KEEP].decode("utf-8", errors="backslashreplace"))
+    return text if len(data) <= PAYLOAD_KEEP else f"{text}... ({len(data)} bytes)"

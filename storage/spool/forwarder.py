@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from gateway.backoff import Backoff
-from gateway.errors import SinkError, SinkUnavailable
+from gateway.errors import SinkError, SinkUnavailable, SpoolUnwritable
 from gateway.model import Batch, DeadLetter, Event, EventKind, Reading, Severity
 from storage.base import Store, WriteResult
 from storage.spool.spool import Spool
@@ -108,13 +108,25 @@ class Forwarder:
         self.backoff.reset()
         elapsed = time.perf_counter() - started
         self.state.conflicts += len(result.conflicts)
-        await self.spool.delete_upto(chunk[-1][0])
+        await self._delete(chunk[-1][0])
         self.state.batches += 1
         self.state.rows += len(merged)
         self.state.last_batch_s = elapsed
         self.state.last_write_at = datetime.now(UTC)
         for callback in self.state.on_write:
             callback(result, elapsed)
+
+    async def _delete(self, last_id: int) -> None:
+        """Forget what the store committed. A delete writes (SQLite's WAL): while the spool's disk is
+        full it waits and tries again (the spool logs it and says so in its stats); a crash meanwhile
+        only sends these batches to the store again, where they are no-ops."""
+        retry = Backoff(0.2, 5.0)
+        while True:
+            try:
+                await self.spool.delete_upto(last_id)
+                return
+            except SpoolUnwritable:
+                await asyncio.sleep(retry.next())
 
     async def _write_isolating(self, batch: Batch) -> WriteResult:
         try:

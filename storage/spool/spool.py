@@ -3,12 +3,25 @@
 `append` returns only after the batch is committed with synchronous=FULL, so a crash
 right after it loses nothing; that commit is what "accepted" means (SPEC §2). The
 forwarder reads in id order and deletes only what the sink has committed.
+
+What the spool does when its file fails it (SPEC §7):
+- it cannot write (disk full, I/O error, read-only): `append` waits and tries again with back-off
+  (nothing is committed, so nothing is acknowledged); `stats().blocked` says why, and SPOOL_BLOCKED /
+  SPOOL_RESUMED events are kept in memory until the spool can store them;
+- a row does not decode: `peek` hands out a dead letter with the row's id and bytes in its place;
+- the file is damaged at open (SQLite cannot read it, or PRAGMA quick_check fails): it is moved
+  aside and every readable batch copied into a fresh spool (`storage.spool.salvage`);
+- the file is removed or replaced while open (`check_file`, run periodically by `watch`): what
+  the open file still holds is copied into a fresh spool at the path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,21 +31,15 @@ from types import TracebackType
 
 import aiosqlite
 
-from gateway.errors import SpoolError
+from gateway.backoff import Backoff
+from gateway.errors import SpoolDamaged, SpoolError, SpoolUnwritable
 from gateway.model import Batch, Event, EventKind, Severity
+from storage.files import private_database
 from storage.spool import codec
+from storage.spool.salvage import salvage
+from storage.spool.sqlitefile import SpoolLock, clear_path, copy_into, schema, spool_error, stamp
 
 log = logging.getLogger(__name__)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS spool (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    body BLOB NOT NULL,
-    items INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    created REAL NOT NULL
-);
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +53,12 @@ class SpoolStats:
     held: int = 0
     #: True while a producer is waiting for room now.
     full: bool = False
+    #: Why the spool cannot write now ("disk full", "I/O error", ...); None while it can.
+    blocked: str | None = None
+    #: When it stopped being able to write (epoch seconds).
+    blocked_since: float | None = None
+    #: Writes that failed and were retried, since the spool was opened.
+    write_failures: int = 0
 
     @property
     def fill(self) -> float:
@@ -68,11 +81,17 @@ class Spool:
     (encoded), `peek` hands out those batches as appended instead of reading and decoding
     them back: the forwarder's usual case, when the store keeps up. After a restart, or once
     more than that is waiting, it reads them from the file until the spool is empty again.
+
+    `on_event` sees the spool's own events (blocked, resumed, salvaged, replaced) when they happen,
+    before they are stored (a blocked spool stores them only once it can write again).
+    While open, the spool holds `<path>.lock` (see SpoolLock): one process at a time.
     """
 
     def __init__(self, path: Path, *, max_bytes: int = 1_000_000_000, high_water: float = 0.8,
                  on_high_water: Callable[[SpoolStats], None] | None = None,
-                 wall: Callable[[], float] = time.time, memory_bytes: int = 16_000_000) -> None:
+                 wall: Callable[[], float] = time.time, memory_bytes: int = 16_000_000,
+                 on_event: Callable[[Event], None] | None = None,
+                 retry: Callable[[], Backoff] = lambda: Backoff(0.1, 5.0)) -> None:
         self.path = path
         self.memory_bytes = memory_bytes
         self.max_bytes = max_bytes
@@ -97,34 +116,88 @@ class Spool:
         self._whole = False
         #: Appends whose INSERT is under way (see delete_upto).
         self._inserting = 0
+        #: Held by every statement on the file, and while a removed file is replaced (check_file).
+        self._file = asyncio.Lock()
+        self._file_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the open file
+        self._lock = SpoolLock(path)
+        self._on_event = on_event
+        self._retry = retry
+        self._blocked: _Blocked | None = None
+        self._write_failures = 0
+        #: The spool's own events not yet committed (kept in memory while it cannot write).
+        self._pending: list[Event] = []
+        self._undecodable_logged: set[int] = set()
 
     async def __aenter__(self) -> Spool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Open (creating if needed) the spool; salvage it first if it is damaged."""
+        self._lock.acquire()
         try:
-            self._db = await aiosqlite.connect(self.path)
-            await self._db.execute("PRAGMA journal_mode=WAL")
-            await self._db.execute("PRAGMA synchronous=FULL")
-            await self._db.executescript(_SCHEMA)
-            await self._db.commit()
-            async with self._db.execute("SELECT COUNT(*), COALESCE(SUM(items),0), COALESCE(SUM(size),0), MIN(created) FROM spool") as cur:
-                row = await cur.fetchone()
-        except Exception as exc:
-            if self._db is not None:
-                await self._db.close()
-            msg = f"spool {self.path}: cannot open: {exc}"
-            raise SpoolError(msg) from exc
-        assert row is not None
-        self._rows, self._items, self._bytes, self._oldest = int(row[0]), int(row[1]), int(row[2]), row[3]
+            try:
+                private_database(self.path)
+                self._db = await self._connect(check=True)
+            except SpoolDamaged as exc:
+                log.error("%s: moving it aside and copying every readable batch into a fresh spool", exc)
+                why = str(exc).removeprefix(f"spool {self.path}: ")
+                report = await asyncio.to_thread(salvage, self.path, reason=why)
+                log.error("%s", report.summary())
+                self._raise(Event(datetime.fromtimestamp(self._wall(), UTC), None, EventKind.SPOOL_SALVAGED,
+                                  Severity.CRITICAL if report.tally.lost else Severity.WARNING, report.summary()))
+                private_database(self.path)
+                self._db = await self._connect(check=True)
+            except OSError as exc:
+                msg = f"spool {self.path}: cannot open: {exc}"
+                raise SpoolError(msg) from exc
+        except BaseException:
+            self._lock.release()
+            raise
         self._whole = self._rows == 0  # batches from before a restart are only in the file
         self._update_events()
         if self._rows:
             log.info("spool %s: %d batches (%d items) waiting from before the restart", self.path, self._rows, self._items)
+        await self.flush_events()
         return self
 
+    async def _connect(self, *, check: bool) -> aiosqlite.Connection:
+        """A connection on the file at `path` (WAL, synchronous=FULL), its rows counted; with `check`,
+        SpoolDamaged if SQLite cannot read it whole (PRAGMA quick_check reads every page once)."""
+        db: aiosqlite.Connection | None = None
+        try:
+            db = await aiosqlite.connect(self.path)
+            # Text as bytes: a damaged row may hold text that is not UTF-8, which sqlite3 would refuse
+            # to return at all (peek then dead-letters it with its bytes).
+            db.text_factory = bytes
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")
+            await db.execute(schema())
+            await db.commit()
+            if check:
+                found = [bytes(r[0]).decode(errors="replace") for r in await db.execute_fetchall("PRAGMA quick_check")]
+                if found != ["ok"]:
+                    msg = f"spool {self.path}: failed its integrity check: {'; '.join(found[:3])}"
+                    raise SpoolDamaged(msg)
+            async with db.execute("SELECT COUNT(*), COALESCE(SUM(items),0), COALESCE(SUM(size),0), MIN(created)"
+                                  " FROM spool") as cur:
+                row = await cur.fetchone()
+            st = os.stat(self.path)
+        except BaseException as exc:
+            if db is not None:
+                with contextlib.suppress(sqlite3.Error, ValueError):
+                    await db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise spool_error(self.path, "cannot open", exc) from exc
+            raise
+        assert row is not None
+        self._rows, self._items, self._bytes, self._oldest = int(row[0]), int(row[1]), int(row[2]), row[3]
+        self._file_id = (st.st_dev, st.st_ino)
+        return db
+
     async def __aexit__(self, *exc: object | TracebackType | None) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        # Under the file lock: a replacement of the file under way (check_file) finishes first.
+        async with self._file:
+            if self._db is not None:
+                await self._db.close()
+                self._db = None
+        self._lock.release()
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -135,7 +208,10 @@ class Spool:
 
     def stats(self) -> SpoolStats:
         age = None if self._oldest is None else max(0.0, self._wall() - self._oldest)
-        return SpoolStats(self._rows, self._items, self._bytes, self.max_bytes, age, self._held, self._waiting > 0)
+        blocked = self._blocked
+        return SpoolStats(self._rows, self._items, self._bytes, self.max_bytes, age, self._held, self._waiting > 0,
+                          None if blocked is None else blocked.why, None if blocked is None else blocked.since,
+                          self._write_failures)
 
     async def append(self, batch: Batch) -> int:
         """Commit `batch` durably and return its id. Waits while the spool is full
@@ -163,40 +239,77 @@ class Spool:
             body = codec.encode(batch)
         # Shielded: aiosqlite runs a queued INSERT even if this task is cancelled, so the rest
         # (counting it, keeping it in memory) must run too, or memory would miss a row of the file.
-        self._inserting += 1
-        row_id = await asyncio.shield(self._insert(batch, body))
+        retry: Backoff | None = None
+        while True:
+            self._inserting += 1
+            try:
+                row_id = await asyncio.shield(self._insert(batch, body))
+                break
+            except SpoolUnwritable as exc:
+                # Nothing was committed: the caller has nothing to acknowledge yet, and waits here
+                # (its queue fills: pollers skip slots, MQTT messages stay at the broker).
+                self._unwritable(exc)
+                retry = retry or self._retry()
+                await asyncio.sleep(retry.next())
+        if self._blocked is not None or self._pending:
+            self._writable()
+            await self.flush_events()
         for observer in self.on_append:
             observer(row_id, batch)
         return row_id
 
     async def _insert(self, batch: Batch, body: bytes) -> int:
         try:
-            now = self._wall()
-            try:
-                cur = await self.db.execute("INSERT INTO spool (body, items, size, created) VALUES (?, ?, ?, ?)",
-                                            (body, len(batch), len(body), now))
-                await self.db.commit()
-                row_id = int(cur.lastrowid or 0)
-                await cur.close()
-            except BaseException:
-                # The row may be in the file (or be kept by a later commit) though we failed:
-                # memory no longer holds everything, peek reads the file.
-                self._drop_memory()
-                raise
-            self._rows += 1
-            self._items += len(batch)
-            self._bytes += len(body)
-            self._remember(row_id, batch, len(body))
-            if self._oldest is None:
-                self._oldest = now
-            self._update_events()
-            return row_id
+            async with self._file:
+                db = self.db
+                now = self._wall()
+                try:
+                    cur = await db.execute("INSERT INTO spool (body, items, size, created) VALUES (?, ?, ?, ?)",
+                                           (body, len(batch), len(body), now))
+                    await db.commit()
+                    row_id = int(cur.lastrowid or 0)
+                    await cur.close()
+                except BaseException as exc:
+                    # The row may be in the file (or be kept by a later commit) though we failed:
+                    # memory no longer holds everything, peek reads the file.
+                    self._drop_memory()
+                    if isinstance(exc, sqlite3.Error):
+                        # SQLite may keep the transaction open after a failed statement or COMMIT;
+                        # the retry must not commit this row along with its own.
+                        await _rollback(db)
+                        raise spool_error(self.path, "append", exc) from exc
+                    raise
+                self._rows += 1
+                self._items += len(batch)
+                self._bytes += len(body)
+                self._remember(row_id, batch, len(body))
+                if self._oldest is None:
+                    self._oldest = now
+                self._update_events()
+                return row_id
         finally:
             self._inserting -= 1
 
+    async def flush_events(self) -> None:
+        """Commit the spool's own events kept in memory (if it can write now; else they wait)."""
+        if not self._pending:
+            return
+        events, self._pending = self._pending, []
+        batch = Batch(events=events)
+        self._inserting += 1
+        try:
+            await asyncio.shield(self._insert(batch, codec.encode(batch)))
+        except SpoolUnwritable as exc:
+            self._pending[:0] = events
+            self._unwritable(exc)
+        except BaseException:
+            self._pending[:0] = events
+            raise
+
     async def peek(self, max_items: int) -> list[tuple[int, Batch]]:
         """The oldest batches, in order, up to about `max_items` items (at least one batch).
-        They may be the spool's own objects: do not change them."""
+        They may be the spool's own objects: do not change them. A row that does not decode comes
+        as a batch holding one dead letter (reason `spool_undecodable`) with the row's id and bytes."""
         out: list[tuple[int, Batch]] = []
         total = 0
         if self._whole:
@@ -206,31 +319,50 @@ class Spool:
                 out.append((row_id, batch))
                 total += len(batch)
             return out
-        async with self.db.execute(f"SELECT id, body, items FROM spool ORDER BY id LIMIT {_PEEK_ROWS}") as cur:
-            async for row_id, body, items in cur:
-                if out and total + items > max_items:
-                    break
-                out.append((int(row_id), codec.decode(body)))
-                total += int(items)
+        async with self._file:
+            async with self.db.execute(f"SELECT id, body, items, created FROM spool ORDER BY id LIMIT {_PEEK_ROWS}") as cur:
+                async for row_id, body, items, created in cur:
+                    n = items if type(items) is int else 1
+                    if out and total + n > max_items:
+                        break
+                    try:
+                        batch = codec.decode(body)
+                    except Exception as exc:  # whatever one row's bytes hold, it is that row's failure
+                        batch = codec.undecodable(int(row_id), body, created, exc)
+                        if row_id not in self._undecodable_logged:
+                            self._undecodable_logged.add(row_id)
+                            log.error("spool %s: %s; sent to the dead letters", self.path,
+                                      batch.deadletters[0].detail)
+                    out.append((int(row_id), batch))
+                    total += n
         return out
 
     async def delete_upto(self, last_id: int) -> None:
-        """Forget every batch with id <= last_id: the sink has committed them."""
+        """Forget every batch with id <= last_id: the sink has committed them. SpoolUnwritable if the
+        file cannot be written now (a delete writes to the WAL): call again later."""
         # Memory first: whatever becomes of the DELETE, memory no longer hands these out. If it
         # fails or is cancelled (it may still run), peek reads the file, which has the truth.
         self._forget_upto(last_id)
         try:
-            # Sums over the deleted range only (a primary-key range), not the whole spool: a
-            # spool that grew to millions of batches during an outage drains in linear time.
-            async with self.db.execute("SELECT COUNT(*), COALESCE(SUM(items),0), COALESCE(SUM(size),0) FROM spool"
-                                       " WHERE id <= ?", (last_id,)) as cur:
-                gone = await cur.fetchone()
-            await self.db.execute("DELETE FROM spool WHERE id <= ?", (last_id,))
-            await self.db.commit()
-            async with self.db.execute("SELECT created FROM spool ORDER BY id LIMIT 1") as cur:
-                first = await cur.fetchone()
-        except BaseException:
+            async with self._file:
+                db = self.db
+                try:
+                    # Sums over the deleted range only (a primary-key range), not the whole spool: a
+                    # spool that grew to millions of batches during an outage drains in linear time.
+                    async with db.execute("SELECT COUNT(*), COALESCE(SUM(items),0), COALESCE(SUM(size),0) FROM spool"
+                                          " WHERE id <= ?", (last_id,)) as cur:
+                        gone = await cur.fetchone()
+                    await db.execute("DELETE FROM spool WHERE id <= ?", (last_id,))
+                    await db.commit()
+                    async with db.execute("SELECT created FROM spool ORDER BY id LIMIT 1") as cur:
+                        first = await cur.fetchone()
+                except sqlite3.Error as exc:
+                    await _rollback(db)
+                    raise spool_error(self.path, "delete", exc) from exc
+        except BaseException as exc:
             self._drop_memory()
+            if isinstance(exc, SpoolUnwritable):
+                self._unwritable(exc)
             raise
         assert gone is not None
         self._rows -= int(gone[0])
@@ -240,7 +372,107 @@ class Spool:
         if first is None and not self._whole and self._inserting == 0:
             # The file is empty and no append is under way: from now on memory holds every batch.
             self._whole = True
+        if self._undecodable_logged:
+            self._undecodable_logged = {i for i in self._undecodable_logged if i > last_id}
         self._update_events()
+        if self._blocked is not None:
+            self._writable()
+            await self.flush_events()
+
+    # -- when the file fails ----------------------------------------------------------
+    def _raise(self, event: Event) -> None:
+        """Keep one of the spool's own events until it is committed, and tell `on_event` now."""
+        self._pending.append(event)
+        if self._on_event is not None:
+            self._on_event(event)
+
+    def _unwritable(self, exc: SpoolUnwritable) -> None:
+        self._write_failures += 1
+        if self._blocked is not None:
+            self._blocked.error = str(exc)
+            return
+        since = self._wall()
+        detail = (f"spool {self.path} cannot write: {exc.why} ({exc.__cause__ or exc}); intake paused: nothing "
+                  "is acknowledged that is not stored, polls wait; retrying")
+        log.error("%s", detail)
+        event = Event(datetime.fromtimestamp(since, UTC), None, EventKind.SPOOL_BLOCKED, Severity.CRITICAL, detail)
+        self._blocked = _Blocked(exc.why, str(exc), since, event)
+        if self._on_event is not None:
+            self._on_event(event)
+
+    def _writable(self) -> None:
+        blocked, self._blocked = self._blocked, None
+        if blocked is None:
+            return
+        now = self._wall()
+        detail = (f"spool {self.path.name} writes again after {now - blocked.since:.0f} s ({blocked.why}): "
+                  "intake resumed")
+        log.warning("%s", detail)
+        # The blocked event is stored now, with the time it began.
+        self._pending.append(blocked.event)
+        self._raise(Event(datetime.fromtimestamp(now, UTC), None, EventKind.SPOOL_RESUMED, Severity.INFO, detail))
+
+    async def watch(self, every: float) -> None:
+        """Until cancelled, every `every` seconds: notice the file removed or replaced (`check_file`),
+        and store the spool's own events that wait in memory."""
+        while True:
+            await asyncio.sleep(every)
+            await self.check_file()
+            if self._pending and self._blocked is None:
+                await self.flush_events()
+
+    async def check_file(self) -> bool:
+        """If the file at `path` is no longer the one open (removed, or another put in its place),
+        copy every batch the open file holds into a fresh spool at `path`, and raise SPOOL_REPLACED.
+        True if it did. A file that took the spool's place is kept as `<name>.replaced-<time>`.
+        Costs one stat() when nothing happened."""
+        if self._db is None or self._file_id is None:
+            return False
+        if self._on_disk() == self._file_id:
+            return False
+        # Shielded: half a replacement would lose the open file; __aexit__ waits for it (file lock).
+        return await asyncio.shield(self._replace_file())
+
+    def _on_disk(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    async def _replace_file(self) -> bool:
+        async with self._file:
+            old = self._db
+            found = self._on_disk()
+            if old is None or found == self._file_id:
+                return False
+            how = "removed" if found is None else "replaced by another file"
+            log.error("spool %s was %s while the gateway ran; %d batches (%d items) are still in the open file: "
+                      "copying them into a fresh spool", self.path, how, self._rows, self._items)
+            try:
+                kept = clear_path(self.path, occupied=found is not None,
+                                  when=stamp(datetime.fromtimestamp(self._wall(), UTC)))
+                private_database(self.path)
+                await copy_into(old, self.path)
+                new = await self._connect(check=False)
+            except (SpoolError, OSError) as exc:
+                log.error("spool %s: the fresh spool could not be made (tried again in a while): %s", self.path, exc)
+                return False
+            self._db = new
+            with contextlib.suppress(SpoolError, OSError):
+                self._lock.renew()
+            # The old file's last connection: it sees that its file moved, so it leaves the new
+            # -wal and -shm alone.
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await old.close()
+        detail = (f"spool file {self.path} was {how} while the gateway ran: the {self._rows} batches "
+                  f"({self._items} items) waiting in the open file were copied into a fresh spool")
+        if kept is not None:
+            detail += f"; the file that took its place is kept as {kept.name}"
+        self._raise(Event(datetime.fromtimestamp(self._wall(), UTC), None, EventKind.SPOOL_REPLACED,
+                          Severity.CRITICAL, detail))
+        await self.flush_events()
+        return True
 
     def _remember(self, row_id: int, batch: Batch, size: int) -> None:
         """Keep a just-committed batch for peek (in the same step as it is counted)."""
@@ -285,3 +517,17 @@ class Spool:
         elif self._above_high and not above:
             log.info("spool %s back below %d %% of its limit", self.path, int(self.high_water * 100))
         self._above_high = above
+
+
+@dataclass(slots=True)
+class _Blocked:
+    why: str
+    error: str
+    since: float
+    event: Event
+
+
+async def _rollback(db: aiosqlite.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error, ValueError):
+        await db.rollback()
+
