@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import tempfile
 import time
@@ -38,6 +39,7 @@ from gateway.errors import SinkUnavailable
 from storage.base import Store
 from storage.keys import ApiKey, Scope, format_scopes, key_id_of, matches, parse_scopes
 
+log = logging.getLogger(__name__)
 _bearer = HTTPBearer(auto_error=False, description="An API key made with `meter-gateway keys create`")
 CHALLENGE: Mapping[str, str] = {"WWW-Authenticate": "Bearer"}
 #: Where RequestGuard leaves the row of a key it has checked, in the request's ASGI scope.
@@ -100,8 +102,13 @@ class KeyCache:
         if self.ttl > 0:
             self._rows[key_id] = (now, row)
         if self.mirror is not None and (hit is None or hit[1] != row):
-            async with self._mirroring:
-                await asyncio.to_thread(mirror_key, self.mirror, row)
+            try:
+                async with self._mirroring:
+                    await asyncio.to_thread(mirror_key, self.mirror, row)
+            except OSError as exc:  # a full disk: the key is good, only its offline copy is late
+                self._rows.pop(key_id, None)  # so the next request writes it again
+                log.warning("API key %s: its local mirror %s could not be written (tried again at the "
+                            "next request): %s", key_id, self.mirror, exc)
         return row
 
     def _remember_unknown(self, key_id: str, now: float) -> None:

@@ -65,6 +65,10 @@ class SpoolOut(BaseModel):
     oldest_age_s: float | None = None
     held: int = Field(description="Appends that waited for room since start (back-pressure)")
     full: bool
+    blocked: str | None = Field(default=None, description="Why the spool cannot write now (disk full, I/O error, "
+                                "read-only); intake is paused while set. None while it can write")
+    blocked_since: datetime | None = None
+    write_failures: int = Field(default=0, description="Spool writes that failed and were retried since start")
 
 
 class SinkOut(BaseModel):

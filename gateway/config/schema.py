@@ -101,6 +101,8 @@ class SpoolSection(_Section):
     max_bytes: int = Field(default=1_000_000_000, ge=65_536)
     batch_size: int = Field(default=2000, ge=1, le=100_000)
     linger: float = Field(default=0.05, ge=0, le=10, description="Seconds the forwarder waits to fill a batch")
+    check_interval: float = Field(default=5.0, gt=0, le=3600, description="Seconds between checks that the spool "
+                                  "file is still the one open (removed or replaced: a fresh spool takes it over)")
 
 
 class EndpointSection(_Section):

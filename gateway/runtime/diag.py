@@ -125,6 +125,11 @@ class Diagnostics:
             checks["spool"] = {"ok": st.fill < gw.spool.high_water,
                                "detail": f"{st.items} items, {st.fill:.1%} of limit "
                                          f"(warning at {gw.spool.high_water:.0%}){age}"}
+            if st.blocked is not None:
+                since = _iso(datetime.fromtimestamp(st.blocked_since or 0, UTC))
+                checks["spool"] = {"ok": False, "detail": f"cannot write: {st.blocked} since {since}; intake paused "
+                                   "(MQTT messages stay unacknowledged at the broker, polls wait), retrying; "
+                                   f"{st.items} items waiting for the store"}
         if gw.subscriber is not None:
             connected = gw.subscriber.connected
             checks["broker"] = {"ok": connected, "detail": "connected" if connected else "disconnected"}
@@ -185,7 +190,10 @@ class Diagnostics:
             "spool": None if spool is None or gw.spool is None else {
                 "path": str(gw.spool.path), "rows": spool.rows, "items": spool.items, "bytes": spool.bytes,
                 "max_bytes": spool.max_bytes, "fill": round(spool.fill, 4), "high_water": gw.spool.high_water,
-                "oldest_age_s": spool.oldest_age_s, "held": spool.held, "full": spool.full},
+                "oldest_age_s": spool.oldest_age_s, "held": spool.held, "full": spool.full,
+                "blocked": spool.blocked, "write_failures": spool.write_failures,
+                "blocked_since": None if spool.blocked_since is None else _iso(
+                    datetime.fromtimestamp(spool.blocked_since, UTC))},
             "sink": None if fw is None else {
                 "up": gw.store_ready.is_set() and fw.sink_up, "connected": gw.store_ready.is_set(),
                 "last_error": fw.last_error, "last_error_at": _iso(fw.last_error_at),

@@ -56,6 +56,7 @@ from gateway.validate.payg import PaygChecker, PaygLimits
 from gateway.validate.thresholds import ThresholdTable
 from gateway.validate.validator import Validator
 from storage.base import Store
+from storage.files import private_dir
 from storage.open import ManagedStore, open_store
 from storage.spool import Spool, SpoolStats
 from storage.spool.forwarder import Forwarder
@@ -276,9 +277,12 @@ class Gateway:
         normaliser = Normaliser({m.meter_id: self.profiles[m.profile] for m in cfg.meters if m.protocol == "modbus"}, payg,
                                 payload_formats=payload_formats(cfg))
 
+        # Readings, balances, keys: nobody else on the box reads them (the files in it are 0600).
+        private_dir(cfg.gateway.data_dir, narrow_existing=True)
         async with contextlib.AsyncExitStack() as stack:
             self.spool = await stack.enter_async_context(Spool(
-                cfg.data_path(cfg.spool.path), max_bytes=cfg.spool.max_bytes, on_high_water=self._spool_high))
+                cfg.data_path(cfg.spool.path), max_bytes=cfg.spool.max_bytes, on_high_water=self._spool_high,
+                on_event=self._spool_event))
             if self.store is None:
                 self.store = await open_configured_store(cfg)
                 stack.push_async_callback(self.store.close)
@@ -299,6 +303,7 @@ class Gateway:
             async with asyncio.TaskGroup() as tg:
                 keeper = tg.create_task(self._keep_store(validator), name="store-keeper")
                 maintenance_task = tg.create_task(self._maintenance(), name="maintenance")
+                spool_watch = tg.create_task(self.spool.watch(cfg.spool.check_interval), name="spool-watch")
                 pipeline_task = tg.create_task(self.pipeline.run(), name="pipeline")
                 forwarder_task = tg.create_task(self._forward(), name="forwarder")
                 drivers_task = tg.create_task(self._run_drivers(), name="drivers")
@@ -318,7 +323,10 @@ class Gateway:
                 deadline = time.monotonic() + cfg.gateway.shutdown_deadline
                 drivers_task.cancel()
                 await asyncio.wait([drivers_task])
-                await self.pipeline.close()
+                # Bounded: while the spool cannot write (a full disk) the pipeline takes nothing from
+                # its full queue, and the closing mark would wait for room for ever.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.pipeline.close(), timeout=max(0.1, deadline - time.monotonic()))
                 await asyncio.wait([pipeline_task], timeout=max(0.1, deadline - time.monotonic()))
                 pipeline_task.cancel()
                 forwarder_task.cancel()
@@ -330,6 +338,7 @@ class Gateway:
                                     "and forwarded at the next start", self.spool.stats().rows)
                 keeper.cancel()
                 maintenance_task.cancel()
+                spool_watch.cancel()
                 if self.api_server is not None:
                     self.api_server.should_exit = True
         log.info("stopped")
@@ -469,6 +478,12 @@ class Gateway:
         # The spool itself stores the SPOOL_HIGH event, in the commit that crossed the line
         # (storage/spool/spool.py): queueing another one here would store it twice.
         log.warning("spool at %.0f%% of %d bytes (%d items waiting)", stats.fill * 100, stats.max_bytes, stats.items)
+
+    def _spool_event(self, event: Event) -> None:
+        # The spool's own events (blocked, resumed, salvaged, replaced) as they happen: shown by
+        # diagnostics and counted at once; the spool stores them when it can write.
+        self.health.observe((), Batch(events=[event]))
+        self.metrics.events.labels(event.kind.value).inc()
 
     # -- the API's view of the gateway (api.ports.GatewayPort) -------------------------
     def _observed(self, items: list[Any], batch: Batch) -> None:

@@ -113,6 +113,10 @@ class _StateCollector(Collector):
             yield GaugeMetricFamily(f"{NS}_spool_limit_bytes", "The spool's size limit", value=st.max_bytes)
             yield GaugeMetricFamily(f"{NS}_spool_oldest_age_seconds", "Age of the oldest spooled item (0 if empty)",
                                     value=st.oldest_age_s or 0.0)
+            yield GaugeMetricFamily(f"{NS}_spool_blocked", "1 while the spool cannot write (disk full, I/O error): "
+                                    "intake is paused", value=0.0 if st.blocked is None else 1.0)
+            yield CounterMetricFamily(f"{NS}_spool_write_failures", "Spool writes that failed and were retried",
+                                      value=st.write_failures)
         if gw.forwarder is not None:
             fw = gw.forwarder.state
             yield GaugeMetricFamily(f"{NS}_sink_up", "1 if the store accepts writes",

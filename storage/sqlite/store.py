@@ -24,6 +24,7 @@ from gateway.errors import InvalidRequest, NotFound, SinkError, SinkUnavailable
 from gateway.model import Batch, Channel, Command, CommandStatus, Meter, Reading, Status
 from storage.base import ReorderResult, RetentionResult, WriteResult
 from storage.boundary import DEFAULT_ESTIMATE_WINDOW
+from storage.files import private_database
 from storage.identity import digest
 from storage.migrate import load_migrations, pending
 from storage.sqlite import rows
@@ -120,7 +121,8 @@ class SqliteStore(SqliteAccounts, SqliteQueries):
         see storage.consumption (a period's boundary read)."""
         path = Path(path)
         with _errors(path, "open"):
-            path.parent.mkdir(parents=True, exist_ok=True)
+            # 0600 before SQLite opens it: its -wal and -shm then get the same mode.
+            private_database(path)
             writer = await aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout)
             try:
                 await writer.execute("PRAGMA journal_mode=WAL")
@@ -180,7 +182,14 @@ class SqliteStore(SqliteAccounts, SqliteQueries):
                     with contextlib.suppress(sqlite3.Error, ValueError):
                         await self._writer.execute("ROLLBACK")
                     raise
-                await self._writer.execute("COMMIT")
+                try:
+                    await self._writer.execute("COMMIT")
+                except BaseException:
+                    # A COMMIT that failed (disk full) may leave the transaction open; the next
+                    # BEGIN would then fail as "within a transaction", a refusal, not a retry.
+                    with contextlib.suppress(sqlite3.Error, ValueError):
+                        await self._writer.execute("ROLLBACK")
+                    raise
 
     async def _fetch(self, action: str, sql: str, params: Iterable[Any] | dict[str, Any] = ()) -> list[Any]:
         with _errors(self.path, action):
