@@ -2,9 +2,9 @@
 
 Reading is row by row, so one damaged page costs only the batches on it: the table is scanned
 in id order, and where the scan breaks, ids are looked up one by one until one reads again,
-then the scan goes on from there. Spool ids are contiguous between the first and the last
-(the forwarder deletes only from the front), so every id in that range that could not be read
-is a lost batch. A file whose 100-byte header was destroyed ("file is not a database") is read
+then the scan goes on from there. Spool ids are contiguous (the forwarder deletes only from the
+front), so the ids skipped where the scan broke, up to the next readable one (or to the last id
+the spool gave, kept in sqlite_sequence), are the lost batches. A file whose 100-byte header was destroyed ("file is not a database") is read
 through a copy with a header rebuilt for a spool; the original is left as it was.
 
 Synchronous (sqlite3): called in a thread at the spool's open, or by the CLI.
@@ -140,16 +140,16 @@ class RowReader:
                 for raw in self.conn.execute(f"SELECT {_COLUMNS} FROM spool WHERE id > ? ORDER BY id", (pos,)):
                     row = _clean(raw)
                     pos = row[0]
-                    yield self._took(row)
+                    yield self._took(row, after_break=False)
                 break
             except sqlite3.DatabaseError:
                 found = self._probe(pos + 1, last)
                 if found is None:
+                    if last is not None and self._expected is not None and self._expected <= last:
+                        self._lose(self._expected, last)
                     break
                 pos = found[0]
-                yield self._took(found)
-        if last is not None and self._expected is not None and self._expected <= last:
-            self._lose(self._expected, last)
+                yield self._took(found, after_break=True)
 
     def _probe(self, start: int, last: int | None) -> Row | None:
         """The first readable row with id >= start (point lookups: a damaged page fails only its own ids)."""
@@ -165,9 +165,11 @@ class RowReader:
                 return _clean(raw)
         return None
 
-    def _took(self, row: Row) -> Row:
+    def _took(self, row: Row, *, after_break: bool) -> Row:
         row_id = row[0]
-        if self._expected is not None and row_id > self._expected:
+        # Ids missing where the scan broke are lost; holes a clean scan steps over are not (an
+        # earlier salvage leaves them).
+        if after_break and self._expected is not None and row_id > self._expected:
             self._lose(self._expected, row_id - 1)
         if self.tally.first_id is None:
             self.tally.first_id = row_id
@@ -277,13 +279,15 @@ def _problem(path: Path) -> str | None:
     return None if found == ["ok"] else f"failed its integrity check: {'; '.join(found[:3])}"
 
 
-def check(path: Path) -> SpoolCheck:
+def check(path: Path, *, in_use: bool | None = None) -> SpoolCheck:
     """What `meter-gateway spool check` reports: changes nothing (a damaged header is read from a
-    temporary copy)."""
+    temporary copy). `in_use`: whether a gateway holds the spool, if the caller knows (it holds the
+    lock itself); else the lock is tried."""
     if not path.exists():
         return SpoolCheck(path, False, 0, False, None, False, Tally())
     size = path.stat().st_size
-    in_use = SpoolLock.held_elsewhere(path)
+    if in_use is None:
+        in_use = SpoolLock.held_elsewhere(path)
     problem = _problem(path)
     damaged_header = problem is not None and header_damaged(path)
     with tempfile.TemporaryDirectory(prefix="spool-check-") as tmp:
