@@ -137,3 +137,35 @@ async def test_a_full_disk_pauses_intake_and_everything_drains_once_space_return
     assert len(readings) == len(set(readings)) and set(readings) == accepted.readings
     assert sorted(kinds) == [EventKind.SPOOL_BLOCKED, EventKind.SPOOL_RESUMED]
     assert dead == []  # the full disk turned nothing into a dead letter
+
+
+async def test_stopped_while_the_disk_is_full_nothing_unstored_was_acknowledged(tmp_path: Path,
+                                                                               mqtt_broker: Broker) -> None:
+    """SIGTERM's path while intake is paused: the gateway stops within its deadline; what it had not
+    stored it had not acknowledged, so the broker hands it to the next run, which stores it once."""
+    with mounted_tmpfs(tmp_path / "disk", "16m") as disk:
+        cfg = gateway_config(disk / "gw", broker_port=mqtt_broker.port, payg_ids=PAYG,
+                             gateway={"queue_size": 10, "shutdown_deadline": 2.0})
+        async with PaygPublisher(mqtt_broker.host, mqtt_broker.port) as pub:
+            meters = Meters(pub)
+            async with running_gateway(cfg) as (gw, _):
+                assert gw.spool is not None and gw.subscriber is not None
+                spool = gw.spool
+                await gw.subscriber.wait_connected(30)
+                await meters.publish(10)
+                await eventually(lambda: all_stored(gw, meters))
+                filler = fill(disk)
+                for _ in range(40):
+                    await meters.publish(10)
+                    await asyncio.sleep(0.1)
+                    if spool.stats().blocked:
+                        break
+                assert spool.stats().blocked == "disk full"
+                await meters.publish(50)
+            # Stopped (the fixture waits for the gateway's task, and fails on an exception from it).
+            filler.unlink()
+            async with running_gateway(cfg) as (gw, _):
+                await eventually(lambda: all_stored(gw, meters), timeout=60)
+                await asyncio.sleep(0.3)  # a late duplicate would arrive now
+                got = await stored_balances(gw)
+    assert got == meters.sent

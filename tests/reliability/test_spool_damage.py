@@ -72,34 +72,38 @@ async def test_a_spool_deleted_under_a_running_gateway_is_noticed_and_nothing_ac
         await fleet.stop()
         cfg = gateway_config(tmp_path / "gw", modbus_port=fleet.port, n_modbus=3, backend="timescale",
                              dsn=timescale_dsn, interval=0.2, spool={"check_interval": 0.2})
-        async with running_gateway(cfg) as (gw, _):
-            assert gw.spool is not None and gw.forwarder is not None
-            spool, forwarder = gw.spool, gw.forwarder
-            spool.on_append.append(accepted)
-            await eventually(lambda: gw.store_ready.is_set())
-            await asyncio.to_thread(pg_cluster.stop, "fast")
-            await fleet.start()
-            # The store is down: what the meters send waits in the spool.
-            await eventually(lambda: spool.stats().rows >= 20 and not forwarder.state.sink_up, timeout=60)
+        try:
+            async with running_gateway(cfg) as (gw, _):
+                assert gw.spool is not None and gw.forwarder is not None
+                spool, forwarder = gw.spool, gw.forwarder
+                spool.on_append.append(accepted)
+                await eventually(lambda: gw.store_ready.is_set())
+                await asyncio.to_thread(pg_cluster.stop, "fast")
+                await fleet.start()
+                # The store is down: what the meters send waits in the spool.
+                await eventually(lambda: spool.stats().rows >= 20 and not forwarder.state.sink_up, timeout=60)
 
-            for suffix in ("", "-wal", "-shm"):
-                spool.path.with_name(spool.path.name + suffix).unlink()
-            waiting = spool.stats().rows
+                for suffix in ("", "-wal", "-shm"):
+                    spool.path.with_name(spool.path.name + suffix).unlink()
+                waiting = spool.stats().rows
 
-            # Noticed within the check interval: an error in the log, an event, a fresh spool at the path
-            # that holds what was waiting (a crash now would lose nothing).
-            await eventually(lambda: any(e.kind is EventKind.SPOOL_REPLACED for e in gw.health.events))
-            assert any(r.levelno == logging.ERROR and "was removed while the gateway ran" in r.getMessage()
-                       for r in caplog.records)
-            with contextlib.closing(sqlite3.connect(spool.path)) as raw:
-                assert raw.execute("SELECT count(*) FROM spool").fetchone()[0] >= waiting
+                # Noticed within the check interval: an error in the log, an event, a fresh spool at the path
+                # that holds what was waiting (a crash now would lose nothing).
+                await eventually(lambda: any(e.kind is EventKind.SPOOL_REPLACED for e in gw.health.events))
+                assert any(r.levelno == logging.ERROR and "was removed while the gateway ran" in r.getMessage()
+                           for r in caplog.records)
+                with contextlib.closing(sqlite3.connect(spool.path)) as raw:
+                    assert raw.execute("SELECT count(*) FROM spool").fetchone()[0] >= waiting
 
-            await asyncio.to_thread(pg_cluster.start)
-            await eventually(lambda: forwarder.state.sink_up and spool.stats().rows == 0, timeout=60)
-            await fleet.stop()
-            await eventually(lambda: spool.stats().rows == 0, timeout=60)
-            assert gw.store is not None
-            replaced = await gw.store.events(kind=EventKind.SPOOL_REPLACED)
+                await asyncio.to_thread(pg_cluster.start)
+                await eventually(lambda: forwarder.state.sink_up and spool.stats().rows == 0, timeout=60)
+                await fleet.stop()
+                await eventually(lambda: spool.stats().rows == 0, timeout=60)
+                assert gw.store is not None
+                replaced = await gw.store.events(kind=EventKind.SPOOL_REPLACED)
+        finally:
+            if not pg_cluster.running:  # a failure above must not leave the session's cluster down
+                await asyncio.to_thread(pg_cluster.start)
 
     total, distinct, rows = await stored(timescale_dsn)
     assert total == distinct  # nothing twice
