@@ -69,6 +69,10 @@ async def all_stored(gw: Gateway, meters: Meters) -> bool:
     return len(await stored_balances(gw)) >= len(meters.sent)
 
 
+async def all_readings_stored(gw: Gateway, accepted: Accepted) -> bool:
+    return accepted.readings <= set(await stored_readings(gw))
+
+
 def polls_made(gw: Gateway) -> int:
     return sum(h.polls for p in gw.pollers.values() for h in p.health().values())
 
@@ -82,12 +86,14 @@ async def test_a_full_disk_pauses_intake_and_everything_drains_once_space_return
     accepted = Accepted()
     with mounted_tmpfs(tmp_path / "disk", "24m") as disk:
         async with SimFleet(load_profiles()["generic"], 2, seed=5, speedup=60) as fleet:
+            await fleet.stop()  # no readings until the observer is attached
             cfg = gateway_config(disk / "gw", modbus_port=fleet.port, n_modbus=2, interval=0.2,
                                  broker_port=mqtt_broker.port, payg_ids=PAYG, gateway={"queue_size": 10})
             async with running_gateway(cfg) as (gw, api), PaygPublisher(mqtt_broker.host, mqtt_broker.port) as pub:
                 assert gw.spool is not None and gw.subscriber is not None
                 spool = gw.spool
                 spool.on_append.append(accepted)
+                await fleet.start()
                 await gw.subscriber.wait_connected(30)
                 meters = Meters(pub)
                 await meters.publish(20)
@@ -124,7 +130,8 @@ async def test_a_full_disk_pauses_intake_and_everything_drains_once_space_return
                 await eventually(lambda: spool.stats().rows == 0 and spool.stats().blocked is None, timeout=60)
                 await eventually(lambda: skipped_slots(gw) > skipped)
                 await fleet.stop()
-                await eventually(lambda: spool.stats().rows == 0, timeout=60)
+                # The polls already queued before the stop are accepted after it: wait for those too.
+                await eventually(lambda: all_readings_stored(gw, accepted), timeout=60)
                 assert (await api.get("/readyz")).status_code == 200
 
                 got = await stored_balances(gw)
