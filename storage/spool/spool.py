@@ -302,9 +302,15 @@ class Spool:
         except SpoolUnwritable as exc:
             self._pending[:0] = events
             self._unwritable(exc)
+            return
         except BaseException:
+            # Cancelled: the shielded insert may still commit them; then they are stored twice,
+            # which the store's idempotent event keys make once.
             self._pending[:0] = events
             raise
+        if self._blocked is not None:  # this write was the one that found the disk writable again
+            self._writable()
+            await self.flush_events()
 
     async def peek(self, max_items: int) -> list[tuple[int, Batch]]:
         """The oldest batches, in order, up to about `max_items` items (at least one batch).
@@ -418,8 +424,8 @@ class Spool:
         while True:
             await asyncio.sleep(every)
             await self.check_file()
-            if self._pending and self._blocked is None:
-                await self.flush_events()
+            # Also while blocked: with no intake, this is the write that finds the disk writable again.
+            await self.flush_events()
 
     async def check_file(self) -> bool:
         """If the file at `path` is no longer the one open (removed, or another put in its place),

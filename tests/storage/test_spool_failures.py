@@ -226,6 +226,35 @@ async def test_a_full_disk_holds_the_append_until_space_returns_and_the_events_a
     assert "disk full" in stored[0].detail and "intake resumed" in stored[1].detail
 
 
+async def test_events_that_waited_for_space_are_stored_without_intake_once_it_returns(tmpfs: Path) -> None:
+    """No producer retries here: the periodic watch is what finds the disk writable again."""
+    fillers: list[Path] = []
+
+    def disk_fills_now(event: Event) -> None:
+        if event.kind is EventKind.SPOOL_REPLACED:
+            fillers.append(fill(tmpfs))
+
+    async with Spool(tmpfs / "spool.db", on_event=disk_fills_now) as spool:
+        await spool.append(batch(0))
+        (tmpfs / "spool.db").unlink()
+        assert await spool.check_file()  # its event cannot be stored: the disk filled just then
+        assert spool.stats().blocked == "disk full"
+        watch = asyncio.create_task(spool.watch(0.05))
+        try:
+            fillers[0].unlink()
+            for _ in range(200):
+                if spool.stats().blocked is None:
+                    break
+                await asyncio.sleep(0.05)
+            assert spool.stats().blocked is None
+        finally:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+        got = await everything(spool)
+    assert [e.kind for _, b in got for e in b.events] == [EventKind.SPOOL_REPLACED, EventKind.SPOOL_BLOCKED,
+                                                           EventKind.SPOOL_RESUMED]
+
+
 async def test_a_spool_delete_on_a_full_disk_waits_and_the_forwarder_goes_on_after(tmp_path: Path,
                                                                                 tmpfs: Path) -> None:
     """The store is elsewhere and takes the batches; deleting them from the spool needs the full disk."""
