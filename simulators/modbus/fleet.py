@@ -26,8 +26,8 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from gateway.model.profiles import DeviceFlag, DeviceProfile, FlagSpec, RegisterSpec
-from gateway.model.readings import Kind
+from gateway.model.profiles import DeviceProfile
+from simulators.modbus.datasheet import datasheet_for
 from simulators.modbus.meter import Fault, SimMeter
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,11 @@ _TRANSPORTS = ("tcp", "rtu_tcp", "serial")
 
 
 class SimFleet:
-    """Meters `meter_ids` (default M-0001..) on units 1..N of one server.
+    """Meters `meter_ids` (default M-0001..) of the model `profile` names, on units 1..N of one server.
+
+    The meters serve their model's own register table (`datasheet_for(profile)`, transcribed from
+    the manufacturer's document), not the profile's registers: a poller reading them with the
+    profile finds out whether the profile is right.
 
     `transport` "tcp" (Modbus TCP) or "rtu_tcp" (RTU frames over TCP, a transparent serial
     gateway) listen on `host:port`: the first `start()` binds `port` (0: a free one, see
@@ -73,6 +77,7 @@ class SimFleet:
             msg = f"simulator: transport {transport!r} unknown, or serial_port given without 'serial' (or missing)"
             raise ValueError(msg)
         self.profile = profile
+        self.datasheet = datasheet_for(profile)
         self.host = host
         self.transport = transport
         self.serial_port = serial_port
@@ -88,10 +93,11 @@ class SimFleet:
         }
         # Address span per function code; each device's registers cover it, holes read as 0.
         self._spans: dict[int, tuple[int, int]] = {}
-        located: list[RegisterSpec | FlagSpec] = [*profile.registers, *profile.flags]
-        for spec in located:
-            lo, hi = self._spans.get(spec.function.code, (spec.address, spec.address + spec.words))
-            self._spans[spec.function.code] = (min(lo, spec.address), max(hi, spec.address + spec.words))
+        located = [(r.function_code, r.address, r.words) for r in self.datasheet.registers]
+        located += [(s.function_code, s.address, 1) for s in self.datasheet.status]
+        for fc, address, words in located:
+            lo, hi = self._spans.get(fc, (address, address + words))
+            self._spans[fc] = (min(lo, address), max(hi, address + words))
         self._images: dict[int, tuple[int, dict[int, list[int]]]] = {}  # unit -> (revision, fc -> words)
         self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._updater: asyncio.Task[None] | None = None
@@ -121,13 +127,15 @@ class SimFleet:
 
         `params` set the meter's fault parameters (delay, exception_code, regression_kwh,
         garbage_word, rollover_margin_kwh, spike_kwh, spike_factor). A fault this fleet's
-        profile cannot show (tamper without a tamper bit, rollover without a modulus) is refused.
+        model cannot show (tamper without a tamper bit, rollover without a counter that wraps)
+        is refused.
         """
         meter = self.meter(meter_id)
-        if fault == "tamper" and not any(f.flag is DeviceFlag.TAMPER for f in self.profile.flags):
-            msg = f"simulator: profile {self.profile.name} has no tamper status bit"
+        sheet = self.datasheet
+        if fault == "tamper" and not any(s.condition == "tamper" for s in sheet.status):
+            msg = f"simulator: profile {self.profile.name} has no tamper status bit (its register table has none)"
             raise ValueError(msg)
-        if fault == "rollover" and not any(r.modulus and r.kind is Kind.CUMULATIVE for r in self.profile.registers):
+        if fault == "rollover" and not any(r.wraps_at and r.quantity.startswith("energy_") for r in sheet.registers):
             msg = f"simulator: profile {self.profile.name} has no cumulative register with a modulus"
             raise ValueError(msg)
         for name, value in params.items():
@@ -155,7 +163,7 @@ class SimFleet:
         if cached is not None and cached[0] == meter.revision:
             return cached[1]
         images = {fc: [0] * (hi - lo) for fc, (lo, hi) in self._spans.items()}
-        for (fc, address), words in meter.encode(self.profile).items():
+        for (fc, address), words in meter.encode(self.datasheet).items():
             lo = self._spans[fc][0]
             images[fc][address - lo : address - lo + len(words)] = words
         self._images[unit] = (meter.revision, images)

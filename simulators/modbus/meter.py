@@ -1,7 +1,9 @@
 """SimMeter: one simulated energy meter whose state moves with time, and its register image.
 
-Independent of gateway.normalise on purpose (a decoder bug must not be mirrored here): units
-have their own small table and words are built with pymodbus' `convert_to_registers`.
+Independent of gateway.normalise and of the product's profiles on purpose (a decoder or profile
+bug must not be mirrored here): the registers come from the simulator's own tables
+(`simulators.modbus.datasheet`), units from the tables' own small unit list, and words are built
+with pymodbus' `convert_to_registers`.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Literal, get_args
 from pymodbus.client.mixin import ModbusClientMixin
 from pymodbus.constants import ExcCodes
 
-from gateway.model.profiles import ByteOrder, DataType, DeviceFlag, DeviceProfile, RegisterSpec
-from gateway.model.readings import Channel, Kind
+from gateway.model.profiles import DeviceProfile
+from gateway.model.readings import Channel
+from simulators.modbus.datasheet import QUANTITIES, UNITS, Datasheet, Format, SheetRegister, datasheet_for
 
 Fault = Literal[
     "timeout", "slow", "exception", "garbage", "regression", "rollover", "spike", "stuck", "tamper",
@@ -24,23 +27,20 @@ FAULTS: tuple[str, ...] = get_args(Fault)
 
 _DATATYPE = ModbusClientMixin.DATATYPE
 _TYPES = {
-    DataType.INT16: _DATATYPE.INT16,
-    DataType.UINT16: _DATATYPE.UINT16,
-    DataType.INT32: _DATATYPE.INT32,
-    DataType.UINT32: _DATATYPE.UINT32,
-    DataType.INT64: _DATATYPE.INT64,
-    DataType.UINT64: _DATATYPE.UINT64,
-    DataType.FLOAT32: _DATATYPE.FLOAT32,
-    DataType.FLOAT64: _DATATYPE.FLOAT64,
-}
-#: How many canonical units one device unit is (kWh per Wh, ...). Written here, not imported.
-_PER_DEVICE_UNIT = {
-    "": 1.0, "kWh": 1.0, "Wh": 1e-3, "MWh": 1e3, "kW": 1.0, "W": 1e-3, "MW": 1e3,
-    "V": 1.0, "kV": 1e3, "A": 1.0, "mA": 1e-3, "Hz": 1.0,
-    "m3": 1.0, "L": 1e-3, "m3/h": 1.0, "L/h": 1e-3,
+    Format.INT16: _DATATYPE.INT16,
+    Format.UINT16: _DATATYPE.UINT16,
+    Format.INT32: _DATATYPE.INT32,
+    Format.UINT32: _DATATYPE.UINT32,
+    Format.INT64: _DATATYPE.INT64,
+    Format.UINT64: _DATATYPE.UINT64,
+    Format.FLOAT32: _DATATYPE.FLOAT32,
+    Format.FLOAT64: _DATATYPE.FLOAT64,
 }
 _GARBAGE = 0xFFFF  # all ones: NaN as a float, -1 signed, "not available" on many meters
-_CUMULATIVE = (Channel.ENERGY_IMPORT, Channel.ENERGY_EXPORT)
+_COUNTERS = ("energy_import", "energy_export")  # the counters a rollover shifts
+#: Reactive energy as a share of active energy: the model has no reactive load of its own, and a
+#: reactive counter must still read differently from the active one beside it.
+_REACTIVE_SHARE = 0.3
 
 
 def _load_curve(hour: float) -> float:
@@ -48,18 +48,18 @@ def _load_curve(hour: float) -> float:
     return 0.35 + 0.55 * math.exp(-(((hour - 7.5) / 1.5) ** 2)) + 0.9 * math.exp(-(((hour - 19.5) / 2.0) ** 2))
 
 
-def _to_words(raw: float, spec: RegisterSpec) -> list[int]:
-    """Raw number -> register words in the spec's byte order."""
-    if spec.type in (DataType.FLOAT32, DataType.FLOAT64):
+def _to_words(raw: float, reg: SheetRegister) -> list[int]:
+    """Raw number -> register words in the table's word and byte order."""
+    if reg.format.is_float:
         value: float | int = float(raw)
     else:
-        bits = spec.words * 16
-        lo, hi = (0, 2**bits - 1) if spec.type.value.startswith("u") else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
-        value = min(hi, max(lo, round(raw)))
-    words = ModbusClientMixin.convert_to_registers(value, _TYPES[spec.type], word_order="big")  # ABCD
-    if spec.order in (ByteOrder.CDAB, ByteOrder.DCBA):
+        bits = reg.words * 16
+        lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if reg.format.signed else (0, 2**bits - 1)
+        value = min(hi, max(lo, round(raw))) if math.isfinite(raw) else hi
+    words = ModbusClientMixin.convert_to_registers(value, _TYPES[reg.format], word_order="big")  # ABCD
+    if reg.low_word_first:
         words.reverse()
-    if spec.order in (ByteOrder.BADC, ByteOrder.DCBA):
+    if reg.swap_bytes:
         words = [((w & 0xFF) << 8) | (w >> 8) for w in words]
     return words
 
@@ -79,7 +79,13 @@ class SimMeter:
     - "spike": energy jumps by `spike_kwh` once (a one-off step that stays) and power reads
       `spike_factor` times higher while the fault is set;
     - "stuck": every register keeps the words it had when the fault was set;
-    - "tamper": the profile's tamper status bits are raised.
+    - "tamper": the table's tamper status bits are raised.
+
+    Three-phase values carry a fixed imbalance per meter (drawn from its own generator, so the
+    load model's numbers do not move): L1 has the meter's voltage and current, L2 and L3 differ
+    by a few volts and carry a fixed fraction of L1's current; phase powers and phase energies
+    split the totals in the same proportions. Every quantity a table serves thus differs from its
+    neighbours', and a profile that reads the register beside the right one reads a wrong value.
     """
 
     def __init__(
@@ -104,7 +110,13 @@ class SimMeter:
         self.rollover_margin_kwh = 0.05
         self.spike_kwh = 1000.0
         self.spike_factor = 20.0
-        self._shift: dict[Channel, float] = {}  # kWh added to a cumulative channel after a rollover
+        phases = random.Random(f"{seed}:{meter_id}:phases")
+        self._dv = (0.0, phases.uniform(0.8, 3.0), -phases.uniform(0.8, 3.0))  # volts above/below L1
+        self._share = (1.0, phases.uniform(0.55, 0.75), phases.uniform(0.3, 0.5))  # current relative to L1
+        self._dpf = (0.004, 0.012, 0.02)  # phase power factors a little below the total's
+        #: Import energy when the resettable "partial" counter (EM24 kWh(+) PAR) was last reset.
+        self.partial_reset_kwh = phases.uniform(300.0, 900.0)
+        self._shift: dict[str, float] = {}  # kWh added to a counter after a rollover
         self._roll_pending = False
         self._stuck: dict[tuple[int, int], list[int]] | None = None
         self.revision = 0  # bumped by every change that alters the registers
@@ -156,64 +168,99 @@ class SimMeter:
 
     def value(self, channel: Channel) -> float:
         """The channel's value in its canonical unit, as the meter would report it now."""
-        drop = self.regression_kwh if self._fault == "regression" else 0.0
-        match channel:
-            case Channel.ENERGY_IMPORT:
-                return max(0.0, self.energy_import - drop) + self._shift.get(channel, 0.0)
-            case Channel.ENERGY_EXPORT:
-                return max(0.0, self.energy_export - drop) + self._shift.get(channel, 0.0)
-            case Channel.POWER:
-                return self.power * (self.spike_factor if self._fault == "spike" else 1.0)
-            case Channel.VOLTAGE_L1 | Channel.VOLTAGE_L2 | Channel.VOLTAGE_L3:
-                return self.voltage
-            case Channel.CURRENT_L1 | Channel.CURRENT_L2 | Channel.CURRENT_L3:
-                return self.current
-            case Channel.FREQUENCY:
-                return self.frequency
-            case Channel.POWER_FACTOR:
-                return self.power_factor
-            case _:  # water / gas / heat channels are not simulated by an electricity meter
-                return 0.0
+        return self.quantity(channel.value)
 
-    def raw(self, spec: RegisterSpec) -> float:
-        """The number the register holds before encoding: canonical value in the device's unit,
-        wrapped at the register's modulus, with scale and offset undone."""
-        if spec.unit not in _PER_DEVICE_UNIT:
-            msg = f"simulator: unit {spec.unit!r} of {spec.channel.value} is not in its unit table"
+    def quantity(self, name: str) -> float:
+        """A quantity of the datasheet vocabulary (`datasheet.QUANTITIES`) in its base unit:
+        kWh, kvarh, kW, kvar, kVA, V, A, Hz, degrees; 0 for quantities an electricity meter lacks."""
+        if name not in QUANTITIES:
+            msg = f"simulator: unknown quantity {name!r}"
             raise ValueError(msg)
-        device = self.value(spec.channel) / _PER_DEVICE_UNIT[spec.unit]
-        if spec.modulus:
-            device %= spec.modulus
-        return (device - spec.offset) / spec.scale
+        return self.quantities().get(name, 0.0)
 
-    def encode(self, profile: DeviceProfile) -> dict[tuple[int, int], list[int]]:
-        """Words of every profile register and status word, keyed by (function code, address)."""
+    def _counter(self, name: str) -> float:
+        drop = self.regression_kwh if self._fault == "regression" else 0.0
+        raw = self.energy_import if name == "energy_import" else self.energy_export
+        return max(0.0, raw - drop) + self._shift.get(name, 0.0)
+
+    def quantities(self) -> dict[str, float]:
+        """Every quantity the meter holds now, in base units (see `quantity`)."""
+        imp, exp = self._counter("energy_import"), self._counter("energy_export")
+        power = self.power * (self.spike_factor if self._fault == "spike" else 1.0)
+        pf = self.power_factor
+        share = [s / sum(self._share) for s in self._share]  # each phase's part of power and energy
+        volts = [self.voltage + dv for dv in self._dv]
+        amps = [self.current * s for s in self._share]
+        watts = [power * s for s in share]
+        pfs = [min(1.0, max(0.1, pf - d)) for d in self._dpf]
+        lines = [math.sqrt(3) * (volts[a] + volts[b]) / 2 for a, b in ((0, 1), (1, 2), (2, 0))]
+        out = {
+            "energy_import": imp, "energy_export": exp, "energy_total": imp + exp, "energy_net": imp - exp,
+            "energy_import_partial": max(0.0, imp - self.partial_reset_kwh),
+            "reactive_import": imp * _REACTIVE_SHARE, "reactive_export": exp * _REACTIVE_SHARE,
+            "reactive_total": (imp + exp) * _REACTIVE_SHARE,
+            "power": power, "power_factor": pf, "frequency": self.frequency,
+            "apparent_power": abs(power) / pf, "reactive_power": abs(power) * math.tan(math.acos(pf)),
+            "phase_angle": math.degrees(math.acos(pf)),
+            "voltage_ln_avg": sum(volts) / 3, "voltage_l1_l2": lines[0], "voltage_l2_l3": lines[1],
+            "voltage_l3_l1": lines[2], "voltage_ll_avg": sum(lines) / 3,
+            "current_avg": sum(amps) / 3, "current_sum": sum(amps), "current_n": abs(amps[0] - (amps[1] + amps[2]) / 2),
+        }
+        for k, p in enumerate(("l1", "l2", "l3")):
+            out |= {
+                f"voltage_{p}": volts[k], f"current_{p}": amps[k], f"power_{p}": watts[k], f"power_factor_{p}": pfs[k],
+                f"apparent_power_{p}": abs(watts[k]) / pfs[k],
+                f"reactive_power_{p}": abs(watts[k]) * math.tan(math.acos(pfs[k])),
+                f"phase_angle_{p}": math.degrees(math.acos(pfs[k])),
+                f"energy_import_{p}": imp * share[k], f"energy_export_{p}": exp * share[k],
+                f"energy_total_{p}": (imp + exp) * share[k],
+            }
+        return out
+
+    def raw(self, reg: SheetRegister, quantities: dict[str, float] | None = None) -> float:
+        """The number the register holds before encoding: the quantity in the device's unit,
+        wrapped where the counter wraps, with resolution and offset undone."""
+        if reg.unit not in UNITS and reg.unit != "":
+            msg = f"simulator: unit {reg.unit!r} of {reg.quantity} is not in its unit table"
+            raise ValueError(msg)
+        value = (quantities if quantities is not None else self.quantities()).get(reg.quantity, 0.0)
+        device = value / (UNITS[reg.unit][1] if reg.unit else 1.0)
+        if reg.wraps_at:
+            device %= reg.wraps_at
+        return (device - reg.offset) / reg.resolution
+
+    def encode(self, layout: DeviceProfile | Datasheet) -> dict[tuple[int, int], list[int]]:
+        """Words of every register and status word of the model's table, keyed by
+        (function code, address). A profile stands for its model's table (`datasheet_for`)."""
         if self._fault == "stuck" and self._stuck is not None:
             return self._stuck
+        sheet = datasheet_for(layout)
         if self._roll_pending:
-            self._roll_to_modulus(profile)
+            self._roll_to_modulus(sheet)
         image: dict[tuple[int, int], list[int]] = {}
-        for spec in profile.registers:
-            key = (spec.function.code, spec.address)
-            image[key] = [self.garbage_word] * spec.words if self._fault == "garbage" else _to_words(self.raw(spec), spec)
-        for flag in profile.flags:
+        quantities = self.quantities()
+        for reg in sheet.registers:
+            key = (reg.function_code, reg.address)
+            garbage = self._fault == "garbage"
+            image[key] = [self.garbage_word] * reg.words if garbage else _to_words(self.raw(reg, quantities), reg)
+        for status in sheet.status:
             # A status word holds several bits: start from what is there, set or clear ours.
-            key = (flag.function.code, flag.address)
+            key = (status.function_code, status.address)
             word = image.get(key, [0])[0]
-            raised = self._fault == "tamper" and flag.flag is DeviceFlag.TAMPER
-            bit = raised if flag.active else not raised
-            image[key] = [(word | (1 << flag.bit)) if bit else (word & ~(1 << flag.bit))]
+            raised = self._fault == "tamper" and status.condition == "tamper"
+            bit = raised if status.active else not raised
+            image[key] = [(word | (1 << status.bit)) if bit else (word & ~(1 << status.bit))]
         if self._fault == "stuck":
             self._stuck = image
         return image
 
-    def _roll_to_modulus(self, profile: DeviceProfile) -> None:
-        """Shift cumulative channels so their registers sit `rollover_margin_kwh` below the modulus."""
+    def _roll_to_modulus(self, sheet: Datasheet) -> None:
+        """Shift the counters so their registers sit `rollover_margin_kwh` below where they wrap."""
         self._roll_pending = False
-        for spec in profile.registers:
-            if spec.kind is not Kind.CUMULATIVE or not spec.modulus or spec.channel not in _CUMULATIVE:
+        for reg in sheet.registers:
+            if not reg.wraps_at or reg.quantity not in _COUNTERS:
                 continue
-            top = spec.modulus * _PER_DEVICE_UNIT[spec.unit]  # the modulus in kWh
-            unshifted = self.value(spec.channel) - self._shift.get(spec.channel, 0.0)
-            self._shift[spec.channel] = top - self.rollover_margin_kwh - unshifted
+            top = reg.wraps_at * (UNITS[reg.unit][1] if reg.unit else 1.0)  # the wrap in kWh
+            unshifted = self._counter(reg.quantity) - self._shift.get(reg.quantity, 0.0)
+            self._shift[reg.quantity] = top - self.rollover_margin_kwh - unshifted
         self.revision += 1

@@ -1,0 +1,1 @@
+"""Register tables of the simulated meter models, transcribed from the manufacturers' documents."""
