@@ -73,7 +73,7 @@ PUBLISHED = [
     ("em24", Channel.POWER, Function.INPUT, 0x0028, le_words32(70000), 7.0),  # 0.1 W -> kW
     ("em24", Channel.POWER_FACTOR, Function.INPUT, 0x0035, (998,), 0.998),  # 0.001
     ("em24", Channel.FREQUENCY, Function.INPUT, 0x0037, (500,), 50.0),  # 0.1 Hz
-    ("em24", Channel.ENERGY_IMPORT, Function.INPUT, 0x0042, le_words32(1234567), 123456.7),  # 0.1 kWh
+    ("em24", Channel.ENERGY_IMPORT, Function.INPUT, 0x003E, le_words32(1234567), 123456.7),  # kWh (+) TOT, 0.1 kWh
     ("em24", Channel.ENERGY_EXPORT, Function.INPUT, 0x005C, le_words32(15), 1.5),
     ("generic", Channel.ENERGY_IMPORT, Function.INPUT, 0, f32(4321.5), 4321.5),
 ]
