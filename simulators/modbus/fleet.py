@@ -78,6 +78,9 @@ class SimFleet:
             raise ValueError(msg)
         self.profile = profile
         self.datasheet = datasheet_for(profile)
+        if not self.datasheet.transcribed:
+            log.warning("simulator: no register table of its own for profile %s; serving the profile's layout, "
+                        "which checks nothing about it", profile.name)
         self.host = host
         self.transport = transport
         self.serial_port = serial_port

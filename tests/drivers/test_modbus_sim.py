@@ -199,3 +199,19 @@ async def test_simulate_modbus_command_serves_meters_over_several_ports() -> Non
         await asyncio.wait_for(proc.wait(), timeout=30)
         assert proc.stderr is not None
         await proc.stderr.read()
+
+
+def test_meters_serve_their_models_register_table_not_the_profiles_registers() -> None:
+    """A profile that puts total power one register off does not move the simulated SDM630's power:
+    the meter serves Eastron's table (30053 = 0x0034), so the profile's read at 0x0036 finds a hole."""
+    import dataclasses
+
+    sdm630 = profile("sdm630")
+    wrong = dataclasses.replace(sdm630, registers=tuple(
+        dataclasses.replace(r, address=0x0036) if r.channel is Channel.POWER else r for r in sdm630.registers))
+    fleet = SimFleet(wrong, 1, update_interval=None, start=START)
+    meter = fleet.meters[1]
+    for image in (meter.encode(wrong), {(4, 0x34): fleet.words(1, 4, 0x34, 2), (4, 0x36): fleet.words(1, 4, 0x36, 2)}):
+        assert struct.unpack(">f", wire(image[(4, 0x34)]))[0] == pytest.approx(meter.power * 1000, rel=1e-6)
+        assert image.get((4, 0x36), [0, 0]) == [0, 0]
+    assert fleet.datasheet.transcribed and fleet.datasheet.register("power").address == 0x34
