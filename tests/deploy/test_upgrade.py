@@ -30,7 +30,7 @@ from tests.storage.backends import open_backend
 
 PREVIOUS_SCHEMA = 3
 #: SQLite's version 5 is the covering index of one meter's readings (no TimescaleDB counterpart).
-LATEST_SCHEMA = {"sqlite": 5, "timescale": 4}
+LATEST_SCHEMA = {"sqlite": 6, "timescale": 5}
 
 #: One spool record exactly as release 0.1.0 wrote it (storage/spool/codec.py of that release):
 #: a reading with every field set, a balance update, an event and a dead letter.
