@@ -64,7 +64,8 @@ async def list_meters(
 
 
 @router.post("", response_model=MeterOut, status_code=201, dependencies=WRITE,
-             responses={409: error("The meter exists already")})
+             responses={409: error("The meter exists already, or another meter of its utility has its device number "
+                                   "(the message names it)")})
 async def create_meter(store: StoreDep, now: NowDep, body: MeterIn) -> dict[str, Any]:
     """Register a meter (and open its first assignment when it has a consumer number)."""
     await store.create_meters([to_meter(body)], at=now)
@@ -77,7 +78,9 @@ async def get_meter(store: StoreDep, meter_id: MeterPath) -> dict[str, Any]:
     return meter_dict(await require_meter(store, meter_id))
 
 
-@router.patch("/{meter_id}", response_model=MeterOut, dependencies=WRITE, responses=_NOT_FOUND)
+@router.patch("/{meter_id}", response_model=MeterOut, dependencies=WRITE,
+              responses={**_NOT_FOUND, 409: error("Another meter of its utility has that device number (the message "
+                                                  "names it)")})
 async def update_meter(store: StoreDep, now: NowDep, meter_id: MeterPath,
                        body: Annotated[MeterUpdate, Body(openapi_examples={
                            "move": {"summary": "New location and tags",
