@@ -59,7 +59,9 @@ class TimescaleRegistry:
                           devices: Sequence[tuple[str, str]]) -> TakenIdentifiers:
         found = await self._fetch(
             "meters in use",
-            "SELECT 0, meter_id, NULL, NULL, false, NULL::timestamptz FROM meters WHERE meter_id = ANY(%(ids)s)"
+            # Joins with unnest, not meter_id = ANY(...): see storage/timescale/accounts._check_new_meters.
+            "SELECT 0, m.meter_id, NULL, NULL, false, NULL::timestamptz FROM unnest(%(ids)s::text[]) AS i(meter_id)"
+            " JOIN meters AS m ON m.meter_id = i.meter_id"
             " UNION ALL SELECT 1, m.meter_id, m.utility, m.device_number, m.device_number_duplicate, m.created_at"
             " FROM unnest(%(utilities)s::text[], %(devices)s::text[]) AS d(utility, device_number)"
             " JOIN meters AS m ON m.device_number = d.device_number AND m.utility = d.utility"
