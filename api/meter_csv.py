@@ -37,19 +37,21 @@ _COMMAS = "separate columns with commas (,), not semicolons or tabs (in a spread
 
 #: A valid row's meter as plain values: (meter_id, utility, protocol, address, model, device_number,
 #: payg, status, installed_at, consumer_number, location, tags), enums as their values and the tags
-#: as (key, value) pairs (the collector keeps tracking a tuple that holds a dict).
+#: as one tuple of keys and values in turn (the collector keeps tracking a tuple that holds a dict,
+#: and one that holds tuples until a later collection).
 Flat = tuple[str, str, str, str, str, str | None, bool, str, datetime | None, str | None, str | None,
-             tuple[tuple[str, str], ...]]
+             tuple[str, ...]]
 
 
 def _flat(m: Meter) -> Flat:
     return (m.meter_id, m.utility.value, m.protocol.value, m.address, m.model, m.device_number, m.payg,
-            m.status.value, m.installed_at, m.consumer_number, m.location, tuple(m.tags.items()))
+            m.status.value, m.installed_at, m.consumer_number, m.location,
+            tuple(kv for pair in m.tags.items() for kv in pair))
 
 
 def _meter(f: Flat) -> Meter:
     return Meter(f[0], UTILITY[f[1]], PROTOCOL[f[2]], f[3], f[4], f[5], f[6], METER_STATUS[f[7]], f[8], f[9], f[10],
-                 dict(f[11]))
+                 dict(zip(f[11][::2], f[11][1::2], strict=True)))
 
 
 class Meters(Sequence[Meter]):
