@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Query
 
@@ -18,6 +18,11 @@ From = Annotated[Timestamp | None, Query(alias="from", description="Inclusive, I
                                         examples=["2026-03-01T00:00:00Z"])]
 To = Annotated[Timestamp | None, Query(alias="to", description="Exclusive, ISO 8601 with zone",
                                       examples=["2026-04-01T00:00:00Z"])]
+#: Lists that were a bare JSON array before every list paged (issue 27): `array` answers that old
+#: shape for one more release, then goes (see CHANGELOG.md).
+Shape = Annotated[Literal["page", "array"], Query(
+    description="`page` (default): {items, next_cursor}. `array`: the bare JSON array this list gave in "
+                "release 0.1; deprecated, kept for one release", examples=["page"])]
 
 # Timestamps outside this range are mistakes (and would overflow date arithmetic).
 _EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)

@@ -177,22 +177,32 @@ def db_reorder(config: ConfigOpt,
 @db_app.command("check")
 def db_check(config: ConfigOpt) -> None:
     """List every meter id, device number, consumer number and tag in the store that breaks the
-    identifier rule (stored before it existed); exit 1 if there is any. Changes nothing."""
+    identifier rule (stored before it existed), and every device number on more than one meter of a
+    utility (stored before they were unique); exit 1 if there is any. Changes nothing."""
     from gateway.model.identifiers import RULE
-    from storage.audit import find_bad_identifiers
+    from storage.audit import IdentifierFinding, find_bad_identifiers, find_shared_device_numbers
 
-    found, meters = _with_store(config, find_bad_identifiers)
+    async def work(store: Store) -> tuple[list[IdentifierFinding], int, list[IdentifierFinding]]:
+        found, meters = await find_bad_identifiers(store)
+        return found, meters, await find_shared_device_numbers(store)
+
+    found, meters, shared = _with_store(config, work)
     # Stored values may hold '[' (rich markup) and be long: print them as they are, unwrapped.
-    for finding in found:
+    for finding in found + shared:
         out.print(str(finding), markup=False, highlight=False, soft_wrap=True)
     if not found:
         out.print(f"identifiers: all OK ({meters} meter(s) and their assignments checked)", highlight=False)
-        return
-    out.print(f"{len(found)} stored value(s) break the identifier rule ({RULE}). The API answers 422 to paths "
-              "and bodies that hold them: fix each where it came from (the configuration file, the account system) "
-              "and then in the database by hand (there is no rename command).",
-              markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
+    else:
+        out.print(f"{len(found)} stored value(s) break the identifier rule ({RULE}). The API answers 422 to paths "
+                  "and bodies that hold them: fix each where it came from (the configuration file, the account "
+                  "system) and then in the database by hand (there is no rename command).",
+                  markup=False, highlight=False, soft_wrap=True)
+    if shared:
+        out.print(f"{len(shared)} meter(s) share a device number with another meter of their utility (kept from "
+                  "before device numbers were unique; new ones are refused): change one of each pair.",
+                  markup=False, highlight=False, soft_wrap=True)
+    if found or shared:
+        raise typer.Exit(1)
 
 
 def _with_store(config: Path, work: Callable[[Store], Awaitable[T]]) -> T:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from gateway.model.identifiers import identifier_problem, shown, tags_problems
 from storage.base import Store
 
-__all__ = ["IdentifierFinding", "find_bad_identifiers"]
+__all__ = ["IdentifierFinding", "find_bad_identifiers", "find_shared_device_numbers"]
 
 #: Meters read per query while walking the registry.
 _PAGE = 1000
@@ -65,3 +65,18 @@ async def find_bad_identifiers(store: Store) -> tuple[list[IdentifierFinding], i
         check(f"consumer {shown(a.consumer_number)} (assigned to meter {shown(a.meter_id)})", "consumer_number",
               a.consumer_number)
     return found, meters
+
+
+async def find_shared_device_numbers(store: Store) -> list[IdentifierFinding]:
+    """Each meter whose device number another meter of its utility holds: kept by the upgrade that
+    made device numbers unique per utility (the new ones are refused). One finding per such meter."""
+    found = []
+    for shared in await store.shared_device_numbers():
+        holder, *others = shared.meter_ids
+        for meter_id in others:
+            found.append(IdentifierFinding(
+                f"meter {shown(meter_id)}",
+                f"device_number {shown(shared.device_number)} ({shared.utility.value}) is also on meter {shown(holder)}, "
+                f"which holds it; device numbers are unique per utility: give one of them another "
+                f"(PATCH /v1/meters/{meter_id} or /v1/meters/{holder})"))
+    return found

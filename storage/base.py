@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
@@ -146,10 +146,96 @@ class Conflict(InvalidRequest):
     number that was deactivated, an assignment before the current one)."""
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceNumberClash:
+    """`meter_id` (None: not known) asked for a device number that meter `holder` of the same
+    utility has: device numbers are unique per utility."""
+
+    meter_id: str | None
+    utility: Utility
+    device_number: str
+    holder: str
+
+    def __str__(self) -> str:
+        who = f"meter {self.meter_id}: " if self.meter_id else ""
+        return (f"{who}device_number {self.device_number!r} ({self.utility.value}) is already on meter "
+                f"{self.holder}: give this meter another one, or clear it there first "
+                f"(PATCH /v1/meters/{self.holder} with device_number null)")
+
+
+class DeviceNumberTaken(Conflict):
+    """Device numbers another meter of the same utility has; `clashes` says which and whose."""
+
+    def __init__(self, clashes: Sequence[DeviceNumberClash]) -> None:
+        self.clashes = tuple(clashes)
+        shown = "; ".join(str(c) for c in self.clashes[:10])
+        more = f"; and {len(self.clashes) - 10} more" if len(self.clashes) > 10 else ""
+        super().__init__(shown + more)
+
+
+@dataclass(frozen=True, slots=True)
+class TakenIdentifiers:
+    """Of the identifiers asked about: the meter ids that exist, and the meter that holds each
+    (utility, device number) (a Utility is a str: look up with the member or its value)."""
+
+    meter_ids: frozenset[str]
+    devices: dict[tuple[str, str], str]
+
+
+@dataclass(frozen=True, slots=True)
+class SharedDeviceNumber:
+    """A device number on several meters of one utility, kept from a store written before
+    device numbers were unique (migration "device_numbers_and_verification_keys"): the first
+    meter holds it, the others are exempt from the rule until their device number changes."""
+
+    utility: Utility
+    device_number: str
+    meter_ids: tuple[str, ...]  # in order of registration; the first holds it
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """One entry of a reading's history: a person's verdict, when, why and with which key."""
+
+    id: int  # the keyset of history pages
+    at: datetime
+    previous: Status | None
+    status: Status
+    note: str | None
+    by: str | None  # the key's name ("api key <id> (<name>)" for verdicts stored before key_id)
+    key_id: str | None  # None for verdicts stored before the key was recorded
+
+
+@dataclass(frozen=True, slots=True)
+class SilentRule:
+    """When an active meter counts as silent: no reading or balance update since `now` minus
+    its own `after` (meters this gateway polls) or `default_after` (the rest). Only data at or
+    after `since` is looked at (a meter quiet for longer shows last_seen None)."""
+
+    now: datetime
+    since: datetime
+    default_after: timedelta
+    after: Mapping[str, timedelta] = field(default_factory=dict)
+
+    def after_of(self, meter_id: str) -> timedelta:
+        return self.after.get(meter_id, self.default_after)
+
+
+@dataclass(frozen=True, slots=True)
+class FleetCounts:
+    """The registry counted: meters, meters by status, silent meters (see SilentRule)."""
+
+    meters: int
+    by_status: dict[MeterStatus, int]
+    silent: int
+
+
 #: Meter fields `update_meter` may change; the consumer number changes only through
 #: assignments, the identity and wiring (meter_id, utility, protocol) never.
 UPDATABLE_METER_FIELDS = frozenset({"device_number", "model", "address", "payg", "status", "installed_at",
                                     "location", "tags"})
+#: Meters `create_meters` writes per statement; between batches the event loop runs others.
+CREATE_BATCH = 500
 #: Meter fields the configuration file always decides; the rest it decides only where it
 #: sets them, so what the API changed survives a restart (see `Store.sync_meters`).
 CONFIG_OWNED_FIELDS = frozenset({"utility", "protocol", "address", "model", "payg"})
@@ -272,9 +358,16 @@ class Store(Protocol):
         writer commits later with a lower seq (see FeedPage)."""
 
     async def set_status(self, meter_id: str, channel: Channel, ts: datetime, status: Status, *,
-                         note: str, by: str) -> Reading:
+                         note: str, by: str, key_id: str | None = None) -> Reading:
         """Verify or reject a reading (a person's decision): records it in the verification
-        log, gives the reading a new seq so the feed shows it again. NotFound if absent."""
+        log (note, `by` and the API key's id), gives the reading a new seq so the feed shows
+        it again. A verdict the reading already has changes nothing (same seq, no log entry).
+        NotFound if absent."""
+
+    async def reading_history(self, meter_id: str, channel: Channel, ts: datetime, *, limit: int = 100,
+                              after: int | None = None) -> list[StatusChange]:
+        """The reading's verdicts, oldest first, after the entry with id `after`. NotFound if
+        there is no such reading."""
 
     async def consumption(self, meter_id: str, channel: Channel, *, start: datetime, end: datetime,
                           bucket: str, tz: str = "UTC", now: datetime | None = None) -> list[ConsumptionBucket]:
@@ -313,8 +406,10 @@ class Store(Protocol):
 
     async def get_command(self, correlation_id: str) -> Command | None: ...
 
-    async def commands(self, *, meter_id: str | None = None, limit: int = 100) -> list[Command]:
-        """Most recent first."""
+    async def commands(self, *, meter_id: str | None = None, limit: int = 100,
+                       before: tuple[datetime, str] | None = None) -> list[Command]:
+        """Most recent first, keyset-paginated: `before` is the (created_at, correlation_id) of
+        the last command of the previous page."""
 
     async def apply_retention(self, now: datetime | None = None) -> RetentionResult:
         """Remove readings, balances, events and dead letters older than the configured
@@ -343,24 +438,30 @@ class Store(Protocol):
         """Mark the key revoked (idempotent: the first revocation time stays). NotFound."""
 
     async def create_meters(self, meters: Sequence[Meter], *, at: datetime) -> None:
-        """Create meters, all or none (Conflict naming the meter_ids that exist). A meter with
-        a consumer_number gets an open assignment from its installed_at (else `at`)."""
+        """Create meters, all or none (Conflict naming the meter_ids that exist,
+        DeviceNumberTaken for a device number another meter of the utility has or two of
+        `meters` share). A meter with a consumer_number gets an open assignment from its
+        installed_at (else `at`). Many meters are written in batches of CREATE_BATCH inside
+        one transaction, handing the event loop back between batches."""
 
     async def update_meter(self, meter_id: str, changes: Mapping[str, Any], *, at: datetime) -> Meter:
         """Change the given fields (names in UPDATABLE_METER_FIELDS; None clears an optional
-        one). NotFound, InvalidRequest for another field; Conflict for an installed_at after
-        some of the meter's readings (the message counts them) or after the start of one of
-        its assignments."""
+        one). NotFound, InvalidRequest for another field, DeviceNumberTaken; Conflict for an
+        installed_at after some of the meter's readings (the message counts them) or after the
+        start of one of its assignments."""
 
     async def deactivate_meter(self, meter_id: str, *, at: datetime) -> Meter:
         """Status inactive; its open assignment is closed at `at` with its closing read.
         Readings and assignment history stay. NotFound."""
 
-    async def sync_meters(self, meters: Sequence[tuple[Meter, frozenset[str]]], *, at: datetime) -> None:
+    async def sync_meters(self, meters: Sequence[tuple[Meter, frozenset[str]]], *,
+                          at: datetime) -> list[DeviceNumberClash]:
         """The configuration's meters, each with the names of the fields its file sets: new
         meters are created; existing ones get CONFIG_OWNED_FIELDS and the fields the file
         sets, and keep what the API changed. A consumer_number from the file opens an
-        assignment only for a meter that never had one."""
+        assignment only for a meter that never had one. A device number that another meter of
+        the utility holds is not taken (the meter keeps what it had, a new one gets none): the
+        clashes are returned for the caller to log; never raised."""
 
     async def assign_meter(self, meter_id: str, consumer_number: str, *, start: datetime,
                            at: datetime) -> Assignment:
@@ -395,3 +496,20 @@ class Store(Protocol):
     async def meter_activity(self, *, since: datetime) -> list[MeterActivity]:
         """Every registered meter, by meter_id, with its newest reading or balance ts at or
         after `since` (None: nothing since)."""
+
+    # -- issue 27: unique device numbers, a fleet summary that counts ----------------------
+    async def taken_identifiers(self, meter_ids: Sequence[str],
+                                devices: Sequence[tuple[str, str]]) -> TakenIdentifiers:
+        """Which of `meter_ids` exist, and which meter holds each of `devices`, (utility, device
+        number) pairs (a Utility is a str: its value or the member itself)."""
+
+    async def shared_device_numbers(self) -> list[SharedDeviceNumber]:
+        """Device numbers on more than one meter of a utility (only a store upgraded from
+        before they were unique can hold them), by utility and device number."""
+
+    async def fleet_counts(self, rule: SilentRule) -> FleetCounts:
+        """Meters, meters by status and silent meters, counted by the database."""
+
+    async def silent_meters(self, rule: SilentRule, *, limit: int = 100,
+                            after: str | None = None) -> list[MeterActivity]:
+        """Active meters silent by `rule`, ordered by meter_id, after the given meter_id."""

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends, Path, Query
 
 from api.auth import RequireScope
 from api.deps import NowDep, StoreDep, check_text_params
-from api.params import utc
+from api.params import Shape, utc
 from api.routes.meters import MeterPath, require_meter
 from api.schemas.accounts import AssignmentIn, AssignmentOut, ConsumerOut
-from api.schemas.common import Identifier, error
+from api.schemas.common import Identifier, Page, error
 from api.schemas.meters import meter_dict
 from api.schemas.readings import BillingMeterOut, BillingOut
 from api.schemas.time import Timestamp
@@ -48,12 +48,14 @@ async def assign(store: StoreDep, now: NowDep, meter_id: MeterPath, body: Assign
     return AssignmentOut.row(assignment)
 
 
-@router.get("/v1/meters/{meter_id}/assignments", response_model=list[AssignmentOut], dependencies=READ,
-            responses={404: error("No such meter")})
-async def meter_assignments(store: StoreDep, meter_id: MeterPath) -> list[dict[str, Any]]:
-    """The meter's assignment history, oldest first."""
+@router.get("/v1/meters/{meter_id}/assignments", response_model=Page[AssignmentOut] | list[AssignmentOut],
+            dependencies=READ, responses={404: error("No such meter")})
+async def meter_assignments(store: StoreDep, meter_id: MeterPath, shape: Shape = "page") -> Any:
+    """The meter's assignment history, oldest first: one page (`next_cursor` is always null, a meter has one
+    assignment per move-in)."""
     await require_meter(store, meter_id)
-    return [AssignmentOut.row(a) for a in await store.assignments(meter_id=meter_id)]
+    items = [AssignmentOut.row(a) for a in await store.assignments(meter_id=meter_id)]
+    return {"items": items, "next_cursor": None} if shape == "page" else items
 
 
 @router.get("/v1/consumers/{consumer_number}", response_model=ConsumerOut, dependencies=READ,

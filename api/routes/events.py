@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
 from api.auth import RequireScope
 from api.deps import GatewayDep, NowDep, StoreDep, check_text_params
-from api.pagination import encode_cursor
+from api.pagination import decode_cursor, encode_cursor
 from api.params import Cursor, From, Limit, To, decode_ts_key, utc
+from api.ports import GatewayPort
+from api.responses import PageJSON
 from api.schemas.common import Page
-from api.schemas.events import EventOut, FleetSummary
+from api.schemas.events import EventOut, FleetSummary, SilentMeter
 from gateway.errors import InvalidRequest
-from gateway.model import EventKind, MeterStatus
+from gateway.model import EventKind
+from storage.base import SilentRule
 
 router = APIRouter(tags=["events"], dependencies=[Depends(check_text_params), Depends(RequireScope("read"))])
 
@@ -30,7 +33,7 @@ LOOKBACK = timedelta(days=7)
 async def events(store: StoreDep, start: From = None, end: To = None,
                  kind: Annotated[EventKind | None, Query(examples=["anomaly"])] = None,
                  meter_id: Annotated[str | None, Query(max_length=64, examples=["M-0001"])] = None,
-                 limit: Limit = 100, cursor: Cursor = None) -> dict[str, Any]:
+                 limit: Limit = 100, cursor: Cursor = None) -> PageJSON:
     """Events, most recent first, filtered by kind, meter and time [from, to)."""
     start_ = utc(start, "from") if start is not None else None
     end_ = utc(end, "to") if end is not None else None
@@ -43,22 +46,20 @@ async def events(store: StoreDep, start: From = None, end: To = None,
     more = len(rows) > limit
     rows = rows[:limit]
     nxt = encode_cursor([rows[-1].event.ts.isoformat(), rows[-1].seq]) if more else None
-    return {"items": [EventOut.row(e) for e in rows], "next_cursor": nxt}
+    return await PageJSON.page(rows, EventOut.row, next_cursor=nxt)
+
+
+def _silent_rule(gateway: GatewayPort | None, now: datetime) -> SilentRule:
+    intervals = gateway.poll_intervals() if gateway is not None else {}
+    return SilentRule(now=now, since=now - LOOKBACK, default_after=SILENT_DEFAULT,
+                      after={m: timedelta(seconds=SILENT_FACTOR * s) for m, s in intervals.items() if s})
 
 
 @router.get("/v1/fleet/summary", response_model=FleetSummary)
 async def fleet_summary(store: StoreDep, gateway: GatewayDep, now: NowDep) -> dict[str, Any]:
-    """Meters by status, silent meters (no data for 3x their interval, or 1 h), anomalies of the last 24 h."""
-    activity = await store.meter_activity(since=now - LOOKBACK)
-    intervals = gateway.poll_intervals() if gateway is not None else {}
-    by_status = dict.fromkeys((s.value for s in MeterStatus), 0)
-    silent = []
-    for a in activity:
-        by_status[a.status.value] += 1
-        interval = intervals.get(a.meter_id)
-        after = timedelta(seconds=SILENT_FACTOR * interval) if interval else SILENT_DEFAULT
-        if a.status is MeterStatus.ACTIVE and (a.last_seen is None or now - a.last_seen > after):
-            silent.append({"meter_id": a.meter_id, "last_seen": a.last_seen, "silent_after_s": after.total_seconds()})
+    """Meters by status, how many are silent (no data for 3x their interval, or 1 h; the list: /v1/fleet/silent),
+    anomalies of the last 24 h."""
+    counts = await store.fleet_counts(_silent_rule(gateway, now))
     by_kind: dict[str, int] = {}
     meters: set[str] = set()
     for kind in ANOMALY_KINDS:
@@ -66,5 +67,23 @@ async def fleet_summary(store: StoreDep, gateway: GatewayDep, now: NowDep) -> di
         if found:
             by_kind[kind.value] = len(found)
             meters.update(e.event.meter_id for e in found if e.event.meter_id)
-    return {"meters": len(activity), "by_status": by_status, "silent": silent,
+    return {"meters": counts.meters, "by_status": {s.value: n for s, n in counts.by_status.items()},
+            "silent": counts.silent,
             "anomalies_24h": {"total": sum(by_kind.values()), "by_kind": by_kind, "meters": sorted(meters)}}
+
+
+@router.get("/v1/fleet/silent", response_model=Page[SilentMeter])
+async def silent_meters(store: StoreDep, gateway: GatewayDep, now: NowDep, limit: Limit = 100,
+                        cursor: Cursor = None) -> dict[str, Any]:
+    """Active meters that sent nothing for 3x their poll interval (1 h where this gateway does not poll them), by
+    meter number."""
+    after = decode_cursor(cursor, 1)[0] if cursor else None
+    if after is not None and not isinstance(after, str):
+        raise InvalidRequest("cursor is not one this API issued")
+    rule = _silent_rule(gateway, now)
+    found = await store.silent_meters(rule, limit=limit + 1, after=after)
+    more = len(found) > limit
+    found = found[:limit]
+    return {"items": [{"meter_id": a.meter_id, "last_seen": a.last_seen,
+                       "silent_after_s": rule.after_of(a.meter_id).total_seconds()} for a in found],
+            "next_cursor": encode_cursor([found[-1].meter_id]) if more else None}

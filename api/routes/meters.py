@@ -64,8 +64,9 @@ async def list_meters(
 
 
 @router.post("", response_model=MeterOut, status_code=201, dependencies=WRITE,
-             responses={409: error("The meter exists already, or it has a consumer number and an installed_at in "
-                                   "the future")})
+             responses={409: error("The meter exists already, another meter of its utility has its device number "
+                                   "(the message names it), or it has a consumer number and an installed_at in the "
+                                   "future")})
 async def create_meter(store: StoreDep, now: NowDep, body: MeterIn) -> dict[str, Any]:
     """Register a meter (and open its first assignment when it has a consumer number)."""
     await store.create_meters([to_meter(body)], at=now)
@@ -79,8 +80,9 @@ async def get_meter(store: StoreDep, meter_id: MeterPath) -> dict[str, Any]:
 
 
 @router.patch("/{meter_id}", response_model=MeterOut, dependencies=WRITE,
-               responses={**_NOT_FOUND, 409: error("installed_at after some of the meter's readings (counted) or "
-                                                   "after the start of one of its assignments")})
+              responses={**_NOT_FOUND, 409: error("installed_at after some of the meter's readings (counted) or "
+                                                  "after the start of one of its assignments, or another meter of its "
+                                                  "utility has that device number (the message names it)")})
 async def update_meter(store: StoreDep, now: NowDep, meter_id: MeterPath,
                        body: Annotated[MeterUpdate, Body(openapi_examples={
                            "move": {"summary": "New location and tags",

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Header, Path, Response
 from api.auth import RequireScope
 from api.deps import GatewayDep, NowDep, StoreDep, check_text_params
 from api.pagination import encode_cursor
-from api.params import Cursor, From, Limit, To, decode_ts_key, period
+from api.params import Cursor, From, Limit, Shape, To, decode_ts_key, period
 from api.routes.meters import MeterPath, require_meter
 from api.schemas.common import Page, error
 from api.schemas.payg import BalanceOut, CommandIn, CommandOut, CurrencyTotals, PaygSummary
@@ -117,12 +117,20 @@ async def send_command(store: StoreDep, gateway: GatewayDep, meter_id: MeterPath
     return CommandOut.row(sent.command)
 
 
-@router.get("/v1/meters/{meter_id}/commands", response_model=list[CommandOut], dependencies=READ,
+@router.get("/v1/meters/{meter_id}/commands", response_model=Page[CommandOut] | list[CommandOut], dependencies=READ,
             responses={404: error("No such meter")})
-async def meter_commands(store: StoreDep, meter_id: MeterPath) -> list[dict[str, Any]]:
-    """The meter's last 100 commands, most recent first."""
+async def meter_commands(store: StoreDep, meter_id: MeterPath, limit: Limit = 100, cursor: Cursor = None,
+                         shape: Shape = "page") -> Any:
+    """The meter's commands, most recent first, a page at a time (`shape=array`: the first page as a bare array)."""
     await require_meter(store, meter_id)
-    return [CommandOut.row(c) for c in await store.commands(meter_id=meter_id, limit=100)]
+    before = decode_ts_key(cursor, str) if cursor else None
+    found = await store.commands(meter_id=meter_id, limit=limit + 1, before=before)
+    items = [CommandOut.row(c) for c in found[:limit]]
+    if shape == "array":
+        return items
+    last = found[limit - 1] if len(found) > limit else None
+    return {"items": items,
+            "next_cursor": None if last is None else encode_cursor([last.created_at.isoformat(), last.correlation_id])}
 
 
 @router.get("/v1/commands/{correlation_id}", response_model=CommandOut, dependencies=READ,

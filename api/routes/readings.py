@@ -11,11 +11,20 @@ from fastapi import APIRouter, Depends, Query
 from api.auth import RequireScope, WriteKey
 from api.deps import NowDep, StoreDep, check_text_params
 from api.pagination import encode_cursor
-from api.params import Cursor, From, Limit, To, decode_seq, decode_ts_key, period, utc
+from api.params import Cursor, From, Limit, Shape, To, decode_seq, decode_ts_key, period, utc
 from api.responses import PageJSON
 from api.routes.meters import MeterPath, require_meter
 from api.schemas.common import Page, error
-from api.schemas.readings import BucketOut, ConsumptionOut, FeedOut, ReadingOut, VerifyIn, reading_dict
+from api.schemas.readings import (
+    BucketOut,
+    ConsumptionOut,
+    FeedOut,
+    HistoryEntryOut,
+    ReadingOut,
+    VerifyIn,
+    reading_dict,
+)
+from api.schemas.time import Timestamp
 from gateway.model import UNITS, Channel, Status
 from storage.base import cumulative_channel
 from storage.boundary import check_period
@@ -27,14 +36,16 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: error("No such meter")}
 _DEFAULT_SPAN = {"hour": timedelta(days=1), "day": timedelta(days=31), "month": timedelta(days=365)}
 
 
-@router.get("/v1/meters/{meter_id}/readings/latest", response_model=list[ReadingOut], dependencies=READ,
-            responses=_NOT_FOUND)
-async def latest_readings(store: StoreDep, meter_id: MeterPath) -> PageJSON:
-    """The latest reading of each channel of the meter."""
+@router.get("/v1/meters/{meter_id}/readings/latest", response_model=Page[ReadingOut] | list[ReadingOut],
+            dependencies=READ, responses=_NOT_FOUND)
+async def latest_readings(store: StoreDep, meter_id: MeterPath, shape: Shape = "page") -> PageJSON:
+    """The latest reading of each channel of the meter, by channel: one page (`next_cursor` is always null, a
+    meter has a few dozen channels at most)."""
     latest = await store.latest_readings(meter_id)
     if not latest:  # only then is it worth a second query: unknown meter (404) or no reading yet
         await require_meter(store, meter_id)
-    return PageJSON([reading_dict(r) for r in latest])
+    items = [reading_dict(r) for r in latest]
+    return PageJSON({"items": items, "next_cursor": None} if shape == "page" else items)
 
 
 @router.get("/v1/meters/{meter_id}/readings", response_model=Page[ReadingOut], dependencies=READ,
@@ -53,7 +64,7 @@ async def readings(store: StoreDep, now: NowDep, meter_id: MeterPath, start: Fro
     more = len(rows) > limit
     rows = rows[:limit]
     nxt = encode_cursor([rows[-1].ts.isoformat(), rows[-1].channel.value]) if more else None
-    return PageJSON({"items": [reading_dict(r) for r in rows], "next_cursor": nxt})
+    return await PageJSON.page(rows, reading_dict, next_cursor=nxt)
 
 
 @router.get("/v1/readings/feed", response_model=FeedOut, dependencies=READ)
@@ -66,17 +77,38 @@ async def feed(store: StoreDep,
     """Every new reading and every later status change, in ingest order, exactly once for a client that stores
     the cursor."""
     page = await store.feed(after=decode_seq(after), limit=limit)
-    return PageJSON({"items": [reading_dict(r) for r in page.items], "next_cursor": encode_cursor([page.next_after]),
-                     "more": len(page.items) >= limit})
+    return await PageJSON.page(page.items, reading_dict, next_cursor=encode_cursor([page.next_after]),
+                               more=len(page.items) >= limit)
 
 
 @router.post("/v1/readings/verify", response_model=ReadingOut,
              responses={404: error("No such reading")})
 async def verify(store: StoreDep, key: WriteKey, body: VerifyIn) -> dict[str, Any]:
-    """Mark a reading verified or rejected, with a note; it appears again in the feed."""
+    """Mark a reading verified or rejected, with a note; it appears again in the feed. The status it has already
+    changes nothing (same seq, no new history entry)."""
     reading = await store.set_status(body.meter_id, body.channel, utc(body.ts, "ts"), Status(body.status),
-                                     note=body.note, by=f"api key {key.key_id} ({key.name})")
+                                     note=body.note, by=key.name, key_id=key.key_id)
     return reading_dict(reading)
+
+
+@router.get("/v1/meters/{meter_id}/readings/history", response_model=Page[HistoryEntryOut], dependencies=READ,
+            responses={404: error("No such reading")})
+async def reading_history(
+    store: StoreDep, meter_id: MeterPath,
+    channel: Annotated[Channel, Query(examples=["energy_import"])],
+    ts: Annotated[Timestamp, Query(description="The reading's measurement time, ISO 8601 with zone",
+                                   examples=["2026-03-01T12:15:00Z"])],
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size", examples=[100])] = 100,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    """A reading's history: every verdict (verified, rejected) with its time, the status before and after, the
+    note, and the API key that made it; oldest first."""
+    after = decode_seq(cursor) if cursor else None
+    entries = await store.reading_history(meter_id, channel, utc(ts, "ts"), limit=limit + 1, after=after)
+    more = len(entries) > limit
+    entries = entries[:limit]
+    return {"items": [HistoryEntryOut.row(e) for e in entries],
+            "next_cursor": encode_cursor([entries[-1].id]) if more else None}
 
 
 @router.get("/v1/meters/{meter_id}/consumption", response_model=ConsumptionOut, dependencies=READ,

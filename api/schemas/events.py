@@ -50,5 +50,6 @@ class FleetSummary(BaseModel):
 
     meters: int = Field(examples=[15])
     by_status: dict[str, int] = Field(examples=[{"active": 14, "maintenance": 1, "inactive": 0}])
-    silent: list[SilentMeter]
+    silent: int = Field(description="Active meters with no data for 3x their interval, or 1 h when it is not known "
+                        "here; the list, a page at a time: GET /v1/fleet/silent", examples=[2])
     anomalies_24h: AnomalySummary

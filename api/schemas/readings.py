@@ -11,11 +11,11 @@ from api.schemas.common import Identifier, Page, Text
 from api.schemas.time import Timestamp
 from gateway.model import UNITS, Channel, Reading
 from gateway.model.readings import flag_names
-from storage.base import BillingRead, ConsumptionBucket
+from storage.base import BillingRead, ConsumptionBucket, StatusChange
 from storage.boundary import estimate_method
 
-__all__ = ["DEPRECATED", "BillingMeterOut", "BillingOut", "BucketOut", "ConsumptionOut", "FeedOut", "Page",
-           "PeriodReadOut", "ReadingOut", "VerifyIn", "period_read_dict", "reading_dict"]
+__all__ = ["DEPRECATED", "BillingMeterOut", "BillingOut", "BucketOut", "ConsumptionOut", "FeedOut", "HistoryEntryOut",
+           "Page", "PeriodReadOut", "ReadingOut", "VerifierOut", "VerifyIn", "period_read_dict", "reading_dict"]
 
 #: Marks a field the OpenAPI document lists as deprecated (kept one release; see CHANGELOG.md).
 #: In the schema only: pydantic's own `deprecated=` also warns whenever the field is read.
@@ -94,6 +94,30 @@ class FeedOut(BaseModel):
     next_cursor: str = Field(description="Store it; pass it as `after` next time (also when `items` is empty)",
                              examples=["WzQ4MjEzXQ"])
     more: bool = Field(description="True when the page is full: ask again at once", examples=[True])
+
+
+class VerifierOut(BaseModel):
+    """The API key that made a verdict."""
+
+    key_id: str | None = Field(description="null for verdicts recorded before keys were (gateway 0.2 and older)",
+                               examples=["k7f3a9c2"])
+    name: str | None = Field(description="The key's name; for verdicts recorded before key ids, the text "
+                             "'api key <id> (<name>)'", examples=["billing-clerk"])
+
+
+class HistoryEntryOut(BaseModel):
+    """One verdict on a reading, as the verification log keeps it."""
+
+    at: datetime = Field(description="When the verdict was recorded (UTC)", examples=["2026-03-02T09:30:00Z"])
+    from_status: str | None = Field(description="The reading's status before", examples=["suspect"])
+    to_status: str = Field(description="The status it was given", examples=["verified"])
+    note: str | None = Field(examples=["Checked on site: register photographed, value correct"])
+    by: VerifierOut
+
+    @staticmethod
+    def row(c: StatusChange) -> dict[str, Any]:
+        return {"at": c.at, "from_status": None if c.previous is None else c.previous.value,
+                "to_status": c.status.value, "note": c.note, "by": {"key_id": c.key_id, "name": c.by}}
 
 
 class VerifyIn(BaseModel):

@@ -16,9 +16,17 @@ from pydantic import BeforeValidator
 from pydantic_core import PydanticCustomError
 
 _ISO_8601 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+#: A time whose offset lost its '+': in a URL query a '+' means a space, so an unencoded
+#: 2026-03-01T00:00:00+03:00 arrives as "2026-03-01T00:00:00 03:00".
+_PLUS_AS_SPACE = re.compile(r"(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?) (\d{2}:?\d{2})$")
 
 
 def _iso_text(value: object) -> object:
+    if isinstance(value, str) and (lost := _PLUS_AS_SPACE.fullmatch(value.strip())):
+        raise PydanticCustomError(
+            "timestamp_plus", "'{value}' has a space where its offset's '+' belongs: in a URL a '+' means a space, "
+            "so encode it as %2B ({time}%2B{offset}), or give the time in UTC with Z", {
+                "value": value[:40], "time": lost[1], "offset": lost[2]})
     if isinstance(value, datetime) or (isinstance(value, str) and _ISO_8601.match(value)):
         return value
     raise PydanticCustomError(

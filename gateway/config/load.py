@@ -99,10 +99,19 @@ def cross_check(config: GatewayConfig, profiles: dict[str, DeviceProfile], index
             f"{config.modbus.breaker_max_cooldown:g} s")
     seen_ids: dict[str, int] = {}
     seen_units: dict[tuple[str, int], int] = {}
+    seen_devices: dict[tuple[str, str], int] = {}
     for i, m in enumerate(config.meters):
         if m.meter_id in seen_ids:
             add(("meters", i, "meter_id"), f"meter {m.meter_id!r} repeats meters[{seen_ids[m.meter_id]}]")
         seen_ids.setdefault(m.meter_id, i)
+        if m.device_number is not None:
+            device = (m.utility.value, m.device_number)
+            if device in seen_devices:
+                first = seen_devices[device]
+                add(("meters", i, "device_number"),
+                    f"device_number {m.device_number!r} is already on meters[{first}] ({config.meters[first].meter_id}); "
+                    f"device numbers are unique per utility ({m.utility.value})")
+            seen_devices.setdefault(device, i)
         if m.protocol == "modbus":
             if m.endpoint is None:
                 add(("meters", i), f"meter {m.meter_id}: a Modbus meter needs 'endpoint'")

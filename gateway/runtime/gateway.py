@@ -350,7 +350,12 @@ class Gateway:
         while True:
             try:
                 await self.store.migrate()
-                await self.store.sync_meters(config_meters(self.config), at=datetime.now(UTC))
+                clashes = await self.store.sync_meters(config_meters(self.config), at=datetime.now(UTC))
+                index = {m.meter_id: i for i, m in enumerate(self.config.meters)}
+                for clash in clashes:
+                    log.warning("config meters[%s].device_number: %s; until one of them changes, the configured "
+                                "meter keeps the device number the store had for it (a new meter: none)",
+                                index.get(clash.meter_id or "", "?"), clash)
                 history = await self.store.last_cumulative()
                 # VEE windows (spike statistics, flat runs, profiles, regression episodes) from
                 # stored history, so the first reading after a restart is checked against it.

@@ -3,7 +3,10 @@ consumers, fleet and PAYG summaries), as a mixin of SqliteStore."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
@@ -12,20 +15,23 @@ from typing import Any
 import aiosqlite
 
 from gateway.errors import InvalidRequest, NotFound
-from gateway.model import Assignment, Channel, EventKind, Meter, MeterStatus
-from storage import accounts, consumption
+from gateway.model import Assignment, Channel, EventKind, Meter, MeterStatus, Utility
+from storage import accounts, consumption, registry
 from storage.base import (
     CONFIG_OWNED_FIELDS,
+    CREATE_BATCH,
     UPDATABLE_METER_FIELDS,
     Conflict,
     Consumer,
+    DeviceNumberClash,
+    DeviceNumberTaken,
     MeterActivity,
     PaygTotals,
     StoredEvent,
     cumulative_channel,
 )
 from storage.keys import ApiKey, format_scopes, parse_scopes
-from storage.rows import METER_STATUS, UTILITY
+from storage.rows import METER_STATUS, UTILITY, converted
 from storage.sqlite import rows
 
 _KEY_COLS = "id, name, hash, scopes, created_at, revoked_at"
@@ -97,19 +103,17 @@ class SqliteAccounts(consumption.ConsumptionQueries):
 
     # -- meters ---------------------------------------------------------------------
     async def create_meters(self, meters: Sequence[Meter], *, at: datetime) -> None:
-        if not meters:
-            return
-        ids = [m.meter_id for m in meters]
+        # One transaction (all or none), checked and written a batch at a time: the SQL runs in
+        # aiosqlite's thread, the Python around it is bounded by the batch, and between batches
+        # the event loop serves everyone else. A batch that conflicts rolls back the earlier ones.
+        first: dict[tuple[Utility, str], str] = {}
+        seen: set[str] = set()
         async with self._transaction("create meters") as db:
-            found = await db.execute_fetchall(
-                "SELECT meter_id FROM meters WHERE meter_id IN (SELECT value FROM json_each(?)) ORDER BY meter_id",
-                (json.dumps(ids),))
-            taken = [r[0] for r in found] + sorted({i for i in ids if ids.count(i) > 1})
-            if taken:
-                msg = f"meter(s) {', '.join(taken)} already exist"
-                raise Conflict(msg)
-            for m in meters:
-                await _insert_meter(db, m, at)
+            for start in range(0, len(meters), CREATE_BATCH):
+                batch = meters[start:start + CREATE_BATCH]
+                await _check_new_meters(db, batch, seen, first)
+                await _insert_new_meters(db, batch, at)
+                await asyncio.sleep(0)
 
     async def update_meter(self, meter_id: str, changes: Mapping[str, Any], *, at: datetime) -> Meter:
         unknown = sorted(set(changes) - UPDATABLE_METER_FIELDS)
@@ -120,11 +124,18 @@ class SqliteAccounts(consumption.ConsumptionQueries):
         async with self._transaction(f"update meter {meter_id}") as db:
             if changes.get("installed_at") is not None:
                 await _check_installed_at(db, meter_id, changes["installed_at"])
+            if changes.get("device_number") is not None:
+                await _check_device_number(db, meter_id, changes["device_number"])
             sets = ", ".join(f"{name} = ?" for name in changes)
+            params = [*(_column(n, v) for n, v in changes.items())]
+            if "device_number" in changes:
+                # Evaluated before the SET: a device number that changes leaves the upgrade's exemption.
+                sets += ", device_number_duplicate = (device_number_duplicate AND device_number IS ?)"
+                params.append(changes["device_number"])
             found = await db.execute_fetchall(
                 f"UPDATE meters SET {sets + ', ' if sets else ''}updated_at = ? WHERE meter_id = ?"
                 f" RETURNING {rows.METER_COLS}",
-                (*(_column(n, v) for n, v in changes.items()), rows.us(at), meter_id))
+                (*params, rows.us(at), meter_id))
             if not found:
                 raise NotFound("meter", meter_id)
             return rows.meter(next(iter(found)))
@@ -138,24 +149,35 @@ class SqliteAccounts(consumption.ConsumptionQueries):
                 f" RETURNING {rows.METER_COLS}", (MeterStatus.INACTIVE.value, rows.us(at), meter_id))
             return rows.meter(next(iter(found)))
 
-    async def sync_meters(self, meters: Sequence[tuple[Meter, frozenset[str]]], *, at: datetime) -> None:
+    async def sync_meters(self, meters: Sequence[tuple[Meter, frozenset[str]]], *,
+                          at: datetime) -> list[DeviceNumberClash]:
         if not meters:
-            return
+            return []
         async with self._transaction("sync configured meters") as db:
+            holders = await _device_holders(db, registry.devices_of(m for m, _ in meters))
+            clashes = registry.clashes([m for m, _ in meters], holders)
+            refused = {c.meter_id for c in clashes}
             for meter, fields in meters:
+                if meter.meter_id in refused:  # another meter has its device number: not taken
+                    meter, fields = dataclasses.replace(meter, device_number=None), fields - {"device_number"}
                 found = await db.execute_fetchall("SELECT 1 FROM meters WHERE meter_id = ?", (meter.meter_id,))
                 if not found:
                     await _insert_meter(db, meter, at, lenient=True)
                     continue
                 names = sorted(CONFIG_OWNED_FIELDS | (fields & (UPDATABLE_METER_FIELDS - CONFIG_OWNED_FIELDS)))
+                exempt = (", device_number_duplicate = (device_number_duplicate AND device_number IS ?)"
+                          if "device_number" in names else "")
                 await db.execute(
-                    f"UPDATE meters SET {', '.join(f'{n} = ?' for n in names)}, updated_at = ? WHERE meter_id = ?",
-                    (*(_column(n, getattr(meter, n)) for n in names), rows.us(at), meter.meter_id))
+                    f"UPDATE meters SET {', '.join(f'{n} = ?' for n in names)}{exempt}, updated_at = ?"
+                    " WHERE meter_id = ?",
+                    (*(_column(n, getattr(meter, n)) for n in names),
+                     *([meter.device_number] if exempt else []), rows.us(at), meter.meter_id))
                 if "consumer_number" in fields and meter.consumer_number:
                     had = await db.execute_fetchall("SELECT 1 FROM assignments WHERE meter_id = ? LIMIT 1",
                                                     (meter.meter_id,))
                     if not had:
                         await _open_first(db, meter, at, lenient=True)
+        return clashes
 
     # -- assignments and consumers ----------------------------------------------------
     async def assign_meter(self, meter_id: str, consumer_number: str, *, start: datetime,
@@ -238,7 +260,7 @@ class SqliteAccounts(consumption.ConsumptionQueries):
             params += [rows.us(before[0]), before[1]]
         found = await self._fetch("events", f"SELECT seq, {rows.EVENT_COLS} FROM events WHERE {' AND '.join(where)}"
                                   " ORDER BY ts DESC, seq DESC LIMIT ?", [*params, limit])
-        return [StoredEvent(r[0], rows.event(r[1:])) for r in found]
+        return await converted(found, _stored_event)
 
     async def payg_totals(self) -> list[PaygTotals]:
         found = await self._fetch(
@@ -257,6 +279,10 @@ class SqliteAccounts(consumption.ConsumptionQueries):
             " FROM meters AS m ORDER BY m.meter_id", {"since": rows.us(since)})
         return [MeterActivity(r[0], METER_STATUS[r[1]], UTILITY[r[2]], bool(r[3]), None if r[4] < 0 else rows.dt(r[4]))
                 for r in found]
+
+
+def _stored_event(row: Any) -> StoredEvent:
+    return StoredEvent(row[0], rows.event(row[1:]))
 
 
 # -- inside a write transaction ------------------------------------------------------------
@@ -324,6 +350,82 @@ async def _open_first(db: aiosqlite.Connection, meter: Meter, at: datetime, *, l
         await db.execute("UPDATE meters SET consumer_number = NULL WHERE meter_id = ?", (meter.meter_id,))
         return
     await _open(db, meter.meter_id, meter.consumer_number, start, at)
+
+
+async def _device_holders(db: aiosqlite.Connection, devices: Sequence[tuple[Utility, str]],
+                          ) -> dict[tuple[Utility, str], str]:
+    """The meter holding each (utility, device number): the one not exempted by the upgrade
+    (device_number_duplicate), else the first registered."""
+    if not devices:
+        return {}
+    found = await db.execute_fetchall(
+        "SELECT m.utility, m.device_number, m.meter_id FROM json_each(?) AS j"
+        " JOIN meters AS m ON m.device_number = j.value ->> 1 AND m.utility = j.value ->> 0"
+        " ORDER BY m.device_number_duplicate, m.created_at, m.meter_id",
+        (json.dumps([[u.value, d] for u, d in devices]),))
+    holders: dict[tuple[Utility, str], str] = {}
+    for utility, device_number, meter_id in found:
+        holders.setdefault((UTILITY[utility], device_number), meter_id)
+    return holders
+
+
+async def _check_new_meters(db: aiosqlite.Connection, meters: Sequence[Meter], seen: set[str],
+                            first: dict[tuple[Utility, str], str]) -> None:
+    """Conflict for a meter that exists or repeats (`seen`: the ids of earlier batches), DeviceNumberTaken
+    for a device number another meter has (`first`: those of earlier batches)."""
+    ids = [m.meter_id for m in meters]
+    found = await db.execute_fetchall(
+        "SELECT meter_id FROM meters WHERE meter_id IN (SELECT value FROM json_each(?)) ORDER BY meter_id",
+        (json.dumps(ids),))
+    taken = [r[0] for r in found] + sorted(i for i, n in Counter(ids).items() if n > 1 or i in seen)
+    if taken:
+        msg = f"meter(s) {', '.join(taken[:20])}{' ...' if len(taken) > 20 else ''} already exist"
+        raise Conflict(msg)
+    seen.update(ids)
+    clashes = registry.clashes(meters, await _device_holders(db, registry.devices_of(meters)), first=first)
+    if clashes:
+        raise DeviceNumberTaken(clashes)
+
+
+async def _check_device_number(db: aiosqlite.Connection, meter_id: str, device_number: str) -> None:
+    """DeviceNumberTaken if another meter of `meter_id`'s utility holds `device_number` (and it is
+    not the one `meter_id` has already: a meter the upgrade exempted keeps it through other changes)."""
+    found = await db.execute_fetchall(
+        "SELECT o.meter_id, m.utility FROM meters AS m JOIN meters AS o ON o.utility = m.utility"
+        " AND o.device_number = ?1 AND o.meter_id <> m.meter_id WHERE m.meter_id = ?2 AND m.device_number IS NOT ?1"
+        " ORDER BY o.device_number_duplicate, o.created_at, o.meter_id LIMIT 1", (device_number, meter_id))
+    for holder, utility in found:
+        raise DeviceNumberTaken([DeviceNumberClash(meter_id, UTILITY[utility], device_number, holder)])
+
+
+async def _insert_new_meters(db: aiosqlite.Connection, meters: Sequence[Meter], at: datetime) -> None:
+    """Insert meters none of which exists, with their first assignments, in a few statements.
+
+    The first assignment is _open_first's; a meter that already has readings (its opening read
+    is one of them) or whose consumer was deactivated takes that path itself, the others (the
+    usual new meter) open with no opening read from the same start in one statement.
+    """
+    await db.executemany(f"INSERT INTO meters ({rows.METER_COLS}, created_at, updated_at)"
+                         f" VALUES ({_METER_PLACEHOLDERS})", [rows.meter_row(m, rows.us(at)) for m in meters])
+    assigned = [m for m in meters if m.consumer_number]
+    if not assigned:
+        return
+    special = {r[0] for r in await db.execute_fetchall(
+        "SELECT j.value FROM json_each(?) AS j WHERE EXISTS (SELECT 1 FROM readings AS r WHERE r.meter_id = j.value)"
+        " UNION SELECT j.key FROM json_each(?) AS j JOIN consumers AS c ON c.consumer_number = j.value"
+        " AND c.deactivated_at IS NOT NULL",
+        (json.dumps([m.meter_id for m in assigned]), json.dumps({m.meter_id: m.consumer_number for m in assigned})))}
+    for m in assigned:
+        if m.meter_id in special:
+            await _open_first(db, m, at, lenient=False)
+    plain = [m for m in assigned if m.meter_id not in special]
+    await db.executemany("INSERT INTO consumers (consumer_number, created_at) VALUES (?, ?)"
+                         " ON CONFLICT (consumer_number) DO NOTHING",
+                         [(c, rows.us(at)) for c in dict.fromkeys(m.consumer_number for m in plain)])
+    # The start is _open_first's (Conflict for an installation after `at`).
+    await db.executemany(f"INSERT INTO assignments ({_ASSIGNMENT_COLS}, created_at) VALUES (?, ?, ?, NULL, ?)",
+                         [(m.meter_id, m.consumer_number, rows.us(accounts.first_start(m.meter_id, m.installed_at, at)),
+                           rows.us(at)) for m in plain])
 
 
 async def _insert_meter(db: aiosqlite.Connection, meter: Meter, at: datetime, *, lenient: bool = False) -> None:

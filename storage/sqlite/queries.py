@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+from gateway.errors import NotFound
 from gateway.model import (
     BalanceUpdate,
     Channel,
@@ -27,8 +28,8 @@ from gateway.model import (
 )
 from storage import boundary
 from storage import consumption as cons
-from storage.base import FeedPage, LastValue
-from storage.rows import CHANNEL
+from storage.base import FeedPage, LastValue, StatusChange
+from storage.rows import CHANNEL, STATUS, converted
 from storage.sqlite import rows
 
 _ALL_CHANNELS = json.dumps([c.value for c in Channel])
@@ -107,6 +108,20 @@ class SqliteQueries(cons.ConsumptionQueries):
         )
         return rows.meter(found[0]) if found else None
 
+    async def reading_history(self, meter_id: str, channel: Channel, ts: datetime, *, limit: int = 100,
+                              after: int | None = None) -> list[StatusChange]:
+        """The reading's verdicts from the verification log, oldest first. NotFound if there is no such reading."""
+        found = await self._fetch(
+            f"history of a reading of {meter_id}",
+            "SELECT v.id, v.created_at, v.previous_status, v.status, v.note, v.actor, v.key_id FROM readings AS r"
+            " LEFT JOIN verification_log AS v ON v.meter_id = r.meter_id AND v.channel = r.channel AND v.ts = r.ts"
+            " AND v.id > ? WHERE r.meter_id = ? AND r.channel = ? AND r.ts = ? ORDER BY v.id LIMIT ?",
+            [after or 0, meter_id, channel.value, rows.us(ts), limit])
+        if not found:
+            raise NotFound("reading", f"{meter_id}/{channel.value}@{ts.isoformat()}")
+        return [StatusChange(r[0], rows.dt(r[1]), STATUS.get(r[2]), STATUS[r[3]], r[4], r[5], r[6])
+                for r in found if r[0] is not None]
+
     async def latest_readings(self, meter_id: str) -> list[Reading]:
         """The latest reading of each channel, ordered by channel: one index probe per
         canonical channel, never a scan of the meter's history."""
@@ -141,7 +156,7 @@ class SqliteQueries(cons.ConsumptionQueries):
             f"SELECT {rows.READING_COLS} FROM readings WHERE {' AND '.join(where)} ORDER BY ts, channel LIMIT ?",
             [*params, limit],
         )
-        return [rows.reading(r) for r in found]
+        return await converted(found, rows.reading)
 
     async def last_cumulative(self) -> list[LastValue]:
         """The latest reading of every (meter, channel) whose latest reading is cumulative.
@@ -214,7 +229,7 @@ class SqliteQueries(cons.ConsumptionQueries):
         found = await self._fetch(
             "feed", f"SELECT {rows.READING_COLS} FROM readings WHERE seq > ? ORDER BY seq LIMIT ?", [after, limit]
         )
-        items = [rows.reading(r) for r in found]
+        items = await converted(found, rows.reading)
         return FeedPage(items, items[-1].seq if items and items[-1].seq is not None else after)
 
     async def _probe(self, meter_id: str, channel: Channel, times: list[datetime], *,
@@ -259,9 +274,13 @@ class SqliteQueries(cons.ConsumptionQueries):
         )
         return rows.command(found[0]) if found else None
 
-    async def commands(self, *, meter_id: str | None = None, limit: int = 100) -> list[Command]:
-        """Commands, most recent first."""
+    async def commands(self, *, meter_id: str | None = None, limit: int = 100,
+                       before: tuple[datetime, str] | None = None) -> list[Command]:
+        """Commands, most recent first; `before`: the (created_at, correlation_id) of the last of the previous page."""
         where, params = _filters(meter_id=meter_id)
+        if before is not None:
+            where += " AND (created_at, correlation_id) < (?, ?)"
+            params += [rows.us(before[0]), before[1]]
         found = await self._fetch(
             "commands",
             f"SELECT {rows.COMMAND_COLS} FROM commands WHERE {where}"

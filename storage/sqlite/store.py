@@ -30,6 +30,7 @@ from storage.migrate import load_migrations, pending
 from storage.sqlite import rows
 from storage.sqlite.accounts import SqliteAccounts
 from storage.sqlite.queries import SqliteQueries
+from storage.sqlite.registry import SqliteRegistry
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def _errors(path: Path, action: str) -> Iterator[None]:
 #: The reader connection's page cache, KiB (a month query 10 % faster than with 2 MB).
 READER_CACHE_KIB = 65_536
 
-class SqliteStore(SqliteAccounts, SqliteQueries):
+class SqliteStore(SqliteAccounts, SqliteQueries, SqliteRegistry):
     """`Store` on one SQLite file. Open with `await SqliteStore.open(path)`; close it after.
 
     Writes are serialised (one writer connection, one transaction per batch) and are
@@ -315,29 +316,32 @@ class SqliteStore(SqliteAccounts, SqliteQueries):
             )
 
     async def set_status(self, meter_id: str, channel: Channel, ts: datetime, status: Status, *,
-                         note: str, by: str) -> Reading:  # fmt: skip
+                         note: str, by: str, key_id: str | None = None) -> Reading:  # fmt: skip
         """A person's verdict on a reading: new status, new seq (the feed shows it again),
-        and a line in the verification log. NotFound if there is no such reading."""
+        and a line in the verification log. The status it has already changes nothing (same
+        seq, no line). NotFound if there is no such reading."""
         if status is Status.ESTIMATED:
             msg = "set status: 'estimated' is not a verdict (estimates come from the estimator, with source=estimate)"
             raise InvalidRequest(msg)
         key = (meter_id, channel.value, rows.us(ts))
         async with self._transaction(f"set status of {meter_id}") as db:
             found = await db.execute_fetchall(
-                "SELECT seq, status FROM readings WHERE meter_id = ? AND channel = ? AND ts = ?", key
+                f"SELECT {rows.READING_COLS} FROM readings WHERE meter_id = ? AND channel = ? AND ts = ?", key
             )
             if not found:
                 raise NotFound("reading", f"{meter_id}/{channel.value}@{rows.dt(key[2]).isoformat()}")
-            old_seq, previous = next(iter(found))
+            current = rows.reading(next(iter(found)))
+            if current.status is status:  # a repeat: nothing changes, no reader is sent it again
+                return current
             seq = await _next_seq(db)
             updated = await db.execute_fetchall(
                 f"UPDATE readings SET status = ?, seq = ? WHERE seq = ? RETURNING {rows.READING_COLS}",
-                (status.value, seq, old_seq),
+                (status.value, seq, current.seq),
             )
             await db.execute(
                 "INSERT INTO verification_log (meter_id, channel, ts, previous_status, status, note, actor,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (*key, previous, status.value, note, by, rows.us(self._clock())),
+                " key_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*key, current.status.value, status.value, note, by, key_id, rows.us(self._clock())),
             )
         return rows.reading(next(iter(updated)))
 

@@ -8,6 +8,8 @@ take turns instead of both closing the same assignment.
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
@@ -16,21 +18,24 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from gateway.errors import InvalidRequest, NotFound
-from gateway.model import Assignment, Channel, EventKind, Meter, MeterStatus
-from storage import accounts, consumption
+from gateway.errors import InvalidRequest, NotFound, SinkError
+from gateway.model import Assignment, Channel, EventKind, Meter, MeterStatus, Utility
+from storage import accounts, consumption, registry
 from storage.base import (
     CONFIG_OWNED_FIELDS,
+    CREATE_BATCH,
     UPDATABLE_METER_FIELDS,
     Conflict,
     Consumer,
+    DeviceNumberClash,
+    DeviceNumberTaken,
     MeterActivity,
     PaygTotals,
     StoredEvent,
     cumulative_channel,
 )
 from storage.keys import ApiKey, format_scopes, parse_scopes
-from storage.rows import METER_STATUS, UTILITY
+from storage.rows import METER_STATUS, UTILITY, converted
 from storage.timescale import rows
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
@@ -43,6 +48,8 @@ _KEY_COLS = "id, name, hash, scopes, created_at, revoked_at"
 # are derived from the readings when an assignment is read (storage.consumption).
 _ASSIGNMENT_COLS = "meter_id, consumer_number, start_ts, end_ts"
 _METER_PLACEHOLDERS = ", ".join(["%s"] * 14)
+#: The unique index of (utility, device_number), migration "device_numbers_and_verification_keys".
+_DEVICE_INDEX = "meters_utility_device_number"
 
 
 def _key(row: Any) -> ApiKey:
@@ -111,21 +118,28 @@ class TimescaleAccounts(consumption.ConsumptionQueries):
 
     # -- meters ---------------------------------------------------------------------
     async def create_meters(self, meters: Sequence[Meter], *, at: datetime) -> None:
-        if not meters:
-            return
-        ids = [m.meter_id for m in meters]
-        async with self._conn("create meters") as conn, conn.transaction():
-            cur = await conn.execute("SELECT meter_id FROM meters WHERE meter_id = ANY(%s) ORDER BY meter_id", [ids])
-            taken = [r[0] for r in await cur.fetchall()] + sorted({i for i in ids if ids.count(i) > 1})
-            if taken:
-                msg = f"meter(s) {', '.join(taken)} already exist"
-                raise Conflict(msg)
+        # One transaction (all or none), checked and written a batch at a time, so the Python
+        # around each statement is bounded by the batch. A batch that conflicts rolls back the rest.
+        first: dict[tuple[Utility, str], str] = {}
+        seen: set[str] = set()
+        async with self._conn("create meters") as conn:
             try:
-                for m in meters:
-                    await _insert_meter(conn, m, at)
-            except psycopg.errors.UniqueViolation:
-                # Another writer created one of them since the check above.
-                msg = f"meter(s) among {', '.join(ids[:10])} were created meanwhile by another request"
+                async with conn.transaction():
+                    for start in range(0, len(meters), CREATE_BATCH):
+                        batch = meters[start:start + CREATE_BATCH]
+                        await _check_new_meters(conn, batch, seen, first)
+                        await _insert_new_meters(conn, batch, at)
+            except psycopg.errors.UniqueViolation as exc:
+                # Another writer created one of them, or took one of their device numbers,
+                # since the checks: the index decided. Name the holders where it was that.
+                if exc.diag.constraint_name == _DEVICE_INDEX:
+                    for start in range(0, len(meters), CREATE_BATCH):
+                        batch = meters[start:start + CREATE_BATCH]
+                        clashes = registry.clashes(batch, await _device_holders(conn, registry.devices_of(batch)))
+                        if clashes:
+                            raise DeviceNumberTaken(clashes) from None
+                ids = [m.meter_id for m in meters[:10]]
+                msg = f"meter(s) among {', '.join(ids)} were created meanwhile by another request"
                 raise Conflict(msg) from None
 
     async def update_meter(self, meter_id: str, changes: Mapping[str, Any], *, at: datetime) -> Meter:
@@ -135,18 +149,31 @@ class TimescaleAccounts(consumption.ConsumptionQueries):
                    f"(changeable: {', '.join(sorted(UPDATABLE_METER_FIELDS))})")
             raise InvalidRequest(msg)
         sets = "".join(f"{name} = %s, " for name in changes)
-        async with self._conn(f"update meter {meter_id}") as conn, conn.transaction():
-            if changes.get("installed_at") is not None:
-                # The meter's row locked first: a move-in cannot slip in between check and change.
-                await conn.execute("SELECT 1 FROM meters WHERE meter_id = %s FOR UPDATE", [meter_id])
-                await _check_installed_at(conn, meter_id, changes["installed_at"])
-            cur = await conn.execute(
-                f"UPDATE meters SET {sets}updated_at = %s WHERE meter_id = %s RETURNING {rows.METER_COLS}",
-                [*(_column(n, v) for n, v in changes.items()), rows.utc(at), meter_id])
-            row = await cur.fetchone()
-        if row is None:
+        params = [*(_column(n, v) for n, v in changes.items())]
+        if "device_number" in changes:
+            # Evaluated before the SET: a device number that changes leaves the upgrade's exemption.
+            sets += "device_number_duplicate = (device_number_duplicate AND device_number IS NOT DISTINCT FROM %s), "
+            params.append(changes["device_number"])
+        async with self._conn(f"update meter {meter_id}") as conn:
+            try:
+                async with conn.transaction():
+                    if changes.get("installed_at") is not None:
+                        # The meter's row locked first: a move-in cannot slip in between check and change.
+                        await conn.execute("SELECT 1 FROM meters WHERE meter_id = %s FOR UPDATE", [meter_id])
+                        await _check_installed_at(conn, meter_id, changes["installed_at"])
+                    if changes.get("device_number") is not None:
+                        await _check_device_number(conn, meter_id, changes["device_number"])
+                    cur = await conn.execute(
+                        f"UPDATE meters SET {sets}updated_at = %s WHERE meter_id = %s RETURNING {rows.METER_COLS}",
+                        [*params, rows.utc(at), meter_id])
+                    found = await cur.fetchone()
+            except psycopg.errors.UniqueViolation:
+                # Another writer took the device number since the check: it names the holder now.
+                await _check_device_number(conn, meter_id, changes["device_number"])
+                raise
+        if found is None:
             raise NotFound("meter", meter_id)
-        return rows.meter(row)
+        return rows.meter(found)
 
     async def deactivate_meter(self, meter_id: str, *, at: datetime) -> Meter:
         async with self._conn(f"deactivate meter {meter_id}") as conn, conn.transaction():
@@ -159,27 +186,52 @@ class TimescaleAccounts(consumption.ConsumptionQueries):
             assert row is not None  # locked above
             return rows.meter(row)
 
-    async def sync_meters(self, meters: Sequence[tuple[Meter, frozenset[str]]], *, at: datetime) -> None:
+    async def sync_meters(self, meters: Sequence[tuple[Meter, frozenset[str]]], *,
+                          at: datetime) -> list[DeviceNumberClash]:
+        for attempt in range(3):
+            try:
+                return await self._sync_meters_once(meters, at=at)
+            except SinkError as exc:
+                # An API request took one of the device numbers after they were read (the
+                # index refused the write): read them again rather than fail the start.
+                cause = exc.__cause__
+                if not (isinstance(cause, psycopg.errors.UniqueViolation)
+                        and cause.diag.constraint_name == _DEVICE_INDEX) or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _sync_meters_once(self, meters: Sequence[tuple[Meter, frozenset[str]]], *,
+                                at: datetime) -> list[DeviceNumberClash]:
         if not meters:
-            return
+            return []
         async with self._conn("sync configured meters") as conn, conn.transaction():
             # Gateways starting together with a meter in both configs would each find it
             # missing (FOR UPDATE locks only rows that exist) and both insert it: one sync at
             # a time, held until this transaction ends.
             await conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", _SYNC_LOCK)
+            holders = await _device_holders(conn, registry.devices_of(m for m, _ in meters))
+            clashes = registry.clashes([m for m, _ in meters], holders)
+            refused = {c.meter_id for c in clashes}
             for meter, fields in sorted(meters, key=lambda m: m[0].meter_id):  # lock order: no deadlocks
+                if meter.meter_id in refused:  # another meter has its device number: not taken
+                    meter, fields = dataclasses.replace(meter, device_number=None), fields - {"device_number"}
                 cur = await conn.execute("SELECT 1 FROM meters WHERE meter_id = %s FOR UPDATE", [meter.meter_id])
                 if await cur.fetchone() is None:
                     await _insert_meter(conn, meter, at, lenient=True)
                     continue
                 names = sorted(CONFIG_OWNED_FIELDS | (fields & (UPDATABLE_METER_FIELDS - CONFIG_OWNED_FIELDS)))
+                exempt = (", device_number_duplicate = (device_number_duplicate"
+                          " AND device_number IS NOT DISTINCT FROM %s)" if "device_number" in names else "")
                 await conn.execute(
-                    f"UPDATE meters SET {', '.join(f'{n} = %s' for n in names)}, updated_at = %s WHERE meter_id = %s",
-                    [*(_column(n, getattr(meter, n)) for n in names), rows.utc(at), meter.meter_id])
+                    f"UPDATE meters SET {', '.join(f'{n} = %s' for n in names)}{exempt}, updated_at = %s"
+                    " WHERE meter_id = %s",
+                    [*(_column(n, getattr(meter, n)) for n in names), *([meter.device_number] if exempt else []),
+                     rows.utc(at), meter.meter_id])
                 if "consumer_number" in fields and meter.consumer_number:
                     cur = await conn.execute("SELECT 1 FROM assignments WHERE meter_id = %s LIMIT 1", [meter.meter_id])
                     if await cur.fetchone() is None:
                         await _open_first(conn, meter, at, lenient=True)
+        return clashes
 
     # -- assignments and consumers ----------------------------------------------------
     async def assign_meter(self, meter_id: str, consumer_number: str, *, start: datetime,
@@ -267,7 +319,7 @@ class TimescaleAccounts(consumption.ConsumptionQueries):
             params["b_ts"], params["b_seq"] = rows.utc(before[0]), before[1]
         found = await self._fetch("events", f"SELECT seq, {rows.EVENT_COLS} FROM events WHERE {' AND '.join(where)}"
                                   " ORDER BY ts DESC, seq DESC LIMIT %(limit)s", params)
-        return [StoredEvent(r[0], rows.event(r[1:])) for r in found]
+        return await converted(found, _stored_event)
 
     async def payg_totals(self) -> list[PaygTotals]:
         found = await self._fetch(
@@ -286,6 +338,10 @@ class TimescaleAccounts(consumption.ConsumptionQueries):
             "  ORDER BY ts DESC LIMIT 1) AS b ON true"
             " ORDER BY m.meter_id", {"since": rows.utc(since)})
         return [MeterActivity(r[0], METER_STATUS[r[1]], UTILITY[r[2]], r[3], rows.opt_utc(r[4])) for r in found]
+
+
+def _stored_event(row: Any) -> StoredEvent:
+    return StoredEvent(row[0], rows.event(row[1:]))
 
 
 # -- inside a transaction -------------------------------------------------------------------
@@ -351,6 +407,91 @@ async def _open_first(conn: Conn, meter: Meter, at: datetime, *, lenient: bool) 
         await conn.execute("UPDATE meters SET consumer_number = NULL WHERE meter_id = %s", [meter.meter_id])
         return
     await _open(conn, meter.meter_id, meter.consumer_number, start, at)
+
+
+async def _device_holders(conn: Conn, devices: Sequence[tuple[Utility, str]]) -> dict[tuple[Utility, str], str]:
+    """The meter holding each (utility, device number): the one not exempted by the upgrade
+    (device_number_duplicate), else the first registered."""
+    if not devices:
+        return {}
+    cur = await conn.execute(
+        "SELECT m.utility, m.device_number, m.meter_id FROM unnest(%s::text[], %s::text[]) AS d(utility, device_number)"
+        " JOIN meters AS m ON m.device_number = d.device_number AND m.utility = d.utility"
+        " ORDER BY m.device_number_duplicate, m.created_at, m.meter_id",
+        ([u.value for u, _ in devices], [d for _, d in devices]))
+    holders: dict[tuple[Utility, str], str] = {}
+    for utility, device_number, meter_id in await cur.fetchall():
+        holders.setdefault((UTILITY[utility], device_number), meter_id)
+    return holders
+
+
+async def _check_new_meters(conn: Conn, meters: Sequence[Meter], seen: set[str],
+                            first: dict[tuple[Utility, str], str]) -> None:
+    """Conflict for a meter that exists or repeats (`seen`: the ids of earlier batches), DeviceNumberTaken
+    for a device number another meter has (`first`: those of earlier batches)."""
+    ids = [m.meter_id for m in meters]
+    # A join, not meter_id = ANY(%s): with statistics from when the table was small (a large import
+    # runs before autovacuum analyses it), the planner scans it and searches the array per row.
+    cur = await conn.execute("SELECT m.meter_id FROM unnest(%s::text[]) AS i(meter_id)"
+                             " JOIN meters AS m ON m.meter_id = i.meter_id ORDER BY m.meter_id", [ids])
+    taken = [r[0] for r in await cur.fetchall()] + sorted(i for i, n in Counter(ids).items() if n > 1 or i in seen)
+    if taken:
+        msg = f"meter(s) {', '.join(taken[:20])}{' ...' if len(taken) > 20 else ''} already exist"
+        raise Conflict(msg)
+    seen.update(ids)
+    clashes = registry.clashes(meters, await _device_holders(conn, registry.devices_of(meters)), first=first)
+    if clashes:
+        raise DeviceNumberTaken(clashes)
+
+
+async def _check_device_number(conn: Conn, meter_id: str, device_number: str) -> None:
+    """DeviceNumberTaken if another meter of `meter_id`'s utility holds `device_number` (and it is
+    not the one `meter_id` has already: a meter the upgrade exempted keeps it through other changes)."""
+    cur = await conn.execute(
+        "SELECT o.meter_id, m.utility FROM meters AS m JOIN meters AS o ON o.utility = m.utility"
+        " AND o.device_number = %(d)s AND o.meter_id <> m.meter_id WHERE m.meter_id = %(m)s"
+        " AND m.device_number IS DISTINCT FROM %(d)s"
+        " ORDER BY o.device_number_duplicate, o.created_at, o.meter_id LIMIT 1", {"d": device_number, "m": meter_id})
+    row = await cur.fetchone()
+    if row is not None:
+        raise DeviceNumberTaken([DeviceNumberClash(meter_id, UTILITY[row[1]], device_number, row[0])])
+
+
+async def _insert_new_meters(conn: Conn, meters: Sequence[Meter], at: datetime) -> None:
+    """Insert meters none of which exists, with their first assignments, in a few statements.
+
+    The first assignment is _open_first's; a meter that already has readings (its opening read
+    is one of them) or whose consumer was deactivated takes that path itself, the others (the
+    usual new meter) open with no opening read from the same start in one statement.
+    """
+    at_ = rows.utc(at)
+    await conn.cursor().executemany(f"INSERT INTO meters ({rows.METER_COLS}, created_at, updated_at)"
+                                    f" VALUES ({_METER_PLACEHOLDERS})", [rows.meter_row(m, at_) for m in meters])
+    assigned = [m for m in meters if m.consumer_number]
+    if not assigned:
+        return
+    cur = await conn.execute(
+        "SELECT a.meter_id FROM unnest(%s::text[], %s::text[]) AS a(meter_id, consumer_number)"
+        " WHERE EXISTS (SELECT 1 FROM readings AS r WHERE r.meter_id = a.meter_id)"
+        " OR EXISTS (SELECT 1 FROM consumers AS c WHERE c.consumer_number = a.consumer_number"
+        " AND c.deactivated_at IS NOT NULL)",
+        ([m.meter_id for m in assigned], [m.consumer_number for m in assigned]))
+    special = {r[0] for r in await cur.fetchall()}
+    for m in assigned:
+        if m.meter_id in special:
+            await _open_first(conn, m, at, lenient=False)
+    plain = [m for m in assigned if m.meter_id not in special]
+    if not plain:
+        return
+    await conn.execute("INSERT INTO consumers (consumer_number, created_at) SELECT DISTINCT c, %s"
+                       " FROM unnest(%s::text[]) AS c ON CONFLICT (consumer_number) DO NOTHING",
+                       (at_, [m.consumer_number for m in plain]))
+    # The start is _open_first's (Conflict for an installation after `at`).
+    starts = [rows.utc(accounts.first_start(m.meter_id, m.installed_at, at)) for m in plain]
+    await conn.execute(f"INSERT INTO assignments ({_ASSIGNMENT_COLS}, created_at)"
+                       " SELECT m, c, s, NULL, %s FROM unnest(%s::text[], %s::text[], %s::timestamptz[])"
+                       " AS a(m, c, s)",
+                       (at_, [m.meter_id for m in plain], [m.consumer_number for m in plain], starts))
 
 
 async def _insert_meter(conn: Conn, meter: Meter, at: datetime, *, lenient: bool = False) -> None:

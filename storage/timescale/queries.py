@@ -31,9 +31,9 @@ from gateway.model import (
 )
 from storage import boundary
 from storage import consumption as cons
-from storage.base import FeedPage, LastValue
+from storage.base import FeedPage, LastValue, StatusChange
 from storage.coalesce import Coalescer
-from storage.rows import CHANNEL
+from storage.rows import CHANNEL, STATUS, converted
 from storage.timescale import rows
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
@@ -144,6 +144,21 @@ class TimescaleQueries(cons.ConsumptionQueries):
         )
         return rows.meter(found[0]) if found else None
 
+    async def reading_history(self, meter_id: str, channel: Channel, ts: datetime, *, limit: int = 100,
+                              after: int | None = None) -> list[StatusChange]:
+        """The reading's verdicts from the verification log, oldest first. NotFound if there is no such reading."""
+        found = await self._fetch(
+            f"history of a reading of {meter_id}",
+            "SELECT v.id, v.created_at, v.previous_status, v.status, v.note, v.actor, v.key_id FROM readings AS r"
+            " LEFT JOIN verification_log AS v ON v.meter_id = r.meter_id AND v.channel = r.channel AND v.ts = r.ts"
+            " AND v.id > %(after)s WHERE r.meter_id = %(m)s AND r.channel = %(ch)s AND r.ts = %(ts)s"
+            " ORDER BY v.id LIMIT %(limit)s",
+            {"after": after or 0, "m": meter_id, "ch": channel.value, "ts": rows.utc(ts), "limit": limit})
+        if not found:
+            raise NotFound("reading", f"{meter_id}/{channel.value}@{ts.isoformat()}")
+        return [StatusChange(r[0], rows.utc(r[1]), STATUS.get(r[2]), STATUS[r[3]], r[4], r[5], r[6])
+                for r in found if r[0] is not None]
+
     async def latest_readings(self, meter_id: str) -> list[Reading]:
         """The latest reading of each channel, ordered by channel (see `_latest_of`). Calls
         made while others are running are answered together (storage.coalesce)."""
@@ -193,7 +208,7 @@ class TimescaleQueries(cons.ConsumptionQueries):
             " ORDER BY ts, channel LIMIT %(limit)s",
             params,
         )
-        return [rows.reading(r) for r in found]
+        return await converted(found, rows.reading)
 
     async def last_cumulative(self) -> list[LastValue]:
         """The latest reading of every (meter, channel) whose latest reading is cumulative:
@@ -270,7 +285,7 @@ class TimescaleQueries(cons.ConsumptionQueries):
                 prepare=True,
                 binary=True,
             )
-            items = [rows.reading(r) for r in await cur.fetchall()]
+            items = await converted(await cur.fetchall(), rows.reading)
         return FeedPage(items, items[-1].seq if items and items[-1].seq is not None else after)
 
     async def _probe(self, meter_id: str, channel: Channel, times: list[datetime], *,
@@ -326,9 +341,13 @@ class TimescaleQueries(cons.ConsumptionQueries):
         )
         return rows.command(found[0]) if found else None
 
-    async def commands(self, *, meter_id: str | None = None, limit: int = 100) -> list[Command]:
-        """Commands, most recent first."""
+    async def commands(self, *, meter_id: str | None = None, limit: int = 100,
+                       before: tuple[datetime, str] | None = None) -> list[Command]:
+        """Commands, most recent first; `before`: the (created_at, correlation_id) of the last of the previous page."""
         where, params = _filters(meter_id=meter_id)
+        if before is not None:
+            where += " AND (created_at, correlation_id) < (%(b_at)s, %(b_id)s)"
+            params = {**params, "b_at": rows.utc(before[0]), "b_id": before[1]}
         found = await self._fetch(
             "commands",
             f"SELECT {rows.COMMAND_COLS} FROM commands WHERE {where}"
@@ -370,15 +389,20 @@ def _spans(bounds: list[datetime]) -> list[tuple[int, int]]:
 
 
 async def set_status_in(conn: Conn, meter_id: str, channel: Channel, ts: datetime, status: Status, *,
-                        note: str, by: str, now: datetime) -> Reading:  # fmt: skip
-    """Inside the caller's transaction: new status and seq, and a verification log line."""
+                        note: str, by: str, now: datetime, key_id: str | None = None) -> Reading:  # fmt: skip
+    """Inside the caller's transaction: new status and seq, and a verification log line; the
+    status the reading has already changes nothing (same seq, no line)."""
     key = {"m": meter_id, "ch": channel.value, "ts": rows.utc(ts)}
     cur = await conn.execute(
-        "SELECT status FROM readings WHERE meter_id = %(m)s AND channel = %(ch)s AND ts = %(ts)s FOR UPDATE", key
+        f"SELECT {rows.READING_COLS} FROM readings WHERE meter_id = %(m)s AND channel = %(ch)s AND ts = %(ts)s"
+        " FOR UPDATE", key
     )
     found = await cur.fetchone()
     if found is None:
         raise NotFound("reading", f"{meter_id}/{channel.value}@{rows.utc(ts).isoformat()}")
+    current = rows.reading(found)
+    if current.status is status:  # a repeat: nothing changes, no reader is sent it again
+        return current
     await conn.execute("SELECT meter_gateway_feed_register()")
     cur = await conn.execute(
         "UPDATE readings SET status = %(status)s, seq = nextval('readings_seq')"
@@ -388,9 +412,10 @@ async def set_status_in(conn: Conn, meter_id: str, channel: Channel, ts: datetim
     updated = await cur.fetchone()
     assert updated is not None  # locked above
     await conn.execute(
-        "INSERT INTO verification_log (meter_id, channel, ts, previous_status, status, note, actor, created_at)"
-        " VALUES (%(m)s, %(ch)s, %(ts)s, %(prev)s, %(status)s, %(note)s, %(by)s, %(now)s)",
-        {**key, "prev": found[0], "status": status.value, "note": note, "by": by, "now": rows.utc(now)},
+        "INSERT INTO verification_log (meter_id, channel, ts, previous_status, status, note, actor, key_id,"
+        " created_at) VALUES (%(m)s, %(ch)s, %(ts)s, %(prev)s, %(status)s, %(note)s, %(by)s, %(key)s, %(now)s)",
+        {**key, "prev": current.status.value, "status": status.value, "note": note, "by": by, "key": key_id,
+         "now": rows.utc(now)},
     )
     return rows.reading(updated)
 

@@ -31,6 +31,7 @@ from storage.timescale import policies, rows
 from storage.timescale.accounts import TimescaleAccounts
 from storage.timescale.ingest import STAGING, record_channels, write_batch
 from storage.timescale.queries import GENERIC_PLANS, TimescaleQueries, set_status_in
+from storage.timescale.registry import TimescaleRegistry
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ async def _check_if_dropped(conn: Conn) -> None:
         await AsyncConnectionPool.check_connection(conn)
 
 
-class TimescaleStore(TimescaleAccounts, TimescaleQueries):
+class TimescaleStore(TimescaleAccounts, TimescaleQueries, TimescaleRegistry):
     """`Store` on PostgreSQL, with readings, balances and events as hypertables when
     TimescaleDB is there. Open with `await TimescaleStore.open(dsn)`; close it after.
 
@@ -365,12 +366,14 @@ class TimescaleStore(TimescaleAccounts, TimescaleQueries):
             )
 
     async def set_status(self, meter_id: str, channel: Channel, ts: datetime, status: Status, *,
-                         note: str, by: str) -> Reading:  # fmt: skip
+                         note: str, by: str, key_id: str | None = None) -> Reading:  # fmt: skip
         """A person's verdict on a reading: new status, new seq (the feed shows it again),
-        and a line in the verification log. NotFound if there is no such reading."""
+        and a line in the verification log. The status it has already changes nothing (same
+        seq, no line). NotFound if there is no such reading."""
         _check_verdict(status)
         async with self._conn(f"set status of {meter_id}") as conn, conn.transaction():
-            return await set_status_in(conn, meter_id, channel, ts, status, note=note, by=by, now=self._clock())
+            return await set_status_in(conn, meter_id, channel, ts, status, note=note, by=by, now=self._clock(),
+                                       key_id=key_id)
 
     async def save_command(self, command: Command) -> None:
         """Insert or update a PAYG command by correlation_id (created_at and its keys are kept)."""

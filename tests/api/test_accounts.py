@@ -22,7 +22,7 @@ async def test_move_in_closes_the_previous_assignment_with_the_last_valid_read(a
                             json={"consumer_number": "C-900", "start": start.isoformat()}), 201)
 
     assert (new["consumer_number"], new["opening_read"], new["end"]) == ("C-900", mid["value"], None)
-    old, current = await ok(api.get("/v1/meters/M-0002/assignments"))
+    old, current = (await ok(api.get("/v1/meters/M-0002/assignments")))["items"]
     assert (old["consumer_number"], old["end"], old["closing_read"]) == ("C-2", new["start"], mid["value"])
     assert current == new
     assert (await ok(api.get("/v1/meters/M-0002")))["consumer_number"] == "C-900"

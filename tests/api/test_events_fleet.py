@@ -47,16 +47,20 @@ async def test_fleet_summary(store: Store, keys: Keys) -> None:
         await ok(api.post("/v1/meters", json={"meter_id": "G-1", "utility": "gas", "protocol": "mqtt"},
                           headers=keys.header("write")), 201)
         now = await ok(api.get("/v1/fleet/summary"))
+        now_silent = await all_pages(api, "/v1/fleet/silent")
     async with client(datetime.now(UTC) + timedelta(hours=2)) as api:
         later = await ok(api.get("/v1/fleet/summary"))
+        later_silent = await all_pages(api, "/v1/fleet/silent", limit=3)  # three pages
     async with client(datetime.now(UTC) + timedelta(days=2)) as api:
         days_later = await ok(api.get("/v1/fleet/summary"))
 
     assert now["meters"] == 8 and now["by_status"] == {"active": 7, "inactive": 0, "maintenance": 1}
     # Without a running gateway the intervals are unknown: silent after an hour without data.
-    assert [(s["meter_id"], s["last_seen"], s["silent_after_s"]) for s in now["silent"]] == [("G-1", None, 3600.0)]
-    assert [s["meter_id"] for s in later["silent"]] == ["G-1", "M-0001", "M-0003", "M-0004", "P-0001", "P-0002",
-                                                        "P-0003"]  # M-0002 is in maintenance
+    assert (now["silent"], later["silent"]) == (1, 7)
+    assert [(s["meter_id"], s["last_seen"], s["silent_after_s"]) for s in now_silent] == [("G-1", None, 3600.0)]
+    assert [s["meter_id"] for s in later_silent] == ["G-1", "M-0001", "M-0003", "M-0004", "P-0001", "P-0002",
+                                                     "P-0003"]  # M-0002 is in maintenance
+    assert all(s["last_seen"] is not None for s in later_silent[1:])
     assert now["anomalies_24h"]["by_kind"].get("anomaly", 0) >= 1 and "M-0004" in now["anomalies_24h"]["meters"]
     assert days_later["anomalies_24h"] == {"total": 0, "by_kind": {}, "meters": []}
 

@@ -37,7 +37,7 @@ async def test_create_get_update_deactivate(api: httpx.AsyncClient) -> None:
                        "installed_at": "2026-01-05T08:00:00Z"}
     assert await ok(api.get("/v1/meters/W-0100")) == created
     await fails(api.post("/v1/meters", json=NEW), 409, "conflict", "W-0100", "already exist")
-    [a] = await ok(api.get("/v1/meters/W-0100/assignments"))
+    [a] = (await ok(api.get("/v1/meters/W-0100/assignments")))["items"]
     assert (a["consumer_number"], a["start"], a["end"]) == ("C-77", "2026-01-05T08:00:00Z", None)
 
     changed = await ok(api.patch("/v1/meters/W-0100", json={"location": None, "tags": {"zone": "south"},
@@ -52,7 +52,7 @@ async def test_create_get_update_deactivate(api: httpx.AsyncClient) -> None:
 
     gone = await ok(api.post("/v1/meters/W-0100/deactivate"))
     assert (gone["status"], gone["consumer_number"]) == ("inactive", None)
-    [a] = await ok(api.get("/v1/meters/W-0100/assignments"))
+    [a] = (await ok(api.get("/v1/meters/W-0100/assignments")))["items"]
     assert a["end"] is not None
     assert (await ok(api.get("/v1/meters/W-0100")))["status"] == "inactive"  # history kept
 

@@ -54,7 +54,7 @@ async def test_commands_need_an_mqtt_gateway(api: httpx.AsyncClient) -> None:
     await fails(api.post("/v1/meters/P-0001/commands", json={"kind": "topup", "amount": "-5"}), 422,
                 "invalid_request", "body.amount")
     await fails(api.get("/v1/commands/nope"), 404, "not_found", "command")
-    assert await ok(api.get("/v1/meters/P-0001/commands")) == []
+    assert await ok(api.get("/v1/meters/P-0001/commands")) == {"items": [], "next_cursor": None}
 
 
 async def test_topup_through_a_running_gateway(tmp_path: Path, mqtt_broker: Broker) -> None:
@@ -78,5 +78,5 @@ async def test_topup_through_a_running_gateway(tmp_path: Path, mqtt_broker: Brok
 
         done = await eventually(settled, timeout=30)
         assert done["status"] == "acknowledged"
-        listed = await ok(api.get("/v1/meters/P-0001/commands"))
+        listed = (await ok(api.get("/v1/meters/P-0001/commands")))["items"]
         assert [c["correlation_id"] for c in listed] == [sent["correlation_id"]]

@@ -66,8 +66,13 @@ async def test_latest_is_the_newest_reading_of_each_channel(api: httpx.AsyncClie
     newest: dict[str, dict[str, Any]] = {}
     for r in rows:
         newest[r["channel"]] = r
-    assert latest == [newest[c] for c in sorted(newest)]
-    assert len(latest) >= 5
+    # A page like every other list; one page always (a meter has a few dozen channels at most).
+    assert latest == {"items": [newest[c] for c in sorted(newest)], "next_cursor": None}
+    assert len(latest["items"]) >= 5
+    # The bare array of before, for one more release.
+    assert await ok(api.get("/v1/meters/M-0002/readings/latest", params={"shape": "array"})) == latest["items"]
+    await fails(api.get("/v1/meters/M-0002/readings/latest", params={"shape": "list"}), 422, "invalid_request",
+                "query.shape")
     await fails(api.get("/v1/meters/NOPE/readings/latest"), 404, "not_found")
 
 
@@ -131,7 +136,7 @@ async def test_consumption_buckets_add_up_to_the_billing_read(api: httpx.AsyncCl
     assert hourly["buckets"][-1]["last_read"] == reads[-1]
     assert len(hourly["buckets"]) >= 50 and all(not b["estimated"] for b in hourly["buckets"])
     # The bill starts where C-1's assignment does (the gateway registered the meter then).
-    [assignment] = await ok(api.get("/v1/meters/M-0001/assignments"))
+    [assignment] = (await ok(api.get("/v1/meters/M-0001/assignments")))["items"]
     [part] = bill["meters"]
     opening = [r for r in reads if ts(r["ts"]) <= ts(assignment["start"])][-1]
     assert part["start"] == assignment["start"] and as_reading(part["opening"]) == opening

@@ -21,16 +21,17 @@ async def test_a_meter_that_stops_answering_becomes_silent_after_three_intervals
         async with running_gateway(cfg) as (_, api):
             async def both_seen() -> bool:
                 body = await ok(api.get("/v1/fleet/summary"))
-                return bool(body["silent"] == [])
+                return bool(body["silent"] == 0)
 
             await eventually(both_seen, timeout=30)
             fleet.meters[2].fault = "timeout"
 
             async def silent() -> list[dict[str, Any]] | None:
-                found = (await ok(api.get("/v1/fleet/summary")))["silent"]
+                found = (await ok(api.get("/v1/fleet/silent")))["items"]
                 return found if [s["meter_id"] for s in found] == ["M-0002"] else None
 
             [quiet] = await eventually(silent, timeout=30)
+            assert (await ok(api.get("/v1/fleet/summary")))["silent"] == 1
             assert quiet["silent_after_s"] == 3.0
             assert quiet["last_seen"] is not None
             meters = await ok(api.get("/v1/meters"))

@@ -131,7 +131,7 @@ async def test_gateway_polls_tcp_rtu_and_serial_endpoints_into_the_store(
 
         async def latest(meter_id: str) -> dict[str, dict[str, Any]]:
             resp = await api.get(f"/v1/meters/{meter_id}/readings/latest")
-            return {r["channel"]: r for r in resp.json()} if resp.status_code == 200 else {}
+            return {r["channel"]: r for r in resp.json()["items"]} if resp.status_code == 200 else {}
 
         for meter_id, fleet, n_channels in (("M-0001", tcp, 11), ("M-0003", rtu, 7), ("M-0004", serial, 7)):
             rows = await eventually(partial(_complete, latest, meter_id, n_channels))

@@ -42,7 +42,7 @@ async def test_modbus_and_payg_to_api(tmp_path: Path, mqtt_broker: Broker, backe
 
             async def latest() -> list[dict[str, Any]]:
                 resp = await api.get("/v1/meters/M-0002/readings/latest")
-                return resp.json() if resp.status_code == 200 else []
+                return resp.json()["items"] if resp.status_code == 200 else []
 
             rows = await eventually(latest)
             by_channel = {row["channel"]: row for row in rows}

@@ -48,6 +48,11 @@ def test_good_config_loads() -> None:
     (GOOD + '\n[[meters]]\nmeter_id = "M-1"\nendpoint = "gw1"\nunit = 2\nprofile = "sdm360"\n',
      ["meters[1].meter_id at line 15: meter 'M-1' repeats meters[0]",
       "meters[1].profile at line 18: unknown profile 'sdm360' (known: abb_b23, em24, generic, sdm120, sdm630)"]),
+    (GOOD.replace('unit = 1', 'unit = 1\ndevice_number = "SN-1"')
+     + '\n[[meters]]\nmeter_id = "M-2"\nendpoint = "gw1"\nunit = 2\ndevice_number = "SN-1"\n'
+     + '\n[[meters]]\nmeter_id = "W-3"\nutility = "water"\nendpoint = "gw1"\nunit = 3\ndevice_number = "SN-1"\n',
+     ["meters[1].device_number at line 19: device_number 'SN-1' is already on meters[0] (M-1); device numbers are "
+      "unique per utility (electricity)"]),
     (GOOD.replace("unit = 1", "unit = 300"),
      ["meters[0].unit at line 12: Input should be less than or equal to 247 (got 300)"]),
     ('[storage]\nbackend = "timescale"\n',
