@@ -73,7 +73,7 @@ async def test_a_period_that_has_not_ended_is_billed_up_to_now_and_agrees_with_c
     assert abs(sum(b["value"] or 0 for b in days["buckets"]) - part["consumption"]) < 1e-9
     later = [b for b in days["buckets"] if datetime.fromisoformat(b["start"]) > now]
     assert len(later) == 3 and all(b["value"] is None and not b["complete"] for b in later)
-    [assignment] = await ok(api.get("/v1/meters/M-9001/assignments"))
+    [assignment] = (await ok(api.get("/v1/meters/M-9001/assignments")))["items"]
     assert assignment["opening"] == part["opening"] and assignment["opening_read"] == 100.0
 
 
@@ -84,7 +84,7 @@ async def test_move_reads_are_read_objects_that_follow_a_rejection(api: httpx.As
     start = datetime.fromisoformat(reads[mid]["ts"]) + timedelta(microseconds=1)
     await ok(api.post("/v1/meters/M-0002/assignments", json={"consumer_number": "C-900", "start": iso(start)}), 201)
 
-    old, new = await ok(api.get("/v1/meters/M-0002/assignments"))
+    old, new = (await ok(api.get("/v1/meters/M-0002/assignments")))["items"]
     assert old["closing"] == new["opening"] and as_reading(old["closing"]) == reads[mid]
     assert (old["closing"]["flags"], old["closing"]["estimate_method"]) == ([], None)
     assert old["closing_read"] == new["opening_read"] == reads[mid]["value"]  # deprecated, kept one release
@@ -93,7 +93,7 @@ async def test_move_reads_are_read_objects_that_follow_a_rejection(api: httpx.As
     await ok(api.post("/v1/readings/verify", json={"meter_id": "M-0002", "channel": "energy_import",
                                                    "ts": reads[mid]["ts"], "status": "rejected",
                                                    "note": "photo shows a lower register"}))
-    old, new = await ok(api.get("/v1/meters/M-0002/assignments"))
+    old, new = (await ok(api.get("/v1/meters/M-0002/assignments")))["items"]
     before = reads[valid[len(valid) // 2 - 1]]
     assert old["closing"] == new["opening"] and as_reading(old["closing"]) == before
     assert (old["closing"]["ts"], old["closing"]["status"], old["closing"]["source"]) == (

@@ -72,7 +72,7 @@ async def test_the_same_reference_twice_credits_the_meter_once(tmp_path: Path, m
         got = await received(api, meter)
         assert [(c["command"], c["correlation_id"]) for c in got] == [("topup", done["correlation_id"])]
         assert meter.meters[METER].balance == before + Decimal("100.50")
-        assert [c["correlation_id"] for c in await ok(api.get(COMMANDS)) if c["kind"] == "topup"] == [
+        assert [c["correlation_id"] for c in (await ok(api.get(COMMANDS)))["items"] if c["kind"] == "topup"] == [
             done["correlation_id"]]
 
 
@@ -136,7 +136,7 @@ async def test_a_different_body_under_a_key_is_a_409_and_nothing_is_sent(tmp_pat
 
         got = await received(api, meter)
         assert sorted(str(c["command"]) for c in got) == ["disconnect", "topup"]
-        assert len(await ok(api.get(COMMANDS))) == 3  # the two, and the barrier: nothing stored for a 409
+        assert len((await ok(api.get(COMMANDS)))["items"]) == 3  # the two, and the barrier: nothing stored for a 409
 
 
 async def test_bad_amounts_and_keys_are_422_and_nothing_is_sent(tmp_path: Path, mqtt_broker: Broker,
@@ -155,7 +155,7 @@ async def test_bad_amounts_and_keys_are_422_and_nothing_is_sent(tmp_path: Path, 
                         "invalid_request", "header.Idempotency-Key")
 
         assert await received(api, meter) == []
-        assert len(await ok(api.get(COMMANDS))) == 1  # the barrier only
+        assert len((await ok(api.get(COMMANDS)))["items"]) == 1  # the barrier only
         # Refused, nothing kept: the reference is free for the right amount.
         await ok(api.post(COMMANDS, json={"kind": "topup", "amount": "10.01", "reference": "rcpt-2"}), 202)
 
