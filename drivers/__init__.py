@@ -2,7 +2,7 @@
 
 from drivers.modbus import MeterHealth, ModbusEndpoint, ModbusPoller, PollTarget
 from drivers.mqtt import MqttSettings, MqttSubscriber
-from drivers.samples import PollFailure, RawPayload, RawRegisters, RegisterBlock
+from gateway.model.samples import PollFailure, RawPayload, RawRegisters, RegisterBlock
 
 __all__ = [
     "MeterHealth",

@@ -7,7 +7,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 
-from drivers.samples import RegisterBlock
+from gateway.model.samples import RegisterBlock
 
 #: Latencies kept per meter for the percentiles: the last few minutes of a 1 s meter,
 #: the last few days of a 15-minute one.

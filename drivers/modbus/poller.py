@@ -24,11 +24,11 @@ from drivers.modbus.connection import ConnectionStats, ModbusConnection, ModbusE
 from drivers.modbus.health import LatencyWindow, MeterHealth
 from drivers.modbus.plan import ReadBlock, plan_reads
 from drivers.modbus.schedule import Schedule, Slot, send_offset
-from drivers.samples import PollFailure, RawRegisters, RegisterBlock
 from gateway.backoff import Backoff
 from gateway.errors import DriverError, InvalidRequest, NotFound
 from gateway.model import Event, EventKind, Severity
 from gateway.model.profiles import DeviceProfile, Function
+from gateway.model.samples import PollFailure, RawRegisters, RegisterBlock
 
 log = logging.getLogger(__name__)
 

@@ -49,12 +49,12 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
 from drivers.mqtt.topics import TopicTemplate
-from drivers.samples import Ack
 from gateway.backoff import Backoff
 from gateway.errors import ConnectionFailed, InvalidField, InvalidRequest, KeyConflict, NotFound, NotSent, PayloadError
 from gateway.model import Command, CommandKind, CommandStatus, DeadLetter, Event, EventKind, Severity, Submission
 from gateway.model.commands import MAX_KEY
 from gateway.model.currencies import allowed_decimals, decimals_of
+from gateway.model.samples import Ack
 from gateway.model.text import storable, unstorable_at
 
 __all__ = ["CommandSettings", "CommandTracker", "Publisher", "parse_reply"]

@@ -54,7 +54,7 @@ def _check_templates(templates: list[str]) -> list[str]:
 
 
 def _check_mapping(mapping: dict[str, str] | None) -> dict[str, str] | None:
-    from gateway.normalise.payload import resolve_mapping
+    from gateway.model.payloads import resolve_mapping
 
     resolve_mapping(mapping)  # ValueError names the unknown field or the bad pointer
     return mapping

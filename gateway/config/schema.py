@@ -89,7 +89,7 @@ class StorageSection(_Section):
     @field_validator("retention", "billing_estimate_window")
     @classmethod
     def _retention_period(cls, value: str | None) -> str | None:
-        from storage.retention import parse_period
+        from gateway.config.periods import parse_period
 
         if value is not None:
             parse_period(value)  # ValueError names the accepted form

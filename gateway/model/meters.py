@@ -23,10 +23,18 @@ class MeterStatus(StrEnum):
 
 
 class Protocol(StrEnum):
+    """How the registry says a meter is reached (SPEC §3). The spool and the stores keep `.value`
+    and no SQL constraint lists them, so a value added here needs no migration."""
+
     MODBUS_TCP = "modbus_tcp"
     MODBUS_RTU_TCP = "modbus_rtu_tcp"
     MODBUS_RTU = "modbus_rtu"
     MQTT = "mqtt"
+    DLMS = "dlms"
+    MBUS = "mbus"
+    WMBUS = "wmbus"
+    P1 = "p1"
+    SML = "sml"
 
 
 @dataclass(frozen=True, slots=True)

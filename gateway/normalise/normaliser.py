@@ -8,14 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from drivers.mqtt.topics import TopicTemplate
-from drivers.samples import PollFailure, RawPayload, RawRegisters
 from gateway.errors import DecodeError, PayloadError
 from gateway.model import Batch, DeadLetter, Event, EventKind, Quality, Reading, Severity, Source
 from gateway.model.profiles import DeviceFlag, DeviceProfile, RegisterSpec
+from gateway.model.samples import PollFailure, RawPayload, RawRegisters
+from gateway.model.units import conversion_factor
 from gateway.normalise.payload import PayloadFormat
 from gateway.normalise.registers import Layout, NotAvailable, decode, flag_raised, place, words_for
-from gateway.normalise.units import conversion_factor
 
 PAYLOAD_KEEP = 2048  # bytes of a bad payload kept in the dead-letter store
 #: What each device-reported condition marks on the readings of the poll that reported it.
@@ -36,9 +35,12 @@ class Normaliser:
                  payload_formats: Sequence[tuple[str, PayloadFormat]] = ()) -> None:
         self._profiles = profiles
         self._payg = payg_meters
-        #: (topic template, how its payloads are written); the first template a topic fits wins.
-        self._formats: list[tuple[TopicTemplate | None, PayloadFormat]] = [
-            (TopicTemplate(t), f) for t, f in payload_formats] or [(None, PayloadFormat())]
+        #: How the payloads of each topic template are written, by template (the driver stamps the
+        #: template a message fit on its RawPayload); the first one is the default.
+        self._formats: dict[str | None, PayloadFormat] = {}
+        for template, fmt in payload_formats:
+            self._formats.setdefault(template, fmt)
+        self._default = next(iter(self._formats.values()), None) or PayloadFormat()
         self._tampered: set[str] = set()
         self._placements: dict[tuple[int, Layout], tuple[DeviceProfile, list[tuple[RegisterSpec, int, int, float]]]] = {}
 
@@ -124,7 +126,7 @@ class Normaliser:
             return batch
         opts = self._payg[raw.meter_id]
         try:
-            update = self._format_for(raw.topic).parse(
+            update = self._formats.get(raw.template, self._default).parse(
                 raw.payload, raw.topic, raw.meter_id, received_at=raw.received_at,
                 low_credit_threshold=opts.low_credit_threshold, currency=opts.currency)
         except PayloadError as exc:
@@ -133,14 +135,6 @@ class Normaliser:
             return batch
         batch.balances.append(update)
         return batch
-
-    def _format_for(self, topic: str) -> PayloadFormat:
-        if len(self._formats) == 1:
-            return self._formats[0][1]
-        for template, fmt in self._formats:
-            if template is not None and template.match(topic) is not None:
-                return fmt
-        return self._formats[0][1]
 
     def failure(self, failure: PollFailure) -> Batch:
         """Failures that carry data (undecodable words) are dead letters; timeouts are not data."""

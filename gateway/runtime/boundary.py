@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 
-from drivers.samples import PollFailure, RawPayload, RawRegisters
 from gateway.model import BalanceUpdate, DeadLetter, Event
+from gateway.model.samples import PollFailure, RawPayload, RawRegisters
 from gateway.normalise.normaliser import PAYLOAD_KEEP, payload_preview
 
 __all__ = ["INTERNAL_ERROR", "FailureLog", "failed_item"]

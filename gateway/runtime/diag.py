@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from drivers.modbus import MeterHealth
 from gateway import __version__
@@ -24,10 +24,8 @@ from gateway.model.health import MeterDiagnostics, MeterSummary, PollResult, Raw
 from gateway.model.profiles import Function
 from gateway.normalise.normaliser import Normaliser
 from gateway.runtime.health import HealthBook, WatchedMeter, merge_deadletters, merge_events
+from gateway.runtime.view import GatewayView
 from storage.base import Store
-
-if TYPE_CHECKING:
-    from gateway.runtime.gateway import Gateway
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,7 +65,7 @@ class Diagnostics:
     memory. `ping_every`: /readyz pings the store at most this often (probes may come fast).
     """
 
-    def __init__(self, gateway: Gateway, book: HealthBook, *, store_timeout: float = 2.0,
+    def __init__(self, gateway: GatewayView, book: HealthBook, *, store_timeout: float = 2.0,
                  ping_every: float = 2.0, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.gw = gateway
         self.book = book

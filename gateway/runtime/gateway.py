@@ -23,7 +23,7 @@ import uvicorn
 from prometheus_client import generate_latest
 
 from api.app import create_app
-from drivers.modbus import BreakerPolicy, ModbusEndpoint, ModbusPoller, PollTarget, SerialLine
+from drivers.modbus import BreakerPolicy, MeterHealth, ModbusEndpoint, ModbusPoller, PollTarget, SerialLine
 from drivers.mqtt import CommandSettings, CommandTracker, MqttSettings, MqttSubscriber
 from gateway.backoff import Backoff
 from gateway.config.schema import GatewayConfig
@@ -73,7 +73,7 @@ class _EmbeddedServer(uvicorn.Server):
 
 def retention_of(config: GatewayConfig) -> timedelta | None:
     """storage.retention as a period (validated at load), or None: keep for ever."""
-    from storage.retention import parse_period
+    from gateway.config.periods import parse_period
 
     return None if config.storage.retention is None else parse_period(config.storage.retention)
 
@@ -81,7 +81,7 @@ def retention_of(config: GatewayConfig) -> timedelta | None:
 async def open_configured_store(config: GatewayConfig) -> ManagedStore:
     """The store that `config` names, open (not migrated), stamping the gateway's id on what it writes."""
     st = config.storage
-    from storage.retention import parse_period
+    from gateway.config.periods import parse_period
 
     return await open_store(st.backend, sqlite_path=config.data_path(st.sqlite_path), dsn=st.dsn,
                             chunk_interval=st.chunk_interval, retention=retention_of(config),
@@ -486,6 +486,9 @@ class Gateway:
         self.metrics.events.labels(event.kind.value).inc()
 
     # -- the API's view of the gateway (api.ports.GatewayPort) -------------------------
+    def driver_health(self) -> dict[str, MeterHealth]:
+        return self.diag.modbus_health()
+
     def _observed(self, items: list[Any], batch: Batch) -> None:
         # The pipeline's after-commit hook: counters for /metrics, per-meter health for /v1/diag.
         self.metrics.observe_items(items, batch)
@@ -542,7 +545,7 @@ def _validator(cfg: GatewayConfig, profiles: dict[str, DeviceProfile]) -> Valida
 
 
 def _unit_factor(spec: Any) -> float:
-    from gateway.normalise.units import conversion_factor
+    from gateway.model.units import conversion_factor
 
     return conversion_factor(spec.unit, spec.channel)
 

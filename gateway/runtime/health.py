@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from drivers.modbus.health import LatencyWindow, MeterHealth
-from drivers.samples import PollFailure, RawPayload, RawRegisters
 from gateway.model import BalanceUpdate, Batch, DeadLetter, Event, EventKind, Reading, Severity
 from gateway.model.health import (
     SEVERITY_ORDER,
@@ -29,6 +28,7 @@ from gateway.model.health import (
     RawBlock,
     RecentPayload,
 )
+from gateway.model.samples import PollFailure, RawPayload, RawRegisters
 
 #: An event of the key kind stays open until a later event of one of the value kinds (same meter).
 CLOSED_BY: dict[EventKind, frozenset[EventKind]] = {

@@ -10,18 +10,15 @@ from __future__ import annotations
 import time
 from collections import Counter as CountBy
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from drivers.samples import PollFailure, RawPayload, RawRegisters
 from gateway import __version__
 from gateway.model import Batch
-
-if TYPE_CHECKING:
-    from gateway.runtime.gateway import Gateway
+from gateway.model.samples import PollFailure, RawPayload, RawRegisters
+from gateway.runtime.view import GatewayView
 
 NS = "meter_gateway"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -88,13 +85,13 @@ class GatewayMetrics:
         self.sink_rows.inc(rows)
         self.sink_batch.observe(seconds)
 
-    def attach(self, gateway: Gateway) -> None:
+    def attach(self, gateway: GatewayView) -> None:
         """Expose the running gateway's state as gauges read at scrape time."""
         self.registry.register(_StateCollector(gateway))
 
 
 class _StateCollector(Collector):
-    def __init__(self, gateway: Gateway, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, gateway: GatewayView, clock: Callable[[], float] = time.time) -> None:
         self.gw = gateway
         self.clock = clock
 
@@ -128,7 +125,7 @@ class _StateCollector(Collector):
             yield GaugeMetricFamily(f"{NS}_broker_connected", "1 if connected to the MQTT broker",
                                     value=1.0 if gw.subscriber.health().get("connected") else 0.0)
         # The same states the status page and /v1/diag show, Modbus and MQTT meters alike.
-        health = gw.diag.modbus_health()
+        health = gw.driver_health()
         skipped = sum(h.skipped for h in health.values())
         meters = GaugeMetricFamily(f"{NS}_meters", "Configured meters by communication state "
                                    "(ok, failing, lost, silent, waiting, inactive)", labels=["state"])

@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from drivers.samples import Ack, PollFailure, RawPayload, RawRegisters
 from gateway.model import BalanceUpdate, Batch, DeadLetter, Event, Quality, Reading
+from gateway.model.samples import Ack, PollFailure, RawPayload, RawRegisters
 from gateway.normalise.frame import FrameDecoder
 from gateway.normalise.normaliser import Normaliser
 from gateway.runtime.boundary import Failed, FailureLog, failed_item
