@@ -43,7 +43,7 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Configuration f
 
 
 def _load(path: Path):  # type: ignore[no-untyped-def]
-    from gateway.config.load import load_config
+    from gateway.runtime.config import load_config
 
     try:
         return load_config(path)
@@ -117,11 +117,13 @@ def config_check(file: Annotated[Path, typer.Argument(help="Configuration file (
     table.add_row("gateway id", cfg.gateway.id)
     table.add_row("storage", cfg.storage.backend)
     table.add_row("data dir", str(cfg.gateway.data_dir))
-    table.add_row("modbus endpoints", str(len(cfg.modbus.endpoints)))
-    modbus = [m for m in cfg.meters if m.protocol == "modbus"]
-    table.add_row("modbus meters", str(len(modbus)))
-    table.add_row("PAYG (MQTT) meters", str(len(cfg.meters) - len(modbus)))
-    table.add_row("mqtt", f"{cfg.mqtt.host}:{cfg.mqtt.port}" if cfg.mqtt.enabled else "off")
+    from drivers.registry import DRIVERS
+    from gateway.config.sections import bindings
+
+    meters = bindings(cfg)
+    for protocol, spec in DRIVERS.items():
+        for what, value in spec.config_rows(cfg.section(protocol), meters):
+            table.add_row(what, value)
     table.add_row("api", f"http://{cfg.api.host}:{cfg.api.port}" if cfg.api.enabled else "off")
     table.add_row("profiles", ", ".join(sorted(profiles)))
     out.print(table)

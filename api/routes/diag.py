@@ -158,11 +158,11 @@ async def read_registers(
     if throttled is not None:
         return throttled
     try:
-        words = await gateway.read_registers(endpoint, unit, function, first, count)
+        got = await gateway.read_raw(endpoint, {"unit": unit, "function": function, "address": first, "count": count})
     except DriverError as exc:
         return _meter_error(exc)
     return RegistersOut(endpoint=endpoint, unit=unit, function=function.value, address=first, count=count,
-                        words=list(words), hex=[f"{w:#06x}" for w in words])
+                        words=list(got["words"]), hex=[f"{w:#06x}" for w in got["words"]])
 
 
 @router.get("/deadletters", response_model=DeadLettersOut)

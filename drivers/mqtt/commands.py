@@ -248,6 +248,10 @@ class CommandTracker:
     def attach(self, publisher: Publisher | None) -> None:
         self._publisher = publisher
 
+    def serves(self, meter_id: str) -> bool:
+        """Whether commands to this meter go through this tracker (a meter it knows)."""
+        return self.known_meters is None or meter_id in self.known_meters
+
     def get(self, correlation_id: str) -> Command | None:
         """The tracked command (as last known in memory), or None."""
         return self._commands.get(correlation_id)

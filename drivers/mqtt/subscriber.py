@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from drivers.base import DriverStatus, Observed
 from drivers.mqtt.commands import CommandTracker
 from drivers.mqtt.connection import MqttConnection, MqttSettings
 from drivers.mqtt.topics import TopicTemplate
@@ -163,6 +164,39 @@ class MqttSubscriber:
     @property
     def connected(self) -> bool:
         return self._conn is not None and self._conn.connected
+
+    # -- the driver contract (drivers.base.Driver) ------------------------------------------------
+    @property
+    def name(self) -> str:
+        return "mqtt"
+
+    @property
+    def target(self) -> str:
+        return ""  # the protocol's only link
+
+    def meter_ids(self) -> tuple[str, ...]:
+        return tuple(sorted(self.known_meters or ()))
+
+    def meter_health(self, meter_id: str) -> None:
+        return None  # its meters push: no polls to keep health of
+
+    def status(self, observed: Observed) -> DriverStatus:
+        """The broker link for diagnostics (and /readyz's "broker" check): the connection's counters,
+        and the messages the pipeline saw (rate, and dead letters by reason)."""
+        h = self.health()
+        errors = dict(observed.message_failures())
+        for counter in ("connect_failures", "acks_dropped"):
+            if h.get(counter):
+                errors[counter] = h[counter]
+        rate = round(observed.messages_per_second(), 3)
+        return DriverStatus(
+            label="mqtt", where=h["broker"], connected=h["connected"], rate=rate, rate_unit="msg/s",
+            errors_by_kind=errors, meters=len(self.known_meters) if self.known_meters is not None else None,
+            check="broker",
+            detail={"broker": h["broker"], "client_id": h["client_id"], "subscriptions": h["subscriptions"],
+                    "messages": h["messages"], "messages_per_s": rate, "connects": h["connects"],
+                    "reconnects": h["reconnects"], "pending_acks": h["pending"], "last_error": h["last_error"],
+                    "unknown_meter_messages": h["unknown_meter_messages"]})
 
     def _remember(self, meter_id: str | None, topic: str, payload: bytes, received_at: datetime) -> None:
         if meter_id is None:

@@ -12,9 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import ClassVar
 
 from gateway.errors import DriverError
 from gateway.model.events import DeadLetter, Event
+from gateway.model.readings import Source
 
 #: Called by the pipeline once the sample's data is durable (committed to the spool).
 #: For MQTT it sends the PUBACK; it must be safe to call from the event loop thread.
@@ -32,6 +34,9 @@ class RegisterBlock:
 class RawRegisters:
     """The register blocks read from one meter in one poll."""
 
+    #: The source of the readings and dead letters registers give (Modbus is the driver that reads them).
+    SOURCE: ClassVar[Source] = Source.MODBUS
+
     meter_id: str
     ts: datetime  # measurement time: the interval boundary the poll belongs to
     received_at: datetime
@@ -46,6 +51,9 @@ class RawPayload:
     `template` is the topic template the message matched (None: none did); the normaliser picks
     the payload format by it, so it needs no topic matching of its own.
     """
+
+    #: The source of the balances and dead letters a payload gives (MQTT is the driver that pushes them).
+    SOURCE: ClassVar[Source] = Source.MQTT
 
     topic: str
     payload: bytes
@@ -78,6 +86,10 @@ class RawObjects:
 
 @dataclass(frozen=True, slots=True)
 class PollFailure:
+    """A poll that got nothing usable: the driver's typed error, at the poll's slot."""
+
+    SOURCE: ClassVar[Source] = Source.MODBUS
+
     meter_id: str
     ts: datetime
     error: DriverError

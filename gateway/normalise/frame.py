@@ -306,7 +306,7 @@ class FrameDecoder:
         # ndarray methods, not np.repeat / np.tile: no Python wrapper per call.
         frame = ReadingFrame.build(ids.reshape(-1), ts.repeat(k), values.reshape(-1),
                                    plan.cumulative.repeat(n, axis=0).reshape(-1), quality=quality.repeat(k),
-                                   received=received.repeat(k))
+                                   received=received.repeat(k), source=RawRegisters.SOURCE)
         frame.stamps = stamps
         return frame if keep is None or keep.all() else frame.take(keep.reshape(-1))
 

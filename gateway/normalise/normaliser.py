@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from gateway.errors import DecodeError, PayloadError
-from gateway.model import Batch, DeadLetter, Event, EventKind, Quality, Reading, Severity, Source
+from gateway.model import Batch, DeadLetter, Event, EventKind, Quality, Reading, Severity
 from gateway.model.profiles import DeviceFlag, DeviceProfile, RegisterSpec
-from gateway.model.samples import PollFailure, RawPayload, RawRegisters
+from gateway.model.samples import PollFailure, RawPayload, RawRegisters, Sample
 from gateway.model.units import conversion_factor
 from gateway.normalise.payload import PayloadFormat
 from gateway.normalise.registers import Layout, NotAvailable, decode, flag_raised, place, words_for
@@ -42,12 +43,21 @@ class Normaliser:
             self._formats.setdefault(template, fmt)
         self._default = next(iter(self._formats.values()), None) or PayloadFormat()
         self._tampered: set[str] = set()
+        #: What each kind of sample gives: a table, not an isinstance chain.
+        self._by_kind: dict[type, Callable[[Any], Batch]] = {
+            RawRegisters: self.registers, RawPayload: self.payload, PollFailure: self.failure,
+            DeadLetter: lambda d: Batch(deadletters=[d]), Event: lambda e: Batch(events=[e]),
+        }
         self._placements: dict[tuple[int, Layout], tuple[DeviceProfile, list[tuple[RegisterSpec, int, int, float]]]] = {}
 
     @property
     def profiles(self) -> Mapping[str, DeviceProfile]:
         """The device profile of each Modbus meter, by meter id."""
         return self._profiles
+
+    def sample(self, item: Sample) -> Batch:
+        """Any driver sample -> the readings, balances, events or dead letters it gives."""
+        return self._by_kind[type(item)](item)
 
     def registers(self, raw: RawRegisters) -> Batch:
         """Decode one poll. A status bit the profile maps to a flag (e.g. tamper) marks every
@@ -75,7 +85,7 @@ class Normaliser:
                 continue
             batch.readings.append(Reading(
                 meter_id=raw.meter_id, channel=spec.channel, ts=raw.ts, value=value, kind=spec.kind,
-                quality=quality, source=Source.MODBUS, received_at=raw.received_at,
+                quality=quality, source=RawRegisters.SOURCE, received_at=raw.received_at,
             ))
         return batch
 
@@ -120,7 +130,7 @@ class Normaliser:
         """One MQTT message -> a balance update, or a dead letter (topic, truncated payload, reason)."""
         batch = Batch()
         if raw.meter_id is None or raw.meter_id not in self._payg:
-            batch.deadletters.append(self._dead(raw.received_at, "mqtt", raw.meter_id, "unknown_meter",
+            batch.deadletters.append(self._dead(raw.received_at, RawPayload.SOURCE.value, raw.meter_id, "unknown_meter",
                                                 f"topic {raw.topic}: no PAYG meter configured for it",
                                                 payload_preview(raw.payload), where=raw.topic))
             return batch
@@ -130,7 +140,7 @@ class Normaliser:
                 raw.payload, raw.topic, raw.meter_id, received_at=raw.received_at,
                 low_credit_threshold=opts.low_credit_threshold, currency=opts.currency)
         except PayloadError as exc:
-            batch.deadletters.append(self._dead(raw.received_at, "mqtt", raw.meter_id, exc.reason, str(exc),
+            batch.deadletters.append(self._dead(raw.received_at, RawPayload.SOURCE.value, raw.meter_id, exc.reason, str(exc),
                                                 payload_preview(raw.payload), where=raw.topic))
             return batch
         batch.balances.append(update)
@@ -141,7 +151,7 @@ class Normaliser:
         batch = Batch()
         err = failure.error
         if isinstance(err, DecodeError):
-            batch.deadletters.append(self._dead(failure.ts, "modbus", failure.meter_id, "decode", str(err),
+            batch.deadletters.append(self._dead(failure.ts, PollFailure.SOURCE.value, failure.meter_id, "decode", str(err),
                                                 str(list(err.words)), where=err.where))
         return batch
 
@@ -154,7 +164,7 @@ class Normaliser:
 
 def poll_dead_letter(raw: RawRegisters, reason: str, detail: str, payload: str = "") -> DeadLetter:
     """A dead letter of one Modbus poll, stamped with its received_at (diagnostics match them by it)."""
-    return DeadLetter(ts=raw.received_at, source="modbus", where=raw.meter_id, reason=reason, detail=detail,
+    return DeadLetter(ts=raw.received_at, source=RawRegisters.SOURCE.value, where=raw.meter_id, reason=reason, detail=detail,
                       payload=payload, meter_id=raw.meter_id)
 
 

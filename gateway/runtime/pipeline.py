@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gateway.model import BalanceUpdate, Batch, DeadLetter, Event, Quality, Reading
-from gateway.model.samples import Ack, PollFailure, RawPayload, RawRegisters
+from gateway.model import BalanceUpdate, Batch, DeadLetter, Quality, Reading
+from gateway.model.samples import Ack, PollFailure, RawPayload, RawRegisters, Sample
 from gateway.normalise.frame import FrameDecoder
 from gateway.normalise.normaliser import Normaliser
 from gateway.runtime.boundary import Failed, FailureLog, failed_item
@@ -36,7 +36,8 @@ from gateway.validate.validator import Validator
 
 log = logging.getLogger(__name__)
 
-Item = RawRegisters | RawPayload | PollFailure | Event | DeadLetter
+#: What drivers hand the pipeline.
+Item = Sample
 
 
 class BatchSink(Protocol):
@@ -153,15 +154,9 @@ class Pipeline:
                 # Counters and diagnostics: the batch is spooled and acknowledged already.
                 log.exception("observing a batch of %d items failed", len(items))
 
-    def _one(self, item: RawPayload | PollFailure | Event | DeadLetter) -> Batch:
+    def _one(self, item: Item) -> Batch:
         """What one item that is not a poll gives."""
-        if isinstance(item, RawPayload):
-            return self.normaliser.payload(item)
-        if isinstance(item, PollFailure):
-            return self.normaliser.failure(item)
-        if isinstance(item, DeadLetter):
-            return Batch(deadletters=[item])
-        return Batch(events=[item])
+        return self.normaliser.sample(item)
 
     def _check_balances(self, batch: Batch, sources: dict[int, RawPayload]) -> None:
         """PAYG events of the batch's balance updates; an update the checker fails on leaves the

@@ -1,19 +1,19 @@
-"""What diagnostics and metrics read of a running gateway: a Protocol `Gateway` satisfies.
+"""What diagnostics, metrics and the command desk read of a running gateway: a Protocol `Gateway`
+satisfies.
 
-`diag.py` and `metrics.py` take a `GatewayView`, not the `Gateway` class, so the composition root
-imports them and they import nothing back: the runtime has no import cycle (an annotation under
-TYPE_CHECKING would still be one for the import contract).
+`diag.py`, `metrics.py` and `commands.py` take a `GatewayView`, not the `Gateway` class, so the
+composition root imports them and they import nothing back: the runtime has no import cycle (an
+annotation under TYPE_CHECKING would still be one for the import contract).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from drivers.modbus import MeterHealth, ModbusPoller
-from drivers.mqtt import MqttSubscriber
+from drivers.base import Driver, DriverSpec, MeterFacts, MeterHealth
 from gateway.config.schema import GatewayConfig
 from gateway.runtime.health import HealthBook
 from gateway.runtime.pipeline import Pipeline
@@ -48,9 +48,23 @@ class GatewayView(Protocol):
     @property
     def health(self) -> HealthBook: ...
     @property
-    def pollers(self) -> Mapping[str, ModbusPoller]: ...
+    def registry(self) -> Mapping[str, DriverSpec]:
+        """The driver specs this gateway runs, by protocol."""
+        ...
     @property
-    def subscriber(self) -> MqttSubscriber | None: ...
+    def drivers(self) -> Sequence[Driver]:
+        """The drivers built from them (empty until the gateway runs)."""
+        ...
+    @property
+    def facts(self) -> Mapping[str, MeterFacts]:
+        """Every configured meter's facts, by meter id."""
+        ...
+
+    def drivers_of(self, protocol: str) -> Sequence[Driver]: ...
+
+    def driver_for(self, meter_id: str) -> Driver | None:
+        """The driver that serves a meter (None: not configured, or not served: inactive)."""
+        ...
 
     def driver_health(self) -> dict[str, MeterHealth]:
         """Every polled meter's driver health, by meter id."""
