@@ -24,7 +24,7 @@ from gateway.model.meters import MeterBinding
 from gateway.model.meters import Protocol as RegistryProtocol
 from gateway.model.payg import BalanceTerms
 from gateway.model.payloads import PayloadLayout
-from gateway.model.profiles import DeviceProfile
+from gateway.model.profiles import DeviceProfile, ObjectMap
 from gateway.model.samples import RawObjects, RawRegisters, Sample
 
 #: How a driver hands a sample to the pipeline; awaiting it is the back-pressure.
@@ -93,6 +93,7 @@ class MeterFacts:
     unit: int | None = None  # its device address on that link
     interval: float | None = None  # seconds between polls: VEE gaps, the API's silent rule, charts
     profile: DeviceProfile | None = None  # register map: decoding and VEE moduli
+    objects: ObjectMap | None = None  # code map: its RawObjects into readings
     balance: BalanceTerms | None = None  # the meter reports PAYG balances, read on these terms
 
 

@@ -10,10 +10,11 @@ from decimal import Decimal
 from typing import Any
 
 from gateway.errors import DecodeError, PayloadError
-from gateway.model import Batch, DeadLetter, Event, EventKind, Quality, Reading, Severity
-from gateway.model.profiles import DeviceFlag, DeviceProfile, RegisterSpec
-from gateway.model.samples import PollFailure, RawPayload, RawRegisters, Sample
+from gateway.model import Batch, DeadLetter, Event, EventKind, Quality, Reading, Severity, Source
+from gateway.model.profiles import DeviceFlag, DeviceProfile, ObjectMap, RegisterSpec
+from gateway.model.samples import PollFailure, RawObjects, RawPayload, RawRegisters, Sample
 from gateway.model.units import conversion_factor
+from gateway.normalise.objects import reader_table
 from gateway.normalise.payload import PayloadFormat
 from gateway.normalise.registers import Layout, NotAvailable, decode, flag_raised, place, words_for
 
@@ -33,9 +34,12 @@ class Normaliser:
     only whether it reported tamper last time (so the event is raised once per episode)."""
 
     def __init__(self, profiles: Mapping[str, DeviceProfile], payg_meters: Mapping[str, PaygOptions], *,
-                 payload_formats: Sequence[tuple[str, PayloadFormat]] = ()) -> None:
+                 payload_formats: Sequence[tuple[str, PayloadFormat]] = (),
+                 objects: Mapping[str, tuple[ObjectMap, Source]] | None = None) -> None:
         self._profiles = profiles
         self._payg = payg_meters
+        #: Per meter that reports coded values (RawObjects): its object map and the source of its readings.
+        self._objects = reader_table(dict(objects or {}))
         #: How the payloads of each topic template are written, by template (the driver stamps the
         #: template a message fit on its RawPayload); the first one is the default.
         self._formats: dict[str | None, PayloadFormat] = {}
@@ -45,7 +49,7 @@ class Normaliser:
         self._tampered: set[str] = set()
         #: What each kind of sample gives: a table, not an isinstance chain.
         self._by_kind: dict[type, Callable[[Any], Batch]] = {
-            RawRegisters: self.registers, RawPayload: self.payload, PollFailure: self.failure,
+            RawRegisters: self.registers, RawPayload: self.payload, RawObjects: self.objects, PollFailure: self.failure,
             DeadLetter: lambda d: Batch(deadletters=[d]), Event: lambda e: Batch(events=[e]),
         }
         self._placements: dict[tuple[int, Layout], tuple[DeviceProfile, list[tuple[RegisterSpec, int, int, float]]]] = {}
@@ -145,6 +149,17 @@ class Normaliser:
             return batch
         batch.balances.append(update)
         return batch
+
+    def objects(self, raw: RawObjects) -> Batch:
+        """One telegram of coded values -> readings through the meter's object map (normalise/objects.py)."""
+        reader = self._objects.get(raw.meter_id)
+        if reader is None:
+            batch = Batch()
+            batch.deadletters.append(self._dead(raw.received_at, "gateway", raw.meter_id, "unknown_meter",
+                                                "no object map configured for this meter",
+                                                payload_preview(raw.raw), where=raw.meter_id))
+            return batch
+        return reader.read(raw)
 
     def failure(self, failure: PollFailure) -> Batch:
         """Failures that carry data (undecodable words) are dead letters; timeouts are not data."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from gateway.model import BalanceUpdate, DeadLetter
+from gateway.model import BalanceUpdate, DeadLetter, Reading
 from gateway.model.samples import PollFailure, RawPayload, RawRegisters, Sample
 from gateway.normalise.normaliser import PAYLOAD_KEEP, payload_preview
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 INTERNAL_ERROR = "internal_error"
 _DETAIL_KEEP = 500
 
-Failed = Sample | BalanceUpdate
+Failed = Sample | BalanceUpdate | Reading
 
 
 def _describe(exc: BaseException) -> str:

@@ -277,7 +277,8 @@ class Diagnostics:
         driver = self.gw.driver_for(meter_id)
         if not isinstance(driver, PollNow):
             if watched.endpoint is None:
-                msg = f"meter {meter_id} ({watched.protocol}) pushes its data: it cannot be polled; see its recent payloads"
+                kind = f"PAYG, {watched.protocol}" if watched.balances else watched.protocol
+                msg = f"meter {meter_id} ({kind}) pushes its data: it cannot be polled; see its recent payloads"
                 raise InvalidRequest(msg)
             msg = (f"meter {meter_id} is not polled (status inactive or maintenance); read its registers "
                    f"with a raw read on endpoint {watched.endpoint} unit {watched.unit}")

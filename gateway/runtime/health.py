@@ -28,7 +28,7 @@ from gateway.model.health import (
     RawBlock,
     RecentPayload,
 )
-from gateway.model.samples import PollFailure, RawPayload, RawRegisters
+from gateway.model.samples import PollFailure, RawObjects, RawPayload, RawRegisters
 
 #: An event of the key kind stays open until a later event of one of the value kinds (same meter).
 CLOSED_BY: dict[EventKind, frozenset[EventKind]] = {
@@ -204,6 +204,8 @@ class HealthBook:
                 self._poll_failed(item, now)
             elif isinstance(item, RawPayload):
                 self._message(item, dead.get((item.meter_id, item.received_at)))
+            elif isinstance(item, RawObjects):
+                self._readout(item, dead.get((item.meter_id, item.received_at)))
         for reading in batch.readings:
             book = self._books.get(reading.meter_id)
             if book is not None:
@@ -249,6 +251,21 @@ class HealthBook:
         if dead is not None:
             self.message_errors[dead.reason] += 1
         book = self._books.get(raw.meter_id) if raw.meter_id else None
+        if book is None:
+            return
+        book.messages += 1
+        book.last_message_at = raw.received_at
+        book.last_message_ok = dead is None
+        if dead is not None:
+            book.bad_messages += 1
+            self._error(book, dead.reason, dead.detail, raw.received_at)
+        else:
+            book.failing_since = None
+
+    def _readout(self, raw: RawObjects, dead: DeadLetter | None) -> None:
+        # A telegram of coded values the meter sent (or the driver read out): like a message, but
+        # not one of the broker's (its counters are the MQTT link's).
+        book = self._books.get(raw.meter_id)
         if book is None:
             return
         book.messages += 1

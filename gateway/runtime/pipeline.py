@@ -117,6 +117,8 @@ class Pipeline:
         #: The message of each balance update, by id, so one the PAYG checker fails on is
         #: dead-lettered as the message it came in.
         sources: dict[int, RawPayload] = {}
+        #: Readings of the samples that are not polls (coded values: RawObjects), validated together.
+        coded: list[Reading] = []
         for item in items:
             if isinstance(item, RawRegisters):
                 polls.append(item)
@@ -138,8 +140,13 @@ class Pipeline:
             if self.payg is not None and isinstance(item, RawPayload):
                 for update in out.balances:
                     sources[id(update)] = item
+            if out.readings:
+                coded += out.readings
+                out.readings = []
             batch.extend(out)
         batch.readings = self._readings(polls, batch)
+        if coded:
+            batch.readings += self._validated(coded, batch)
         if self.payg is not None and batch.balances:
             self._check_balances(batch, sources)
         if len(batch):
@@ -210,6 +217,20 @@ class Pipeline:
                     + self._readings(polls[mid:], batch, whole=False))
         batch.extend(part)
         return readings
+
+    def _validated(self, readings: list[Reading], batch: Batch) -> list[Reading]:
+        """VEE over readings the normaliser made one by one (coded values); events go to `batch`. A
+        part that raises is split as `_readings` splits polls, down to the readings that raise."""
+        try:
+            out, events = self.validator.validate(readings)
+        except Exception as exc:
+            if len(readings) == 1:
+                batch.deadletters.append(self._failed(readings[0], "validate", exc))
+                return []
+            mid = len(readings) // 2
+            return self._validated(readings[:mid], batch) + self._validated(readings[mid:], batch)
+        batch.events.extend(events)
+        return out
 
     def _failed(self, item: Failed, stage: str, exc: Exception) -> DeadLetter:
         dead = failed_item(item, stage, exc)

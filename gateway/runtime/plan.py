@@ -78,11 +78,14 @@ def payload_formats(config: GatewayConfig, drivers: Registry = DRIVERS) -> list[
 
 def build_normaliser(config: GatewayConfig, facts: Mapping[str, MeterFacts], drivers: Registry = DRIVERS
                      ) -> Normaliser:
-    """Register maps of the meters that have one, PAYG terms of those that report balances."""
+    """Register maps and object maps of the meters that have one, PAYG terms of those that report
+    balances, the payload formats of the topics they push on."""
     profiles = {m: f.profile for m, f in facts.items() if f.profile is not None}
     payg = {m: PaygOptions(f.balance.currency, f.balance.low_credit_threshold)
             for m, f in facts.items() if f.balance is not None}
-    return Normaliser(profiles, payg, payload_formats=payload_formats(config, drivers))
+    objects = {m.meter_id: (f.objects, drivers[m.protocol].source)
+               for m in config.meters if (f := facts[m.meter_id]).objects is not None}
+    return Normaliser(profiles, payg, payload_formats=payload_formats(config, drivers), objects=objects)
 
 
 def payg_checker(config: GatewayConfig, drivers: Registry = DRIVERS) -> PaygChecker:
