@@ -71,6 +71,7 @@ def _endpoint_problems(ep: EndpointSection) -> list[tuple[str, str]]:
 
 
 def facts(binding: MeterBinding, settings: ModbusSection, profiles: Mapping[str, DeviceProfile]) -> MeterFacts:
+    """A Modbus meter: its endpoint and unit, its poll interval, its register map."""
     m: ModbusMeter = binding.fields
     ep = next((e for e in settings.endpoints if e.name == m.endpoint), None)
     return MeterFacts(
@@ -118,10 +119,12 @@ def details(drivers: Sequence[Driver]) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def profile_dirs(settings: ModbusSection) -> list[Path]:
+    """The folders of more device profiles (modbus.profile_dirs)."""
     return list(settings.profile_dirs)
 
 
 def config_rows(settings: ModbusSection, meters: Sequence[MeterBinding]) -> list[tuple[str, str]]:
+    """`config check`'s summary: endpoints and meters."""
     return [("modbus endpoints", str(len(settings.endpoints))), ("modbus meters", str(sum(1 for _ in _mine(meters))))]
 
 

@@ -65,6 +65,7 @@ def _terms(settings: MqttSection, meter: MqttMeter | None = None) -> BalanceTerm
 
 
 def facts(binding: MeterBinding, settings: MqttSection, profiles: Mapping[str, DeviceProfile]) -> MeterFacts:
+    """A PAYG meter: the topic it pushes on, the terms its balances are read on."""
     topics = settings.all_topics()
     topic = (topics[0] if topics else "{meter_id}").replace("{meter_id}", binding.meter_id)
     return MeterFacts(protocol=Protocol.MQTT, address=topic, model="payg", where=topic,
@@ -122,6 +123,7 @@ def details(drivers: Sequence[Driver]) -> dict[str, Any] | None:
 
 
 def config_rows(settings: MqttSection, meters: Sequence[MeterBinding]) -> list[tuple[str, str]]:
+    """`config check`'s summary: PAYG meters and the broker."""
     payg = sum(1 for b in meters if b.protocol == SPEC.protocol)
     return [("PAYG (MQTT) meters", str(payg)),
             ("mqtt", f"{settings.host}:{settings.port}" if settings.enabled else "off")]

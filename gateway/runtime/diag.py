@@ -300,12 +300,14 @@ class Diagnostics:
 
         NotFound (no such link), InvalidRequest (its meters are all inactive, so no driver holds
         it, or the request is out of bounds), DriverError."""
-        driver = next((d for d in self.gw.drivers if isinstance(d, RawRead) and d.target == target), None)
+        driver = next((d for d in self.gw.drivers if d.target and d.target == target), None)
         if driver is None:
             if any(m.endpoint == target for m in self.book.meters):
                 msg = f"endpoint {target} has no active meters, so the gateway holds no connection to it"
                 raise InvalidRequest(msg)
             raise NotFound("endpoint", target)
+        if not isinstance(driver, RawRead):
+            raise NotFound("raw read on endpoint", target)  # its driver reads no raw data
         return await driver.read_raw(request)
 
 
