@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Protocol
 
 from gateway.model import BalanceUpdate, Channel, Command, CommandKind, DeadLetter, Event, Reading, Submission
 from gateway.model.health import MeterDiagnostics, MeterSummary, PollResult, RecentPayload
-from gateway.model.profiles import Function
 
 
 class GatewayPort(Protocol):
@@ -46,11 +46,13 @@ class GatewayPort(Protocol):
         """Dead letters, newest first, and whether the store answered."""
 
     async def poll_now(self, meter_id: str) -> PollResult:
-        """Poll a Modbus meter at once and decode it (not stored). InvalidRequest, DriverError."""
+        """Poll a meter at once and decode it (not stored). InvalidRequest (a meter that pushes, or
+        inactive), DriverError."""
 
-    async def read_registers(self, endpoint: str, unit: int, function: Function, address: int,
-                             count: int) -> tuple[int, ...]:
-        """Raw read of holding or input registers (FC 03/04, 1..125). InvalidRequest, DriverError."""
+    async def read_raw(self, target: str, request: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A raw read on a link: a Modbus endpoint's registers ({"unit", "function", "address",
+        "count"} -> {"words"}, FC 03/04, 1..125). NotFound (no such link, or its driver has no raw
+        reads), InvalidRequest, DriverError."""
 
     # -- the account-system API (issue 7) -------------------------------------------------
     def commands_available(self) -> bool:
@@ -66,4 +68,4 @@ class GatewayPort(Protocol):
         """A command's latest status. NotFound."""
 
     def poll_intervals(self) -> dict[str, float]:
-        """Seconds between polls of each configured Modbus meter."""
+        """Seconds between polls of each configured polled meter."""

@@ -35,9 +35,9 @@ from bench.machine import speed
 from drivers.samples import RawRegisters, RegisterBlock
 from gateway.config.load import cross_check
 from gateway.config.profiles import load_profiles
-from gateway.config.schema import GatewayConfig
 from gateway.model import Batch, Channel, Kind, Reading, Source
 from gateway.runtime import eventloop
+from gateway.runtime.config import GatewayConfig
 from gateway.runtime.health import HealthBook, WatchedMeter
 from gateway.runtime.metrics import GatewayMetrics
 from simulators.modbus import SimFleet

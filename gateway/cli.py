@@ -43,7 +43,7 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Configuration f
 
 
 def _load(path: Path):  # type: ignore[no-untyped-def]
-    from gateway.config.load import load_config
+    from gateway.runtime.config import load_config
 
     try:
         return load_config(path)
@@ -117,11 +117,13 @@ def config_check(file: Annotated[Path, typer.Argument(help="Configuration file (
     table.add_row("gateway id", cfg.gateway.id)
     table.add_row("storage", cfg.storage.backend)
     table.add_row("data dir", str(cfg.gateway.data_dir))
-    table.add_row("modbus endpoints", str(len(cfg.modbus.endpoints)))
-    modbus = [m for m in cfg.meters if m.protocol == "modbus"]
-    table.add_row("modbus meters", str(len(modbus)))
-    table.add_row("PAYG (MQTT) meters", str(len(cfg.meters) - len(modbus)))
-    table.add_row("mqtt", f"{cfg.mqtt.host}:{cfg.mqtt.port}" if cfg.mqtt.enabled else "off")
+    from drivers.registry import DRIVERS
+    from gateway.config.sections import bindings
+
+    meters = bindings(cfg)
+    for protocol, spec in DRIVERS.items():
+        for what, value in spec.config_rows(cfg.section(protocol), meters):
+            table.add_row(what, value)
     table.add_row("api", f"http://{cfg.api.host}:{cfg.api.port}" if cfg.api.enabled else "off")
     table.add_row("profiles", ", ".join(sorted(profiles)))
     out.print(table)
@@ -289,88 +291,22 @@ def spool_check(config: ConfigOpt) -> None:
     """Report the spool's state: whether SQLite reads it whole, the batches and items waiting, rows that
     do not decode, and what a salvage would recover and lose. Changes nothing; safe while the gateway
     runs. Exits 0 when healthy, 1 when not."""
-    from storage.spool.salvage import check
+    from gateway.spool_cli import check_report
 
     cfg, _ = _load(config)
-    path = cfg.data_path(cfg.spool.path)
-    result = check(path)
-    if not result.exists:
-        out.print(f"no spool at {path} (the gateway makes one at its first start)", highlight=False)
-        raise typer.Exit(0)
-    t = result.tally
-    table = Table(title=f"spool {path}: {'healthy' if result.healthy else 'needs attention'}")
-    table.add_column("what")
-    table.add_column("value")
-    table.add_row("file", f"{result.size_bytes:,} bytes")
-    table.add_row("in use by a gateway", "yes" if result.in_use else "no")
-    table.add_row("SQLite reads it whole", "yes" if result.problem is None else f"no: {result.problem}")
-    if result.header_damaged:
-        table.add_row("header", "destroyed (read through a rebuilt copy)")
-    table.add_row("batches readable", f"{t.readable:,}")
-    table.add_row("items in them", f"{t.items:,}")
-    table.add_row("batches that do not decode", _ids(t.undecodable) + (" (forwarded as dead letters)"
-                                                                      if t.undecodable else ""))
-    table.add_row("batches lost (unreadable)", t.lost_text())
-    if t.first_id is not None:
-        table.add_row("ids", f"{t.first_id}..{t.last_id}")
-    if result.problem is not None:
-        table.add_row("what to do", "meter-gateway spool salvage (with the gateway stopped), or start the "
-                                    "gateway: it salvages a damaged spool at start")
-    out.print(table)
-    raise typer.Exit(0 if result.healthy else 1)
-
-
-def _ids(ids: list[int]) -> str:
-    if not ids:
-        return "0"
-    shown = ", ".join(str(i) for i in ids[:10])
-    return f"{len(ids)} (ids {shown}{', ...' if len(ids) > 10 else ''})"
+    raise typer.Exit(check_report(cfg.data_path(cfg.spool.path), out))
 
 
 @spool_app.command("salvage")
 def spool_salvage(config: ConfigOpt) -> None:
     """Move a damaged spool aside (spool.db.damaged-<time>) and copy every readable batch into a fresh
     spool, as the gateway does at start. Refuses while a gateway has the spool open: stop it first."""
-    from storage.spool.salvage import check, salvage
-    from storage.spool.sqlitefile import SpoolLock
+    from gateway.spool_cli import salvage_report
 
     cfg, _ = _load(config)
-    path = cfg.data_path(cfg.spool.path)
-    if not path.exists():
-        out.print(f"no spool at {path}: nothing to salvage", highlight=False)
-        raise typer.Exit(0)
-    lock = SpoolLock(path)
-    try:
-        lock.acquire()
-    except GatewayError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
-    try:
-        found = check(path, in_use=False)
-        if found.problem is None:
-            out.print(f"spool {path} is readable whole: nothing to salvage ({found.tally.readable:,} batches, "
-                      f"{found.tally.items:,} items; {_ids(found.tally.undecodable)} that do not decode, which "
-                      "the gateway forwards as dead letters)", highlight=False)
-            raise typer.Exit(0)
-        report = salvage(path, reason=found.problem)
-    except GatewayError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
-    finally:
-        lock.release()
-    t = report.tally
-    table = Table(title=f"spool {path}: salvaged")
-    table.add_column("what")
-    table.add_column("value")
-    table.add_row("why", report.reason)
-    table.add_row("damaged file kept as", str(report.kept_as))
-    table.add_row("header", "rebuilt to read it" if report.header_repaired else "as it was")
-    table.add_row("batches recovered", f"{t.readable:,}")
-    table.add_row("items in them", f"{t.items:,}")
-    table.add_row("of those, not decodable", _ids(t.undecodable) + (" (forwarded as dead letters)"
-                                                                    if t.undecodable else ""))
-    table.add_row("batches lost", t.lost_text())
-    out.print(table)
+    code = salvage_report(cfg.data_path(cfg.spool.path), out, err)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

@@ -120,16 +120,12 @@ def render(report: StatusReport, console: Console, *, all_meters: bool = False,
     drivers = Table(title="drivers", title_justify="left")
     for col in ("driver", "where", "connected", "meters", "rate", "errors since start"):
         drivers.add_column(col)
-    for ep in st["drivers"]["modbus"]:
-        errors = ", ".join(f"{k} {n}" for k, n in ep["errors_by_kind"].items()) or "-"
-        drivers.add_row(f"modbus {ep['endpoint']}", f"{ep['transport']} {ep['address']}",
-                        "yes" if ep["connected"] else "[red]no[/]", str(ep["meters"]),
-                        f"{ep['polls_per_s']:.2f} polls/s", errors)
-    mqtt = st["drivers"].get("mqtt")
-    if mqtt:
-        errors = ", ".join(f"{k} {n}" for k, n in mqtt["errors_by_kind"].items()) or "-"
-        drivers.add_row("mqtt", mqtt["broker"], "yes" if mqtt["connected"] else "[red]no[/]", "",
-                        f"{mqtt['messages_per_s']:.2f} msg/s", errors)
+    for links in st["drivers"].values():  # each protocol: a list of links, or its one link (or null)
+        for link in links if isinstance(links, list) else [links] if links else []:
+            errors = ", ".join(f"{k} {n}" for k, n in link["errors_by_kind"].items()) or "-"
+            meters = "" if link.get("meters") is None else str(link["meters"])
+            drivers.add_row(link["label"], link["where"], "yes" if link["connected"] else "[red]no[/]", meters,
+                            f"{link['rate']:.2f} {link['rate_unit']}", errors)
     console.print(drivers)
 
     counts = report.meters["counts"]

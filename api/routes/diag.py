@@ -109,11 +109,12 @@ async def payloads(gateway: Gateway, meter_id: MeterId) -> list[PayloadOut]:
 @router.post("/meters/{meter_id}/poll", response_model=PollResultOut, responses=_METER_ERRORS)
 async def poll_now(gateway: Gateway, limiter: Annotated[BusLimiter, Depends(_limiter)],
                    meter_id: MeterId) -> PollResultOut | JSONResponse:
-    """Poll a Modbus meter now, past its schedule and circuit breaker: the decoded values with the raw
+    """Poll a meter now (Modbus), past its schedule and circuit breaker: the decoded values with the raw
     registers. Nothing is stored (the schedule's polls are the data). Rate-limited per bus."""
     summary = gateway.meter_summary(meter_id)
     if summary.endpoint is None:
-        msg = f"meter {meter_id} is a PAYG (MQTT) meter: it cannot be polled; see its recent payloads"
+        kind = f"PAYG, {summary.protocol}" if summary.balances else summary.protocol
+        msg = f"meter {meter_id} ({kind}) pushes its data: it cannot be polled; see its recent payloads"
         raise InvalidRequest(msg)
     throttled = _throttled(limiter, summary.endpoint)
     if throttled is not None:
@@ -158,11 +159,11 @@ async def read_registers(
     if throttled is not None:
         return throttled
     try:
-        words = await gateway.read_registers(endpoint, unit, function, first, count)
+        got = await gateway.read_raw(endpoint, {"unit": unit, "function": function, "address": first, "count": count})
     except DriverError as exc:
         return _meter_error(exc)
     return RegistersOut(endpoint=endpoint, unit=unit, function=function.value, address=first, count=count,
-                        words=list(words), hex=[f"{w:#06x}" for w in words])
+                        words=list(got["words"]), hex=[f"{w:#06x}" for w in got["words"]])
 
 
 @router.get("/deadletters", response_model=DeadLettersOut)

@@ -134,7 +134,7 @@ async def chart_of(gateway: GatewayPort, diag: MeterDiagnostics, channel: str | 
                    ) -> tuple[Chart | None, list[str], str | None]:
     """The chart of the selected meter, the channels one may pick, and the one shown."""
     meter_id = diag.summary.meter_id
-    if diag.summary.protocol == "mqtt":
+    if diag.summary.balances:  # a PAYG meter: its balance is what it reports
         balances, _ = await gateway.recent_balances(meter_id)
         series = [(b.ts, float(b.balance), "low credit" if b.low_credit else None) for b in balances]
         return Chart.of("balance", balances[-1].currency if balances else "", series), [], None

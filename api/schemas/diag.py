@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas.payg import BalanceOut
 from api.schemas.readings import ReadingOut
@@ -18,40 +18,24 @@ class CheckOut(BaseModel):
     detail: str
 
 
-class ModbusDriverOut(BaseModel):
-    endpoint: str = Field(examples=["bus-1"])
-    transport: str = Field(examples=["tcp"], description="tcp | rtu_tcp | serial")
-    address: str = Field(examples=["10.0.0.7:502"])
+class DriverOut(BaseModel):
+    """One driver's link (a Modbus endpoint, the MQTT broker, ...): the fields every link has, then
+    its protocol's own (Modbus: endpoint, transport, address, polls_per_s, connects, requests,
+    timeouts, retries, drops; MQTT: broker, client_id, subscriptions, messages, messages_per_s,
+    connects, reconnects, pending_acks, last_error, unknown_meter_messages)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    label: str = Field(examples=["modbus bus-1"], description="How people name the link")
+    where: str = Field(examples=["tcp 10.0.0.7:502"])
     connected: bool
-    meters: int = Field(description="Meters polled on this endpoint")
-    polls_per_s: float = Field(description="Over the last minute")
-    errors_by_kind: dict[str, int] = Field(description="Failed polls since start by kind: timeout, "
-                                           "modbus_exception, decode, connection")
-    connects: int
-    requests: int
-    timeouts: int
-    retries: int
-    drops: int
-
-
-class MqttDriverOut(BaseModel):
-    broker: str = Field(examples=["mqtt://broker:1883"])
-    client_id: str
-    connected: bool
-    subscriptions: list[str]
-    messages: int = Field(description="Messages received since start")
-    messages_per_s: float = Field(description="Over the last minute")
-    errors_by_kind: dict[str, int] = Field(description="Dead-lettered messages by reason, and connection failures")
-    connects: int
-    reconnects: int
-    pending_acks: int
-    last_error: str | None = None
-    unknown_meter_messages: int
-
-
-class DriversOut(BaseModel):
-    modbus: list[ModbusDriverOut]
-    mqtt: MqttDriverOut | None = None
+    meters: int | None = Field(default=None, description="Meters served through this link")
+    rate: float = Field(description="Polls or messages per second over the last minute")
+    rate_unit: str = Field(examples=["polls/s"])
+    errors_by_kind: dict[str, int] = Field(description="Failed polls since start by kind (timeout, modbus_exception, "
+                                           "decode, connection), or dead-lettered messages by reason and connection "
+                                           "failures")
+    check: str | None = Field(default=None, examples=["broker"], description="The readiness check this link is")
 
 
 class SpoolOut(BaseModel):
@@ -121,7 +105,8 @@ class GatewayStatusOut(BaseModel):
     failed: list[str] = Field(description="Names of the readiness checks that fail")
     checks: dict[str, CheckOut]
     meters: dict[str, int] = Field(description="Configured meters by state")
-    drivers: DriversOut
+    drivers: dict[str, list[DriverOut] | DriverOut | None] = Field(
+        description="By protocol: its links (a list), or its one link (an object, null while it runs none)")
     spool: SpoolOut | None = None
     sink: SinkOut | None = None
     pipeline: PipelineOut | None = None
@@ -138,7 +123,7 @@ class GatewayStatusOut(BaseModel):
 
 class MeterSummaryOut(BaseModel):
     meter_id: str = Field(examples=["M-0001"])
-    protocol: Literal["modbus", "mqtt"]
+    protocol: str = Field(examples=["modbus"], description="The driver that serves the meter (a registered protocol)")
     state: str = Field(examples=["failing"], description="ok | failing | lost | silent | waiting | inactive")
     where: str
     endpoint: str | None = None
@@ -151,7 +136,7 @@ class MeterSummaryOut(BaseModel):
 
     @classmethod
     def of(cls, s: MeterSummary) -> MeterSummaryOut:
-        return cls(meter_id=s.meter_id, protocol=s.protocol, state=s.state.value,  # type: ignore[arg-type]
+        return cls(meter_id=s.meter_id, protocol=s.protocol, state=s.state.value,
                    where=s.where, endpoint=s.endpoint, last_seen=s.last_seen,
                    consecutive_failures=s.consecutive_failures, last_error=s.last_error,
                    last_error_kind=s.last_error_kind, last_error_at=s.last_error_at, failing_since=s.failing_since)

@@ -3,12 +3,12 @@
 Only `drivers.modbus.connection` imports pymodbus; nothing outside drivers/ needs to.
 """
 
-from drivers.modbus.breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from drivers.modbus.connection import ConnectionStats, ModbusConnection, ModbusEndpoint, SerialLine, Transport
-from drivers.modbus.health import MeterHealth
 from drivers.modbus.plan import ReadBlock, plan_reads
 from drivers.modbus.poller import Emit, ModbusPoller, PollTarget
-from drivers.modbus.schedule import Schedule, Slot, send_offset
+from drivers.polling.breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from drivers.polling.health import MeterHealth
+from drivers.polling.schedule import Schedule, Slot, send_offset
 
 __all__ = [
     "BreakerPolicy",

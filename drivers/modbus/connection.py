@@ -26,7 +26,7 @@ from pymodbus.framer import FramerType
 
 from drivers.modbus.plan import ReadBlock
 from drivers.modbus.responses import register_fast_responses
-from drivers.modbus.watchdog import RequestWatchdog
+from drivers.polling.watchdog import RequestWatchdog
 from gateway.backoff import Backoff
 from gateway.errors import ConnectionFailed, DecodeError, DriverError, MeterTimeout, ModbusExceptionResponse
 from gateway.model.profiles import Function

@@ -13,22 +13,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
-from drivers.modbus.breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from drivers.base import DriverStatus, Observed
 from drivers.modbus.connection import ConnectionStats, ModbusConnection, ModbusEndpoint, describe_read
-from drivers.modbus.health import LatencyWindow, MeterHealth
 from drivers.modbus.plan import ReadBlock, plan_reads
-from drivers.modbus.schedule import Schedule, Slot, send_offset
-from drivers.samples import PollFailure, RawRegisters, RegisterBlock
+from drivers.polling.breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from drivers.polling.health import LatencyWindow, MeterHealth
+from drivers.polling.schedule import Schedule, Slot, send_offset
 from gateway.backoff import Backoff
 from gateway.errors import DriverError, InvalidRequest, NotFound
 from gateway.model import Event, EventKind, Severity
 from gateway.model.profiles import DeviceProfile, Function
+from gateway.model.samples import PollFailure, RawRegisters, RegisterBlock
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,45 @@ class ModbusPoller:
     def targets(self) -> tuple[PollTarget, ...]:
         return tuple(self._targets.values())
 
+    # -- the driver contract (drivers.base.Driver) ------------------------------------------------
+    @property
+    def name(self) -> str:
+        return f"modbus:{self.endpoint.name}"
+
+    @property
+    def target(self) -> str:
+        return self.endpoint.name
+
+    def meter_ids(self) -> tuple[str, ...]:
+        return tuple(self._targets)
+
+    def status(self, observed: Observed) -> DriverStatus:
+        """The endpoint's link for diagnostics: the connection's counters, and the polls the
+        pipeline saw from it (rate and errors by kind)."""
+        ep, stats = self.endpoint, self.connection_stats()
+        rate = round(observed.polls_per_second(ep.name), 3)
+        return DriverStatus(
+            label=f"modbus {ep.name}", where=f"{ep.kind} {ep.address}", connected=self.connected, rate=rate,
+            rate_unit="polls/s", errors_by_kind=dict(observed.poll_failures(ep.name)), meters=len(self._targets),
+            detail={"endpoint": ep.name, "transport": ep.kind, "address": ep.address, "polls_per_s": rate,
+                    "connects": stats.connects, "requests": stats.requests, "timeouts": stats.timeouts,
+                    "retries": stats.retries, "drops": stats.drops})
+
+    def meter_health(self, meter_id: str) -> MeterHealth | None:
+        """A snapshot (a copy) of one meter's health; None for a meter not polled here."""
+        h = self._health.get(meter_id)
+        if h is None:
+            return None
+        p50, p90, p99 = self._latency[meter_id].percentiles(50, 90, 99)
+        return replace(h, latency_p50_s=p50, latency_p90_s=p90, latency_p99_s=p99,
+                       breaker=self._breakers[meter_id].state.value)
+
+    async def read_raw(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """`read_registers` of {"unit", "function", "address", "count"}: {"words": (...)}."""
+        words = await self.read_registers(request["unit"], Function(request["function"]), request["address"],
+                                          request["count"])
+        return {"words": words}
+
     @property
     def connected(self) -> bool:
         return self._conn.connected
@@ -177,12 +217,7 @@ class ModbusPoller:
 
     def health(self) -> dict[str, MeterHealth]:
         """A snapshot (copies) of every meter's health, by meter id."""
-        out = {}
-        for meter_id, h in self._health.items():
-            p50, p90, p99 = self._latency[meter_id].percentiles(50, 90, 99)
-            out[meter_id] = replace(h, latency_p50_s=p50, latency_p90_s=p90, latency_p99_s=p99,
-                                    breaker=self._breakers[meter_id].state.value)
-        return out
+        return {meter_id: h for meter_id in self._health if (h := self.meter_health(meter_id)) is not None}
 
     async def _read(self, target: PollTarget, ts: datetime) -> RawRegisters:
         plan = self._plans[target.meter_id]

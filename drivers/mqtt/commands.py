@@ -31,13 +31,14 @@ reached the broker (`unsent`) is sent by a repeat; one that may have reached it,
 
 Replies are subscribed without a shared-subscription group: in a group, the reply to this
 gateway's command could go to another gateway, which does not know it and ignores it.
+
+The wire format (topics, the command's JSON, reading a reply) is drivers.mqtt.command_wire.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -46,16 +47,16 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol
+from typing import Any
 
+from drivers.mqtt.command_wire import CommandSettings, Publisher, command_payload, money, parse_reply
 from drivers.mqtt.topics import TopicTemplate
-from drivers.samples import Ack
 from gateway.backoff import Backoff
 from gateway.errors import ConnectionFailed, InvalidField, InvalidRequest, KeyConflict, NotFound, NotSent, PayloadError
 from gateway.model import Command, CommandKind, CommandStatus, DeadLetter, Event, EventKind, Severity, Submission
 from gateway.model.commands import MAX_KEY
 from gateway.model.currencies import allowed_decimals, decimals_of
-from gateway.model.text import storable, unstorable_at
+from gateway.model.samples import Ack
 
 __all__ = ["CommandSettings", "CommandTracker", "Publisher", "parse_reply"]
 
@@ -71,95 +72,11 @@ Emit = Callable[[Event | DeadLetter], Awaitable[None]]
 #: A meter answered a command: (meter id, when the command was sent if known, when the reply was read).
 Replied = Callable[[str, datetime | None, datetime], None]
 
-#: Reply statuses meters send, as the tracker reads them (case-insensitive).
-REPLY_STATUS: Mapping[str, CommandStatus] = {
-    **dict.fromkeys(("acknowledged", "ack", "ok", "done", "success", "accepted", "executed"),
-                    CommandStatus.ACKNOWLEDGED),
-    **dict.fromkeys(("failed", "fail", "error", "rejected", "nack"), CommandStatus.FAILED),
-}
 _PREVIEW = 2048
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class Publisher(Protocol):
-    """What the tracker needs from a connection (MqttConnection implements it)."""
-
-    @property
-    def connected(self) -> bool: ...
-
-    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, response_topic: str | None = None,
-                      correlation_data: bytes | None = None, timeout: float | None = None) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class CommandSettings:
-    """Where commands go and replies come from, and how long a meter has to answer."""
-
-    command_topic: str = "payg/{meter_id}/command"
-    reply_topic: str = "payg/{meter_id}/command/reply"
-    #: Seconds from publishing to TIMED_OUT without a reply.
-    timeout: float = 60.0
-    #: Seconds to wait for the broker's PUBACK of a command.
-    publish_timeout: float = 10.0
-    #: Settled commands kept in memory so that late or repeated replies find them.
-    max_tracked: int = 10_000
-
-    def __post_init__(self) -> None:
-        problems = []
-        for name in ("command_topic", "reply_topic"):
-            try:
-                template = TopicTemplate(getattr(self, name))
-            except ValueError as exc:
-                problems.append(str(exc))
-                continue
-            if template.placeholders != ("meter_id",):
-                problems.append(f"{name} {template.template!r} may hold only the {{meter_id}} placeholder")
-        if self.command_topic == self.reply_topic:
-            problems.append("command_topic and reply_topic must differ")
-        if self.timeout <= 0 or self.publish_timeout <= 0 or self.max_tracked < 1:
-            problems.append("timeout, publish_timeout and max_tracked must be positive")
-        if problems:
-            msg = "MQTT commands: " + "; ".join(problems)
-            raise ValueError(msg)
-
-
-def _reply_error(topic: str, reason: str, message: str) -> PayloadError:
-    return PayloadError(topic, reason, f"command reply: {message}")
-
-
-def parse_reply(topic: str, payload: bytes, correlation_data: bytes | None) -> tuple[str, CommandStatus, str | None]:
-    """(correlation id, status, detail) of a meter's reply, or PayloadError(topic, reason, message)."""
-    try:
-        doc = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise _reply_error(topic, "malformed_json", "payload is not valid JSON") from None
-    if not isinstance(doc, dict):
-        raise _reply_error(topic, "not_an_object", "payload must be a JSON object")
-    cid = doc.get("correlation_id")
-    if cid is None and correlation_data:
-        cid = correlation_data.decode("utf-8", errors="replace")
-    if cid is None:
-        raise _reply_error(topic, "missing_field", "field 'correlation_id' is missing (and no MQTT 5 correlation data)")
-    if not isinstance(cid, str) or not cid:
-        raise _reply_error(topic, "wrong_type", f"field 'correlation_id' must be a non-empty string, got {cid!r:.80}")
-    if unstorable_at(cid) is not None:
-        raise _reply_error(topic, "bad_text", f"correlation id {cid!r:.80} holds NUL or a lone surrogate")
-    raw = doc.get("status")
-    if raw is None:
-        raise _reply_error(topic, "missing_field", "field 'status' is missing")
-    status = REPLY_STATUS.get(raw.strip().lower()) if isinstance(raw, str) else None
-    if status is None:
-        known = ", ".join(sorted(REPLY_STATUS))
-        raise _reply_error(topic, "wrong_type", f"field 'status' must be one of {known}; got {raw!r:.80}")
-    detail = doc.get("detail")
-    return cid, status, storable(detail) if isinstance(detail, str) and detail else None
-
-
-def _money(value: Decimal) -> str:
-    return format(value, "f")
 
 
 @dataclass(slots=True)
@@ -248,6 +165,10 @@ class CommandTracker:
     def attach(self, publisher: Publisher | None) -> None:
         self._publisher = publisher
 
+    def serves(self, meter_id: str) -> bool:
+        """Whether commands to this meter go through this tracker (a meter it knows)."""
+        return self.known_meters is None or meter_id in self.known_meters
+
     def get(self, correlation_id: str) -> Command | None:
         """The tracked command (as last known in memory), or None."""
         return self._commands.get(correlation_id)
@@ -324,7 +245,7 @@ class CommandTracker:
         topic = self.command_template.render(meter_id=meter_id)
         reply_to = self.reply_template.render(meter_id=meter_id)
         try:
-            await publisher.publish(topic, self._payload(command, reply_to), qos=1, response_topic=reply_to,
+            await publisher.publish(topic, command_payload(self.currencies, command, reply_to), qos=1, response_topic=reply_to,
                                     correlation_data=command.correlation_id.encode(),
                                     timeout=self.settings.publish_timeout)
         except (ConnectionFailed, TimeoutError) as exc:
@@ -440,19 +361,6 @@ class CommandTracker:
                    f"allows at most {allowed} ({why})")
             raise InvalidField("amount", msg)
 
-    def _payload(self, command: Command, reply_to: str) -> bytes:
-        # Amounts go out as JSON numbers written digit for digit from the Decimal (no float).
-        parts = [f'"correlation_id": {json.dumps(command.correlation_id)}',
-                 f'"command": {json.dumps(command.kind.value)}']
-        if command.amount is not None:
-            parts.append(f'"amount": {_money(command.amount)}')
-            parts.append(f'"currency": {json.dumps(self.currencies.get(command.meter_id, "XXX"))}')
-        if command.reference is not None:
-            parts.append(f'"reference": {json.dumps(command.reference)}')
-        parts.append(f'"ts": {json.dumps(command.created_at.isoformat().replace("+00:00", "Z"))}')
-        parts.append(f'"reply_to": {json.dumps(reply_to)}')
-        return ("{" + ", ".join(parts) + "}").encode()
-
     def _track(self, command: Command) -> None:
         before = self._commands.get(command.correlation_id)
         if before is not None:  # sent again after it failed unsent
@@ -492,7 +400,7 @@ class CommandTracker:
     def _event(self, c: Command) -> Event:
         what = c.kind.value
         if c.amount is not None:
-            what += f" of {_money(c.amount)} {self.currencies.get(c.meter_id, 'XXX')}"
+            what += f" of {money(c.amount)} {self.currencies.get(c.meter_id, 'XXX')}"
         if c.reference is not None:
             what += f" (reference {c.reference})"
         outcome = {

@@ -10,12 +10,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from drivers.base import DriverStatus, Observed
 from drivers.mqtt.commands import CommandTracker
 from drivers.mqtt.connection import MqttConnection, MqttSettings
 from drivers.mqtt.topics import TopicTemplate
-from drivers.samples import RawPayload
 from gateway.errors import InvalidRequest
 from gateway.model import Command, CommandKind
+from gateway.model.samples import RawPayload
 
 __all__ = ["MqttSubscriber", "TopicTemplate"]  # TopicTemplate re-exported for old imports
 
@@ -84,13 +85,18 @@ class MqttSubscriber:
 
     def resolve(self, topic: str) -> str | None:
         """The meter id a topic belongs to, or None (no template fits, or not a known meter)."""
+        return self._route(topic)[0]
+
+    def _route(self, topic: str) -> tuple[str | None, str | None]:
+        """(meter id or None, the template the topic fits or None): the first template that fits
+        decides, and names the payload format the normaliser reads the message with."""
         for template in self.templates:
             meter_id = template.meter_id(topic)
             if meter_id is not None:
                 if self.known_meters is not None and meter_id not in self.known_meters:
-                    return None
-                return meter_id
-        return None
+                    return None, template.template
+                return meter_id, template.template
+        return None, None
 
     async def run(self) -> None:
         """Receive and emit until cancelled; then disconnect cleanly (the session stays)."""
@@ -129,14 +135,14 @@ class MqttSubscriber:
                         commands.handle_reply(reply_from if known else None, message.topic, message.payload,
                                               message.correlation_data, message.ack)
                         continue
-                meter_id = self.resolve(message.topic)
+                meter_id, template = self._route(message.topic)
                 self._remember(meter_id, message.topic, message.payload, received_at)
             except Exception:
                 # Nothing a message carries may end the receive loop (it would come back after
                 # the restart, unacknowledged, and end it again): handed on as a message of no
                 # known meter, it becomes a dead letter and is acknowledged.
                 log.exception("message on %r could not be routed; passed on as of no known meter", message.topic)
-                meter_id = None
+                meter_id = template = None
             await self.emit(
                 RawPayload(
                     topic=message.topic,
@@ -144,6 +150,7 @@ class MqttSubscriber:
                     received_at=received_at,
                     meter_id=meter_id,
                     ack=message.ack,
+                    template=template,
                 )
             )
 
@@ -157,6 +164,39 @@ class MqttSubscriber:
     @property
     def connected(self) -> bool:
         return self._conn is not None and self._conn.connected
+
+    # -- the driver contract (drivers.base.Driver) ------------------------------------------------
+    @property
+    def name(self) -> str:
+        return "mqtt"
+
+    @property
+    def target(self) -> str:
+        return ""  # the protocol's only link
+
+    def meter_ids(self) -> tuple[str, ...]:
+        return tuple(sorted(self.known_meters or ()))
+
+    def meter_health(self, meter_id: str) -> None:
+        return None  # its meters push: no polls to keep health of
+
+    def status(self, observed: Observed) -> DriverStatus:
+        """The broker link for diagnostics (and /readyz's "broker" check): the connection's counters,
+        and the messages the pipeline saw (rate, and dead letters by reason)."""
+        h = self.health()
+        errors = dict(observed.message_failures())
+        for counter in ("connect_failures", "acks_dropped"):
+            if h.get(counter):
+                errors[counter] = h[counter]
+        rate = round(observed.messages_per_second(), 3)
+        return DriverStatus(
+            label="mqtt", where=h["broker"], connected=h["connected"], rate=rate, rate_unit="msg/s",
+            errors_by_kind=errors, meters=len(self.known_meters) if self.known_meters is not None else None,
+            check="broker",
+            detail={"broker": h["broker"], "client_id": h["client_id"], "subscriptions": h["subscriptions"],
+                    "messages": h["messages"], "messages_per_s": rate, "connects": h["connects"],
+                    "reconnects": h["reconnects"], "pending_acks": h["pending"], "last_error": h["last_error"],
+                    "unknown_meter_messages": h["unknown_meter_messages"]})
 
     def _remember(self, meter_id: str | None, topic: str, payload: bytes, received_at: datetime) -> None:
         if meter_id is None:

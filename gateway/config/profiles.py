@@ -18,7 +18,7 @@ from gateway.errors import ConfigError, ConfigProblem
 from gateway.model.meters import Utility
 from gateway.model.profiles import ByteOrder, DataType, DeviceFlag, DeviceProfile, FlagSpec, Function, RegisterSpec
 from gateway.model.readings import Channel, Kind
-from gateway.normalise.units import conversion_factor
+from gateway.model.units import conversion_factor
 
 
 class _Strict(BaseModel):

@@ -1,19 +1,45 @@
-"""The configuration file's schema. Field descriptions double as the reference doc."""
+"""The configuration file's schema. Field descriptions double as the reference doc.
+
+The sections here are the gateway's own. Each driver brings its [<protocol>] section and its meter
+keys through its spec (`SectionSpec`); `gateway.config.sections.config_model` builds the config class
+of a registry of them, so this package names no protocol and imports no driver.
+"""
 
 from __future__ import annotations
 
 import re
-from decimal import Decimal
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from gateway.config.mqtt import MqttSection
 from gateway.config.vee import VeeSection
 from gateway.model.identifiers import RULE, identifier_problem, tags_problems
-from gateway.model.meters import MeterStatus, Utility
+from gateway.model.meters import MeterBinding, MeterStatus, Utility
+from gateway.model.profiles import DeviceProfile
+
+#: A key in the file: ("meters", 3, "profile") is meters[3].profile.
+KeyPath = tuple[str | int, ...]
+
+
+class SectionSpec(Protocol):
+    """What the configuration needs of a driver's spec (drivers.base.DriverSpec is one)."""
+
+    @property
+    def protocol(self) -> str: ...
+    @property
+    def settings(self) -> type: ...
+    @property
+    def meter_fields(self) -> type: ...
+    @property
+    def secrets(self) -> Mapping[str, str]: ...
+    @property
+    def profile_dirs(self) -> Callable[[Any], Sequence[Path]]: ...
+    @property
+    def check(self) -> Callable[[Any, Sequence[MeterBinding], Mapping[str, DeviceProfile]],
+                                Iterable[tuple[KeyPath, str]]]: ...
 
 
 class _Section(BaseModel):
@@ -89,7 +115,7 @@ class StorageSection(_Section):
     @field_validator("retention", "billing_estimate_window")
     @classmethod
     def _retention_period(cls, value: str | None) -> str | None:
-        from storage.retention import parse_period
+        from gateway.config.periods import parse_period
 
         if value is not None:
             parse_period(value)  # ValueError names the accepted form
@@ -105,77 +131,35 @@ class SpoolSection(_Section):
                                   "file is still the one open (removed or replaced: a fresh spool takes it over)")
 
 
-class EndpointSection(_Section):
-    """A Modbus TCP server, a TCP-to-RS-485 gateway, or a serial line of this machine."""
-
-    name: str = Field(min_length=1)
-    transport: Literal["tcp", "rtu_tcp", "serial"] | None = Field(
-        default=None, description="tcp (Modbus TCP) | rtu_tcp (RTU over TCP: transparent serial gateways) | "
-        "serial (a local RS-485 line); default tcp, or what `framer` says")
-    framer: Literal["socket", "rtu"] | None = Field(default=None, description="Older spelling: socket = tcp, rtu = rtu_tcp")
-    host: str | None = Field(default=None, description="For tcp and rtu_tcp")
-    port: int = Field(default=502, ge=1, le=65535)
-    serial_port: str | None = Field(default=None, description="Serial device, e.g. /dev/ttyUSB0 (transport serial)")
-    baudrate: int = Field(default=9600, ge=300, le=1_000_000)
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
-    bytesize: Literal[7, 8] = 8
-    timeout: float = Field(default=1.0, gt=0, le=60, description="Seconds per request")
-    pause: float = Field(default=0.0, ge=0, le=5, description="Quiet seconds after each request (slow gateways)")
-    retries: int = Field(default=1, ge=0, le=5, description="Further attempts after a timeout or 'device busy'")
-    retry_delay: float = Field(default=0.05, gt=0, le=10, description="First retry delay; doubles, with jitter")
-    late_reply_grace: float | None = Field(
-        default=None, ge=0, le=10, description="Quiet seconds after a timeout on RTU framing so a late answer is "
-        "dropped; default half the timeout (0 on Modbus TCP, which has transaction ids)")
-    max_gap: int | None = Field(default=None, ge=0, le=100,
-                                description="Registers of hole one read may span; default each profile's own")
-
-    @property
-    def kind(self) -> Literal["tcp", "rtu_tcp", "serial"]:
-        """The transport, with the older `framer` key resolved."""
-        if self.transport:
-            return self.transport
-        return "rtu_tcp" if self.framer == "rtu" else "tcp"
-
-    @property
-    def address(self) -> str:
-        return (self.serial_port or "") if self.kind == "serial" else f"{self.host}:{self.port}"
-
-
-class ModbusSection(_Section):
-    default_interval: float = Field(default=60.0, gt=0, description="Seconds between polls unless a meter says")
-    default_align: bool = Field(default=True, description="Poll at interval boundaries; stamp readings with them")
-    default_jitter: float | None = Field(
-        default=None, ge=0, description="Seconds after the boundary over which meters spread their polls; "
-        "default 10 % of the interval, at most 5 s")
-    failures_before_lost: int = Field(default=3, ge=1, le=100, description="Failed polls in a row before comm_lost")
-    breaker_failures: int = Field(default=5, ge=1, le=1000,
-                                  description="Failed polls in a row before a meter's circuit breaker opens")
-    breaker_cooldown: float = Field(default=10.0, gt=0, description="Seconds an open breaker waits before a probe")
-    breaker_max_cooldown: float = Field(default=300.0, gt=0, description="Cap of the doubling cool-down")
-    profile_dirs: list[Path] = Field(default_factory=list)
-    endpoints: list[EndpointSection] = Field(default_factory=list)
-
-
 class MeterSection(_Section):
+    """The keys every meter has; the keys of its protocol come from its driver's spec."""
+
+    #: The protocols a meter may name: the registry's (config_model sets them).
+    protocols: ClassVar[tuple[str, ...]] = ()
+
     meter_id: str = Field(description=f"The meter number; an identifier is {RULE} (gateway/model/identifiers.py)")
     utility: Utility = Utility.ELECTRICITY
-    protocol: Literal["modbus", "mqtt"] = "modbus"
-    endpoint: str | None = None
-    unit: int | None = Field(default=None, ge=1, le=247)
-    profile: str = "generic"
-    interval: float | None = Field(default=None, gt=0, description="Seconds; default modbus.default_interval")
-    align: bool | None = Field(default=None, description="Default modbus.default_align")
-    jitter: float | None = Field(default=None, ge=0, description="Default modbus.default_jitter")
+    protocol: str = Field(default="", description="The driver that serves the meter, one of the registered "
+                          "protocols; default the first registered (modbus)")
     payg: bool = False
-    low_credit_threshold: Decimal | None = Field(default=None, description="PAYG meters; default mqtt.low_credit_threshold")
-    max_drain_per_hour: Decimal | None = Field(default=None, gt=0, description="PAYG meters; default mqtt.max_drain_per_hour")
     status: MeterStatus = MeterStatus.ACTIVE
     device_number: str | None = Field(default=None, description="An identifier, as meter_id")
     consumer_number: str | None = Field(default=None, description="An identifier, as meter_id")
     location: str | None = None
     tags: dict[str, str] = Field(default_factory=dict, description="At most 50; keys are identifiers, values "
                                  "at most 256 printable characters")
+
+    if TYPE_CHECKING:
+        # A protocol's own keys (the fields config_model adds): meters[i].endpoint, ...
+        def __getattr__(self, name: str) -> Any: ...
+
+    @field_validator("protocol")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        if value not in cls.protocols:
+            raise PydanticCustomError("protocol", "unknown protocol; the registered drivers are {registered}",
+                                      {"registered": ", ".join(cls.protocols) or "none"})
+        return value
 
     @field_validator("meter_id", "device_number", "consumer_number")
     @classmethod
@@ -196,17 +180,27 @@ class MeterSection(_Section):
 
 
 class GatewayConfig(_Section):
-    """The whole configuration file, validated."""
+    """The whole configuration file, validated. A registry's config class (`config_model`) adds one
+    section per driver, named by its protocol (`config.modbus`, `config.mqtt`), and its meter keys."""
+
+    #: The driver specs this class validates with, by protocol (empty here: no driver sections).
+    specs: ClassVar[Mapping[str, SectionSpec]] = {}
 
     gateway: GatewaySection = GatewaySection()
     api: ApiSection = ApiSection()
     storage: StorageSection = StorageSection()
     spool: SpoolSection = SpoolSection()
-    modbus: ModbusSection = ModbusSection()
-    mqtt: MqttSection = MqttSection()
     vee: VeeSection = VeeSection()
     diag: DiagSection = DiagSection()
     meters: list[MeterSection] = Field(default_factory=list)
 
+    if TYPE_CHECKING:
+        # A driver's section, by its protocol (the fields config_model adds).
+        def __getattr__(self, name: str) -> Any: ...
+
     def data_path(self, p: Path) -> Path:
         return p if p.is_absolute() else self.gateway.data_dir / p
+
+    def section(self, protocol: str) -> Any:
+        """The validated [<protocol>] section of a registered driver."""
+        return getattr(self, protocol)

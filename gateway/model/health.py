@@ -62,11 +62,11 @@ class MeterSummary:
     """One tile of the fleet grid."""
 
     meter_id: str
-    protocol: str  # "modbus" | "mqtt"
+    protocol: str  # the driver that serves it, as configured ("modbus", "mqtt", ...)
     state: MeterState
-    #: Where the meter is reached: "endpoint/unit" for Modbus, the topic filter for MQTT.
+    #: Where the meter is reached: "endpoint (address) unit" for a polled meter, the topic for MQTT.
     where: str
-    endpoint: str | None  # Modbus endpoint name (the bus), None for MQTT
+    endpoint: str | None  # the link a polled meter shares (a Modbus bus); None for a meter that pushes
     last_seen: datetime | None  # last successful poll, or last message received
     consecutive_failures: int = 0
     last_error: str | None = None
@@ -74,6 +74,8 @@ class MeterSummary:
     last_error_at: datetime | None = None
     #: When the current run of failures began (None while the meter answers well).
     failing_since: datetime | None = None
+    #: It reports PAYG balances (the status page charts its balance).
+    balances: bool = False
 
 
 @dataclass(frozen=True, slots=True)

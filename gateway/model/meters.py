@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from gateway.model.readings import Reading
 
@@ -23,10 +24,18 @@ class MeterStatus(StrEnum):
 
 
 class Protocol(StrEnum):
+    """How the registry says a meter is reached (SPEC §3). The spool and the stores keep `.value`
+    and no SQL constraint lists them, so a value added here needs no migration."""
+
     MODBUS_TCP = "modbus_tcp"
     MODBUS_RTU_TCP = "modbus_rtu_tcp"
     MODBUS_RTU = "modbus_rtu"
     MQTT = "mqtt"
+    DLMS = "dlms"
+    MBUS = "mbus"
+    WMBUS = "wmbus"
+    P1 = "p1"
+    SML = "sml"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +71,23 @@ class Assignment:
     closing: Reading | None = None  # None while the assignment is open
     #: No billable read at or before `start`: `opening` is the first one after it.
     opening_after_start: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MeterBinding:
+    """A configured meter as the driver that serves it sees it: the keys every meter has, and its
+    protocol's own (`fields`, an instance of the driver spec's meter-field type)."""
+
+    meter_id: str
+    protocol: str  # the configuration's protocol name: which registered driver serves the meter
+    #: Its place in [[meters]], so a problem names its key: meters[index].unit.
+    index: int
+    status: MeterStatus
+    payg: bool
+    fields: Any
+    #: The whole [[meters]] entry (every protocol's keys), for checks across protocols.
+    section: Any = None
+
+    @property
+    def active(self) -> bool:
+        return self.status is MeterStatus.ACTIVE

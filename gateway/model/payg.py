@@ -31,3 +31,15 @@ class BalanceUpdate:
     credit_exhausted: bool = False
     received_at: datetime | None = None
     seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceTerms:
+    """How one PAYG meter's balance updates are read and judged: the currency they are in when they
+    name none, the balance at or below which credit is low, and the fastest plausible fall per hour
+    (None: learned from the meter). A driver's settings give them; the normaliser and the PAYG
+    checker use them."""
+
+    currency: str = "XXX"
+    low_credit_threshold: Decimal = Decimal("5")
+    max_drain_per_hour: Decimal | None = None

@@ -65,10 +65,17 @@ class Status(StrEnum):
 
 
 class Source(StrEnum):
+    """Where a reading came from. New values go last: the columnar frame codes sources by position."""
+
     MODBUS = "modbus"
     MQTT = "mqtt"
     ESTIMATE = "estimate"
     MANUAL = "manual"
+    DLMS = "dlms"
+    MBUS = "mbus"
+    WMBUS = "wmbus"
+    P1 = "p1"
+    SML = "sml"
 
 
 class Quality(IntFlag):

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from drivers.mqtt.topics import TopicTemplate
-from drivers.samples import PollFailure, RawPayload, RawRegisters
 from gateway.errors import DecodeError, PayloadError
 from gateway.model import Batch, DeadLetter, Event, EventKind, Quality, Reading, Severity, Source
-from gateway.model.profiles import DeviceFlag, DeviceProfile, RegisterSpec
+from gateway.model.profiles import DeviceFlag, DeviceProfile, ObjectMap, RegisterSpec
+from gateway.model.samples import PollFailure, RawObjects, RawPayload, RawRegisters, Sample
+from gateway.model.units import conversion_factor
+from gateway.normalise.objects import reader_table
 from gateway.normalise.payload import PayloadFormat
 from gateway.normalise.registers import Layout, NotAvailable, decode, flag_raised, place, words_for
-from gateway.normalise.units import conversion_factor
 
 PAYLOAD_KEEP = 2048  # bytes of a bad payload kept in the dead-letter store
 #: What each device-reported condition marks on the readings of the poll that reported it.
@@ -33,19 +34,34 @@ class Normaliser:
     only whether it reported tamper last time (so the event is raised once per episode)."""
 
     def __init__(self, profiles: Mapping[str, DeviceProfile], payg_meters: Mapping[str, PaygOptions], *,
-                 payload_formats: Sequence[tuple[str, PayloadFormat]] = ()) -> None:
+                 payload_formats: Sequence[tuple[str, PayloadFormat]] = (),
+                 objects: Mapping[str, tuple[ObjectMap, Source]] | None = None) -> None:
         self._profiles = profiles
         self._payg = payg_meters
-        #: (topic template, how its payloads are written); the first template a topic fits wins.
-        self._formats: list[tuple[TopicTemplate | None, PayloadFormat]] = [
-            (TopicTemplate(t), f) for t, f in payload_formats] or [(None, PayloadFormat())]
+        #: Per meter that reports coded values (RawObjects): its object map and the source of its readings.
+        self._objects = reader_table(dict(objects or {}))
+        #: How the payloads of each topic template are written, by template (the driver stamps the
+        #: template a message fit on its RawPayload); the first one is the default.
+        self._formats: dict[str | None, PayloadFormat] = {}
+        for template, fmt in payload_formats:
+            self._formats.setdefault(template, fmt)
+        self._default = next(iter(self._formats.values()), None) or PayloadFormat()
         self._tampered: set[str] = set()
+        #: What each kind of sample gives: a table, not an isinstance chain.
+        self._by_kind: dict[type, Callable[[Any], Batch]] = {
+            RawRegisters: self.registers, RawPayload: self.payload, RawObjects: self.objects, PollFailure: self.failure,
+            DeadLetter: lambda d: Batch(deadletters=[d]), Event: lambda e: Batch(events=[e]),
+        }
         self._placements: dict[tuple[int, Layout], tuple[DeviceProfile, list[tuple[RegisterSpec, int, int, float]]]] = {}
 
     @property
     def profiles(self) -> Mapping[str, DeviceProfile]:
         """The device profile of each Modbus meter, by meter id."""
         return self._profiles
+
+    def sample(self, item: Sample) -> Batch:
+        """Any driver sample -> the readings, balances, events or dead letters it gives."""
+        return self._by_kind[type(item)](item)
 
     def registers(self, raw: RawRegisters) -> Batch:
         """Decode one poll. A status bit the profile maps to a flag (e.g. tamper) marks every
@@ -73,7 +89,7 @@ class Normaliser:
                 continue
             batch.readings.append(Reading(
                 meter_id=raw.meter_id, channel=spec.channel, ts=raw.ts, value=value, kind=spec.kind,
-                quality=quality, source=Source.MODBUS, received_at=raw.received_at,
+                quality=quality, source=RawRegisters.SOURCE, received_at=raw.received_at,
             ))
         return batch
 
@@ -118,36 +134,39 @@ class Normaliser:
         """One MQTT message -> a balance update, or a dead letter (topic, truncated payload, reason)."""
         batch = Batch()
         if raw.meter_id is None or raw.meter_id not in self._payg:
-            batch.deadletters.append(self._dead(raw.received_at, "mqtt", raw.meter_id, "unknown_meter",
+            batch.deadletters.append(self._dead(raw.received_at, RawPayload.SOURCE.value, raw.meter_id, "unknown_meter",
                                                 f"topic {raw.topic}: no PAYG meter configured for it",
                                                 payload_preview(raw.payload), where=raw.topic))
             return batch
         opts = self._payg[raw.meter_id]
         try:
-            update = self._format_for(raw.topic).parse(
+            update = self._formats.get(raw.template, self._default).parse(
                 raw.payload, raw.topic, raw.meter_id, received_at=raw.received_at,
                 low_credit_threshold=opts.low_credit_threshold, currency=opts.currency)
         except PayloadError as exc:
-            batch.deadletters.append(self._dead(raw.received_at, "mqtt", raw.meter_id, exc.reason, str(exc),
+            batch.deadletters.append(self._dead(raw.received_at, RawPayload.SOURCE.value, raw.meter_id, exc.reason, str(exc),
                                                 payload_preview(raw.payload), where=raw.topic))
             return batch
         batch.balances.append(update)
         return batch
 
-    def _format_for(self, topic: str) -> PayloadFormat:
-        if len(self._formats) == 1:
-            return self._formats[0][1]
-        for template, fmt in self._formats:
-            if template is not None and template.match(topic) is not None:
-                return fmt
-        return self._formats[0][1]
+    def objects(self, raw: RawObjects) -> Batch:
+        """One telegram of coded values -> readings through the meter's object map (normalise/objects.py)."""
+        reader = self._objects.get(raw.meter_id)
+        if reader is None:
+            batch = Batch()
+            batch.deadletters.append(self._dead(raw.received_at, "gateway", raw.meter_id, "unknown_meter",
+                                                "no object map configured for this meter",
+                                                payload_preview(raw.raw), where=raw.meter_id))
+            return batch
+        return reader.read(raw)
 
     def failure(self, failure: PollFailure) -> Batch:
         """Failures that carry data (undecodable words) are dead letters; timeouts are not data."""
         batch = Batch()
         err = failure.error
         if isinstance(err, DecodeError):
-            batch.deadletters.append(self._dead(failure.ts, "modbus", failure.meter_id, "decode", str(err),
+            batch.deadletters.append(self._dead(failure.ts, PollFailure.SOURCE.value, failure.meter_id, "decode", str(err),
                                                 str(list(err.words)), where=err.where))
         return batch
 
@@ -160,7 +179,7 @@ class Normaliser:
 
 def poll_dead_letter(raw: RawRegisters, reason: str, detail: str, payload: str = "") -> DeadLetter:
     """A dead letter of one Modbus poll, stamped with its received_at (diagnostics match them by it)."""
-    return DeadLetter(ts=raw.received_at, source="modbus", where=raw.meter_id, reason=reason, detail=detail,
+    return DeadLetter(ts=raw.received_at, source=RawRegisters.SOURCE.value, where=raw.meter_id, reason=reason, detail=detail,
                       payload=payload, meter_id=raw.meter_id)
 
 

@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 from gateway.errors import PayloadError
 from gateway.model.payg import BalanceUpdate, Relay
+from gateway.model.payloads import DEFAULT_MAPPING, resolve_mapping, split_pointer
 from gateway.model.text import unstorable_at
 
 __all__ = [
@@ -58,19 +59,6 @@ Format = Literal["json", "number"]
 Timestamp = Literal["auto", "iso8601", "epoch_s", "epoch_ms", "received"]
 FORMATS: tuple[Format, ...] = ("json", "number")
 TIMESTAMPS: tuple[Timestamp, ...] = ("auto", "iso8601", "epoch_s", "epoch_ms", "received")
-
-#: Canonical field → JSON pointer in the default layout.
-DEFAULT_MAPPING: Mapping[str, str] = {
-    "ts": "/ts",
-    "balance": "/balance",
-    "currency": "/currency",
-    "emergency_credit": "/emergency_credit",
-    "emergency_credit_in_use": "/emergency_credit_in_use",
-    "debt": "/debt",
-    "relay": "/relay",
-    "last_topup_amount": "/last_topup/amount",
-    "last_topup_ts": "/last_topup/ts",
-}
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: Epoch numbers at or above this are milliseconds: 1e11 s is the year 5138, 1e11 ms is 1973.
@@ -111,32 +99,6 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(msg)
 
 
-def _split_pointer(pointer: str) -> tuple[str, ...]:
-    if pointer == "":
-        return ()
-    if not pointer.startswith("/"):
-        msg = f"JSON pointer {pointer!r} must start with '/'"
-        raise ValueError(msg)
-    return tuple(part.replace("~1", "/").replace("~0", "~") for part in pointer[1:].split("/"))
-
-
-def resolve_mapping(mapping: Mapping[str, str] | None) -> dict[str, str]:
-    """DEFAULT_MAPPING overridden by `mapping`; ValueError on an unknown field or a bad pointer.
-
-    A bad mapping is a configuration bug, not bad data, hence ValueError and not PayloadError.
-    """
-    fields = dict(DEFAULT_MAPPING)
-    if mapping:
-        unknown = sorted(set(mapping) - set(DEFAULT_MAPPING))
-        if unknown:
-            msg = f"unknown canonical field(s) in mapping: {', '.join(unknown)} (known: {', '.join(DEFAULT_MAPPING)})"
-            raise ValueError(msg)
-        for pointer in mapping.values():
-            _split_pointer(pointer)
-        fields.update(mapping)
-    return fields
-
-
 @dataclass(frozen=True, slots=True)
 class PayloadFormat:
     """How the payloads of one topic template are written; checked once, used per message."""
@@ -168,7 +130,7 @@ class PayloadFormat:
         if problems:
             msg = "payload format: " + "; ".join(problems)
             raise ValueError(msg)
-        object.__setattr__(self, "_pointers", {name: _split_pointer(p) for name, p in fields.items()})
+        object.__setattr__(self, "_pointers", {name: split_pointer(p) for name, p in fields.items()})
 
     def pointer(self, name: str) -> str:
         return self.mapping.get(name, DEFAULT_MAPPING[name])

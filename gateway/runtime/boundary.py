@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 
-from drivers.samples import PollFailure, RawPayload, RawRegisters
-from gateway.model import BalanceUpdate, DeadLetter, Event
+from gateway.model import BalanceUpdate, DeadLetter, Reading
+from gateway.model.samples import PollFailure, RawPayload, RawRegisters, Sample
 from gateway.normalise.normaliser import PAYLOAD_KEEP, payload_preview
 
 __all__ = ["INTERNAL_ERROR", "FailureLog", "failed_item"]
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 INTERNAL_ERROR = "internal_error"
 _DETAIL_KEEP = 500
 
-Failed = RawRegisters | RawPayload | PollFailure | Event | DeadLetter | BalanceUpdate
+Failed = Sample | BalanceUpdate | Reading
 
 
 def _describe(exc: BaseException) -> str:
@@ -44,14 +44,14 @@ def failed_item(item: Failed, stage: str, exc: BaseException) -> DeadLetter:
     """The dead letter of `item`, which raised `exc` in `stage` (decode, normalise, validate)."""
     detail = _clip(f"{stage} raised {_describe(exc)}", _DETAIL_KEEP)
     if isinstance(item, RawPayload):
-        return DeadLetter(ts=item.received_at, source="mqtt", where=item.topic, reason=INTERNAL_ERROR,
+        return DeadLetter(ts=item.received_at, source=item.SOURCE.value, where=item.topic, reason=INTERNAL_ERROR,
                           detail=detail, payload=payload_preview(item.payload), meter_id=item.meter_id)
     if isinstance(item, RawRegisters):
         words = " ".join(f"{b.function}/{b.address}:{list(b.words)}" for b in item.blocks)
-        return DeadLetter(ts=item.received_at, source="modbus", where=item.meter_id, reason=INTERNAL_ERROR,
+        return DeadLetter(ts=item.received_at, source=item.SOURCE.value, where=item.meter_id, reason=INTERNAL_ERROR,
                           detail=detail, payload=_clip(words, PAYLOAD_KEEP), meter_id=item.meter_id)
     if isinstance(item, PollFailure):
-        return DeadLetter(ts=item.ts, source="modbus", where=item.meter_id, reason=INTERNAL_ERROR,
+        return DeadLetter(ts=item.ts, source=item.SOURCE.value, where=item.meter_id, reason=INTERNAL_ERROR,
                           detail=detail, payload=_clip(str(item.error), PAYLOAD_KEEP), meter_id=item.meter_id)
     return DeadLetter(ts=item.ts, source="gateway", where=type(item).__name__, reason=INTERNAL_ERROR, detail=detail,
                       payload=_clip(repr(item), PAYLOAD_KEEP), meter_id=item.meter_id)

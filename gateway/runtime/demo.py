@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 
 from gateway.config.profiles import load_profiles
-from gateway.config.schema import GatewayConfig
+from gateway.runtime.config import GatewayConfig
 from gateway.runtime.gateway import Gateway
 from simulators.broker import Broker
 from simulators.modbus import SimFleet

@@ -3,6 +3,8 @@
 `Gateway` delegates the diagnostics part of `api.ports.GatewayPort` here, so the composition
 root stays about building and running stages. Everything answers from memory first; the store
 is asked with a short deadline and, when it is down, the answer says so instead of waiting.
+Drivers are read through their contract (status, meter health, capabilities): no protocol is
+named here, each driver's spec says how its links show.
 """
 
 from __future__ import annotations
@@ -10,24 +12,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import fields
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-from drivers.modbus import MeterHealth
+from drivers.base import MeterFacts, MeterHealth, PollNow, RawRead, Subscriber
 from gateway import __version__
 from gateway.config.schema import GatewayConfig
 from gateway.errors import GatewayError, InvalidRequest, NotFound, SinkError
 from gateway.model import BalanceUpdate, Channel, DeadLetter, Event, Reading
 from gateway.model.health import MeterDiagnostics, MeterSummary, PollResult, RawBlock, RecentPayload
-from gateway.model.profiles import Function
+from gateway.model.samples import RawRegisters
 from gateway.normalise.normaliser import Normaliser
 from gateway.runtime.health import HealthBook, WatchedMeter, merge_deadletters, merge_events
+from gateway.runtime.view import GatewayView
 from storage.base import Store
-
-if TYPE_CHECKING:
-    from gateway.runtime.gateway import Gateway
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,20 +38,14 @@ CHART_LIMIT = 1000
 STORE_QUIET = 5.0
 
 
-def watched_meters(config: GatewayConfig) -> list[WatchedMeter]:
+def watched_meters(config: GatewayConfig, facts: Mapping[str, MeterFacts]) -> list[WatchedMeter]:
     """Every configured meter as diagnostics know it (inactive ones included: they show as such)."""
-    endpoints = {e.name: e for e in config.modbus.endpoints}
-    topic = config.mqtt.all_topics()[0] if config.mqtt.all_topics() else "{meter_id}"
     out = []
     for m in config.meters:
-        active = m.status.value == "active"
-        if m.protocol == "modbus":
-            ep = endpoints.get(m.endpoint or "")
-            where = f"{m.endpoint} ({ep.address if ep else '?'}) unit {m.unit}"
-            out.append(WatchedMeter(m.meter_id, "modbus", where, endpoint=m.endpoint, unit=m.unit, active=active,
-                                    interval=m.interval or config.modbus.default_interval))
-        else:
-            out.append(WatchedMeter(m.meter_id, "mqtt", topic.replace("{meter_id}", m.meter_id), active=active))
+        f = facts[m.meter_id]
+        out.append(WatchedMeter(m.meter_id, m.protocol, f.where, endpoint=f.endpoint, unit=f.unit,
+                                active=m.status.value == "active", interval=f.interval,
+                                balances=f.balance is not None))
     return out
 
 
@@ -67,7 +60,7 @@ class Diagnostics:
     memory. `ping_every`: /readyz pings the store at most this often (probes may come fast).
     """
 
-    def __init__(self, gateway: Gateway, book: HealthBook, *, store_timeout: float = 2.0,
+    def __init__(self, gateway: GatewayView, book: HealthBook, *, store_timeout: float = 2.0,
                  ping_every: float = 2.0, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.gw = gateway
         self.book = book
@@ -130,54 +123,37 @@ class Diagnostics:
                 checks["spool"] = {"ok": False, "detail": f"cannot write: {st.blocked} since {since}; intake paused "
                                    "(MQTT messages stay unacknowledged at the broker, polls wait), retrying; "
                                    f"{st.items} items waiting for the store"}
-        if gw.subscriber is not None:
-            connected = gw.subscriber.connected
-            checks["broker"] = {"ok": connected, "detail": "connected" if connected else "disconnected"}
+        for driver in gw.drivers:  # the links that are readiness checks ("broker")
+            link = driver.status(self.book)
+            if link.check is not None:
+                checks[link.check] = {"ok": link.connected, "detail": "connected" if link.connected else "disconnected"}
         failed = [name for name, c in checks.items() if not c["ok"]]
         return {"ready": not failed, "failed": failed, "checks": checks,
                 "storage_mode": gw.store.mode if gw.store is not None else "unknown",
                 "storage_retention": getattr(gw.store, "retention_mode", "off")}
 
     # -- status ----------------------------------------------------------------------------
-    def modbus_health(self) -> dict[str, MeterHealth]:
+    def driver_health(self) -> dict[str, MeterHealth]:
         """Every polled meter's driver health, by meter id."""
-        out: dict[str, MeterHealth] = {}
-        for poller in self.gw.pollers.values():
-            out.update(poller.health())
-        return out
+        return {m: h for d in self.gw.drivers for m in d.meter_ids() if (h := d.meter_health(m)) is not None}
 
     def status(self, *, per_meter: bool = True) -> dict[str, Any]:
         """Gateway status for technicians (see api.schemas.diag.GatewayStatusOut for the fields).
-        `per_meter` adds every meter's driver health under "modbus" (large for a big fleet)."""
+        `per_meter` adds each protocol's per-meter detail under its name (large for a big fleet)."""
         gw = self.gw
-        health = self.modbus_health()
+        health = self.driver_health()
         spool = gw.spool.stats() if gw.spool is not None else None
         fw = gw.forwarder.state if gw.forwarder is not None else None
         started = datetime.fromtimestamp(gw.started_at, UTC)
-        modbus = []
-        for name, poller in gw.pollers.items():
-            stats = poller.connection_stats()
-            modbus.append({
-                "endpoint": name, "transport": poller.endpoint.kind, "address": poller.endpoint.address,
-                "connected": poller.connected, "meters": len(poller.targets),
-                "polls_per_s": round(self.book.poll_rates[name].rate(), 3) if name in self.book.poll_rates else 0.0,
-                "errors_by_kind": dict(self.book.poll_errors.get(name, {})),
-                "connects": stats.connects, "requests": stats.requests, "timeouts": stats.timeouts,
-                "retries": stats.retries, "drops": stats.drops,
-            })
-        mqtt = None
-        if gw.subscriber is not None:
-            h = gw.subscriber.health()
-            errors = dict(self.book.message_errors)
-            for counter in ("connect_failures", "acks_dropped"):
-                if h.get(counter):
-                    errors[counter] = h[counter]
-            mqtt = {"broker": h["broker"], "client_id": h["client_id"], "connected": h["connected"],
-                    "subscriptions": h["subscriptions"], "messages": h["messages"],
-                    "messages_per_s": round(self.book.message_rate.rate(), 3), "errors_by_kind": errors,
-                    "connects": h["connects"], "reconnects": h["reconnects"], "pending_acks": h["pending"],
-                    "last_error": h["last_error"], "unknown_meter_messages": h["unknown_meter_messages"]}
+        drivers: dict[str, Any] = {}
+        details: dict[str, Any] = {}
+        for protocol, spec in gw.registry.items():
+            mine = gw.drivers_of(protocol)
+            links = [d.status(self.book).as_dict() for d in mine]
+            drivers[protocol] = (links[0] if links else None) if spec.one_link else links
+            details[protocol] = spec.details(mine) if per_meter else None
         return {
+            **details,
             "gateway_id": gw.config.gateway.id,
             "version": __version__,
             "started_at": started.isoformat(),
@@ -186,7 +162,7 @@ class Diagnostics:
             "config_hash": gw.config_hash,
             "storage_mode": gw.store.mode if gw.store is not None else None,
             "meters": {state.value: n for state, n in self.book.counts_by_state(health).items()},
-            "drivers": {"modbus": modbus, "mqtt": mqtt},
+            "drivers": drivers,
             "spool": None if spool is None or gw.spool is None else {
                 "path": str(gw.spool.path), "rows": spool.rows, "items": spool.items, "bytes": spool.bytes,
                 "max_bytes": spool.max_bytes, "fill": round(spool.fill, 4), "high_water": gw.spool.high_water,
@@ -203,38 +179,34 @@ class Diagnostics:
                 "queue": gw.pipeline.queue.qsize(), "queue_limit": gw.pipeline.queue.maxsize,
                 "readings": gw.pipeline.counters.readings, "balances": gw.pipeline.counters.balances,
                 "events": gw.pipeline.counters.events, "deadletters": gw.pipeline.counters.deadletters},
-            # Per-meter driver health by endpoint, as the first sketch had it (kept for its callers).
-            "modbus": {name: {m: _health_dict(health[m]) for m in (t.meter_id for t in p.targets)}
-                       for name, p in gw.pollers.items()} if per_meter else None,
-            "mqtt": gw.subscriber.health() if gw.subscriber is not None and per_meter else None,
         }
 
     # -- meters ----------------------------------------------------------------------------
     def fleet(self) -> list[MeterSummary]:
-        return self.book.fleet(self.modbus_health())
+        return self.book.fleet(self.driver_health())
 
     def meter_summary(self, meter_id: str) -> MeterSummary:
         """NotFound for a meter that is not in the configuration."""
         if self.book.watched(meter_id) is None:
             raise NotFound("meter", meter_id)
-        return self.book.summary(meter_id, self.modbus_health().get(meter_id))
+        return self.book.summary(meter_id, self.driver_health().get(meter_id))
 
     def recent_payloads(self, meter_id: str) -> list[RecentPayload]:
-        """The last MQTT payloads of a meter, newest last (empty for Modbus meters)."""
+        """The last messages a meter pushed, newest last (empty for a polled meter)."""
         if self.book.watched(meter_id) is None:
             raise NotFound("meter", meter_id)
-        sub = self.gw.subscriber
-        if sub is None:
+        driver = self.gw.driver_for(meter_id)
+        if not isinstance(driver, Subscriber):
             return []
         return [RecentPayload(p["topic"], p["payload"], datetime.fromisoformat(p["received_at"]))
-                for p in sub.recent(meter_id)]
+                for p in driver.recent(meter_id)]
 
     async def meter(self, meter_id: str) -> MeterDiagnostics:
         watched = self.book.watched(meter_id)
         if watched is None:
             raise NotFound("meter", meter_id)
         stored, reachable = await self._from_store(lambda s: s.events(meter_id=meter_id, limit=50))
-        return self.book.diagnostics(meter_id, self.modbus_health().get(meter_id),
+        return self.book.diagnostics(meter_id, self.driver_health().get(meter_id),
                                      payloads=self.recent_payloads(meter_id), stored_events=stored or (),
                                      store_reachable=reachable)
 
@@ -296,48 +268,47 @@ class Diagnostics:
 
     # -- technicians' reads ----------------------------------------------------------------
     async def poll_now(self, meter_id: str) -> PollResult:
-        """Read a Modbus meter at once and decode it like the pipeline would; nothing is stored.
+        """Read a meter at once and decode it like the pipeline would; nothing is stored.
 
-        NotFound (not configured), InvalidRequest (a PAYG meter, or inactive), DriverError."""
+        NotFound (not configured), InvalidRequest (a meter that pushes, or inactive), DriverError."""
         watched = self.book.watched(meter_id)
         if watched is None:
             raise NotFound("meter", meter_id)
-        if watched.protocol != "modbus":
-            msg = f"meter {meter_id} is a PAYG (MQTT) meter: it cannot be polled; see its recent payloads"
-            raise InvalidRequest(msg)
-        for poller in self.gw.pollers.values():
-            target = next((t for t in poller.targets if t.meter_id == meter_id), None)
-            if target is None:
-                continue
-            raw = await poller.poll_now(meter_id)
-            # A throw-away normaliser: the pipeline's remembers tamper episodes, a preview must not.
-            batch = Normaliser({meter_id: target.profile}, {}).registers(raw)
-            return PollResult(meter_id=meter_id, endpoint=poller.endpoint.name, unit=target.unit,
-                              received_at=raw.received_at, latency_s=raw.latency_s,
-                              blocks=tuple(RawBlock(b.function, b.address, b.words) for b in raw.blocks),
-                              readings=tuple(batch.readings), deadletters=tuple(batch.deadletters))
-        msg = (f"meter {meter_id} is not polled (status inactive or maintenance); read its registers "
-               f"with a raw read on endpoint {watched.endpoint} unit {watched.unit}")
-        raise InvalidRequest(msg)
-
-    async def read_registers(self, endpoint: str, unit: int, function: Function, address: int,
-                             count: int) -> tuple[int, ...]:
-        """Raw read (FC 03/04, at most 125 registers) on a configured endpoint.
-
-        NotFound (no such endpoint, or no polled meter on it), InvalidRequest, DriverError."""
-        poller = self.gw.pollers.get(endpoint)
-        if poller is None:
-            if any(e.name == endpoint for e in self.gw.config.modbus.endpoints):
-                msg = f"endpoint {endpoint} has no active meters, so the gateway holds no connection to it"
+        driver = self.gw.driver_for(meter_id)
+        if not isinstance(driver, PollNow):
+            if watched.endpoint is None:
+                kind = f"PAYG, {watched.protocol}" if watched.balances else watched.protocol
+                msg = f"meter {meter_id} ({kind}) pushes its data: it cannot be polled; see its recent payloads"
                 raise InvalidRequest(msg)
-            raise NotFound("modbus endpoint", endpoint)
-        return await poller.read_registers(unit, function, address, count)
+            msg = (f"meter {meter_id} is not polled (status inactive or maintenance); read its registers "
+                   f"with a raw read on endpoint {watched.endpoint} unit {watched.unit}")
+            raise InvalidRequest(msg)
+        raw = await driver.poll_now(meter_id)
+        # A throw-away normaliser: the pipeline's remembers tamper episodes, a preview must not.
+        profile = self.gw.facts[meter_id].profile
+        batch = Normaliser({meter_id: profile} if profile is not None else {}, {}).sample(raw)
+        registers = raw if isinstance(raw, RawRegisters) else None
+        return PollResult(meter_id=meter_id, endpoint=watched.endpoint or driver.target, unit=watched.unit or 0,
+                          received_at=raw.received_at,
+                          latency_s=registers.latency_s if registers is not None else 0.0,
+                          blocks=tuple(RawBlock(b.function, b.address, b.words) for b in registers.blocks)
+                          if registers is not None else (),
+                          readings=tuple(batch.readings), deadletters=tuple(batch.deadletters))
 
+    async def read_raw(self, target: str, request: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A raw read on the link technicians call `target` (a Modbus endpoint).
 
-def _health_dict(h: MeterHealth) -> dict[str, Any]:
-    # Field by field, not dataclasses.asdict: that deep-copies last_raw, for thousands of meters.
-    values = ((f.name, getattr(h, f.name)) for f in fields(h) if f.name != "last_raw")
-    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in values}
+        NotFound (no such link), InvalidRequest (its meters are all inactive, so no driver holds
+        it, or the request is out of bounds), DriverError."""
+        driver = next((d for d in self.gw.drivers if d.target and d.target == target), None)
+        if driver is None:
+            if any(m.endpoint == target for m in self.book.meters):
+                msg = f"endpoint {target} has no active meters, so the gateway holds no connection to it"
+                raise InvalidRequest(msg)
+            raise NotFound("endpoint", target)
+        if not isinstance(driver, RawRead):
+            raise NotFound("raw read on endpoint", target)  # its driver reads no raw data
+        return await driver.read_raw(request)
 
 
 __all__ = ["Diagnostics", "watched_meters"]

@@ -4,6 +4,10 @@ Start order: spool, store (connected in the background, so a database that is do
 start only delays forwarding), pipeline, forwarder, drivers, API. Stop order (SIGTERM):
 drivers first, then the pipeline drains its queue into the spool, then the forwarder
 drains the spool into the store until the deadline, then the API stops.
+
+The drivers come from a registry (`drivers.registry.DRIVERS` unless told otherwise): each spec
+builds its drivers from its own section, and says what its meters mean to the stages. Nothing
+here names a protocol.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -23,11 +27,12 @@ import uvicorn
 from prometheus_client import generate_latest
 
 from api.app import create_app
-from drivers.modbus import BreakerPolicy, ModbusEndpoint, ModbusPoller, PollTarget, SerialLine
-from drivers.mqtt import CommandSettings, CommandTracker, MqttSettings, MqttSubscriber
+from drivers.base import BuildContext, Driver, DriverSpec, MeterFacts, MeterHealth, Poller, Subscriber
+from drivers.registry import DRIVERS
 from gateway.backoff import Backoff
 from gateway.config.schema import GatewayConfig
-from gateway.errors import InvalidRequest, NotFound, SinkError, SinkUnavailable
+from gateway.config.sections import bindings
+from gateway.errors import SinkUnavailable
 from gateway.model import (
     BalanceUpdate,
     Batch,
@@ -37,27 +42,32 @@ from gateway.model import (
     DeadLetter,
     Event,
     EventKind,
-    Meter,
-    Protocol,
     Reading,
     Submission,
 )
 from gateway.model.health import MeterDiagnostics, MeterSummary, PollResult, RecentPayload
 from gateway.model.profiles import DeviceProfile, Function
-from gateway.normalise.normaliser import Normaliser, PaygOptions
-from gateway.normalise.payload import PayloadFormat
+from gateway.runtime.commands import CommandDesk
 from gateway.runtime.diag import Diagnostics, watched_meters
 from gateway.runtime.health import HealthBook
 from gateway.runtime.metrics import GatewayMetrics
 from gateway.runtime.pipeline import Pipeline
+from gateway.runtime.plan import (
+    balance_meters,
+    build_normaliser,
+    build_validator,
+    config_meters,
+    meter_facts,
+    meters_from_config,
+    payg_checker,
+    payload_formats,
+)
+from gateway.runtime.store import key_mirror, maintain, open_configured_store, retention_of
 from gateway.runtime.supervise import supervise
 from gateway.runtime.systemd import Notifier, PipelineProgress, watchdog
-from gateway.validate.payg import PaygChecker, PaygLimits
-from gateway.validate.thresholds import ThresholdTable
 from gateway.validate.validator import Validator
 from storage.base import Store
 from storage.files import private_dir
-from storage.open import ManagedStore, open_store
 from storage.spool import Spool, SpoolStats
 from storage.spool.forwarder import Forwarder
 
@@ -71,61 +81,23 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-def retention_of(config: GatewayConfig) -> timedelta | None:
-    """storage.retention as a period (validated at load), or None: keep for ever."""
-    from storage.retention import parse_period
-
-    return None if config.storage.retention is None else parse_period(config.storage.retention)
-
-
-async def open_configured_store(config: GatewayConfig) -> ManagedStore:
-    """The store that `config` names, open (not migrated), stamping the gateway's id on what it writes."""
-    st = config.storage
-    from storage.retention import parse_period
-
-    return await open_store(st.backend, sqlite_path=config.data_path(st.sqlite_path), dsn=st.dsn,
-                            chunk_interval=st.chunk_interval, retention=retention_of(config),
-                            gateway_id=config.gateway.id,
-                            estimate_window=parse_period(st.billing_estimate_window))  # fmt: skip
-
-
-def meters_from_config(config: GatewayConfig) -> list[Meter]:
-    out = []
-    for m in config.meters:
-        if m.protocol == "modbus":
-            ep = next(e for e in config.modbus.endpoints if e.name == m.endpoint)
-            protocol = {"tcp": Protocol.MODBUS_TCP, "rtu_tcp": Protocol.MODBUS_RTU_TCP,
-                        "serial": Protocol.MODBUS_RTU}[ep.kind]
-            address = f"{ep.address}/{m.unit}"
-        else:
-            protocol = Protocol.MQTT
-            address = config.mqtt.all_topics()[0].replace("{meter_id}", m.meter_id)
-        out.append(Meter(meter_id=m.meter_id, utility=m.utility, protocol=protocol, address=address,
-                         model=m.profile if m.protocol == "modbus" else "payg", device_number=m.device_number,
-                         payg=m.payg or m.protocol == "mqtt", status=m.status, consumer_number=m.consumer_number,
-                         location=m.location, tags=dict(m.tags)))
-    return out
-
-
-def key_mirror(config: GatewayConfig) -> Path:
-    """The local copy of API key hashes that authenticates while the store is down (api.auth.KeyCache)."""
-    return config.data_path(Path("api_keys.json"))
-
-
-def config_meters(config: GatewayConfig) -> list[tuple[Meter, frozenset[str]]]:
-    """The configured meters, each with the names of the fields its file sets (for Store.sync_meters,
-    which keeps what the API changed in the fields the file leaves out)."""
-    return [(meter, frozenset(section.model_fields_set))
-            for meter, section in zip(meters_from_config(config), config.meters, strict=True)]
-
-
 class Gateway:
-    """One gateway process: `await Gateway(config, profiles).run(stop)`."""
+    """One gateway process: `await Gateway(config, profiles).run(stop)`.
+
+    `drivers` is the registry of driver specs by protocol; `config` must have been validated for
+    the same protocols (gateway.runtime.config for this build's, gateway.config.load with others).
+    """
 
     def __init__(self, config: GatewayConfig, profiles: dict[str, DeviceProfile], *,
-                 config_path: Path | None = None, store: Store | None = None) -> None:
+                 config_path: Path | None = None, store: Store | None = None,
+                 drivers: Mapping[str, DriverSpec] = DRIVERS) -> None:
+        if list(type(config).specs) != list(drivers):
+            msg = (f"the configuration was validated for the drivers {', '.join(type(config).specs) or 'none'}, "
+                   f"the gateway runs {', '.join(drivers) or 'none'}")
+            raise ValueError(msg)
         self.config = config
         self.profiles = profiles
+        self.registry = drivers
         self.config_path = config_path
         self.config_hash = hashlib.sha256(config_path.read_bytes()).hexdigest()[:16] if config_path and config_path.exists() else None
         self._given_store = store
@@ -133,8 +105,11 @@ class Gateway:
         self.store_ready = asyncio.Event()
         self.migrated = False
         self.started_at = time.time()
-        self.pollers: dict[str, ModbusPoller] = {}
-        self.subscriber: MqttSubscriber | None = None
+        #: Every configured meter's facts, as its driver's spec states them.
+        self.facts: dict[str, MeterFacts] = meter_facts(config, profiles, drivers)
+        self.drivers: list[Driver] = []
+        self._by_protocol: dict[str, list[Driver]] = {}
+        self._by_meter: dict[str, Driver] = {}
         self.pipeline: Pipeline | None = None
         self.forwarder: Forwarder | None = None
         self.spool: Spool | None = None
@@ -143,72 +118,44 @@ class Gateway:
         self.api_url: str | None = None
         self.metrics = GatewayMetrics()
         #: What technicians see per meter; fed by the pipeline after each spool commit.
-        self.health = HealthBook(watched_meters(config), silent_after=config.diag.silent_after,
+        self.health = HealthBook(watched_meters(config, self.facts), silent_after=config.diag.silent_after,
                                  recent_readings=config.diag.recent_readings)
         self.diag = Diagnostics(self, self.health)
-        self.payg_checker = payg_checker(config)
+        self.payg_checker = payg_checker(config, drivers)
+        self.commands = CommandDesk(self, self.payg_checker.command_replied)
 
-    # -- build -------------------------------------------------------------------
-    def _modbus(self) -> list[ModbusPoller]:
-        cfg = self.config
-        by_endpoint: dict[str, list[PollTarget]] = {}
-        for m in cfg.meters:
-            if m.protocol != "modbus" or m.status.value != "active":
-                continue
-            assert m.endpoint is not None and m.unit is not None  # cross-checked at load
-            by_endpoint.setdefault(m.endpoint, []).append(PollTarget(
-                meter_id=m.meter_id, unit=m.unit, profile=self.profiles[m.profile],
-                interval=m.interval or cfg.modbus.default_interval,
-                align=cfg.modbus.default_align if m.align is None else m.align,
-                jitter=cfg.modbus.default_jitter if m.jitter is None else m.jitter))
-        breaker = BreakerPolicy(cfg.modbus.breaker_failures, cfg.modbus.breaker_cooldown,
-                                cfg.modbus.breaker_max_cooldown)
-        pollers = []
-        for ep in cfg.modbus.endpoints:
-            targets = by_endpoint.get(ep.name)
-            if not targets:
-                continue
-            serial = (SerialLine(ep.serial_port, ep.baudrate, ep.parity, ep.stopbits, ep.bytesize)
-                      if ep.kind == "serial" and ep.serial_port else None)
-            endpoint = ModbusEndpoint(name=ep.name, host=ep.host or "", port=ep.port, transport=ep.kind,
-                                      serial=serial, timeout=ep.timeout, pause=ep.pause, retries=ep.retries,
-                                      retry_delay=ep.retry_delay, late_reply_grace=ep.late_reply_grace,
-                                      max_gap=ep.max_gap)
-            assert self.pipeline is not None
-            pollers.append(ModbusPoller(endpoint, targets, self.pipeline.emit, breaker=breaker,
-                                        failures_before_lost=cfg.modbus.failures_before_lost))
-        return pollers
-
-    def _mqtt(self) -> MqttSubscriber | None:
-        cfg = self.config
-        payg = {m.meter_id for m in cfg.meters if m.protocol == "mqtt"}
-        if not cfg.mqtt.enabled or not payg:
-            return None
-        m = cfg.mqtt
-        settings = MqttSettings(host=m.host, port=m.port, client_id=m.client_id or f"meter-gateway-{cfg.gateway.id}",
-                                protocol=m.protocol, username=m.username, password=m.password,
-                                tls_ca=str(m.tls_ca) if m.tls_ca else None,
-                                tls_cert=str(m.tls_cert) if m.tls_cert else None,
-                                tls_key=str(m.tls_key) if m.tls_key else None,
-                                keepalive=m.keepalive, session_expiry=m.session_expiry, max_inflight_acks=m.max_inflight,
-                                reconnect_min=m.reconnect_min_delay, reconnect_max=m.reconnect_max_delay)
+    # -- the drivers -------------------------------------------------------------------------------
+    def _build_drivers(self) -> None:
+        """Each spec's drivers, from its own section and its meters (the pipeline is their sink)."""
         assert self.pipeline is not None
-        commands = None
-        if m.commands:
-            # Correlation ids start with the gateway id: gateways sharing a store and a broker each
-            # settle only their own commands.
-            commands = CommandTracker(
-                CommandSettings(command_topic=m.command_topic, reply_topic=m.reply_topic, timeout=m.command_timeout),
-                persist=self._save_command, claim=self._claim_command, retry_unsent=self._retry_unsent_command,
-                load=self._load_command, emit=self.pipeline.emit, known_meters=payg,
-                # The balance update a meter sends with its reply is not consumption (issue 27, item 12).
-                replied=self.payg_checker.command_replied,
-                currencies=dict.fromkeys(payg, m.currency), currency_decimals=m.currency_decimals,
-                origin=cfg.gateway.id)
-        return MqttSubscriber(settings, m.all_topics(), self.pipeline.emit, known_meters=payg,
-                              share_group=m.share_group, commands=commands)
+        meters = bindings(self.config)
+        ports = self.commands.ports()
+        for protocol, spec in self.registry.items():
+            ctx = BuildContext(settings=self.config.section(protocol), profiles=self.profiles,
+                               meters=[b for b in meters if b.protocol == protocol], emit=self.pipeline.emit,
+                               gateway_id=self.config.gateway.id, commands=ports)
+            built = list(spec.build(ctx))
+            self._by_protocol[protocol] = built
+            self.drivers += built
+        self._by_meter = {m: d for d in self.drivers for m in d.meter_ids()}
 
-    # -- PAYG commands (the API calls these) ---------------------------------------
+    def drivers_of(self, protocol: str) -> Sequence[Driver]:
+        return self._by_protocol.get(protocol, [])
+
+    def driver_for(self, meter_id: str) -> Driver | None:
+        return self._by_meter.get(meter_id)
+
+    @property
+    def pollers(self) -> dict[str, Poller]:
+        """The drivers that poll, by their link's name (kept for one release, for old callers)."""
+        return {d.target: d for d in self.drivers if isinstance(d, Poller)}
+
+    @property
+    def subscriber(self) -> Subscriber | None:
+        """The driver that subscribes to a broker, if one runs (kept for one release, for old callers)."""
+        return next((d for d in self.drivers if isinstance(d, Subscriber)), None)
+
+    # -- PAYG commands (the API calls these; see runtime/commands.py) ------------------------------
     async def send_command(self, meter_id: str, kind: CommandKind | str, amount: Decimal | None = None,
                            reference: str | None = None) -> Command:
         """`submit_command`, for callers that need only the command."""
@@ -222,60 +169,26 @@ class Gateway:
         InvalidRequest (bad kind or amount, commands off), InvalidField (too many decimals),
         KeyConflict (a key of another command), ConnectionFailed (broker not connected),
         SinkUnavailable (the store cannot record it): in those cases nothing was sent."""
-        if self.subscriber is None or self.subscriber.commands is None:
-            raise InvalidRequest(f"meter {meter_id}: PAYG commands are off (mqtt disabled, no PAYG meters, "
-                                 "or mqtt.commands = false)")
-        return await self.subscriber.commands.submit(meter_id, kind, amount=amount, reference=reference,
-                                                     key=idempotency_key)
+        return await self.commands.submit(meter_id, kind, amount, reference, idempotency_key)
 
     async def get_command(self, correlation_id: str) -> Command:
         """A command's latest status: the tracker's if it holds it, else the store's. NotFound."""
-        tracker = self.subscriber.commands if self.subscriber is not None else None
-        command = tracker.get(correlation_id) if tracker is not None else None
-        if command is None and self.store is not None and self.store_ready.is_set():
-            command = await self.store.get_command(correlation_id)
-        if command is None:
-            raise NotFound("command", correlation_id)
-        return command
+        return await self.commands.get(correlation_id)
 
     def commands_available(self) -> bool:
-        """Whether this gateway can send PAYG commands (MQTT on, commands on, PAYG meters configured)."""
-        return self.subscriber is not None and self.subscriber.commands is not None
+        """Whether this gateway can send PAYG commands (a driver sends them, PAYG meters configured)."""
+        return self.commands.available()
 
     def poll_intervals(self) -> dict[str, float]:
-        """Seconds between polls of each configured Modbus meter (the API's silent-meter rule)."""
-        cfg = self.config
-        return {m.meter_id: m.interval or cfg.modbus.default_interval for m in cfg.meters if m.protocol == "modbus"}
-
-    async def _save_command(self, command: Command) -> None:
-        if self.store is None or not self.store_ready.is_set():
-            raise SinkUnavailable("the store is not connected yet: the command cannot be recorded")
-        await self.store.save_command(command)
-
-    async def _claim_command(self, command: Command) -> list[Command]:
-        if self.store is None or not self.store_ready.is_set():
-            raise SinkUnavailable("the store is not connected yet: the command cannot be recorded")
-        return await self.store.claim_command(command)
-
-    async def _retry_unsent_command(self, correlation_id: str, at: datetime) -> Command | None:
-        if self.store is None or not self.store_ready.is_set():
-            raise SinkUnavailable("the store is not connected yet: the command cannot be recorded")
-        return await self.store.retry_unsent_command(correlation_id, at)
-
-    async def _load_command(self, correlation_id: str) -> Command | None:
-        if self.store is None or not self.store_ready.is_set():
-            raise SinkUnavailable("the store is not connected yet")
-        return await self.store.get_command(correlation_id)
+        """Seconds between polls of each configured polled meter (the API's silent-meter rule)."""
+        return {m: f.interval for m, f in self.facts.items() if f.interval is not None}
 
     # -- run ---------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then shut down in order within the deadline."""
         cfg = self.config
-        validator = _validator(cfg, self.profiles)
-        payg = {m.meter_id: PaygOptions(cfg.mqtt.currency, _threshold(cfg, m.meter_id))
-                for m in cfg.meters if m.protocol == "mqtt"}
-        normaliser = Normaliser({m.meter_id: self.profiles[m.profile] for m in cfg.meters if m.protocol == "modbus"}, payg,
-                                payload_formats=payload_formats(cfg))
+        validator = build_validator(cfg, self.profiles, self.facts, self.registry)
+        normaliser = build_normaliser(cfg, self.facts, self.registry)
 
         # Readings, balances, keys: nobody else on the box reads them (the files in it are 0600).
         private_dir(cfg.gateway.data_dir, narrow_existing=True)
@@ -298,11 +211,11 @@ class Gateway:
                     result.readings_inserted + result.balances_inserted + result.events_inserted
                     + result.deadletters_inserted, seconds))
             self.metrics.attach(self)
-            self.pollers = {p.endpoint.name: p for p in self._modbus()}
-            self.subscriber = self._mqtt()
+            self._build_drivers()
             async with asyncio.TaskGroup() as tg:
                 keeper = tg.create_task(self._keep_store(validator), name="store-keeper")
-                maintenance_task = tg.create_task(self._maintenance(), name="maintenance")
+                maintenance_task = tg.create_task(maintain(self.store, cfg.storage, self.store_ready),
+                                                  name="maintenance")
                 spool_watch = tg.create_task(self.spool.watch(cfg.spool.check_interval), name="spool-watch")
                 pipeline_task = tg.create_task(self.pipeline.run(), name="pipeline")
                 forwarder_task = tg.create_task(self._forward(), name="forwarder")
@@ -350,7 +263,8 @@ class Gateway:
         while True:
             try:
                 await self.store.migrate()
-                clashes = await self.store.sync_meters(config_meters(self.config), at=datetime.now(UTC))
+                clashes = await self.store.sync_meters(config_meters(self.config, self.registry),
+                                                       at=datetime.now(UTC))
                 index = {m.meter_id: i for i, m in enumerate(self.config.meters)}
                 for clash in clashes:
                     log.warning("config meters[%s].device_number: %s; until one of them changes, the configured "
@@ -362,8 +276,7 @@ class Gateway:
                 since = datetime.now(UTC) - timedelta(hours=self.config.vee.seed_hours)
                 vee_history = await self.store.cumulative_history(since=since) if self.config.vee.seed_hours else []
                 inspections = await self.store.events(kind=EventKind.INSPECTION_RECOMMENDED, limit=10_000)
-                balances = [await self.store.latest_balance(m.meter_id)
-                            for m in self.config.meters if m.protocol == "mqtt"]
+                balances = [await self.store.latest_balance(m) for m in balance_meters(self.facts)]
                 break
             except (SinkUnavailable, OSError) as exc:
                 log.warning("store not reachable yet (%s); readings are kept in the spool meanwhile", exc)
@@ -372,35 +285,10 @@ class Gateway:
         validator.seed((h.meter_id, h.channel, h.ts, h.value) for h in history)
         validator.seed_inspections(inspections)
         self.payg_checker.seed(balances)
-        await self._restore_commands()
+        await self.commands.restore()
         self.migrated = True
         log.info("store ready: %s", self.store.mode)
         self.store_ready.set()
-
-    async def _maintenance(self) -> None:
-        """Every `storage.retention_check` seconds: drop data older than `storage.retention`
-        (the store knows how: drop_chunks, DELETE, or nothing where TimescaleDB's own
-        policy does it), then, with `storage.reorder_chunks`, reorder closed readings chunks
-        by meter (TimescaleDB, Apache license; no chunk started after a minute of a run). A
-        store that is down is simply tried again next time."""
-        storage = self.config.storage
-        if storage.retention is None and not storage.reorder_chunks:
-            return
-        await self.store_ready.wait()
-        assert self.store is not None
-        while True:
-            if storage.retention is not None:
-                try:
-                    await self.store.apply_retention()
-                except SinkError as exc:
-                    log.warning("retention run failed (tried again in %.0f s): %s", storage.retention_check, exc)
-            if storage.reorder_chunks:
-                try:
-                    await self.store.reorder()
-                except SinkError as exc:
-                    log.warning("reordering readings chunks failed (tried again in %.0f s): %s",
-                                storage.retention_check, exc)
-            await asyncio.sleep(storage.retention_check)
 
     async def _seed_payg_from_spool(self) -> None:
         assert self.spool is not None
@@ -409,19 +297,6 @@ class Gateway:
         seeded = self.payg_checker.seed(b for _, batch in chunk for b in batch.balances)
         if seeded:
             log.info("PAYG checker: %d balance updates from the spool seeded", seeded)
-
-    async def _restore_commands(self) -> None:
-        """Follow this gateway's commands that were still pending when it stopped."""
-        tracker = self.subscriber.commands if self.subscriber is not None else None
-        if tracker is None or self.store is None:
-            return
-        try:
-            restored = tracker.restore(await self.store.commands(limit=1000))
-        except Exception as exc:  # the gateway runs on without them; their replies are unmatched
-            log.warning("pending PAYG commands could not be restored from the store: %s", exc)
-            return
-        if restored:
-            log.info("following %d PAYG commands still pending from before the restart", restored)
 
     async def _forward(self) -> None:
         await self.store_ready.wait()
@@ -433,10 +308,8 @@ class Gateway:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.store_ready.wait(), timeout=self.config.vee.seed_wait)
         async with asyncio.TaskGroup() as tg:
-            for name, poller in self.pollers.items():
-                tg.create_task(supervise(f"modbus:{name}", poller.run), name=f"modbus:{name}")
-            if self.subscriber is not None:
-                tg.create_task(supervise("mqtt", self.subscriber.run), name="mqtt")
+            for driver in self.drivers:
+                tg.create_task(supervise(driver.name, driver.run), name=driver.name)
 
     async def _serve_api(self) -> None:
         assert self.store is not None
@@ -467,17 +340,22 @@ class Gateway:
                 await asyncio.wait([serve], timeout=5)
                 serve.cancel()
 
-    # -- technicians' Modbus tools (the diagnostics API calls these; see runtime/diag.py) ----
+    # -- technicians' reads (the diagnostics API calls these; see runtime/diag.py) ------------------
     async def poll_now(self, meter_id: str) -> PollResult:
-        """Read a Modbus meter at once, past its schedule and breaker, and decode it (not stored).
-        NotFound, InvalidRequest (PAYG or inactive meter), DriverError."""
+        """Read a meter at once, past its schedule and breaker, and decode it (not stored).
+        NotFound, InvalidRequest (a meter that pushes, or inactive), DriverError."""
         return await self.diag.poll_now(meter_id)
+
+    async def read_raw(self, target: str, request: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A raw read on a link (a Modbus endpoint: {"unit", "function", "address", "count"} ->
+        {"words"}). NotFound (no such link, or its driver has no raw reads), InvalidRequest, DriverError."""
+        return await self.diag.read_raw(target, request)
 
     async def read_registers(self, endpoint: str, unit: int, function: Function, address: int,
                              count: int) -> tuple[int, ...]:
-        """Raw read (FC 03/04, at most 125 registers) on a configured endpoint. NotFound,
-        InvalidRequest, DriverError."""
-        return await self.diag.read_registers(endpoint, unit, function, address, count)
+        """`read_raw` of registers (FC 03/04, at most 125) on an endpoint; kept for one release."""
+        got = await self.read_raw(endpoint, {"unit": unit, "function": function, "address": address, "count": count})
+        return tuple(got["words"])
 
     def _spool_high(self, stats: SpoolStats) -> None:
         # The spool itself stores the SPOOL_HIGH event, in the commit that crossed the line
@@ -491,6 +369,9 @@ class Gateway:
         self.metrics.events.labels(event.kind.value).inc()
 
     # -- the API's view of the gateway (api.ports.GatewayPort) -------------------------
+    def driver_health(self) -> dict[str, MeterHealth]:
+        return self.diag.driver_health()
+
     def _observed(self, items: list[Any], batch: Batch) -> None:
         # The pipeline's after-commit hook: counters for /metrics, per-meter health for /v1/diag.
         self.metrics.observe_items(items, batch)
@@ -531,54 +412,5 @@ class Gateway:
         return await self.diag.deadletters(meter_id=meter_id, reason=reason, limit=limit)
 
 
-def _validator(cfg: GatewayConfig, profiles: dict[str, DeviceProfile]) -> Validator:
-    """VEE for the configured meters: register moduli, poll intervals, utilities, [vee] thresholds."""
-    modbus = [m for m in cfg.meters if m.protocol == "modbus"]
-    moduli = {(m.meter_id, r.channel): r.modulus * _unit_factor(r)
-              for m in modbus for r in profiles[m.profile].registers if r.modulus}
-    # A meter whose profile measures export is bidirectional: its power may read negative.
-    bidirectional = {m.meter_id for m in modbus
-                     if any(r.channel is Channel.ENERGY_EXPORT for r in profiles[m.profile].registers)}
-    return Validator(moduli, intervals={m.meter_id: m.interval or cfg.modbus.default_interval for m in modbus},
-                     utilities={m.meter_id: m.utility for m in cfg.meters},
-                     thresholds=ThresholdTable.from_config(cfg.vee.thresholds_doc()), bidirectional=bidirectional,
-                     window=cfg.vee.spike_window, estimate=cfg.vee.estimate,
-                     estimate_min_interval=cfg.vee.estimate_min_interval)
-
-
-def _unit_factor(spec: Any) -> float:
-    from gateway.normalise.units import conversion_factor
-
-    return conversion_factor(spec.unit, spec.channel)
-
-
-def _threshold(cfg: GatewayConfig, meter_id: str) -> Decimal:
-    meter = next(m for m in cfg.meters if m.meter_id == meter_id)
-    return meter.low_credit_threshold if meter.low_credit_threshold is not None else cfg.mqtt.low_credit_threshold
-
-
-def payload_formats(cfg: GatewayConfig) -> list[tuple[str, PayloadFormat]]:
-    """(topic template, payload format) for every balance topic of the [mqtt] section."""
-    m = cfg.mqtt
-    future = timedelta(seconds=m.max_future)
-    out = [(t, PayloadFormat(m.payload_format, dict(m.field_mapping), m.timestamp, m.max_payload_bytes, future))
-           for t in m.topics]
-    for src in m.sources:
-        mapping = m.field_mapping if src.field_mapping is None else src.field_mapping
-        out.append((src.topic, PayloadFormat(src.payload_format or m.payload_format, dict(mapping),
-                                             src.timestamp or m.timestamp, m.max_payload_bytes, future)))
-    return out
-
-
-def payg_checker(cfg: GatewayConfig) -> PaygChecker:
-    """The PAYG event checker with each meter's low-credit threshold and drain limit."""
-    limits = {}
-    for meter in cfg.meters:
-        if meter.protocol == "mqtt":
-            drain = meter.max_drain_per_hour if meter.max_drain_per_hour is not None else cfg.mqtt.max_drain_per_hour
-            limits[meter.meter_id] = PaygLimits(low_credit_threshold=_threshold(cfg, meter.meter_id),
-                                                max_drain_per_hour=drain)
-    return PaygChecker(limits, PaygLimits(cfg.mqtt.low_credit_threshold, cfg.mqtt.max_drain_per_hour))
-
-
-__all__ = ["Gateway", "config_meters", "key_mirror", "meters_from_config", "payg_checker", "payload_formats"]
+__all__ = ["Gateway", "config_meters", "key_mirror", "meters_from_config", "open_configured_store", "payg_checker",
+           "payload_formats", "retention_of"]

@@ -18,8 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from drivers.modbus.health import LatencyWindow, MeterHealth
-from drivers.samples import PollFailure, RawPayload, RawRegisters
+from drivers.base import LatencyWindow, MeterHealth
 from gateway.model import BalanceUpdate, Batch, DeadLetter, Event, EventKind, Reading, Severity
 from gateway.model.health import (
     SEVERITY_ORDER,
@@ -29,6 +28,7 @@ from gateway.model.health import (
     RawBlock,
     RecentPayload,
 )
+from gateway.model.samples import PollFailure, RawObjects, RawPayload, RawRegisters
 
 #: An event of the key kind stays open until a later event of one of the value kinds (same meter).
 CLOSED_BY: dict[EventKind, frozenset[EventKind]] = {
@@ -54,12 +54,19 @@ class WatchedMeter:
     """A configured meter as diagnostics know it."""
 
     meter_id: str
-    protocol: str  # "modbus" | "mqtt"
-    where: str  # "endpoint/unit" or the topic
-    endpoint: str | None = None
+    protocol: str  # the driver's, as configured ("modbus", "mqtt", ...)
+    where: str  # "endpoint (address) unit 3", the topic, ...
+    endpoint: str | None = None  # the link a polled meter shares (a bus); None for a meter that pushes
     unit: int | None = None
     active: bool = True
-    interval: float | None = None  # seconds between polls (Modbus)
+    interval: float | None = None  # seconds between polls
+    balances: bool = False  # it reports PAYG balances
+
+    @property
+    def polled(self) -> bool:
+        """Its driver polls it on a link (its state comes from the driver's health); else it
+        pushes (its state comes from what it sent, and when)."""
+        return self.endpoint is not None
 
 
 class RateWindow:
@@ -145,14 +152,32 @@ class HealthBook:
         #: but it may be down, and a technician then needs them most).
         self.events: deque[Event] = deque(maxlen=max(recent_events * 5, 100))
         self.deadletters: deque[DeadLetter] = deque(maxlen=recent_deadletters)
-        self.poll_rates: dict[str, RateWindow] = {}  # by Modbus endpoint
-        self.poll_errors: dict[str, Counter[str]] = {}  # by Modbus endpoint: error kind -> count
+        self.poll_rates: dict[str, RateWindow] = {}  # by endpoint
+        self.poll_errors: dict[str, Counter[str]] = {}  # by endpoint: error kind -> count
         self.message_rate = RateWindow(monotonic=monotonic)
-        self.message_errors: Counter[str] = Counter()  # MQTT dead-letter reason -> count
+        self.message_errors: Counter[str] = Counter()  # dead-letter reason of pushed messages -> count
         for m in meters:
             if m.endpoint is not None and m.endpoint not in self.poll_rates:
                 self.poll_rates[m.endpoint] = RateWindow(monotonic=monotonic)
                 self.poll_errors[m.endpoint] = Counter()
+
+    # -- what the drivers' status shows (drivers.base.Observed) -----------------------------------
+    def polls_per_second(self, endpoint: str) -> float:
+        """Polls per second on an endpoint over the last minute (failed ones too)."""
+        window = self.poll_rates.get(endpoint)
+        return window.rate() if window is not None else 0.0
+
+    def poll_failures(self, endpoint: str) -> dict[str, int]:
+        """Failed polls on an endpoint since start, by kind."""
+        return dict(self.poll_errors.get(endpoint, {}))
+
+    def messages_per_second(self) -> float:
+        """Pushed messages per second over the last minute."""
+        return self.message_rate.rate()
+
+    def message_failures(self) -> dict[str, int]:
+        """Pushed messages that became dead letters since start, by reason."""
+        return dict(self.message_errors)
 
     @property
     def meters(self) -> list[WatchedMeter]:
@@ -179,6 +204,8 @@ class HealthBook:
                 self._poll_failed(item, now)
             elif isinstance(item, RawPayload):
                 self._message(item, dead.get((item.meter_id, item.received_at)))
+            elif isinstance(item, RawObjects):
+                self._readout(item, dead.get((item.meter_id, item.received_at)))
         for reading in batch.readings:
             book = self._books.get(reading.meter_id)
             if book is not None:
@@ -235,6 +262,21 @@ class HealthBook:
         else:
             book.failing_since = None
 
+    def _readout(self, raw: RawObjects, dead: DeadLetter | None) -> None:
+        # A telegram of coded values the meter sent (or the driver read out): like a message, but
+        # not one of the broker's (its counters are the MQTT link's).
+        book = self._books.get(raw.meter_id)
+        if book is None:
+            return
+        book.messages += 1
+        book.last_message_at = raw.received_at
+        book.last_message_ok = dead is None
+        if dead is not None:
+            book.bad_messages += 1
+            self._error(book, dead.reason, dead.detail, raw.received_at)
+        else:
+            book.failing_since = None
+
     @staticmethod
     def _error(book: _Book, kind: str, message: str, at: datetime) -> None:
         book.last_error, book.last_error_kind, book.last_error_at = message, kind, at
@@ -243,19 +285,19 @@ class HealthBook:
             book.failing_since = at
 
     # -- snapshots -------------------------------------------------------------------------
-    def state(self, meter_id: str, modbus: MeterHealth | None = None) -> MeterState:
-        """The meter's state now; `modbus` is its poller's health (None for MQTT meters)."""
+    def state(self, meter_id: str, health: MeterHealth | None = None) -> MeterState:
+        """The meter's state now; `health` is its driver's health (None for a meter that pushes)."""
         book = self._books[meter_id]
         if not book.meter.active:
             return MeterState.INACTIVE
-        if book.meter.protocol == "modbus":
-            if modbus is None or (modbus.polls == 0 and modbus.last_success is None):
+        if book.meter.polled:
+            if health is None or (health.polls == 0 and health.last_success is None):
                 return MeterState.WAITING
-            if modbus.comm_lost:
+            if health.comm_lost:
                 return MeterState.LOST
-            if modbus.consecutive_failures or book.decode_failing:
+            if health.consecutive_failures or book.decode_failing:
                 return MeterState.FAILING
-            return MeterState.OK if modbus.last_success is not None else MeterState.WAITING
+            return MeterState.OK if health.last_success is not None else MeterState.WAITING
         now = self._clock()
         silent = timedelta(seconds=self.silent_after)
         if book.last_message_at is None:
@@ -264,29 +306,29 @@ class HealthBook:
             return MeterState.SILENT
         return MeterState.OK if book.last_message_ok else MeterState.FAILING
 
-    def summary(self, meter_id: str, modbus: MeterHealth | None = None) -> MeterSummary:
+    def summary(self, meter_id: str, health: MeterHealth | None = None) -> MeterSummary:
         book = self._books[meter_id]
         m = book.meter
-        last_seen = modbus.last_success if modbus is not None else book.last_message_at
+        last_seen = health.last_success if health is not None else book.last_message_at
         return MeterSummary(
-            meter_id=meter_id, protocol=m.protocol, state=self.state(meter_id, modbus), where=m.where,
+            meter_id=meter_id, protocol=m.protocol, state=self.state(meter_id, health), where=m.where,
             endpoint=m.endpoint, last_seen=last_seen,
-            consecutive_failures=modbus.consecutive_failures if modbus is not None else 0,
+            consecutive_failures=health.consecutive_failures if health is not None else 0,
             last_error=book.last_error, last_error_kind=book.last_error_kind, last_error_at=book.last_error_at,
-            failing_since=book.failing_since,
+            failing_since=book.failing_since, balances=m.balances,
         )
 
-    def fleet(self, modbus: Mapping[str, MeterHealth]) -> list[MeterSummary]:
+    def fleet(self, health: Mapping[str, MeterHealth]) -> list[MeterSummary]:
         """Every configured meter, worst state first, then by meter id."""
         rank = {s: i for i, s in enumerate(SEVERITY_ORDER)}
-        out = [self.summary(meter_id, modbus.get(meter_id)) for meter_id in self._books]
+        out = [self.summary(meter_id, health.get(meter_id)) for meter_id in self._books]
         out.sort(key=lambda s: (rank[s.state], s.meter_id))
         return out
 
     def diagnostics(
         self,
         meter_id: str,
-        modbus: MeterHealth | None,
+        health: MeterHealth | None,
         *,
         payloads: Sequence[RecentPayload] = (),
         stored_events: Sequence[Event] = (),
@@ -298,15 +340,15 @@ class HealthBook:
         p50, p95 = book.latency.percentiles(50, 95)
         events = merge_events(stored_events, book.events)
         return MeterDiagnostics(
-            summary=self.summary(meter_id, modbus),
-            last_attempt=modbus.last_attempt if modbus is not None else book.last_message_at,
-            last_success=modbus.last_success if modbus is not None else _last_ok_message(book),
+            summary=self.summary(meter_id, health),
+            last_attempt=health.last_attempt if health is not None else book.last_message_at,
+            last_success=health.last_success if health is not None else _last_ok_message(book),
             latency_p50_s=p50, latency_p95_s=p95,
-            polls=modbus.polls if modbus is not None else 0,
-            failures=modbus.failures if modbus is not None else book.bad_messages,
+            polls=health.polls if health is not None else 0,
+            failures=health.failures if health is not None else book.bad_messages,
             messages=book.messages,
             errors_by_kind=dict(book.errors_by_kind),
-            breaker=modbus.breaker if modbus is not None else None,
+            breaker=health.breaker if health is not None else None,
             last_raw=book.last_raw, last_raw_at=book.last_raw_at,
             recent_payloads=tuple(payloads),
             recent_readings=tuple(book.readings),
@@ -340,10 +382,10 @@ class HealthBook:
                if (meter_id is None or d.meter_id == meter_id) and (reason is None or d.reason == reason)]
         return out[:limit]
 
-    def counts_by_state(self, modbus: Mapping[str, MeterHealth]) -> dict[MeterState, int]:
+    def counts_by_state(self, health: Mapping[str, MeterHealth]) -> dict[MeterState, int]:
         counts = dict.fromkeys(MeterState, 0)
         for meter_id in self._books:
-            counts[self.state(meter_id, modbus.get(meter_id))] += 1
+            counts[self.state(meter_id, health.get(meter_id))] += 1
         return counts
 
 

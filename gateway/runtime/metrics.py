@@ -10,18 +10,15 @@ from __future__ import annotations
 import time
 from collections import Counter as CountBy
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from drivers.samples import PollFailure, RawPayload, RawRegisters
 from gateway import __version__
 from gateway.model import Batch
-
-if TYPE_CHECKING:
-    from gateway.runtime.gateway import Gateway
+from gateway.model.samples import PollFailure, RawPayload, RawRegisters
+from gateway.runtime.view import GatewayView
 
 NS = "meter_gateway"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -63,11 +60,11 @@ class GatewayMetrics:
                 payloads += 1
         for result, n in polls.items():
             self.polls.labels(result).inc(n)
-        dead_mqtt = sum(1 for d in batch.deadletters if d.source == "mqtt")
+        dead_payloads = sum(1 for d in batch.deadletters if d.source == RawPayload.SOURCE)
         if payloads:
-            self.mqtt_messages.labels("accepted").inc(max(0, payloads - dead_mqtt))
-            if dead_mqtt:
-                self.mqtt_messages.labels("deadletter").inc(dead_mqtt)
+            self.mqtt_messages.labels("accepted").inc(max(0, payloads - dead_payloads))
+            if dead_payloads:
+                self.mqtt_messages.labels("deadletter").inc(dead_payloads)
         for reason, n in CountBy(d.reason for d in batch.deadletters).items():
             self.deadletters.labels(reason).inc(n)
         qualities = CountBy(r.quality for r in batch.readings)
@@ -88,13 +85,13 @@ class GatewayMetrics:
         self.sink_rows.inc(rows)
         self.sink_batch.observe(seconds)
 
-    def attach(self, gateway: Gateway) -> None:
+    def attach(self, gateway: GatewayView) -> None:
         """Expose the running gateway's state as gauges read at scrape time."""
         self.registry.register(_StateCollector(gateway))
 
 
 class _StateCollector(Collector):
-    def __init__(self, gateway: Gateway, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, gateway: GatewayView, clock: Callable[[], float] = time.time) -> None:
         self.gw = gateway
         self.clock = clock
 
@@ -124,21 +121,31 @@ class _StateCollector(Collector):
         if gw.pipeline is not None:
             yield GaugeMetricFamily(f"{NS}_pipeline_queue_items", "Samples waiting for the pipeline",
                                     value=gw.pipeline.queue.qsize())
-        if gw.subscriber is not None:
-            yield GaugeMetricFamily(f"{NS}_broker_connected", "1 if connected to the MQTT broker",
-                                    value=1.0 if gw.subscriber.health().get("connected") else 0.0)
-        # The same states the status page and /v1/diag show, Modbus and MQTT meters alike.
-        health = gw.diag.modbus_health()
+        yield from _links(gw)
+        # The same states the status page and /v1/diag show, whatever the meter's protocol.
+        health = gw.driver_health()
         skipped = sum(h.skipped for h in health.values())
         meters = GaugeMetricFamily(f"{NS}_meters", "Configured meters by communication state "
                                    "(ok, failing, lost, silent, waiting, inactive)", labels=["state"])
         for state, n in gw.health.counts_by_state(health).items():
             meters.add_metric([state.value], n)
         yield meters
-        endpoints = GaugeMetricFamily(f"{NS}_modbus_endpoint_connected", "1 if the gateway holds a connection "
-                                      "to the Modbus endpoint (bus)", labels=["endpoint"])
-        for name, poller in gw.pollers.items():
-            endpoints.add_metric([name], 1.0 if poller.connected else 0.0)
-        yield endpoints
         yield CounterMetricFamily(f"{NS}_poll_overruns", "Polls skipped because the previous poll of the meter "
                                   "was still running", value=skipped)
+
+
+def _links(gw: GatewayView) -> Iterator[Metric]:
+    """Each protocol's link gauge, as its spec names it: one series per link, or one gauge."""
+    for protocol, spec in gw.registry.items():
+        link = spec.link_metric
+        if link is None:
+            continue
+        mine = [(d.target, d.status(gw.health).connected) for d in gw.drivers_of(protocol)]
+        if link.label is None:
+            if mine:
+                yield GaugeMetricFamily(f"{NS}_{link.name}", link.help, value=1.0 if all(up for _, up in mine) else 0.0)
+            continue
+        family = GaugeMetricFamily(f"{NS}_{link.name}", link.help, labels=[link.label])
+        for target, up in mine:
+            family.add_metric([target], 1.0 if up else 0.0)
+        yield family

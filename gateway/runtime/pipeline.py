@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from drivers.samples import Ack, PollFailure, RawPayload, RawRegisters
-from gateway.model import BalanceUpdate, Batch, DeadLetter, Event, Quality, Reading
+from gateway.model import BalanceUpdate, Batch, DeadLetter, Quality, Reading
+from gateway.model.samples import Ack, PollFailure, RawPayload, RawRegisters, Sample
 from gateway.normalise.frame import FrameDecoder
 from gateway.normalise.normaliser import Normaliser
 from gateway.runtime.boundary import Failed, FailureLog, failed_item
@@ -36,7 +36,8 @@ from gateway.validate.validator import Validator
 
 log = logging.getLogger(__name__)
 
-Item = RawRegisters | RawPayload | PollFailure | Event | DeadLetter
+#: What drivers hand the pipeline.
+Item = Sample
 
 
 class BatchSink(Protocol):
@@ -116,6 +117,8 @@ class Pipeline:
         #: The message of each balance update, by id, so one the PAYG checker fails on is
         #: dead-lettered as the message it came in.
         sources: dict[int, RawPayload] = {}
+        #: Readings of the samples that are not polls (coded values: RawObjects), validated together.
+        coded: list[Reading] = []
         for item in items:
             if isinstance(item, RawRegisters):
                 polls.append(item)
@@ -137,8 +140,13 @@ class Pipeline:
             if self.payg is not None and isinstance(item, RawPayload):
                 for update in out.balances:
                     sources[id(update)] = item
+            if out.readings:
+                coded += out.readings
+                out.readings = []
             batch.extend(out)
         batch.readings = self._readings(polls, batch)
+        if coded:
+            batch.readings += self._validated(coded, batch)
         if self.payg is not None and batch.balances:
             self._check_balances(batch, sources)
         if len(batch):
@@ -153,15 +161,9 @@ class Pipeline:
                 # Counters and diagnostics: the batch is spooled and acknowledged already.
                 log.exception("observing a batch of %d items failed", len(items))
 
-    def _one(self, item: RawPayload | PollFailure | Event | DeadLetter) -> Batch:
+    def _one(self, item: Item) -> Batch:
         """What one item that is not a poll gives."""
-        if isinstance(item, RawPayload):
-            return self.normaliser.payload(item)
-        if isinstance(item, PollFailure):
-            return self.normaliser.failure(item)
-        if isinstance(item, DeadLetter):
-            return Batch(deadletters=[item])
-        return Batch(events=[item])
+        return self.normaliser.sample(item)
 
     def _check_balances(self, batch: Batch, sources: dict[int, RawPayload]) -> None:
         """PAYG events of the batch's balance updates; an update the checker fails on leaves the
@@ -215,6 +217,20 @@ class Pipeline:
                     + self._readings(polls[mid:], batch, whole=False))
         batch.extend(part)
         return readings
+
+    def _validated(self, readings: list[Reading], batch: Batch) -> list[Reading]:
+        """VEE over readings the normaliser made one by one (coded values); events go to `batch`. A
+        part that raises is split as `_readings` splits polls, down to the readings that raise."""
+        try:
+            out, events = self.validator.validate(readings)
+        except Exception as exc:
+            if len(readings) == 1:
+                batch.deadletters.append(self._failed(readings[0], "validate", exc))
+                return []
+            mid = len(readings) // 2
+            return self._validated(readings[:mid], batch) + self._validated(readings[mid:], batch)
+        batch.events.extend(events)
+        return out
 
     def _failed(self, item: Failed, stage: str, exc: Exception) -> DeadLetter:
         dead = failed_item(item, stage, exc)

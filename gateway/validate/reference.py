@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from gateway.model import Channel, Kind, Quality, Reading, Source, Status
-from gateway.normalise.frame import from_us, to_us
+from gateway.model.frame import from_us, to_us
 from gateway.validate.checks import US_PER_HOUR
 from gateway.validate.estimate import estimate_gap
 from gateway.validate.state import HOURS_OF_WEEK, PROFILE_HALF_LIFE, RUNS

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gateway.normalise.frame import NO_TS
+from gateway.model.frame import NO_TS
 from gateway.validate.checks import robust_stats
 
 F64 = npt.NDArray[np.float64]

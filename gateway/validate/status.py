@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.model import Quality, Status
-from gateway.normalise.frame import STATUS_CODE
+from gateway.model.frame import STATUS_CODE
 
 REJECT = Quality.OUT_OF_RANGE
 SUSPECT = (Quality.REGRESSION | Quality.SPIKE | Quality.FLATLINE | Quality.TAMPER | Quality.DUPLICATE_CONFLICT

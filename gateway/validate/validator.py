@@ -35,8 +35,8 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.model import Channel, Event, EventKind, Quality, Reading, Severity, Source, Status, Utility
+from gateway.model.frame import NO_TS, ReadingFrame, SeriesTable, from_us, to_us
 from gateway.model.readings import CUMULATIVE_CHANNELS
-from gateway.normalise.frame import NO_TS, ReadingFrame, SeriesTable, from_us, to_us
 from gateway.validate import checks
 from gateway.validate.checks import US_PER_HOUR, group_firsts, group_lasts, last_before, shifted
 from gateway.validate.estimate import Estimate, estimate_gap

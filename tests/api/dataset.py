@@ -16,8 +16,8 @@ from pathlib import Path
 import psycopg
 
 from gateway.config.profiles import load_profiles
-from gateway.config.schema import GatewayConfig
 from gateway.model import Batch, Channel
+from gateway.runtime.config import GatewayConfig
 from gateway.runtime.gateway import config_meters
 from simulators.broker import Broker
 from simulators.modbus import SimFleet

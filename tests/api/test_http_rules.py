@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from api.routes.docs import CSP
-from gateway.config.schema import GatewayConfig
+from gateway.runtime.config import GatewayConfig
 from tests.api.helpers import fails, ok
 from tests.api.sqlite_app import sqlite_api
 from tests.fixtures.gateway import gateway_config, running_gateway

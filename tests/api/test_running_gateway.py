@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config.profiles import load_profiles
-from gateway.config.schema import GatewayConfig
+from gateway.runtime.config import GatewayConfig
 from simulators.modbus import SimFleet
 from tests.api.helpers import ok
 from tests.fixtures.gateway import eventually, gateway_config, running_gateway

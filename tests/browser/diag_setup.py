@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from gateway.config.profiles import load_profiles
-from gateway.config.schema import GatewayConfig
+from gateway.runtime.config import GatewayConfig
 from gateway.runtime.gateway import Gateway
 from storage.keys import Scope, new_key
 

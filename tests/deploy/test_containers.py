@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.config.load import SECRET_ENV, parse_config
+from gateway.runtime.config import SECRET_ENV, parse_config
 from tests.fixtures.ports import free_port, wait_port
 
 DEPLOY = Path(__file__).parents[2] / "deploy"

@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest
 
-from gateway.config.load import cross_check, parse_config
 from gateway.config.profiles import load_profiles
-from gateway.config.schema import GatewayConfig
 from gateway.errors import ConfigError
 from gateway.model import Protocol
+from gateway.runtime.config import GatewayConfig, cross_check, parse_config
 from gateway.runtime.gateway import meters_from_config
 from simulators.modbus import SimFleet
 from tests.fixtures.gateway import eventually, gateway_config, running_gateway

@@ -13,9 +13,9 @@ import pytest
 
 from drivers.mqtt import MqttSettings
 from drivers.mqtt.connection import RECONNECT_JITTER
-from gateway.config.load import parse_config
-from gateway.config.mqtt import MqttSection
+from drivers.mqtt.settings import MqttSection
 from gateway.errors import ConfigError
+from gateway.runtime.config import parse_config
 from simulators.broker import Broker
 from tests.fixtures.gateway import eventually, gateway_config, running_gateway
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from gateway.config.load import parse_config
 from gateway.errors import InvalidRequest
 from gateway.model import Batch, Channel, Quality, Reading, Source, Status
+from gateway.runtime.config import parse_config
 from gateway.runtime.gateway import open_configured_store
 from storage.base import Conflict, Store
 from storage.boundary import estimate_method

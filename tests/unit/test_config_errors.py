@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config.load import load_config, parse_config
 from gateway.errors import ConfigError
+from gateway.runtime.config import load_config, parse_config
 
 GOOD = """\
 [gateway]

@@ -7,10 +7,10 @@ from decimal import Decimal
 
 import pytest
 
-from gateway.config.load import parse_config
 from gateway.errors import ConfigError
 from gateway.model import Command, CommandKind
 from gateway.model.currencies import ISO_4217_PUBLISHED, MINOR_UNITS, allowed_decimals, decimals_of
+from gateway.runtime.config import parse_config
 
 
 @pytest.mark.parametrize(("code", "decimals"), [

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.config.load import parse_config
 from gateway.errors import ConfigError
 from gateway.model.identifiers import (
     MAX_LENGTH,
@@ -19,6 +18,7 @@ from gateway.model.identifiers import (
     tag_value_problem,
     tags_problems,
 )
+from gateway.runtime.config import parse_config
 
 
 @pytest.mark.parametrize(("value", "problem"), [

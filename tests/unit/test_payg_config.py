@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from gateway.config.load import parse_config
 from gateway.errors import ConfigError
+from gateway.runtime.config import parse_config
 from gateway.runtime.gateway import payg_checker, payload_formats
 
 BASE = """

@@ -13,12 +13,12 @@ from typer.testing import CliRunner
 from drivers.modbus import plan_reads
 from drivers.samples import RawRegisters, RegisterBlock
 from gateway.cli import app
-from gateway.config.load import parse_config
 from gateway.config.profiles import load_profiles, parse_profile
 from gateway.errors import ConfigError
 from gateway.model import Channel, EventKind, Quality
 from gateway.model.profiles import DeviceFlag, Function
 from gateway.normalise.normaliser import Normaliser
+from gateway.runtime.config import parse_config
 
 TS = datetime(2025, 1, 15, 12, 0, tzinfo=UTC)
 SHIPPED = {"generic", "sdm120", "sdm630", "abb_b23", "em24"}

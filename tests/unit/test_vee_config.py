@@ -8,11 +8,11 @@ import math
 
 import pytest
 
-from gateway.config.load import parse_config
 from gateway.config.vee import VeeSection, VeeThresholds
 from gateway.errors import ConfigError
 from gateway.model import Channel, Utility
-from gateway.runtime.gateway import _validator
+from gateway.runtime.config import parse_config
+from gateway.runtime.plan import build_validator as _validator
 from gateway.validate.thresholds import THRESHOLD_FIELDS, Thresholds, ThresholdTable, builtin
 
 BASE = """\

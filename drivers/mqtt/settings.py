@@ -1,4 +1,5 @@
-"""The `[mqtt]` section: broker, session, balance topics and their payload formats, PAYG commands.
+"""The `[mqtt]` section and a PAYG meter's keys: broker, session, balance topics and their payload
+formats, PAYG commands.
 
 Example::
 
@@ -22,11 +23,15 @@ Example::
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
+from annotated_types import Gt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from gateway.model.payloads import resolve_mapping
 
 PayloadFormatName = Literal["json", "number"]
 #: The most decimals a command amount may carry anywhere (the API's limit too).
@@ -54,8 +59,6 @@ def _check_templates(templates: list[str]) -> list[str]:
 
 
 def _check_mapping(mapping: dict[str, str] | None) -> dict[str, str] | None:
-    from gateway.normalise.payload import resolve_mapping
-
     resolve_mapping(mapping)  # ValueError names the unknown field or the bad pointer
     return mapping
 
@@ -144,3 +147,16 @@ class MqttSection(_Section):
     def all_topics(self) -> list[str]:
         """Every balance topic template: `topics`, then those of `sources`."""
         return [*self.topics, *(s.topic for s in self.sources)]
+
+
+@dataclass(frozen=True, slots=True)
+class MqttMeter:
+    """A PAYG (MQTT) meter's own keys in [[meters]]."""
+
+    low_credit_threshold: Decimal | None = field(
+        default=None, metadata={"description": "PAYG meters; default mqtt.low_credit_threshold"})
+    max_drain_per_hour: Annotated[Decimal, Gt(0)] | None = field(
+        default=None, metadata={"description": "PAYG meters; default mqtt.max_drain_per_hour"})
+
+
+__all__ = ["MAX_AMOUNT_DECIMALS", "MqttMeter", "MqttSection", "TopicSource"]

@@ -1,0 +1,16 @@
+"""The drivers this build of the gateway runs: one line per protocol, the only door from the
+runtime to them. `Gateway(config, profiles, drivers=DRIVERS)` takes it as an argument, so a test
+(or another build) can run with other drivers without changing the tree."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from drivers.base import DriverSpec
+from drivers.modbus.spec import SPEC as MODBUS
+from drivers.mqtt.spec import SPEC as MQTT
+
+#: By protocol (meters[].protocol, the [<protocol>] section); the first is a meter's default.
+DRIVERS: Mapping[str, DriverSpec] = {s.protocol: s for s in (MODBUS, MQTT)}
+
+__all__ = ["DRIVERS"]
