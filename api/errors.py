@@ -20,7 +20,7 @@ from gateway.errors import (
     NotFound,
     SinkUnavailable,
 )
-from storage.base import Conflict
+from storage.records import Conflict
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from api.routes.meters import to_meter
 from api.schemas.meters import MeterIn
 from gateway.errors import InvalidRequest
 from gateway.model import Meter
-from storage.base import DeviceNumberClash, TakenIdentifiers
+from storage.records import DeviceNumberClash, TakenIdentifiers
 from storage.rows import METER_STATUS, PROTOCOL, UTILITY
 
 __all__ = ["COLUMNS", "MAX_ROWS", "MeterCsv", "Meters"]

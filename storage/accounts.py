@@ -12,7 +12,7 @@ from decimal import Decimal
 
 from gateway.errors import InvalidRequest
 from gateway.model import BalanceUpdate, Relay
-from storage.base import Conflict, PaygTotals
+from storage.records import Conflict, PaygTotals
 
 
 @dataclass(frozen=True, slots=True)

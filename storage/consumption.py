@@ -59,7 +59,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from gateway.errors import InvalidRequest
 from gateway.model import Assignment, Channel, Quality, Reading, Status
 from gateway.model.readings import CUMULATIVE_CHANNELS, flag_names
-from storage.base import BillingRead, ConsumptionBucket
 from storage.boundary import (
     BILLABLE,
     DEFAULT_ESTIMATE_WINDOW,
@@ -70,6 +69,7 @@ from storage.boundary import (
     opening,
     probe_times,
 )
+from storage.records import BillingRead, ConsumptionBucket
 
 BUCKETS = ("hour", "day", "month")
 #: More buckets than this in one call is a mistake (or an attack), not a report.

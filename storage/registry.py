@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from gateway.model import Meter, Utility
-from storage.base import DeviceNumberClash
+from storage.records import DeviceNumberClash
 
 __all__ = ["clashes", "devices_of"]
 

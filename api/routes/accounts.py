@@ -16,9 +16,10 @@ from api.schemas.meters import meter_dict
 from api.schemas.readings import BillingMeterOut, BillingOut
 from api.schemas.time import Timestamp
 from gateway.errors import NotFound
-from storage.base import Consumer, Store, cumulative_channel
+from storage.base import Store
 from storage.boundary import check_period
 from storage.keys import Scope
+from storage.records import Consumer, cumulative_channel
 
 router = APIRouter(tags=["consumers"], dependencies=[Depends(check_text_params)])
 READ = [Depends(RequireScope(Scope.READ))]

@@ -17,7 +17,7 @@ from api.schemas.common import Page
 from api.schemas.events import EventOut, FleetSummary, SilentMeter
 from gateway.errors import InvalidRequest
 from gateway.model import EventKind
-from storage.base import SilentRule
+from storage.records import SilentRule
 
 router = APIRouter(tags=["events"], dependencies=[Depends(check_text_params), Depends(RequireScope("read"))])
 

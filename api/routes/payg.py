@@ -17,8 +17,8 @@ from api.schemas.payg import BalanceOut, CommandIn, CommandOut, CurrencyTotals, 
 from gateway.errors import InvalidField, NotFound
 from gateway.model import CommandKind
 from gateway.model.commands import MAX_KEY
-from storage.base import Conflict
 from storage.keys import Scope
+from storage.records import Conflict
 
 router = APIRouter(tags=["payg"], dependencies=[Depends(check_text_params)])
 READ = [Depends(RequireScope(Scope.READ))]

@@ -26,9 +26,9 @@ from api.schemas.readings import (
 )
 from api.schemas.time import Timestamp
 from gateway.model import UNITS, Channel, Status
-from storage.base import cumulative_channel
 from storage.boundary import check_period
 from storage.keys import Scope
+from storage.records import cumulative_channel
 
 router = APIRouter(tags=["readings"], dependencies=[Depends(check_text_params)])
 READ = [Depends(RequireScope(Scope.READ))]

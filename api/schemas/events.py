@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from storage.base import StoredEvent
+from storage.records import StoredEvent
 
 
 class EventOut(BaseModel):

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas.common import Text
 from gateway.model import BalanceUpdate, Command
-from storage.base import PaygTotals
+from storage.records import PaygTotals
 
 
 class BalanceOut(BaseModel):

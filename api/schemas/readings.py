@@ -11,8 +11,8 @@ from api.schemas.common import Identifier, Page, Text
 from api.schemas.time import Timestamp
 from gateway.model import UNITS, Channel, Reading
 from gateway.model.readings import flag_names
-from storage.base import BillingRead, ConsumptionBucket, StatusChange
 from storage.boundary import estimate_method
+from storage.records import BillingRead, ConsumptionBucket, StatusChange
 
 __all__ = ["DEPRECATED", "BillingMeterOut", "BillingOut", "BucketOut", "ConsumptionOut", "FeedOut", "HistoryEntryOut",
            "Page", "PeriodReadOut", "ReadingOut", "VerifierOut", "VerifyIn", "period_read_dict", "reading_dict"]

@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 from gateway.backoff import Backoff
 from gateway.errors import SinkError, SinkUnavailable, SpoolUnwritable
 from gateway.model import Batch, DeadLetter, Event, EventKind, Reading, Severity
-from storage.base import Store, WriteResult
+from storage.base import Store
+from storage.records import WriteResult
 from storage.spool.spool import Spool
 
 log = logging.getLogger(__name__)

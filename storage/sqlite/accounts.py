@@ -17,7 +17,8 @@ import aiosqlite
 from gateway.errors import InvalidRequest, NotFound
 from gateway.model import Assignment, Channel, EventKind, Meter, MeterStatus, Utility
 from storage import accounts, consumption, registry
-from storage.base import (
+from storage.keys import ApiKey, format_scopes, parse_scopes
+from storage.records import (
     CONFIG_OWNED_FIELDS,
     CREATE_BATCH,
     UPDATABLE_METER_FIELDS,
@@ -30,7 +31,6 @@ from storage.base import (
     StoredEvent,
     cumulative_channel,
 )
-from storage.keys import ApiKey, format_scopes, parse_scopes
 from storage.rows import METER_STATUS, UTILITY, converted
 from storage.sqlite import rows
 

@@ -28,7 +28,7 @@ from gateway.model import (
 )
 from storage import boundary
 from storage import consumption as cons
-from storage.base import FeedPage, LastValue, StatusChange
+from storage.records import FeedPage, LastValue, StatusChange
 from storage.rows import CHANNEL, STATUS, converted
 from storage.sqlite import rows
 

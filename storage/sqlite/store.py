@@ -22,11 +22,11 @@ import aiosqlite
 
 from gateway.errors import InvalidRequest, NotFound, SinkError, SinkUnavailable
 from gateway.model import Batch, Channel, Command, CommandStatus, Meter, Reading, Status
-from storage.base import ReorderResult, RetentionResult, WriteResult
 from storage.boundary import DEFAULT_ESTIMATE_WINDOW
 from storage.files import private_database
 from storage.identity import digest
 from storage.migrate import load_migrations, pending
+from storage.records import ReorderResult, RetentionResult, WriteResult
 from storage.sqlite import rows
 from storage.sqlite.accounts import SqliteAccounts
 from storage.sqlite.queries import SqliteQueries

@@ -21,7 +21,8 @@ from psycopg.types.json import Jsonb
 from gateway.errors import InvalidRequest, NotFound, SinkError
 from gateway.model import Assignment, Channel, EventKind, Meter, MeterStatus, Utility
 from storage import accounts, consumption, registry
-from storage.base import (
+from storage.keys import ApiKey, format_scopes, parse_scopes
+from storage.records import (
     CONFIG_OWNED_FIELDS,
     CREATE_BATCH,
     UPDATABLE_METER_FIELDS,
@@ -34,7 +35,6 @@ from storage.base import (
     StoredEvent,
     cumulative_channel,
 )
-from storage.keys import ApiKey, format_scopes, parse_scopes
 from storage.rows import METER_STATUS, UTILITY, converted
 from storage.timescale import rows
 
@@ -329,9 +329,8 @@ class TimescaleAccounts(consumption.ConsumptionQueries):
         return accounts.payg_totals(rows.balance(r) for r in found)
 
     async def meter_activity(self, *, since: datetime) -> list[MeterActivity]:
-        found = await self._fetch(
-            "meter activity",
-            "SELECT m.meter_id, m.status, m.utility, m.payg, greatest(r.ts, b.ts) FROM meters AS m"
+        found = await self._fetch("meter activity", "SELECT m.meter_id, m.status, m.utility, m.payg, greatest(r.ts, b.ts)"
+            " FROM meters AS m"
             " LEFT JOIN LATERAL (SELECT ts FROM readings WHERE meter_id = m.meter_id AND ts >= %(since)s"
             "  ORDER BY ts DESC LIMIT 1) AS r ON true"
             " LEFT JOIN LATERAL (SELECT ts FROM balances WHERE meter_id = m.meter_id AND ts >= %(since)s"

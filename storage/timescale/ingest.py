@@ -25,7 +25,7 @@ import psycopg
 from psycopg import errors
 
 from gateway.model import BalanceUpdate, Batch, Reading
-from storage.base import WriteResult
+from storage.records import WriteResult
 from storage.timescale import rows
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]

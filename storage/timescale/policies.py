@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from storage.base import ReorderResult, RetentionResult
+from storage.records import ReorderResult, RetentionResult
 from storage.retention import as_sql_interval
 
 log = logging.getLogger(__name__)

@@ -31,8 +31,8 @@ from gateway.model import (
 )
 from storage import boundary
 from storage import consumption as cons
-from storage.base import FeedPage, LastValue, StatusChange
 from storage.coalesce import Coalescer
+from storage.records import FeedPage, LastValue, StatusChange
 from storage.rows import CHANNEL, STATUS, converted
 from storage.timescale import rows
 

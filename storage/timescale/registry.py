@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.model import MeterStatus
-from storage.base import CREATE_BATCH, FleetCounts, MeterActivity, SharedDeviceNumber, SilentRule, TakenIdentifiers
+from storage.records import CREATE_BATCH, FleetCounts, MeterActivity, SharedDeviceNumber, SilentRule, TakenIdentifiers
 from storage.rows import METER_STATUS, UTILITY
 from storage.timescale import rows
 

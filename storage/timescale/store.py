@@ -23,10 +23,10 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed
 
 from gateway.errors import InvalidRequest, SinkError, SinkUnavailable
 from gateway.model import Batch, Channel, Command, CommandStatus, Meter, Reading, Status
-from storage.base import ReorderResult, RetentionResult, WriteResult
 from storage.boundary import DEFAULT_ESTIMATE_WINDOW
 from storage.coalesce import Coalescer
 from storage.migrate import load_migrations, pending
+from storage.records import ReorderResult, RetentionResult, WriteResult
 from storage.timescale import policies, rows
 from storage.timescale.accounts import TimescaleAccounts
 from storage.timescale.ingest import STAGING, record_channels, write_batch

@@ -65,8 +65,12 @@ async def test_modbus_and_payg_to_api(tmp_path: Path, mqtt_broker: Broker, backe
             assert Decimal(str(bal["balance"])) == Decimal("123.45")
             assert bal["currency"] == "KES" and bal["relay"] == "connected" and bal["low_credit"] is False
 
-            r = await api.get("/v1/meters/M-0001/readings", params={"channel": "energy_import"})
-            assert r.status_code == 200 and r.json()["items"]
+            # M-0001 polls in its own slot and may commit later than M-0002, whose readings were awaited above.
+            async def m1_readings() -> list[dict[str, Any]]:
+                resp = await api.get("/v1/meters/M-0001/readings", params={"channel": "energy_import"})
+                return resp.json()["items"] if resp.status_code == 200 else []
+
+            assert await eventually(m1_readings)
 
             ready = (await api.get("/readyz")).json()
             assert ready["ready"] is True, ready

@@ -13,8 +13,9 @@ import pytest
 
 from gateway.errors import InvalidRequest, NotFound
 from gateway.model import Batch, Channel, EventKind, MeterStatus, Relay, Status, Utility
-from storage.base import Conflict, Store
+from storage.base import Store
 from storage.keys import Scope, new_key
+from storage.records import Conflict
 from tests.storage.samples import T0, balance, event, meter, reading
 
 H = timedelta(hours=1)

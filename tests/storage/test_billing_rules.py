@@ -15,8 +15,9 @@ from gateway.errors import InvalidRequest
 from gateway.model import Batch, Channel, Quality, Reading, Source, Status
 from gateway.runtime.config import parse_config
 from gateway.runtime.gateway import open_configured_store
-from storage.base import Conflict, Store
+from storage.base import Store
 from storage.boundary import estimate_method
+from storage.records import Conflict
 from tests.storage.samples import meter, reading
 
 S = timedelta(seconds=1)

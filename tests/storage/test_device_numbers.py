@@ -16,7 +16,8 @@ from gateway.cli import app as cli
 from gateway.errors import SinkError
 from gateway.model import Batch, Meter, Utility
 from storage.audit import find_shared_device_numbers
-from storage.base import CREATE_BATCH, Conflict, DeviceNumberClash, DeviceNumberTaken, SharedDeviceNumber, Store
+from storage.base import Store
+from storage.records import CREATE_BATCH, Conflict, DeviceNumberClash, DeviceNumberTaken, SharedDeviceNumber
 from storage.sqlite import rows as sq_rows
 from storage.timescale import rows as ts_rows
 from tests.storage.backends import open_backend

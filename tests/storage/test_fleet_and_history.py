@@ -9,7 +9,8 @@ import pytest
 
 from gateway.errors import NotFound
 from gateway.model import Batch, Channel, MeterStatus, Status
-from storage.base import FleetCounts, SilentRule, Store
+from storage.base import Store
+from storage.records import FleetCounts, SilentRule
 from tests.storage.samples import T0, balance, meter, reading
 
 H = timedelta(hours=1)

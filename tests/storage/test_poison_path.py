@@ -43,7 +43,8 @@ from gateway.model import (
 from gateway.normalise.normaliser import Normaliser, PaygOptions
 from gateway.runtime.pipeline import Item, Pipeline
 from gateway.validate.payg import PaygChecker
-from storage.base import Store, WriteResult
+from storage.base import Store
+from storage.records import WriteResult
 from storage.spool import Spool
 from storage.spool.forwarder import Forwarder
 from tests.fixtures.gateway import eventually

@@ -10,7 +10,8 @@ import pytest
 
 from gateway.errors import SinkError, SinkUnavailable
 from gateway.model import Batch, Channel, EventKind, Kind, MeterStatus, Reading
-from storage.base import LastValue, Store, WriteResult
+from storage.base import Store
+from storage.records import LastValue, WriteResult
 from tests.storage.backends import open_backend
 from tests.storage.samples import T0, balance, deadletter, event, full_reading, meter, reading, record_latest_batches
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from api.meter_csv import MeterCsv
 from gateway.model import Meter, MeterStatus, Protocol, Utility
-from storage.base import TakenIdentifiers
+from storage.records import TakenIdentifiers
 
 HEADER = "meter_id,utility,protocol,address,model,device_number,payg,status,installed_at,consumer_number,location,tags\n"
 ROW = "M-{i},water,mqtt,meters/M-{i},generic,WM-{i},yes,maintenance,2026-01-05T08:00:00Z,C-{i},{i} Mill Road,zone=n;walk=3\n"
