@@ -110,10 +110,11 @@ class SqlBase(ConsumptionQueries):
         """A meter's newest ts as the engine's activity SQL gives it (None: nothing since)."""
         return self.dialect.opt_dt(v)
 
-    async def _select(self, action: str, sql: str, params: Params | None = None) -> list[Any]:
+    async def _select(self, action: str, sql: str, params: Mapping[str, Any] | None = None) -> list[Any]:
+        """One read statement (a store may take a shorter way than `_read`)."""
         async with self._read(action) as c:
             return await c.fetch(sql, params)
 
-    async def _select_range(self, action: str, sql: str, params: Params | None = None) -> list[Any]:
+    async def _select_range(self, action: str, sql: str, params: Mapping[str, Any] | None = None) -> list[Any]:
         """A read over a time range of readings (the PostgreSQL store plans these generically)."""
         return await self._select(action, sql, params)

@@ -54,9 +54,6 @@ class Dialect(Protocol):
 
     def opt_dt(self, v: Any) -> datetime | None: ...
 
-    def span(self, d: timedelta) -> Any:
-        """A duration as compared with stored times (µs | interval)."""
-
     def money(self, v: Decimal | None) -> Any:
         """An exact amount as stored (text | numeric)."""
 
@@ -99,8 +96,9 @@ class _Sqlite:
             t = t.replace(tzinfo=UTC)
         return (t - EPOCH) // _MICROSECOND
 
-    def opt_ts(self, t: datetime | None) -> int | None:
-        return None if t is None else self.ts(t)
+    @staticmethod
+    def opt_ts(t: datetime | None) -> int | None:
+        return None if t is None else _Sqlite.ts(t)
 
     @staticmethod
     def dt(v: Any) -> datetime:
@@ -108,11 +106,9 @@ class _Sqlite:
         # cost (0.36 against 0.8 µs), and a page of readings converts two a row.
         return EPOCH + timedelta(0, 0, v)
 
-    def opt_dt(self, v: Any) -> datetime | None:
+    @staticmethod
+    def opt_dt(v: Any) -> datetime | None:
         return None if v is None else EPOCH + timedelta(0, 0, v)
-
-    def span(self, d: timedelta) -> int:
-        return d // _MICROSECOND
 
     def money(self, v: Decimal | None) -> str | None:
         return None if v is None else str(v)
@@ -159,19 +155,18 @@ class _Postgres:
     def ts(t: datetime) -> datetime:
         return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
-    def opt_ts(self, t: datetime | None) -> datetime | None:
-        return None if t is None else self.ts(t)
+    @staticmethod
+    def opt_ts(t: datetime | None) -> datetime | None:
+        return None if t is None else _Postgres.ts(t)
 
     @staticmethod
     def dt(v: Any) -> datetime:
         # The session time zone is UTC (see timescale/store._configure): values come back in UTC.
         return v if v.tzinfo is UTC else _Postgres.ts(v)
 
-    def opt_dt(self, v: Any) -> datetime | None:
-        return None if v is None else self.dt(v)
-
-    def span(self, d: timedelta) -> timedelta:
-        return d
+    @staticmethod
+    def opt_dt(v: Any) -> datetime | None:
+        return v if v is None or v.tzinfo is UTC else _Postgres.ts(v)
 
     def money(self, v: Decimal | None) -> Decimal | None:
         return v

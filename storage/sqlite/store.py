@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
@@ -197,6 +197,9 @@ class SqliteStore(SqliteQueries, SqlAccounts, SqlRegistry):
     async def _read(self, action: str) -> AsyncIterator[Conn]:
         with _errors(self.path, action):
             yield SqliteConn(self._reader)
+
+    async def _select(self, action: str, sql: str, params: Mapping[str, Any] | None = None) -> list[Any]:
+        return await self._fetch(action, sql, dict(params or {}))
 
     async def _fetch(self, action: str, sql: str, params: Iterable[Any] | dict[str, Any] = ()) -> list[Any]:
         with _errors(self.path, action):

@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import storage.sql.rows as common
+from gateway.model import Reading
+from storage.rows import CHANNEL, KIND, SOURCE, STATUS, quality
 from storage.sql.dialect import POSTGRES
 
 #: Binary COPY types of READING_IN, in order.
@@ -22,7 +26,18 @@ EVENT_COLS = common.EVENT_COLS
 DEADLETTER_COLS = common.DEADLETTER_COLS
 COMMAND_COLS = common.COMMAND_COLS
 
-ROWS = common.Rows(POSTGRES)
+
+
+def _reading(row: Any) -> Reading:
+    # The session time zone is UTC (see store._configure): timestamps come back in UTC, and
+    # a page of readings is converted without a call per timestamp.
+    return Reading(
+        row[1], CHANNEL[row[2]], row[3], row[4], KIND[row[5]], quality(row[6]), STATUS[row[7]], SOURCE[row[8]],
+        row[9], row[0], row[10], row[11],
+    )  # fmt: skip
+
+
+ROWS = common.Rows(POSTGRES, reading=_reading)
 utc, opt_utc = POSTGRES.ts, POSTGRES.opt_ts
 reading_row, reading = ROWS.reading_row, ROWS.reading
 balance_row, balance = ROWS.balance_row, ROWS.balance

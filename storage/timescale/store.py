@@ -12,7 +12,7 @@ import contextlib
 import functools
 import logging
 import select
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
@@ -28,7 +28,7 @@ from storage.migrate import load_migrations, pending
 from storage.records import ReorderResult, RetentionResult, WriteResult
 from storage.sql.accounts import SqlAccounts
 from storage.sql.conn import Conn as SqlConn
-from storage.sql.conn import Params, PgConn
+from storage.sql.conn import PgConn
 from storage.sql.dialect import POSTGRES
 from storage.sql.registry import SqlRegistry
 from storage.timescale import policies, rows
@@ -226,7 +226,10 @@ class TimescaleStore(TimescaleQueries, SqlAccounts, SqlRegistry):
             cur = await conn.execute(sql, params, prepare=True, binary=True)
             return await cur.fetchall()
 
-    async def _select_range(self, action: str, sql: str, params: Params | None = None) -> list[Any]:
+    async def _select(self, action: str, sql: str, params: Mapping[str, Any] | None = None) -> list[Any]:
+        return await self._fetch(action, POSTGRES.sql(sql), dict(params or {}))
+
+    async def _select_range(self, action: str, sql: str, params: Mapping[str, Any] | None = None) -> list[Any]:
         return await self._fetch_generic(action, POSTGRES.sql(sql), dict(params or {}))
 
     async def _detect_mode(self) -> None:
