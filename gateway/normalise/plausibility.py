@@ -145,7 +145,7 @@ class Bounds:
             if amount is None:
                 continue
             if amount.copy_abs() > limit:
-                raise Refused("implausible_amount", f"field '{name}' {_show(amount)} {currency} is beyond ±{limit:,f} "
+                raise Refused("implausible_amount", f"field '{name}' {_show(amount)} {currency} is beyond ±{limit.normalize():,f} "
                               f"{currency} ([plausibility] money_max)")
             places = decimals_of(amount)
             if places > most:
