@@ -277,6 +277,8 @@ class ModbusPoller:
                 await self._sleep(delay)
             else:
                 await asyncio.sleep(0)  # back-to-back polls still let the others run
+            # Sent: from here it waits for the bus itself (as a waiter, with its priority).
+            self._sends.pop(target.meter_id, None)
             if breaker.allow(self._monotonic()):
                 ts = self._boundary(slot.due) if target.align and target.interval else self._clock()
                 priority = self._priority(health, breaker)
@@ -296,8 +298,9 @@ class ModbusPoller:
         """Seconds until no healthy meter sends within its guard: a poll of lower priority that
         started sooner could hold the bus through that meter's slot."""
         now = self._now()
-        soon = [send for send, guard in self._sends.values() if now < send <= now + guard]
-        return max(soon) - now + _AFTER_SEND if soon else 0.0
+        # Sends already due count too: their meter's task may not have run yet to take its place.
+        soon = [send for send, guard in self._sends.values() if send <= now + guard]
+        return max(0.0, max(soon) - now) + _AFTER_SEND if soon else 0.0
 
     def _priority(self, health: MeterHealth, breaker: CircuitBreaker) -> int:
         """HEALTHY for a meter that answered its last poll promptly; FAILING for one that failed it, whose
