@@ -32,12 +32,10 @@ not of plausibility.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal, InvalidOperation
-from itertools import accumulate
 from typing import Any, Literal
 
 from gateway.errors import PayloadError
@@ -51,6 +49,7 @@ from gateway.model.payloads import (
     value_key,
 )
 from gateway.model.text import unstorable_at
+from gateway.normalise.plausibility import too_deep
 
 __all__ = [
     "DEFAULT_MAPPING",
@@ -84,10 +83,6 @@ _MAX_INTEGER_DIGITS = 131_072
 #: ...and this many after it.
 _MAX_FRACTION_DIGITS = 16_383
 _MISSING: Any = object()
-#: Deeper than any payload layout needs (a mapping's pointer walks a few levels).
-_MAX_DEPTH = 64
-_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
-_BRACKETS = re.compile(r"[\[\]{}]")
 _TS_EXPECTED = {
     "auto": "an ISO 8601 string or epoch seconds/milliseconds",
     "iso8601": "an ISO 8601 string",
@@ -437,7 +432,7 @@ def _decode(payload: bytes, topic: str) -> Any:
     except UnicodeDecodeError as exc:
         msg = f"payload is not UTF-8 text (bad byte at offset {exc.start})"
         raise PayloadError(topic, "malformed_json", msg) from None
-    if text.count("[") + text.count("{") > _MAX_DEPTH and _depth(text) > _MAX_DEPTH:
+    if too_deep(text):
         raise PayloadError(topic, "malformed_json", "payload nests too deeply")
     try:
         return _JSON.decode(text)
@@ -451,14 +446,6 @@ def _decode(payload: bytes, topic: str) -> Any:
         # parse_float=Decimal refuses an exponent beyond any decimal context (1e99999999999999999999).
         msg = "payload holds a number whose exponent is too large to read"
         raise PayloadError(topic, "malformed_json", msg) from None
-
-
-def _depth(text: str) -> int:
-    """How deep the arrays and objects of `text` nest (strings left out). The decoder's own limit
-    is the interpreter's recursion limit, which anything in the process may raise: a payload is
-    refused the same way whatever it is."""
-    brackets = _BRACKETS.findall(_STRINGS.sub("", text))
-    return max(accumulate(1 if b in "[{" else -1 for b in brackets), default=0)
 
 
 def parse_balance(

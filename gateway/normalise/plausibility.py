@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import accumulate
 from typing import Any
 
 import numpy as np
@@ -38,7 +39,7 @@ from gateway.model.frame import F64
 from gateway.model.payg import BalanceUpdate
 from gateway.model.readings import UNITS, Channel
 
-__all__ = ["CHANNEL_LIMITS", "REASONS", "Bounds", "Limits", "Refused", "limits_of", "outside_range"]
+__all__ = ["CHANNEL_LIMITS", "REASONS", "Bounds", "Limits", "Refused", "limits_of", "outside_range", "too_deep"]
 
 #: Stable dead-letter reasons of these checks.
 REASONS = frozenset({"implausible_amount", "implausible_decimals", "bad_currency", "implausible_ts",
@@ -67,6 +68,10 @@ CHANNEL_LIMITS: Limits = {
 #: largest minor unit the list has (CLF, UYW).
 NA_DECIMALS = 4
 _ISO_SHAPE = re.compile(r"[A-Z]{3}")
+#: Deeper than any payload layout needs (a mapping's pointer walks a few levels).
+MAX_DEPTH = 64
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
 _MONEY = ("balance", "emergency_credit", "debt", "last_topup_amount")
 
 
@@ -204,6 +209,17 @@ def outside_range(channel: Channel, value: float, low: float, high: float) -> st
     unit = f" {UNITS[channel]}" if UNITS[channel] else ""
     return (f"{_show(f'{value:g}')}{unit} is outside the physical range of {channel.value}, {low:g}..{high:g}{unit} "
             f"([plausibility.channels] {channel.value})")
+
+
+def too_deep(text: str) -> bool:
+    """JSON text whose arrays and objects nest deeper than MAX_DEPTH (strings left out). The
+    decoder's own limit is the interpreter's recursion limit, which anything in the process may
+    raise: a payload is refused the same way whatever it is. Counting brackets first keeps the
+    usual payload at two `str.count`s."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return False
+    brackets = _BRACKETS.findall(_STRINGS.sub("", text))
+    return max(accumulate(1 if b in "[{" else -1 for b in brackets), default=0) > MAX_DEPTH
 
 
 def limits_of(channels: Sequence[Channel], limits: Limits) -> tuple[F64, F64]:
