@@ -36,18 +36,9 @@ from gateway.errors import SpoolDamaged, SpoolError, SpoolUnwritable
 from gateway.model import Batch, Event, EventKind, Severity
 from storage.files import private_database
 from storage.onthread import on_thread
-from storage.spool import codec
+from storage.spool import codec, sqlitefile
 from storage.spool.salvage import salvage
-from storage.spool.sqlitefile import (
-    SpoolLock,
-    clear_path,
-    copy_into,
-    delete_rows,
-    insert_row,
-    schema,
-    spool_error,
-    stamp,
-)
+from storage.spool.sqlitefile import SpoolLock, clear_path, copy_into, schema, spool_error, stamp
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +265,7 @@ class Spool:
                 db = self.db
                 now = self._wall()
                 try:
-                    row_id = await on_thread(db, lambda conn: insert_row(conn, body, len(batch), now))
+                    row_id = await on_thread(db, lambda conn: sqlitefile.insert_row(conn, body, len(batch), now))
                 except BaseException as exc:
                     # The row may be in the file (or be kept by a later commit) though we failed:
                     # memory no longer holds everything, peek reads the file.
@@ -356,13 +347,17 @@ class Spool:
         """Forget every batch with id <= last_id: the sink has committed them. SpoolUnwritable if the
         file cannot be written now (a delete writes to the WAL): call again later."""
         # Memory first: whatever becomes of the DELETE, memory no longer hands these out. If it
-        # fails or is cancelled (it may still run), peek reads the file, which has the truth.
+        # fails, peek reads the file, which has the truth. Shielded: once its hop is queued it commits
+        # even if the caller is cancelled (the forwarder's shutdown), and the counts must follow.
         self._forget_upto(last_id)
+        await asyncio.shield(self._delete(last_id))
+
+    async def _delete(self, last_id: int) -> None:
         try:
             async with self._file:
                 db = self.db
                 try:
-                    gone, first = await on_thread(db, lambda conn: delete_rows(conn, last_id))
+                    gone, first = await on_thread(db, lambda conn: sqlitefile.delete_rows(conn, last_id))
                 except sqlite3.Error as exc:
                     await _rollback(db)
                     raise spool_error(self.path, "delete", exc) from exc
