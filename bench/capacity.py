@@ -13,7 +13,9 @@ own process; a real gateway (`meter-gateway run` with a generated configuration)
   rows committed/s                        readings the store committed (its own tables, read from here by seq)
   committed / read                        the ratio of those two over the window
   commit latency p50 / p99                a reading's timestamp (its poll slot) -> seen committed in the
-                                          store, looked at every --look seconds (so up to that much late)
+                                          store, looked at every --look seconds (so up to that much late);
+                                          and from its received_at (the poll's answer) -> committed: the
+                                          write path alone, without the wait for the meter's turn on its link
   spool backlog                           meter_gateway_spool_items at the end, and its highest
   CPU                                     per process of the gateway (all processes `meter-gateway run`
                                           started), the simulator's, this process', and the machine's
@@ -90,12 +92,16 @@ async def run(args: argparse.Namespace, dsn: str | None, server: int | None) -> 
                     w.start()
                 t0 = time.monotonic()
                 latency: dict[float, int] = {}
+                write_path: dict[float, int] = {}
                 first: dict[float, int] = {}
                 last: dict[float, int] = {}
                 committed = spool_max = queue_max = scraped = 0
                 while (elapsed := time.monotonic() - t0) < args.duration:
                     await asyncio.sleep(args.look)
                     when, groups = await asyncio.to_thread(watch.look)
+                    for tenth, n in watch.received.items():
+                        lag = round(when - tenth, 1)
+                        write_path[lag] = write_path.get(lag, 0) + n
                     for second, n in groups.items():
                         lag = round(when - second, 1)
                         latency[lag] = latency.get(lag, 0) + n
@@ -129,6 +135,8 @@ async def run(args: argparse.Namespace, dsn: str | None, server: int | None) -> 
                 ("rows committed/s (readings in the store)", f"{committed / wall:.0f}"),
                 ("committed / read", f"{committed / max(read, 1):.3f}"),
                 ("commit latency p50 / p99 (s)", f"{weighted_pct(latency, 50):.1f} / {weighted_pct(latency, 99):.1f}"),
+                ("  answer received -> committed (the write path alone) p50 / p99 (s)",
+                 f"{weighted_pct(write_path, 50):.1f} / {weighted_pct(write_path, 99):.1f}"),
                 ("  first sixth of the window p50 / p99 (s)", f"{weighted_pct(first, 50):.1f} / {weighted_pct(first, 99):.1f}"),
                 ("  last sixth of the window p50 / p99 (s)", f"{weighted_pct(last, 50):.1f} / {weighted_pct(last, 99):.1f}"),
                 ("spool backlog at the end / highest (items)", f"{int(m1.get(SPOOL, 0)):,} / {spool_max:,}"),

@@ -294,6 +294,7 @@ class StoreWatch:
         self._db: Any = None
         self.last_seq = 0
         self.newest: dict[str, float] = {}
+        self.received: dict[float, int] = {}
 
     def open(self) -> None:
         if self.store == "sqlite":
@@ -315,9 +316,11 @@ class StoreWatch:
         return int(row[0])
 
     def look(self) -> tuple[float, dict[float, int]]:
-        """(when, {ts second: readings}) of the readings committed since the last look."""
+        """(when, {ts second: readings}) of the readings committed since the last look; `received` gets
+        {received_at tenth of a second: readings} of the same rows (when the poll's answer came in)."""
         top = self._max_seq()
         when = time.time()
+        self.received: dict[float, int] = {}
         if top <= self.last_seq:
             return when, {}
         if self.store == "sqlite":
@@ -325,13 +328,19 @@ class StoreWatch:
                                       (self.last_seq, top)).fetchall()
             newest = self._db.execute("SELECT meter_id, max(ts) / 1e6 FROM readings WHERE seq > ? AND seq <= ?"
                                       " GROUP BY meter_id", (self.last_seq, top)).fetchall()
+            received = self._db.execute("SELECT received_at / 100000, count(*) FROM readings WHERE seq > ? AND"
+                                        " seq <= ? AND received_at IS NOT NULL GROUP BY 1", (self.last_seq, top)).fetchall()
         else:
             groups = self._db.execute("SELECT floor(extract(epoch FROM ts))::bigint, count(*) FROM readings"
                                       " WHERE seq > %s AND seq <= %s GROUP BY 1", (self.last_seq, top)).fetchall()
             newest = self._db.execute("SELECT meter_id, extract(epoch FROM max(ts))::float8 FROM readings"
                                       " WHERE seq > %s AND seq <= %s GROUP BY meter_id", (self.last_seq, top)).fetchall()
+            received = self._db.execute("SELECT floor(extract(epoch FROM received_at) * 10)::bigint, count(*)"
+                                        " FROM readings WHERE seq > %s AND seq <= %s AND received_at IS NOT NULL"
+                                        " GROUP BY 1", (self.last_seq, top)).fetchall()
         self.last_seq = top
         for meter, ts in newest:
             if ts > self.newest.get(meter, 0.0):
                 self.newest[meter] = float(ts)
+        self.received = {int(t) / 10: int(n) for t, n in received}
         return when, {float(s): int(n) for s, n in groups}
