@@ -42,9 +42,22 @@ def _d(value: str | None) -> Decimal | None:
 
 
 def encode(batch: Batch) -> bytes:
+    # The readings of a poll share received_at, the polls of a round their ts: each distinct timestamp
+    # is formatted once (isoformat was a third of the cost of encoding a pass of polls).
+    # By identity, not equality: equal times in other zones must keep their own offset. The batch holds
+    # every datetime while this runs, so no id is reused meanwhile.
+    stamps: dict[int, str] = {}
+
+    def iso(value: datetime) -> str:
+        found = stamps.get(id(value))
+        if found is None:
+            found = stamps[id(value)] = value.isoformat()
+        return found
+
     doc: dict[str, Any] = {
-        "r": [[r.meter_id, r.channel.value, r.ts.isoformat(), r.value, r.kind.value, int(r.quality), r.status.value,
-               r.source.value, None if r.received_at is None else r.received_at.isoformat(), r.note]
+        # _value_, not .value: on Python 3.11 .value is a descriptor call, four times the cost.
+        "r": [[r.meter_id, r.channel._value_, iso(r.ts), r.value, r.kind._value_, int(r.quality), r.status._value_,
+               r.source._value_, None if r.received_at is None else iso(r.received_at), r.note]
               for r in batch.readings],
         "b": [[b.meter_id, b.ts.isoformat(), str(b.balance), b.currency, _dec(b.emergency_credit),
                b.emergency_credit_in_use, _dec(b.debt), b.relay.value if b.relay else None,

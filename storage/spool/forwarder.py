@@ -12,6 +12,7 @@ the data's fault (a disk, a socket): it is retried as an unreachable sink, never
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -43,25 +44,51 @@ class ForwarderState:
     on_write: list[Callable[[WriteResult, float], None]] = field(default_factory=list)
 
 
+#: How many times `batch_items` one write may take while the spool holds more than that (catching up).
+CATCH_UP = 8
+
+
 class Forwarder:
     """Moves spooled batches to the store. A write is closed by size (`batch_items`) or by
-    age (`linger` seconds after the oldest spooled item arrived), whichever comes first."""
+    age (`linger` seconds after the oldest spooled item arrived), whichever comes first.
+
+    While more than `batch_items` wait, a write takes up to `catch_up` times as many: each write costs
+    a transaction and a spool delete whatever its size, and a forwarder that stays at the size it keeps
+    up with when the store is idle never catches up once it is behind (issue 26: 2,000 meters a second).
+
+    The spool delete of what a write committed runs while the next write goes to the store: they are
+    separate files. The next write takes the batches after those committed (`peek(after=...)`), so a
+    batch is never written twice while its delete is under way; one delete at a time, in id order.
+    """
 
     def __init__(self, spool: Spool, store: Store, *, batch_items: int = 2000, linger: float = 0.05,
-                 backoff: Backoff | None = None) -> None:  # fmt: skip
+                 backoff: Backoff | None = None, catch_up: int = CATCH_UP) -> None:  # fmt: skip
         self.spool = spool
         self.store = store
         self.batch_items = batch_items
+        self.catch_up = max(1, catch_up)
         self.linger = linger
         self.backoff = backoff or Backoff(0.2, 10.0)
         self.state = ForwarderState()
+        #: The last spool id the store has committed (its delete may still be under way).
+        self._committed = 0
+        self._deleting: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         """Forward until cancelled."""
-        while True:
-            await self.spool.wait_for_data()
-            await self._linger()
-            await self.forward_once()
+        try:
+            while True:
+                await self.spool.wait_for_data()
+                await self._linger()
+                await self._forward()
+        finally:
+            # A delete left behind may wait for a full disk for ever; cancelled, its batches stay in the
+            # spool and are deleted by the next forward (drain), or sent again after a restart (no-ops).
+            if self._deleting is not None and not self._deleting.done():
+                self._deleting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._deleting
+            self._deleting = None
 
     async def _linger(self) -> None:
         # Under a trickle, wait a little for a fuller batch: one store transaction per
@@ -84,9 +111,21 @@ class Forwarder:
         return self.spool.stats().rows == 0
 
     async def forward_once(self) -> None:
-        """Move one chunk of the spool to the sink; sleeps with backoff if the sink is down."""
-        chunk = await self.spool.peek(self.batch_items)
+        """Move one chunk of the spool to the sink, its spool delete done when this returns; sleeps with
+        backoff if the sink is down."""
+        await self._forward()
+        await self._deleted()
+
+    async def _forward(self) -> None:
+        """forward_once, but the spool delete of the chunk may still be under way when this returns."""
+        waiting = self.spool.stats().items
+        size = self.batch_items if waiting <= self.batch_items else min(waiting, self.batch_items * self.catch_up)
+        chunk = await self.spool.peek(size, after=self._committed)
         if not chunk:
+            # Nothing new: what is left in the spool was committed; see its delete through.
+            await self._deleted()
+            if self.spool.stats().rows and self._committed:
+                await self._delete(self._committed)
             return
         merged = Batch()
         for _, b in chunk:
@@ -109,13 +148,21 @@ class Forwarder:
         self.backoff.reset()
         elapsed = time.perf_counter() - started
         self.state.conflicts += len(result.conflicts)
-        await self._delete(chunk[-1][0])
+        self._committed = chunk[-1][0]
+        await self._deleted()
+        self._deleting = asyncio.create_task(self._delete(self._committed), name="spool-delete")
         self.state.batches += 1
         self.state.rows += len(merged)
         self.state.last_batch_s = elapsed
         self.state.last_write_at = datetime.now(UTC)
         for callback in self.state.on_write:
             callback(result, elapsed)
+
+    async def _deleted(self) -> None:
+        """Wait for the delete under way, if any (its error, if it failed, is raised here)."""
+        task, self._deleting = self._deleting, None
+        if task is not None:
+            await task
 
     async def _delete(self, last_id: int) -> None:
         """Forget what the store committed. A delete writes (SQLite's WAL): while the spool's disk is

@@ -35,7 +35,8 @@ from gateway.backoff import Backoff
 from gateway.errors import SpoolDamaged, SpoolError, SpoolUnwritable
 from gateway.model import Batch, Event, EventKind, Severity
 from storage.files import private_database
-from storage.spool import codec
+from storage.onthread import on_thread
+from storage.spool import codec, sqlitefile
 from storage.spool.salvage import salvage
 from storage.spool.sqlitefile import SpoolLock, clear_path, copy_into, schema, spool_error, stamp
 
@@ -264,11 +265,7 @@ class Spool:
                 db = self.db
                 now = self._wall()
                 try:
-                    cur = await db.execute("INSERT INTO spool (body, items, size, created) VALUES (?, ?, ?, ?)",
-                                           (body, len(batch), len(body), now))
-                    await db.commit()
-                    row_id = int(cur.lastrowid or 0)
-                    await cur.close()
+                    row_id = await on_thread(db, lambda conn: sqlitefile.insert_row(conn, body, len(batch), now))
                 except BaseException as exc:
                     # The row may be in the file (or be kept by a later commit) though we failed:
                     # memory no longer holds everything, peek reads the file.
@@ -312,21 +309,24 @@ class Spool:
             self._writable()
             await self.flush_events()
 
-    async def peek(self, max_items: int) -> list[tuple[int, Batch]]:
-        """The oldest batches, in order, up to about `max_items` items (at least one batch).
+    async def peek(self, max_items: int, *, after: int = 0) -> list[tuple[int, Batch]]:
+        """The oldest batches with an id above `after`, in order, up to about `max_items` items (at least one batch).
         They may be the spool's own objects: do not change them. A row that does not decode comes
         as a batch holding one dead letter (reason `spool_undecodable`) with the row's id and bytes."""
         out: list[tuple[int, Batch]] = []
         total = 0
         if self._whole:
             for row_id, (batch, _) in self._memory.items():
+                if row_id <= after:
+                    continue
                 if (out and total + len(batch) > max_items) or len(out) >= _PEEK_ROWS:
                     break
                 out.append((row_id, batch))
                 total += len(batch)
             return out
         async with self._file:
-            async with self.db.execute(f"SELECT id, body, items, created FROM spool ORDER BY id LIMIT {_PEEK_ROWS}") as cur:
+            async with self.db.execute(f"SELECT id, body, items, created FROM spool WHERE id > ? ORDER BY id"
+                                       f" LIMIT {_PEEK_ROWS}", (after,)) as cur:
                 async for row_id, body, items, created in cur:
                     n = items if type(items) is int else 1
                     if out and total + n > max_items:
@@ -347,21 +347,17 @@ class Spool:
         """Forget every batch with id <= last_id: the sink has committed them. SpoolUnwritable if the
         file cannot be written now (a delete writes to the WAL): call again later."""
         # Memory first: whatever becomes of the DELETE, memory no longer hands these out. If it
-        # fails or is cancelled (it may still run), peek reads the file, which has the truth.
+        # fails, peek reads the file, which has the truth. Shielded: once its hop is queued it commits
+        # even if the caller is cancelled (the forwarder's shutdown), and the counts must follow.
         self._forget_upto(last_id)
+        await asyncio.shield(self._delete(last_id))
+
+    async def _delete(self, last_id: int) -> None:
         try:
             async with self._file:
                 db = self.db
                 try:
-                    # Sums over the deleted range only (a primary-key range), not the whole spool: a
-                    # spool that grew to millions of batches during an outage drains in linear time.
-                    async with db.execute("SELECT COUNT(*), COALESCE(SUM(items),0), COALESCE(SUM(size),0) FROM spool"
-                                          " WHERE id <= ?", (last_id,)) as cur:
-                        gone = await cur.fetchone()
-                    await db.execute("DELETE FROM spool WHERE id <= ?", (last_id,))
-                    await db.commit()
-                    async with db.execute("SELECT created FROM spool ORDER BY id LIMIT 1") as cur:
-                        first = await cur.fetchone()
+                    gone, first = await on_thread(db, lambda conn: sqlitefile.delete_rows(conn, last_id))
                 except sqlite3.Error as exc:
                     await _rollback(db)
                     raise spool_error(self.path, "delete", exc) from exc
@@ -370,7 +366,6 @@ class Spool:
             if isinstance(exc, SpoolUnwritable):
                 self._unwritable(exc)
             raise
-        assert gone is not None
         self._rows -= int(gone[0])
         self._items -= int(gone[1])
         self._bytes -= int(gone[2])

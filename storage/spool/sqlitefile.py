@@ -28,6 +28,25 @@ CREATE TABLE IF NOT EXISTS {prefix}spool (
 )"""
 
 
+def insert_row(db: sqlite3.Connection, body: bytes, items: int, now: float) -> int:
+    """One spooled batch, committed (on the connection's thread: one hop, see storage.onthread)."""
+    cur = db.execute("INSERT INTO spool (body, items, size, created) VALUES (?, ?, ?, ?)", (body, items, len(body), now))
+    db.commit()
+    return int(cur.lastrowid or 0)
+
+
+def delete_rows(db: sqlite3.Connection, last_id: int) -> tuple[tuple[int, int, int], tuple[float] | None]:
+    """Delete batches up to `last_id`, committed: ((rows, items, bytes) deleted, (created,) of the first left)."""
+    # Sums over the deleted range only (a primary-key range), not the whole spool: a spool that grew
+    # to millions of batches during an outage drains in linear time.
+    gone = db.execute("SELECT COUNT(*), COALESCE(SUM(items),0), COALESCE(SUM(size),0) FROM spool WHERE id <= ?",
+                      (last_id,)).fetchone()
+    db.execute("DELETE FROM spool WHERE id <= ?", (last_id,))
+    db.commit()
+    first = db.execute("SELECT created FROM spool ORDER BY id LIMIT 1").fetchone()
+    return (int(gone[0]), int(gone[1]), int(gone[2])), first
+
+
 #: Primary result codes that mean "cannot write now, may later" (the file itself is fine), with
 #: the short reason readiness, events and metrics show.
 UNWRITABLE = {
@@ -204,5 +223,5 @@ class SpoolLock:
         return False
 
 
-__all__ = ["DAMAGED", "UNWRITABLE", "SpoolLock", "aside", "clear_path", "copy_into", "move_with_companions", "schema",
-           "spool_error", "stamp", "sync_dir"]
+__all__ = ["DAMAGED", "UNWRITABLE", "SpoolLock", "aside", "clear_path", "copy_into", "delete_rows", "insert_row",
+           "move_with_companions", "schema", "spool_error", "stamp", "sync_dir"]

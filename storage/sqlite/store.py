@@ -25,12 +25,14 @@ from storage.boundary import DEFAULT_ESTIMATE_WINDOW
 from storage.files import private_database
 from storage.identity import digest
 from storage.migrate import load_migrations, pending
+from storage.onthread import on_thread
 from storage.records import ReorderResult, RetentionResult, WriteResult
 from storage.sql.accounts import SqlAccounts
 from storage.sql.conn import Conn, SqliteConn
 from storage.sql.dialect import SQLITE
 from storage.sql.registry import SqlRegistry
 from storage.sqlite import rows
+from storage.sqlite.ingest import write_batch
 from storage.sqlite.queries import SqliteQueries
 
 log = logging.getLogger(__name__)
@@ -47,8 +49,6 @@ CREATE TEMP TABLE IF NOT EXISTS staging_readings (
     idx INTEGER PRIMARY KEY, meter_id TEXT, channel TEXT, ts INTEGER, value REAL,
     kind TEXT, quality INTEGER, status TEXT, source TEXT, received_at INTEGER, note TEXT
 )"""
-_IN = rows.READING_IN
-_S_IN = ", ".join(f"s.{c.strip()}" for c in _IN.split(","))
 
 
 def _utcnow() -> datetime:
@@ -278,35 +278,14 @@ class SqliteStore(SqliteQueries, SqlAccounts, SqlRegistry):
 
     # -- sink --------------------------------------------------------------------
     async def write(self, batch: Batch) -> WriteResult:
-        """Write the batch in one transaction; committed when this returns. Idempotent."""
-        result = WriteResult()
+        """Write the batch in one transaction; committed when this returns. Idempotent.
+        The whole transaction runs on the writer's thread in one hop (storage.sqlite.ingest)."""
         if len(batch) == 0:
-            return result
-        async with self._transaction("write") as db:
-            if batch.readings:
-                await _write_readings(db, batch.readings, result, self.gateway_id)
-            if batch.balances:
-                cur = await db.executemany(
-                    f"INSERT INTO balances ({rows.BALANCE_IN}, gateway_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (meter_id, ts) DO NOTHING",
-                    [(*rows.balance_row(b), self.gateway_id) for b in batch.balances],
-                )
-                result.balances_inserted = cur.rowcount
-            if batch.events:
-                cur = await db.executemany(
-                    f"INSERT INTO events ({rows.EVENT_COLS}, ikey, gateway_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (ts, ikey) DO NOTHING",
-                    [(*rows.event_row(e), self.gateway_id) for e in batch.events],
-                )
-                result.events_inserted = cur.rowcount
-            if batch.deadletters:
-                cur = await db.executemany(
-                    f"INSERT INTO deadletters ({rows.DEADLETTER_COLS}, ikey, gateway_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (ts, ikey) DO NOTHING",
-                    [(*rows.deadletter_row(d), self.gateway_id) for d in batch.deadletters],
-                )
-                result.deadletters_inserted = cur.rowcount
-        return result
+            return WriteResult()
+        gateway_id = self.gateway_id
+        async with self._write_lock:
+            with _errors(self.path, "write"):
+                return await on_thread(self._writer, lambda db: write_batch(db, batch, gateway_id))
 
     async def upsert_meters(self, meters: Sequence[Meter]) -> None:
         """Create or update meters by meter_id; created_at is kept on update."""
@@ -362,49 +341,6 @@ async def _next_seq(db: aiosqlite.Connection) -> int:
         " WHERE name = 'readings' RETURNING seq"
     )
     return int(next(iter(found))[0])
-
-
-async def _write_readings(db: aiosqlite.Connection, readings: list[Reading], result: WriteResult,
-                          gateway_id: str | None) -> None:  # fmt: skip
-    await db.execute("DELETE FROM temp.staging_readings")
-    await db.executemany(
-        f"INSERT INTO temp.staging_readings (idx, {_IN}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [(i, *rows.reading_row(r)) for i, r in enumerate(readings)],
-    )
-    # Stored estimates whose real reading arrives: replaced (rare, so one by one, each
-    # with a new seq so the feed shows the real value).
-    replace = list(await db.execute_fetchall(
-        "SELECT r.seq, min(s.idx) FROM temp.staging_readings AS s JOIN readings AS r"
-        " ON r.meter_id = s.meter_id AND r.channel = s.channel AND r.ts = s.ts"
-        " WHERE r.source = 'estimate' AND s.source <> 'estimate' GROUP BY r.seq ORDER BY min(s.idx)"
-    ))
-    for old_seq, idx in replace:
-        seq = await _next_seq(db)
-        await db.execute(
-            f"UPDATE readings SET (seq, {_IN}, gateway_id) = (SELECT ?, {_S_IN}, ? FROM temp.staging_readings AS s"
-            " WHERE s.idx = ?) WHERE seq = ?",
-            (seq, gateway_id, idx, old_seq),
-        )
-    # ORDER BY idx: seq follows the batch order. WHERE true: SQLite's documented way
-    # to keep "ON CONFLICT" from being parsed as a join constraint.
-    cur = await db.execute(
-        f"INSERT INTO readings ({_IN}, gateway_id) SELECT {_IN}, ? FROM temp.staging_readings"
-        " WHERE true ORDER BY idx ON CONFLICT (meter_id, channel, ts) DO NOTHING",
-        (gateway_id,),
-    )
-    result.readings_inserted = cur.rowcount
-    # Every staged row now has a stored row with its key; those whose stored value
-    # differs lost to an earlier value (stored before, or earlier in this batch), except
-    # estimates arriving for a real read: estimates never overwrite and are not news.
-    found = await db.execute_fetchall(
-        "SELECT s.idx FROM temp.staging_readings AS s JOIN readings AS r"
-        " ON r.meter_id = s.meter_id AND r.channel = s.channel AND r.ts = s.ts"
-        " WHERE r.value IS NOT s.value AND NOT (s.source = 'estimate' AND r.source <> 'estimate') ORDER BY s.idx"
-    )
-    result.conflicts = [readings[int(row[0])] for row in found]
-    result.readings_replaced = len(replace)
-    result.readings_duplicate = len(readings) - result.readings_inserted - len(result.conflicts) - len(replace)
-    await db.execute("DELETE FROM temp.staging_readings")
 
 
 def _statements(script: str) -> list[str]:

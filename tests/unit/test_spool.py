@@ -25,6 +25,7 @@ from gateway.model import (
 )
 from storage.spool import Spool, SpoolStats
 from storage.spool.codec import decode, encode
+from tests.fixtures.gateway import eventually
 
 T = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -176,6 +177,32 @@ async def test_a_delete_cancelled_after_it_committed_never_hands_those_batches_o
 
         assert await _file_ids(spool) == []
         assert await spool.peek(100) == []
+
+
+async def test_a_delete_cancelled_after_it_committed_still_counts_what_it_deleted(tmp_path: Path) -> None:
+    """Issue 26: the forwarder's delete runs beside the next write and is cancelled at shutdown. Counts
+    left at what the file no longer holds kept `rows` above 0 for ever: the drain then ran to its deadline."""
+    path = tmp_path / "spool.db"
+    async with Spool(path) as spool:
+        for i in range(3):
+            await spool.append(batch(i))
+        chunk = await spool.peek(100)
+        deleting = asyncio.create_task(spool.delete_upto(chunk[-1][0]))
+        other = sqlite3.connect(path)
+        try:
+            for _ in range(1_000_000):  # until another connection sees the DELETE committed
+                if other.execute("SELECT COUNT(*) FROM spool").fetchone()[0] == 0:
+                    break
+                await asyncio.sleep(0)
+        finally:
+            other.close()
+        deleting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await deleting
+
+        stats = await eventually(lambda: (s := spool.stats()).rows == 0 and s, timeout=10)
+        assert (stats.rows, stats.items, stats.bytes, stats.oldest_age_s) == (0, 0, 0, None)
+        assert await _file_ids(spool) == []
 
 
 async def test_an_append_cancelled_while_its_insert_runs_is_still_handed_out(tmp_path: Path) -> None:
