@@ -17,7 +17,7 @@ from gateway.config.locate import index_lines, line_of, problems_from_validation
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.model.meters import Utility
 from gateway.model.profiles import ByteOrder, DataType, DeviceFlag, DeviceProfile, FlagSpec, Function, RegisterSpec
-from gateway.model.readings import Channel, Kind
+from gateway.model.readings import UNITS, Channel, Kind
 from gateway.model.units import conversion_factor
 
 
@@ -74,9 +74,25 @@ def _cross_check(parsed: ProfileFile, index: dict[KeyPath, int]) -> list[ConfigP
     """Checks that span several keys, each problem with its key and line."""
     problems: list[ConfigProblem] = []
     seen: dict[Channel, int] = {}
+    taken: dict[tuple[Function, int], int] = {}  # (function, register) -> the entry that reads it
     limit = parsed.profile.max_registers_per_request
     for i, reg in enumerate(parsed.registers):
         key: KeyPath = ("registers", i)
+        if "unit" not in reg.model_fields_set and UNITS[reg.channel]:
+            # An omitted unit used to mean "canonical": a meter sending W read as kW is off by 1000
+            # with nothing to show for it, so the device's unit must be written down.
+            msg = (f"{reg.channel.value} has no unit: write the unit the device sends "
+                   f"(e.g. unit = \"{UNITS[reg.channel]}\")")
+            problems.append(ConfigProblem(f"registers[{i}].unit", line_of(index, (*key, "channel")), msg))
+        clash = next((taken[(reg.function, a)] for a in range(reg.address, reg.address + reg.type.words)
+                      if (reg.function, a) in taken), None)
+        if clash is not None:
+            other = parsed.registers[clash]
+            msg = (f"{reg.channel.value} ({reg.type.value} at {reg.address:#06x}) overlaps registers[{clash}] "
+                   f"{other.channel.value} ({other.type.value} at {other.address:#06x}, {other.function.value})")
+            problems.append(ConfigProblem(f"registers[{i}].address", line_of(index, (*key, "address")), msg))
+        for a in range(reg.address, reg.address + reg.type.words):
+            taken.setdefault((reg.function, a), i)
         if reg.channel in seen:
             msg = f"repeats channel {reg.channel.value} (first at registers[{seen[reg.channel]}])"
             problems.append(ConfigProblem(f"registers[{i}].channel", line_of(index, (*key, "channel")), msg))
