@@ -3,9 +3,10 @@
 Each unit id of the range is probed in turn with read requests only (FC 03 / FC 04: a scan never
 writes to a device). A unit that times out, or for which a TCP gateway answers "gateway path
 unavailable" / "target device failed to respond" (exceptions 10, 11), is not there. A unit that
-answers anything else, an exception included, is there, and each profile is tried on it the way
-volkszaehler/mbmd's scan does: a profile fits when the values at its voltage and frequency
-registers are plausible (80-500 V, 45-65 Hz). The fit that passes the most such checks wins;
+answers anything else, an exception included, is there. A profile that names a model-code register
+(`[[identify]]`) fits when that register reads one of its values: that is proof, and it wins.
+Otherwise each profile is tried the way volkszaehler/mbmd's scan does: a profile fits when the
+values at its voltage and frequency registers are plausible (80-500 V, 45-65 Hz). The fit that passes the most such checks wins;
 profiles that pass as many are named as alternatives (they read the same registers). A profile
 with neither register (the first SDM72D-M) cannot be told by plausibility and is not tried.
 
@@ -25,7 +26,7 @@ from typing import Literal, cast
 from drivers.base import ScanHit, ScanReport, ScanRequest
 from drivers.modbus.connection import ModbusConnection, ModbusEndpoint, SerialLine
 from gateway.errors import ConnectionFailed, DecodeError, MeterTimeout, ModbusExceptionResponse
-from gateway.model.profiles import ByteOrder, DataType, DeviceProfile, Function, RegisterSpec
+from gateway.model.profiles import ByteOrder, DataType, DeviceProfile, Function, IdentifySpec, RegisterSpec
 from gateway.model.readings import Channel
 from gateway.model.units import conversion_factor
 
@@ -91,8 +92,8 @@ class _Unit:
         self.answered = False
         self._cache: dict[_Key, tuple[int, ...] | None] = {}
 
-    async def words(self, spec: RegisterSpec) -> tuple[int, ...] | None:
-        key = (spec.function, spec.address, spec.words)
+    async def words(self, spec: RegisterSpec | IdentifySpec) -> tuple[int, ...] | None:
+        key = (spec.function, spec.address, spec.words if isinstance(spec, RegisterSpec) else 1)
         if key not in self._cache:
             self._cache[key] = await self._read(key)
         return self._cache[key]
@@ -117,8 +118,27 @@ class _Unit:
         return words
 
 
-async def _identify(unit: _Unit, candidates: list[tuple[DeviceProfile, list[RegisterSpec]]]) -> ScanHit:
-    """The profile whose plausibility registers read right most often; ties are alternatives."""
+async def _by_model_code(unit: _Unit, profiles: list[DeviceProfile]) -> ScanHit | None:
+    """The profiles whose model-code register reads one of their values (the first; others are alternatives)."""
+    named: list[tuple[str, str]] = []
+    for profile in profiles:
+        for spec in profile.identify:
+            words = await unit.words(spec)
+            if words is not None and words[0] in spec.values:
+                named.append((profile.name, f"model code {words[0]:#06x} at {spec.function.value} {spec.address:#06x}"))
+                break
+    if not named:
+        return None
+    return ScanHit(unit.unit, named[0][0], named[0][1], tuple(n for n, _ in named[1:]))
+
+
+async def _identify(unit: _Unit, coded: list[DeviceProfile],
+                    candidates: list[tuple[DeviceProfile, list[RegisterSpec]]]) -> ScanHit:
+    """The profile the model code names; else the one whose plausibility registers read right most
+    often, with ties as alternatives."""
+    hit = await _by_model_code(unit, coded)
+    if hit is not None:
+        return hit
     scored: list[tuple[int, str, str]] = []
     for profile, checks in candidates:
         passed: list[str] = []
@@ -135,7 +155,8 @@ async def _identify(unit: _Unit, candidates: list[tuple[DeviceProfile, list[Regi
         if fits and passed:
             scored.append((len(passed), profile.name, ", ".join(passed)))
     if not scored:
-        return ScanHit(unit.unit, None, "answers, but no profile's voltage and frequency registers read plausibly")
+        return ScanHit(unit.unit, None, "answers, but no profile's model code matches and no voltage and frequency "
+                                        "registers read plausibly")
     best = max(score for score, _, _ in scored)
     top = [(name, how) for score, name, how in scored if score == best]
     name, how = top[0]
@@ -161,6 +182,7 @@ async def scan(request: ScanRequest, profiles: Mapping[str, DeviceProfile], prog
     """Probe `request.units` in order on one endpoint; stop when `request.budget` seconds are spent."""
     endpoint = _endpoint(request)
     candidates = _candidates(profiles)
+    coded = [profiles[name] for name in sorted(profiles) if profiles[name].identify]
     hits: list[ScanHit] = []
     probed = 0
     stopped: str | None = None
@@ -174,7 +196,7 @@ async def scan(request: ScanRequest, profiles: Mapping[str, DeviceProfile], prog
                 for unit_id in request.units:
                     unit = _Unit(conn, unit_id)
                     try:
-                        hits.append(await _identify(unit, candidates))
+                        hits.append(await _identify(unit, coded, candidates))
                     except _Absent:
                         pass
                     probed += 1

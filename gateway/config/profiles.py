@@ -16,7 +16,16 @@ from gateway.config.locate import Path as KeyPath
 from gateway.config.locate import index_lines, line_of, problems_from_validation
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.model.meters import Utility
-from gateway.model.profiles import ByteOrder, DataType, DeviceFlag, DeviceProfile, FlagSpec, Function, RegisterSpec
+from gateway.model.profiles import (
+    ByteOrder,
+    DataType,
+    DeviceFlag,
+    DeviceProfile,
+    FlagSpec,
+    Function,
+    IdentifySpec,
+    RegisterSpec,
+)
 from gateway.model.readings import UNITS, Channel, Kind
 from gateway.model.units import conversion_factor
 
@@ -54,6 +63,15 @@ class FlagIn(_Strict):
     active: bool = Field(default=True, description="Bit value that means the flag is raised")
 
 
+class IdentifyIn(_Strict):
+    """A model-code register, e.g. `[[identify]] function = "holding", address = 0, values = [0xC0]`."""
+
+    function: Function = Function.INPUT
+    address: int = Field(ge=0, le=0xFFFF)
+    values: list[int] = Field(min_length=1, description="What the 16-bit register reads on the models this "
+                              "profile is for")
+
+
 class ProfileMeta(_Strict):
     name: str = Field(pattern=r"^[a-z0-9_\-]+$")
     manufacturer: str
@@ -68,6 +86,7 @@ class ProfileFile(_Strict):
     profile: ProfileMeta
     registers: list[RegisterIn] = Field(min_length=1)
     flags: list[FlagIn] = Field(default_factory=list)
+    identify: list[IdentifyIn] = Field(default_factory=list)
 
 
 def _cross_check(parsed: ProfileFile, index: dict[KeyPath, int]) -> list[ConfigProblem]:
@@ -131,6 +150,7 @@ def parse_profile(text: str, source: str) -> DeviceProfile:
         max_registers_per_request=meta.max_registers_per_request,
         max_gap=meta.max_gap,
         flags=tuple(FlagSpec(f.flag, f.function, f.address, f.bit, f.active) for f in parsed.flags),
+        identify=tuple(IdentifySpec(i.function, i.address, tuple(i.values)) for i in parsed.identify),
         registers=tuple(
             RegisterSpec(
                 channel=r.channel, function=r.function, address=r.address, type=r.type,

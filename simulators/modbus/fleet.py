@@ -326,6 +326,7 @@ def _spans(sheet: Datasheet) -> dict[int, tuple[int, int]]:
     spans: dict[int, tuple[int, int]] = {}
     located = [(r.function_code, r.address, r.words) for r in sheet.registers]
     located += [(s.function_code, s.address, 1) for s in sheet.status]
+    located += [(c.function_code, c.address, 1) for c in sheet.constants]
     for fc, address, words in located:
         lo, hi = spans.get(fc, (address, address + words))
         spans[fc] = (min(lo, address), max(hi, address + words))

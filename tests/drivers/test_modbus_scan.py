@@ -25,7 +25,7 @@ from simulators.modbus import SimFleet
 
 PROFILES = load_profiles()
 #: A bus as an installer leaves it: a few makes on scattered unit ids.
-BUS = {3: "sdm630", 7: "abb_b23", 12: "cg_em340", 20: "janitza_umg96rm", 25: "sdm72dm"}
+BUS = {3: "sdm630", 7: "abb_b23", 12: "cg_em340", 20: "janitza_umg96rm", 25: "sdm72dm", 28: "aquametro_calec_st"}
 #: What the scan must name for each unit (a set where profiles read the very same registers).
 EXPECTED = {3: {"sdm630", "sdm72dm_v2"}, 7: {"abb_b23"}, 12: {"cg_em340", "cg_et340"},
             20: {"janitza_umg96rm"}}
@@ -70,20 +70,21 @@ async def test_scan_names_each_meters_profile_and_skips_silent_units(bus: Record
     report = await scan(request)
     assert report.stopped is None and report.probed == report.wanted == 30
     found = {hit.unit: hit for hit in report.hits}
-    assert set(found) == {3, 7, 12, 20, 25}  # the rest of 1-30 is empty (silent, or refused by the gateway)
+    assert set(found) == {3, 7, 12, 20, 25, 28}  # the rest of 1-30 is empty (silent, or refused by the gateway)
     for unit, names in EXPECTED.items():
         hit = found[unit]
         assert hit.profile in names and set(hit.alternatives) <= names, (unit, hit)
         assert "voltage_l1" in hit.how and "frequency" in hit.how
     # The first SDM72D-M has neither voltage nor frequency registers: it answers, nothing fits.
     assert found[25].profile is None
+    # The heat meter has no voltage either, but a model-code register that names it.
+    assert found[28].profile == "aquametro_calec_st" and found[28].how == "model code 0x00c0 at holding 0x0000"
     # Read functions only: a scan never writes to a device.
     assert set(bus.functions) <= {3, 4} and bus.writes == 0
     # What it prints is a configuration the gateway accepts, with the profiles found.
     text = config_text(report, request, "bus1")
     cfg, _ = parse_config(text, "scan.toml", env={})
-    assert {(m.unit, m.profile) for m in cfg.meters} == {
-        (u, found[u].profile) for u in EXPECTED}
+    assert {(m.unit, m.profile) for m in cfg.meters} == {(u, found[u].profile) for u in (*EXPECTED, 28)}
 
 
 async def test_scan_of_an_endpoint_that_never_answers_ends_within_its_bound_and_says_so() -> None:

@@ -37,6 +37,7 @@ STATES = {
 def meter_holding(state: str, *, fault: str | None = None) -> SimMeter:
     meter = SimMeter("M-1", seed=5, start=T0, energy_import=12345.67)
     meter.energy_export = 321.09  # not 0: a profile reading a hole or another counter must not pass
+    meter.heat_energy, meter.volume, meter.flow = 8765.43, 1234.567, 1.25  # a heat meter's, likewise
     for name, value in STATES[state].items():
         setattr(meter, name, value)
     meter.fault = fault  # type: ignore[assignment]

@@ -67,7 +67,8 @@ def test_every_listed_make_has_a_profile() -> None:
     """Issue 16's list: the models a profile must exist for (by file name)."""
     wanted = {"sdm72dm", "sdm120", "sdm230", "sdm630", "abb_b21", "abb_b23", "em24", "cg_em340", "cg_et340",
               "iem3x55", "pm5xxx", "janitza_umg604", "janitza_umg96rm", "socomec_countis_e2x", "finder_7m38",
-              "inepro_pro380", "orno_we516"}
+              "inepro_pro380", "orno_we516", "aquametro_calec_st"}
     assert wanted <= set(SHIPPED)
+    assert len(SHIPPED) >= 20
     assert all(Channel.ENERGY_IMPORT in {s.channel for s in p.registers} or p.utility.value != "electricity"
                for p in SHIPPED.values())
