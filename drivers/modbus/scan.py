@@ -206,7 +206,8 @@ async def scan(request: ScanRequest, profiles: Mapping[str, DeviceProfile], prog
             stopped = (f"the scan's time bound of {request.budget:g} s was spent after {probed} of {wanted} unit ids; "
                        f"not probed: {_ranges(left)}")
         except ConnectionFailed as exc:
-            stopped = f"cannot reach {endpoint.address}: {exc.detail}"
+            # The connection's own "retry in ..." is for pollers: a scan does not come back.
+            stopped = f"cannot reach {endpoint.address}: {exc.detail.partition('; retry in')[0]}"
     if stopped is None and not hits:
         stopped = f"no unit answered on {endpoint.address} ({probed} unit ids probed in {time.monotonic() - started:.1f} s)"
     return ScanReport(request.where, wanted, probed, tuple(hits), stopped)

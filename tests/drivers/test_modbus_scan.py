@@ -110,6 +110,7 @@ async def test_scan_of_an_endpoint_that_refuses_the_connection_says_so() -> None
         report = await scan(ScanRequest("tcp", host="127.0.0.1", port=port, timeout=0.2, units=(1, 2, 3)))
     assert report.hits == () and report.probed == 0
     assert report.stopped is not None and report.stopped.startswith(f"cannot reach 127.0.0.1:{port}")
+    assert "retry" not in report.stopped
 
 
 async def test_the_scan_command_prints_a_table_and_meters_to_paste() -> None:
