@@ -8,6 +8,7 @@ module reads the command line, shows progress, and writes what was found.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
@@ -45,11 +46,12 @@ def parse_units(text: str) -> tuple[int, ...]:
 
 def build_request(target: str, *, transport: str | None, units: str, timeout: float, budget: float,
                   baudrate: int, parity: str) -> ScanRequest:
-    """`target` is host:port (or host, port 502) or a serial device (/dev/ttyUSB0, COM3)."""
+    """`target` is host:port (or host, port 502) or a serial device (a path such as /dev/ttyUSB0, or COM3)."""
     if timeout <= 0 or budget <= 0:
         msg = f"--timeout ({timeout:g}) and --budget ({budget:g}) must be above 0 seconds"
         raise ScanUsageError(msg)
-    serial = target.startswith("/dev/") or target.upper().startswith("COM")
+    # A path (/dev/ttyUSB0, /dev/serial/by-id/..., a pty) or a Windows COM port is a serial line.
+    serial = target.startswith("/") or bool(re.fullmatch(r"COM\d+", target.upper()))
     kind = transport or ("serial" if serial else "tcp")
     if kind not in ("tcp", "rtu_tcp", "serial"):
         msg = f"--transport {kind!r}: use tcp, rtu_tcp or serial"

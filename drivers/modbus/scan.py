@@ -6,8 +6,9 @@ unavailable" / "target device failed to respond" (exceptions 10, 11), is not the
 answers anything else, an exception included, is there. A profile that names a model-code register
 (`[[identify]]`) fits when that register reads one of its values: that is proof, and it wins.
 Otherwise each profile is tried the way volkszaehler/mbmd's scan does: a profile fits when the
-values at its voltage and frequency registers are plausible (80-500 V, 45-65 Hz). The fit that passes the most such checks wins;
-profiles that pass as many are named as alternatives (they read the same registers). A profile
+values at its voltage and frequency registers are plausible (80-500 V, 45-65 Hz). The fit with the
+most checks passed less checks failed wins (an L2 reading nothing counts against a three-phase
+profile); profiles that score as well are named as alternatives (they read the same registers). A profile
 with neither register (the first SDM72D-M) cannot be told by plausibility and is not tried.
 
 The whole scan is bounded by `ScanRequest.budget`: when it is spent, the scan stops and says
@@ -142,6 +143,7 @@ async def _identify(unit: _Unit, coded: list[DeviceProfile],
     scored: list[tuple[int, str, str]] = []
     for profile, checks in candidates:
         passed: list[str] = []
+        failed = 0
         fits = True
         for spec in checks:
             words = await unit.words(spec)
@@ -152,8 +154,12 @@ async def _identify(unit: _Unit, coded: list[DeviceProfile],
             elif spec.channel in _DECISIVE:
                 fits = False
                 break
+            else:
+                failed += 1
         if fits and passed:
-            scored.append((len(passed), profile.name, ", ".join(passed)))
+            # A three-phase profile whose L2 and L3 read nothing on a single-phase meter fits it
+            # worse than the single-phase profile whose every check passes.
+            scored.append((len(passed) - failed, profile.name, ", ".join(passed)))
     if not scored:
         return ScanHit(unit.unit, None, "answers, but no profile's model code matches and no voltage and frequency "
                                         "registers read plausibly")

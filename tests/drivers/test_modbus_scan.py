@@ -146,3 +146,17 @@ def test_a_device_path_means_a_serial_scan() -> None:
                                                                                          19200, "E")
     with pytest.raises(ScanUsageError, match="--parity 'X'"):
         build_request("/dev/ttyUSB0", transport=None, units="1", timeout=1, budget=1, baudrate=9600, parity="X")
+
+
+async def test_scan_of_a_serial_line(serial_pair: tuple[str, str]) -> None:
+    """An RS-485 line on this machine (a pty pair): empty unit ids are silent, as on a real line."""
+    server_end, client_end = serial_pair
+    fleet = SimFleet.mixed({2: PROFILES["sdm120"], 4: PROFILES["orno_we514"]}, update_interval=None,
+                           transport="serial", serial_port=server_end, baudrate=19200)
+    async with fleet:
+        request = build_request(client_end, transport=None, units="1-5", timeout=0.3, budget=60, baudrate=19200,
+                                parity="N")
+        report = await scan(request)
+    assert report.stopped is None and report.probed == 5
+    assert {(h.unit, h.profile) for h in report.hits} == {(2, "sdm120"), (4, "orno_we514")}
+    assert set(report.hits[0].alternatives) <= {"sdm230"}  # the SDM230 reads the same registers
