@@ -11,7 +11,7 @@ import asyncio
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -74,6 +74,17 @@ def build_request(target: str, *, transport: str | None, units: str, timeout: fl
     return ScanRequest(kind, host=host, port=port, timeout=timeout, units=ids, budget=budget)
 
 
+def request_for_endpoint(endpoint: object, *, units: str, budget: float) -> ScanRequest:
+    """A configured `[[modbus.endpoints]]` entry as a scan request: its transport, address, line
+    settings and timeout."""
+    e: Any = endpoint
+    if e.kind == "serial":
+        return ScanRequest("serial", serial_port=e.serial_port, baudrate=e.baudrate, parity=e.parity,
+                           stopbits=e.stopbits, bytesize=e.bytesize, timeout=e.timeout, units=parse_units(units),
+                           budget=budget)
+    return ScanRequest(e.kind, host=e.host, port=e.port, timeout=e.timeout, units=parse_units(units), budget=budget)
+
+
 def config_text(report: ScanReport, request: ScanRequest, name: str) -> str:
     """The endpoint and one [[meters]] table per identified unit, as TOML to paste."""
     lines = ["[[modbus.endpoints]]", f'name = "{name}"']
@@ -131,33 +142,66 @@ def run_scan(request: ScanRequest, profiles: Mapping[str, DeviceProfile], name: 
 
 
 def scan_command(
-    target: Annotated[str, typer.Argument(help="host:port of a Modbus TCP server or RS-485 gateway, or a serial "
-                                               "device (/dev/ttyUSB0)")],
+    target: Annotated[str | None, typer.Argument(help="host:port of a Modbus TCP server or RS-485 gateway, or a "
+                                                      "serial device (/dev/ttyUSB0); or use --config and --endpoint")]
+    = None,
     transport: Annotated[str | None, typer.Option(help="tcp | rtu_tcp | serial (default: serial for a device "
                                                        "path, else tcp)")] = None,
     units: Annotated[str, typer.Option(help="Unit ids to probe, e.g. 1-247 or 1-10,20")] = "1-247",
-    timeout: Annotated[float, typer.Option(help="Seconds per request")] = 1.0,
+    timeout: Annotated[float | None, typer.Option(help="Seconds per request (default 1, or the endpoint's)")] = None,
     budget: Annotated[float, typer.Option(help="Seconds for the whole scan; it stops there and says so")] = 300.0,
     baudrate: Annotated[int, typer.Option(help="Serial line speed")] = 9600,
     parity: Annotated[str, typer.Option(help="Serial parity: N, E or O")] = "N",
-    name: Annotated[str, typer.Option(help="Endpoint name in the printed configuration")] = "bus1",
+    name: Annotated[str | None, typer.Option(help="Endpoint name in the printed configuration (default bus1, "
+                                                  "or --endpoint)")] = None,
     profile_dir: Annotated[list[Path] | None, typer.Option(help="A folder of more device profiles (repeatable)")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Scan an endpoint of this configuration "
+                                                "(with --endpoint); its profile folders are used too")] = None,
+    endpoint: Annotated[str | None, typer.Option(help="The [[modbus.endpoints]] name to scan (with --config)")] = None,
 ) -> None:
     """Find the meters on one endpoint (read requests only) and print [[meters]] to paste."""
     from gateway.config.profiles import load_profiles
 
     out, err = Console(), Console(stderr=True)
     try:
-        request = build_request(target, transport=transport, units=units, timeout=timeout, budget=budget,
-                                baudrate=baudrate, parity=parity)
-        profiles = load_profiles(tuple(profile_dir or ()))
+        if (config is None) != (endpoint is None) or (config is None) == (target is None):
+            msg = "give a target (host:port or a serial device), or --config with --endpoint, not both"
+            raise ScanUsageError(msg)
+        if config is not None and endpoint is not None:
+            request, profiles = _from_config(config, endpoint, units=units, budget=budget, timeout=timeout)
+            name = name or endpoint
+        else:
+            assert target is not None
+            request = build_request(target, transport=transport, units=units, timeout=timeout or 1.0, budget=budget,
+                                    baudrate=baudrate, parity=parity)
+            profiles = load_profiles(tuple(profile_dir or ()))
     except ScanUsageError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
     except ConfigError as exc:
         err.print(str(exc), markup=False)
         raise typer.Exit(2) from None
-    raise typer.Exit(run_scan(request, profiles, name, out, err))
+    raise typer.Exit(run_scan(request, profiles, name or "bus1", out, err))
 
 
-__all__ = ["ScanUsageError", "build_request", "config_text", "parse_units", "run_scan", "scan_command"]
+def _from_config(path: Path, endpoint: str, *, units: str, budget: float, timeout: float | None
+                 ) -> tuple[ScanRequest, Mapping[str, DeviceProfile]]:
+    from dataclasses import replace
+
+    from gateway.runtime.config import load_config
+
+    if budget <= 0 or (timeout is not None and timeout <= 0):
+        msg = f"--timeout and --budget ({budget:g}) must be above 0 seconds"
+        raise ScanUsageError(msg)
+    cfg, profiles = load_config(path)
+    endpoints = list(cfg.section("modbus").endpoints)
+    found = next((e for e in endpoints if e.name == endpoint), None)
+    if found is None:
+        msg = f"--endpoint {endpoint!r} is not in {path} (known: {', '.join(e.name for e in endpoints) or 'none'})"
+        raise ScanUsageError(msg)
+    request = request_for_endpoint(found, units=units, budget=budget)
+    return (replace(request, timeout=timeout) if timeout else request), profiles
+
+
+__all__ = ["ScanUsageError", "build_request", "config_text", "parse_units", "request_for_endpoint", "run_scan",
+           "scan_command"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -136,7 +137,7 @@ async def test_the_scan_command_prints_a_table_and_meters_to_paste() -> None:
 def test_scan_command_mistakes_are_named(args: list[str], message: str) -> None:
     result = CliRunner().invoke(app, ["scan", *args])
     assert result.exit_code == 2
-    assert message in result.output.replace("\n", " ")
+    assert message in " ".join(result.output.split())
 
 
 def test_a_device_path_means_a_serial_scan() -> None:
@@ -160,3 +161,71 @@ async def test_scan_of_a_serial_line(serial_pair: tuple[str, str]) -> None:
     assert report.stopped is None and report.probed == 5
     assert {(h.unit, h.profile) for h in report.hits} == {(2, "sdm120"), (4, "orno_we514")}
     assert set(report.hits[0].alternatives) <= {"sdm230"}  # the SDM230 reads the same registers
+
+
+CONFIG = """\
+[modbus]
+profile_dirs = ["{folder}"]
+
+[[modbus.endpoints]]
+name = "gw1"
+host = "127.0.0.1"
+port = {port}
+transport = "rtu_tcp"
+timeout = 0.25
+"""
+#: A site's own profile, in the configuration's profile folder: the scan tries it too.
+SITE_PROFILE = """\
+[profile]
+name = "site_meter"
+manufacturer = "Acme"
+model = "X1"
+document = "Acme X1 register map v2"
+
+[[identify]]
+function = "holding"
+address = 0
+values = [0xC0]
+
+[[registers]]
+channel = "heat_energy"
+function = "holding"
+address = 100
+type = "float32"
+unit = "kWh"
+kind = "cumulative"
+"""
+
+
+async def test_scan_of_a_configured_endpoint_uses_its_settings_and_profile_folders(tmp_path: Path) -> None:
+    fleet = SimFleet.mixed({6: PROFILES["aquametro_calec_st"]}, update_interval=None, transport="rtu_tcp",
+                           silent_absent=True)
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "site.toml").write_text(SITE_PROFILE)
+    async with fleet:
+        (tmp_path / "gw.toml").write_text(CONFIG.format(folder=tmp_path / "profiles", port=fleet.port))
+        result = await asyncio.to_thread(
+            CliRunner().invoke, app, ["scan", "--config", str(tmp_path / "gw.toml"), "--endpoint", "gw1",
+                                      "--units", "5-7"])
+    assert result.exit_code == 0, result.output
+    # The site's profile reads the same model code: named beside the shipped one (alphabetical first).
+    assert 'unit = 6\nprofile = "aquametro_calec_st"   # same registers: site_meter' in result.output
+    assert 'endpoint = "gw1"' in result.output and 'transport = "rtu_tcp"' in result.output
+    assert "timeout = 0.25" in result.output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--endpoint", "gw1"], "give a target (host:port or a serial device), or --config with --endpoint"),
+    (["127.0.0.1:502", "--config", "x.toml", "--endpoint", "gw1"], "not both"),
+])
+def test_scan_needs_a_target_or_a_configured_endpoint(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, ["scan", *args])
+    assert result.exit_code == 2 and message in " ".join(result.output.split())
+
+
+def test_scan_names_an_endpoint_the_configuration_lacks(tmp_path: Path) -> None:
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "gw.toml").write_text(CONFIG.format(folder=tmp_path / "profiles", port=502))
+    result = CliRunner().invoke(app, ["scan", "-c", str(tmp_path / "gw.toml"), "--endpoint", "gw9"])
+    assert result.exit_code == 2
+    assert "--endpoint 'gw9' is not in" in result.output and "(known: gw1)" in result.output.replace("\n", "")
