@@ -26,6 +26,7 @@ from pymodbus.framer import FramerType
 
 from drivers.modbus.plan import ReadBlock
 from drivers.modbus.responses import register_fast_responses
+from drivers.polling.buslock import HEALTHY, RETRY, BusLock
 from drivers.polling.watchdog import RequestWatchdog
 from gateway.backoff import Backoff
 from gateway.errors import ConnectionFailed, DecodeError, DriverError, MeterTimeout, ModbusExceptionResponse
@@ -180,7 +181,7 @@ class ModbusConnection:
 
     def __init__(
         self, endpoint: ModbusEndpoint, *, backoff: Backoff | None = None, drop_after_timeouts: int = 3,
-        monotonic: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = time.monotonic, bus: BusLock | None = None,
     ) -> None:
         quiet_pymodbus()
         self.endpoint = endpoint
@@ -188,7 +189,7 @@ class ModbusConnection:
         # A serial port has no half-open state to clear by reopening it.
         self._drop_after = drop_after_timeouts if endpoint.kind != "serial" else _NEVER
         self._monotonic = monotonic
-        self._lock = asyncio.Lock()
+        self._lock = bus or BusLock()
         self._client: Client | None = None
         self._next_attempt = 0.0  # monotonic time before which we do not try to connect
         self._silent = 0  # unanswered requests in a row on this connection
@@ -244,13 +245,15 @@ class ModbusConnection:
         return words, spent
 
     async def read_blocks(
-        self, unit: int, blocks: Sequence[ReadBlock], *, meter_id: str | None = None
+        self, unit: int, blocks: Sequence[ReadBlock], *, meter_id: str | None = None, priority: int = HEALTHY
     ) -> tuple[list[tuple[int, ...]], float]:
         """Read `blocks` of one unit in order, holding the bus once for all of them (one poll);
         return the words of each and the seconds spent on the wire. The first failure ends it.
 
         Each read is retried as `read_timed` says; while a read waits to be retried, the bus is
-        released for other units, and the poll takes it again to go on where it stopped.
+        released for other units, and the poll takes it again to go on where it stopped, after
+        every other waiting poll (`RETRY`). `priority` orders the first hold among the waiters
+        (drivers/polling/buslock.py): a failing meter's poll waits for the healthy ones.
         """
         out: list[tuple[int, ...]] = []
         on_wire = 0.0
@@ -258,7 +261,7 @@ class ModbusConnection:
         backoff: Backoff | None = None
         while True:
             try:
-                async with self._lock:
+                async with self._lock.hold(priority if attempt == 0 and not out else RETRY):
                     for block in blocks[len(out):]:
                         words, spent = await self._attempt(unit, block.function, block.address, block.count,
                                                            meter_id)

@@ -3,7 +3,10 @@
 One task per meter inside one TaskGroup; the endpoint's connection (and its lock) is the only
 thing they share, and each hold of the lock is one poll, which its first unanswered read ends
 (after the endpoint's timeout), so a slow or dead meter costs its own slot, not the fleet's
-schedule; its circuit breaker stops it from costing bus time at all after a while. Each
+schedule; its circuit breaker stops it from costing bus time at all after a while. The bus is
+served by priority (drivers/polling/buslock.py): a meter whose last poll failed or was slow polls
+after the healthy meters of its slot, a retry after every first try, and neither starts just
+before a healthy meter's send, so the healthy meters keep their rate beside dead ones. Each
 meter's health is a small state machine (ok -> failing -> lost -> ok) that emits comm_lost /
 comm_restored once per transition.
 """
@@ -23,8 +26,9 @@ from drivers.base import DriverStatus, Observed
 from drivers.modbus.connection import ConnectionStats, ModbusConnection, ModbusEndpoint, describe_read
 from drivers.modbus.plan import ReadBlock, plan_reads
 from drivers.polling.breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from drivers.polling.buslock import FAILING, HEALTHY, BusLock
 from drivers.polling.health import LatencyWindow, MeterHealth
-from drivers.polling.schedule import Schedule, Slot, send_offset
+from drivers.polling.schedule import Schedule, Slot, send_offset, send_window
 from gateway.backoff import Backoff
 from gateway.errors import DriverError, InvalidRequest, NotFound
 from gateway.model import Event, EventKind, Severity
@@ -37,6 +41,13 @@ Emit = Callable[[RawRegisters | PollFailure | Event], Awaitable[None]]
 Sleep = Callable[[float], Awaitable[None]]
 
 MAX_READ = 125  # registers per FC 03/04 request (Modbus Application Protocol V1.1b3)
+#: A poll that took more than this fraction of the endpoint's timeout marks its meter slow: its
+#: next poll waits for the healthy meters' (drivers/polling/buslock.py).
+_SLOW = 0.25
+#: The margin of bus time kept clear before a healthy meter's send, as a fraction of its interval.
+_MARGIN = 0.2
+#: Waiting out a healthy meter's send, wait this much longer: by then it waits for the bus itself.
+_AFTER_SEND = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +114,10 @@ class ModbusPoller:
         self._lost_after = failures_before_lost
         self._monotonic = monotonic
         self._sleep = sleep
-        self._conn = ModbusConnection(endpoint, backoff=backoff, monotonic=monotonic)
+        #: The next send of each healthy meter (epoch s) and the bus time kept clear before it.
+        self._sends: dict[str, tuple[float, float]] = {}
+        self._conn = ModbusConnection(endpoint, backoff=backoff, monotonic=monotonic,
+                                      bus=BusLock(self._clear_of_healthy_sends, sleep))
         # Plans are computed here once per target, never per poll.
         self._plans: dict[str, tuple[ReadBlock, ...]] = {
             t.meter_id: plan_reads(t.profile, endpoint.max_gap) for t in targets
@@ -219,10 +233,10 @@ class ModbusPoller:
         """A snapshot (copies) of every meter's health, by meter id."""
         return {meter_id: h for meter_id in self._health if (h := self.meter_health(meter_id)) is not None}
 
-    async def _read(self, target: PollTarget, ts: datetime) -> RawRegisters:
+    async def _read(self, target: PollTarget, ts: datetime, priority: int = HEALTHY) -> RawRegisters:
         plan = self._plans[target.meter_id]
         # One hold of the bus for the whole poll; the first failure ends it: no point going on.
-        words, on_wire = await self._conn.read_blocks(target.unit, plan, meter_id=target.meter_id)
+        words, on_wire = await self._conn.read_blocks(target.unit, plan, meter_id=target.meter_id, priority=priority)
         blocks = tuple(map(RegisterBlock, self._codes[target.meter_id], self._starts[target.meter_id], words))
         return RawRegisters(target.meter_id, ts, self._clock(), blocks, on_wire)
 
@@ -238,6 +252,11 @@ class ModbusPoller:
 
     async def _meter_loop(self, target: PollTarget) -> None:
         offset = send_offset(target.meter_id, target.interval, target.jitter) if target.interval else 0.0
+        window = send_window(target.interval, target.jitter)
+        # Bus time kept clear before this meter's sends while it is healthy: what a timeout longer
+        # than the interval would eat of its slot, and a margin; at most half the interval.
+        guard = min(max(0.0, self.endpoint.timeout - target.interval) + min(target.interval * _MARGIN, 1.0),
+                    target.interval / 2)
         schedule = Schedule(target.interval, align=target.align, offset=offset)
         health = self._health[target.meter_id]
         breaker = self._breakers[target.meter_id]
@@ -249,19 +268,46 @@ class ModbusPoller:
                 raise asyncio.CancelledError
             now = self._now()
             slot = schedule.next(now)
+            if target.interval and self._priority(health, breaker) == HEALTHY:
+                self._sends[target.meter_id] = (slot.send_at, guard)
+            else:
+                self._sends.pop(target.meter_id, None)
             delay = slot.send_at - now
             if delay > 0:
                 await self._sleep(delay)
             else:
                 await asyncio.sleep(0)  # back-to-back polls still let the others run
+            # Sent: from here it waits for the bus itself (as a waiter, with its priority).
+            self._sends.pop(target.meter_id, None)
             if breaker.allow(self._monotonic()):
                 ts = self._boundary(slot.due) if target.align and target.interval else self._clock()
-                await self._poll_once(target, health, breaker, ts)
+                priority = self._priority(health, breaker)
+                if priority != HEALTHY and target.interval:
+                    # After the healthy meters of this slot have sent: their polls go first.
+                    late = slot.due + window - self._now()
+                    if late > 0:
+                        await self._sleep(late)
+                await self._poll_once(target, health, breaker, ts, priority)
             else:
                 health.breaker_skips += 1
                 if not target.interval:  # no schedule to wait on: wait out the cool-down
                     await self._sleep(max(0.0, breaker.open_until - self._monotonic()))
             self._overran(target, health, schedule, slot)
+
+    def _clear_of_healthy_sends(self) -> float:
+        """Seconds until no healthy meter sends within its guard: a poll of lower priority that
+        started sooner could hold the bus through that meter's slot."""
+        now = self._now()
+        # Sends already due count too: their meter's task may not have run yet to take its place.
+        soon = [send for send, guard in self._sends.values() if send <= now + guard]
+        return max(0.0, max(soon) - now) + _AFTER_SEND if soon else 0.0
+
+    def _priority(self, health: MeterHealth, breaker: CircuitBreaker) -> int:
+        """HEALTHY for a meter that answered its last poll promptly; FAILING for one that failed it, whose
+        breaker is not closed, or that took more than a quarter of the timeout (a slow meter)."""
+        slow = health.last_latency_s is not None and health.last_latency_s > self.endpoint.timeout * _SLOW
+        failing = health.consecutive_failures or breaker.state is not BreakerState.CLOSED or slow
+        return FAILING if failing else HEALTHY
 
     def _overran(self, target: PollTarget, health: MeterHealth, schedule: Schedule, slot: Slot) -> None:
         missed = schedule.finished(slot, self._now())
@@ -271,11 +317,11 @@ class ModbusPoller:
                       extra={"meter_id": target.meter_id})
 
     async def _poll_once(self, target: PollTarget, health: MeterHealth, breaker: CircuitBreaker,
-                         ts: datetime) -> None:
+                         ts: datetime, priority: int = HEALTHY) -> None:
         health.last_attempt = self._clock()
         health.polls += 1
         try:
-            raw = await self._read(target, ts)
+            raw = await self._read(target, ts, priority)
         except DriverError as err:
             await self._failed(target, health, breaker, ts, err)
             return

@@ -61,7 +61,8 @@ def _terms(settings: MqttSection, meter: MqttMeter | None = None) -> BalanceTerm
     drain = meter.max_drain_per_hour if meter is not None else None
     return BalanceTerms(currency=settings.currency,
                         low_credit_threshold=settings.low_credit_threshold if threshold is None else threshold,
-                        max_drain_per_hour=settings.max_drain_per_hour if drain is None else drain)
+                        max_drain_per_hour=settings.max_drain_per_hour if drain is None else drain,
+                        currency_decimals=settings.currency_decimals)
 
 
 def facts(binding: MeterBinding, settings: MqttSection, profiles: Mapping[str, DeviceProfile]) -> MeterFacts:

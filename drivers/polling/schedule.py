@@ -23,8 +23,12 @@ def send_offset(meter_id: str, interval: float, jitter: float | None = None) -> 
     The window is `jitter` seconds (capped at the interval), by default 10 % of the interval
     and at most 5 s. Derived from the meter id, so a restart keeps each meter's slot.
     """
-    window = min(interval * _SPREAD, _MAX_SPREAD) if jitter is None else min(jitter, interval)
-    return window * (zlib.crc32(meter_id.encode()) / 2**32)
+    return send_window(interval, jitter) * (zlib.crc32(meter_id.encode()) / 2**32)
+
+
+def send_window(interval: float, jitter: float | None = None) -> float:
+    """The seconds after a boundary over which meters spread their sends (see `send_offset`)."""
+    return min(interval * _SPREAD, _MAX_SPREAD) if jitter is None else min(jitter, interval)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from gateway.config.plausibility import PlausibilitySection, aware
 from gateway.config.vee import VeeSection
 from gateway.model.identifiers import RULE, identifier_problem, tags_problems
 from gateway.model.meters import MeterBinding, MeterStatus, Utility
@@ -146,6 +148,10 @@ class MeterSection(_Section):
     device_number: str | None = Field(default=None, description="An identifier, as meter_id")
     consumer_number: str | None = Field(default=None, description="An identifier, as meter_id")
     location: str | None = None
+    installed_at: datetime | None = Field(default=None, description="When the meter was installed (a time "
+                                          "without a zone is UTC): nothing it measured before is data "
+                                          "([plausibility]). Not written to the registry, whose installed_at "
+                                          "the API sets")
     tags: dict[str, str] = Field(default_factory=dict, description="At most 50; keys are identifiers, values "
                                  "at most 256 printable characters")
 
@@ -170,6 +176,11 @@ class MeterSection(_Section):
             raise PydanticCustomError("identifier", "{problem}; an identifier is {rule}", {"problem": problem, "rule": RULE})
         return value
 
+    @field_validator("installed_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        return aware(value)
+
     @field_validator("tags")
     @classmethod
     def _tags(cls, tags: dict[str, str]) -> dict[str, str]:
@@ -191,6 +202,7 @@ class GatewayConfig(_Section):
     storage: StorageSection = StorageSection()
     spool: SpoolSection = SpoolSection()
     vee: VeeSection = VeeSection()
+    plausibility: PlausibilitySection = PlausibilitySection()
     diag: DiagSection = DiagSection()
     meters: list[MeterSection] = Field(default_factory=list)
 

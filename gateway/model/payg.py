@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -43,3 +44,5 @@ class BalanceTerms:
     currency: str = "XXX"
     low_credit_threshold: Decimal = Decimal("5")
     max_drain_per_hour: Decimal | None = None
+    #: Decimals an amount may carry per currency where the vendor counts finer than ISO 4217.
+    currency_decimals: Mapping[str, int] = field(default_factory=dict)

@@ -4,8 +4,8 @@ Python loop per value.
 `FrameDecoder` decodes a batch of polls at once: the words of a block are stacked into a 2-D
 uint16 array, and the registers held alike (one type, one byte order) are gathered and read
 through one byte-order-aware `view` (e.g. ``>f4``), so a batch costs a few array operations per
-kind of register, whatever its number of polls or registers: a batch of one poll costs little
-more than the Reading objects it gives.
+kind of register, whatever its number of polls or registers. A value outside its channel's
+physical range (`normalise/plausibility.py`) is a dead letter, as a NaN is.
 
 The frame types are vocabulary (`gateway.model.frame`, re-exported here for old imports): the
 pipeline decodes every pass of polls here, validates the frame, and makes Reading objects
@@ -44,6 +44,7 @@ from gateway.model.samples import RawRegisters
 from gateway.model.shown import arithmetic_decimals, shown_columns
 from gateway.model.units import conversion_factor
 from gateway.normalise.normaliser import poll_dead_letter, register_value
+from gateway.normalise.plausibility import CHANNEL_LIMITS, Limits, limits_of
 
 # numpy dtype of each register type, read big-endian once the words are in ABCD byte order.
 _NP_TYPE: dict[DataType, str] = {
@@ -51,7 +52,6 @@ _NP_TYPE: dict[DataType, str] = {
     DataType.INT64: ">i8", DataType.UINT64: ">u8", DataType.FLOAT32: ">f4", DataType.FLOAT64: ">f8",
 }
 _FLAG_QUALITY: dict[DeviceFlag, Quality] = {DeviceFlag.TAMPER: Quality.TAMPER}
-
 
 
 def decode_columns(words: npt.NDArray[np.uint16], spec: RegisterSpec) -> npt.NDArray[np.generic]:
@@ -111,6 +111,7 @@ class _Group:
     offset: F64
     factor: F64
     markers: tuple[tuple[int, int], ...]  # (index in the group, raw "not available" value)
+    limits: tuple[F64, F64]  # per register: its channel's physical range ([plausibility.channels])
     everything: bool  # the group is every register of the profile, in order
     decimals: I64 | None  # what scale, offset and factor add to each register's (model.shown); None: none
 
@@ -128,7 +129,7 @@ class _Plan:
     factors: tuple[float, ...]  # per register: device unit -> canonical unit
 
 
-def _plan(profile: DeviceProfile, shape: Shape) -> _Plan:
+def _plan(profile: DeviceProfile, shape: Shape, limits: Limits) -> _Plan:
     layout = _layout(profile, shape)
     factors = tuple(conversion_factor(spec.unit, spec.channel) for spec in profile.registers)
     alike: dict[tuple[str, str], list[int]] = {}
@@ -155,6 +156,7 @@ def _plan(profile: DeviceProfile, shape: Shape) -> _Plan:
                              np.asarray([s.scale for s in specs], dtype=np.float64),
                              np.asarray([s.offset for s in specs], dtype=np.float64),
                              np.asarray([factors[j] for j in positions], dtype=np.float64), tuple(markers),
+                             limits_of([s.channel for s in specs], limits),
                              positions == list(range(len(profile.registers))), decimals))
     return _Plan(layout, tuple(groups), tuple(j for j, col in enumerate(layout.columns) if col is None),
                  np.asarray([[s.kind is Kind.CUMULATIVE for s in profile.registers]], dtype=bool), factors)
@@ -199,8 +201,9 @@ class FrameDecoder:
     Normaliser would give them.
     """
 
-    def __init__(self, profiles: Mapping[str, DeviceProfile], series: SeriesTable) -> None:
-        self._profiles = profiles
+    def __init__(self, profiles: Mapping[str, DeviceProfile], series: SeriesTable, limits: Limits = CHANNEL_LIMITS
+                 ) -> None:
+        self._profiles, self._limits = profiles, limits  # limits: each channel's physical range
         self.series = series
         self._ids: dict[str, dict[str, int]] = {}  # profile name -> meter_id -> row in _id_rows
         self._id_rows: dict[str, list[list[int]]] = {}
@@ -213,7 +216,7 @@ class FrameDecoder:
         key = (id(profile), tuple(shape))
         cached = self._plans.get(key)
         if cached is None or cached[0] is not profile:
-            cached = self._plans[key] = (profile, _plan(profile, shape))
+            cached = self._plans[key] = (profile, _plan(profile, shape, self._limits))
         return cached[1]
 
     def decode(self, raws: Sequence[RawRegisters]) -> tuple[ReadingFrame, list[DeadLetter], list[Event]]:
@@ -293,7 +296,7 @@ class FrameDecoder:
             for g in plan.groups:
                 raw = np.ascontiguousarray(words[:, g.gather], dtype=g.storage).view(g.np_type)  # (polls, group)
                 v = shown_columns(raw, g.scale, g.offset, g.factor, g.decimals)  # as the meter shows them
-                unusable = ~np.isfinite(v)
+                unusable = ~((v >= g.limits[0]) & (v <= g.limits[1]))  # NaN, or beyond the channel's physics
                 for p, marker in g.markers:
                     unusable[:, p] |= raw[:, p] == marker
                 if g.everything:  # the usual profile: one group, every register in order
@@ -313,8 +316,7 @@ class FrameDecoder:
         frame.stamps = stamps
         return frame if keep is None or keep.all() else frame.take(keep.reshape(-1))
 
-    @staticmethod
-    def _odd_values(profile: DeviceProfile, plan: _Plan, words: npt.NDArray[np.uint16], values: F64,
+    def _odd_values(self, profile: DeviceProfile, plan: _Plan, words: npt.NDArray[np.uint16], values: F64,
                     odd: list[tuple[int, int]], group: list[RawRegisters], at: list[int], found: _Found) -> B:
         """Settle the few values the arrays could not: registers not read, and words that decode
         to no storable number. `odd` is (poll, register), sorted: a poll's dead letters come in
@@ -336,7 +338,7 @@ class FrameDecoder:
                 row = rows[i] = words[i].tolist()
             # The Normaliser's own decoding, one by one: it decides (e.g. a float that only
             # rounds to the marker is a value) and words the dead letter.
-            value = register_value(group[i], spec, row[col:col + spec.words], plan.factors[j])
+            value = register_value(group[i], spec, row[col:col + spec.words], plan.factors[j], self._limits)
             if isinstance(value, DeadLetter):
                 found.dead.append((at[i], value))
                 dropped[0].append(i)
@@ -387,14 +389,6 @@ class FrameDecoder:
 
 
 __all__ = [
-    "NO_TS",
-    "SOURCES",
-    "STATUSES",
-    "STATUS_CODE",
-    "FrameDecoder",
-    "ReadingFrame",
-    "SeriesTable",
-    "decode_columns",
-    "from_us",
-    "to_us",
+    "NO_TS", "SOURCES", "STATUSES", "STATUS_CODE", "FrameDecoder", "ReadingFrame", "SeriesTable",
+    "decode_columns", "from_us", "to_us",
 ]

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from gateway.errors import DecodeError, PayloadError
-from gateway.model import Batch, DeadLetter, Event, EventKind, Quality, Reading, Severity, Source
+from gateway.model import Batch, Channel, DeadLetter, Event, EventKind, Quality, Reading, Severity, Source
 from gateway.model.profiles import DataType, DeviceFlag, DeviceProfile, ObjectMap, RegisterSpec
 from gateway.model.samples import PollFailure, RawObjects, RawPayload, RawRegisters, Sample
 from gateway.model.shown import shown_value
 from gateway.model.units import conversion_factor
 from gateway.normalise.objects import reader_table
 from gateway.normalise.payload import PayloadFormat
+from gateway.normalise.plausibility import CHANNEL_LIMITS, Bounds, Refused, outside_range
 from gateway.normalise.registers import Layout, NotAvailable, decode, decode_number, flag_raised, place, words_for
 
 PAYLOAD_KEEP = 2048  # bytes of a bad payload kept in the dead-letter store
@@ -28,6 +29,8 @@ _FLAG_QUALITY: dict[DeviceFlag, Quality] = {DeviceFlag.TAMPER: Quality.TAMPER}
 class PaygOptions:
     currency: str = "XXX"
     low_credit_threshold: Decimal = Decimal("5")
+    #: Decimals allowed per currency beyond ISO 4217's minor unit ([mqtt] currency_decimals).
+    currency_decimals: Mapping[str, int] = field(default_factory=dict)
 
 
 class Normaliser:
@@ -36,8 +39,10 @@ class Normaliser:
 
     def __init__(self, profiles: Mapping[str, DeviceProfile], payg_meters: Mapping[str, PaygOptions], *,
                  payload_formats: Sequence[tuple[str, PayloadFormat]] = (),
-                 objects: Mapping[str, tuple[ObjectMap, Source]] | None = None) -> None:
+                 objects: Mapping[str, tuple[ObjectMap, Source]] | None = None, bounds: Bounds | None = None) -> None:
         self._profiles = profiles
+        #: Plausibility ([plausibility]): what no meter can have meant is a dead letter, before the spool.
+        self.bounds = bounds or Bounds()
         self._payg = payg_meters
         #: Per meter that reports coded values (RawObjects): its object map and the source of its readings.
         self._objects = reader_table(dict(objects or {}))
@@ -84,7 +89,8 @@ class Normaliser:
                 batch.deadletters.append(poll_dead_letter(raw, "missing_register",
                                                           f"{spec.channel.value}: register {where} was not read"))
                 continue
-            value = register_value(raw, spec, raw.blocks[index].words[offset : offset + spec.words], factor)
+            value = register_value(raw, spec, raw.blocks[index].words[offset : offset + spec.words], factor,
+                                   self.bounds.channels)
             if isinstance(value, DeadLetter):
                 batch.deadletters.append(value)
                 continue
@@ -140,12 +146,15 @@ class Normaliser:
                                                 payload_preview(raw.payload), where=raw.topic))
             return batch
         opts = self._payg[raw.meter_id]
+        fmt = self._formats.get(raw.template, self._default)
         try:
-            update = self._formats.get(raw.template, self._default).parse(
-                raw.payload, raw.topic, raw.meter_id, received_at=raw.received_at,
-                low_credit_threshold=opts.low_credit_threshold, currency=opts.currency)
-        except PayloadError as exc:
-            batch.deadletters.append(self._dead(raw.received_at, RawPayload.SOURCE.value, raw.meter_id, exc.reason, str(exc),
+            update = fmt.parse(raw.payload, raw.topic, raw.meter_id, received_at=raw.received_at,
+                               low_credit_threshold=opts.low_credit_threshold, currency=opts.currency)
+            self.bounds.balance(update, configured=opts.currency, max_future=fmt.max_future,
+                                decimals=opts.currency_decimals)
+        except (PayloadError, Refused) as exc:
+            detail = str(exc) if isinstance(exc, PayloadError) else f"topic {raw.topic}: {exc}"
+            batch.deadletters.append(self._dead(raw.received_at, RawPayload.SOURCE.value, raw.meter_id, exc.reason, detail,
                                                 payload_preview(raw.payload), where=raw.topic))
             return batch
         batch.balances.append(update)
@@ -160,7 +169,11 @@ class Normaliser:
                                                 "no object map configured for this meter",
                                                 payload_preview(raw.raw), where=raw.meter_id))
             return batch
-        return reader.read(raw)
+        batch = reader.read(raw)
+        if batch.readings:
+            batch.readings, dead = self.bounds.readings(batch.readings)
+            batch.deadletters += dead
+        return batch
 
     def failure(self, failure: PollFailure) -> Batch:
         """Failures that carry data (undecodable words) are dead letters; timeouts are not data."""
@@ -184,10 +197,12 @@ def poll_dead_letter(raw: RawRegisters, reason: str, detail: str, payload: str =
                       payload=payload, meter_id=raw.meter_id)
 
 
-def register_value(raw: RawRegisters, spec: RegisterSpec, words: Sequence[int], factor: float) -> float | DeadLetter:
+def register_value(raw: RawRegisters, spec: RegisterSpec, words: Sequence[int], factor: float,
+                   limits: Mapping[Channel, tuple[float, float]] = CHANNEL_LIMITS) -> float | DeadLetter:
     """One register of one poll in the channel's canonical unit, or the dead letter that keeps
-    its words when they hold no storable number. `FrameDecoder` asks this for the values it
-    finds unusable, so both decoders word their dead letters alike."""
+    its words when they hold no storable number or one outside the channel's physical range
+    (`limits`, [plausibility.channels]). `FrameDecoder` asks this for the values it finds
+    unusable, so both decoders word their dead letters alike."""
     try:
         # decode() checks the count and the marker; the value is the one the meter shows.
         decode(words, spec)
@@ -198,10 +213,14 @@ def register_value(raw: RawRegisters, spec: RegisterSpec, words: Sequence[int], 
     except (ValueError, OverflowError) as exc:
         reason, detail = "decode", f"{_at(spec)}: {exc}"
     else:
-        if math.isfinite(value):
+        low, high = limits.get(spec.channel, (-math.inf, math.inf))
+        if low <= value <= high:
             return value
-        # Not a number cannot be stored as a reading; it is kept as data here.
-        reason, detail = "non_finite", f"{_at(spec)} decoded to {value}"
+        if math.isfinite(value):
+            reason, detail = "implausible_value", f"{_at(spec)}: {outside_range(spec.channel, value, low, high)}"
+        else:
+            # Not a number cannot be stored as a reading; it is kept as data here.
+            reason, detail = "non_finite", f"{_at(spec)} decoded to {value}"
     return poll_dead_letter(raw, reason, detail, str(list(words)))
 
 

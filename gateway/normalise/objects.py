@@ -75,11 +75,10 @@ class ObjectReader:
 def _number(value: Decimal | float | str) -> float | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float, Decimal)):
-        return float(value)
     try:
-        return float(value.strip())
-    except (AttributeError, ValueError):
+        # A signalling NaN (Decimal("sNaN")) raises ValueError, an int past any float OverflowError.
+        return float(value) if isinstance(value, (int, float, Decimal)) else float(value.strip())
+    except (AttributeError, ValueError, OverflowError):
         return None
 
 

@@ -49,6 +49,7 @@ from gateway.model.payloads import (
     value_key,
 )
 from gateway.model.text import unstorable_at
+from gateway.normalise.plausibility import too_deep
 
 __all__ = [
     "DEFAULT_MAPPING",
@@ -431,6 +432,8 @@ def _decode(payload: bytes, topic: str) -> Any:
     except UnicodeDecodeError as exc:
         msg = f"payload is not UTF-8 text (bad byte at offset {exc.start})"
         raise PayloadError(topic, "malformed_json", msg) from None
+    if too_deep(text):
+        raise PayloadError(topic, "malformed_json", "payload nests too deeply")
     try:
         return _JSON.decode(text)
     except json.JSONDecodeError as exc:

@@ -69,7 +69,7 @@ class Pipeline:
         self.normaliser = normaliser
         self.validator = validator
         # Series ids are the validator's, so the decoded frame indexes its state directly.
-        self.decoder = FrameDecoder(normaliser.profiles, validator.series)
+        self.decoder = FrameDecoder(normaliser.profiles, validator.series, normaliser.bounds.channels)
         #: Derives PAYG events (low credit, top-up, relay, ...) from the balance updates.
         self.payg = payg
         self.spool = spool

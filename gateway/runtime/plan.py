@@ -19,6 +19,7 @@ from gateway.model.profiles import DeviceProfile
 from gateway.model.units import conversion_factor
 from gateway.normalise.normaliser import Normaliser, PaygOptions
 from gateway.normalise.payload import PayloadFormat
+from gateway.normalise.plausibility import CHANNEL_LIMITS, Bounds
 from gateway.validate.payg import PaygChecker, PaygLimits
 from gateway.validate.thresholds import ThresholdTable
 from gateway.validate.validator import Validator
@@ -81,11 +82,21 @@ def build_normaliser(config: GatewayConfig, facts: Mapping[str, MeterFacts], dri
     """Register maps and object maps of the meters that have one, PAYG terms of those that report
     balances, the payload formats of the topics they push on."""
     profiles = {m: f.profile for m, f in facts.items() if f.profile is not None}
-    payg = {m: PaygOptions(f.balance.currency, f.balance.low_credit_threshold)
+    payg = {m: PaygOptions(f.balance.currency, f.balance.low_credit_threshold, f.balance.currency_decimals)
             for m, f in facts.items() if f.balance is not None}
     objects = {m.meter_id: (f.objects, drivers[m.protocol].source)
                for m in config.meters if (f := facts[m.meter_id]).objects is not None}
-    return Normaliser(profiles, payg, payload_formats=payload_formats(config, drivers), objects=objects)
+    return Normaliser(profiles, payg, payload_formats=payload_formats(config, drivers), objects=objects,
+                      bounds=bounds(config))
+
+
+def bounds(config: GatewayConfig) -> Bounds:
+    """The plausibility bounds of [plausibility] and the meters' installed_at."""
+    p = config.plausibility
+    return Bounds(money_max=p.money_max, money_max_by_currency=dict(p.money_max_by_currency),
+                  extra_decimals=p.extra_decimals, currencies=frozenset(p.currencies) if p.currencies else None,
+                  ts_floor=p.ts_floor, installed={m.meter_id: m.installed_at for m in config.meters if m.installed_at},
+                  channels={**CHANNEL_LIMITS, **p.channels})
 
 
 def payg_checker(config: GatewayConfig, drivers: Registry = DRIVERS) -> PaygChecker:
@@ -105,5 +116,5 @@ def balance_meters(facts: Mapping[str, MeterFacts]) -> list[str]:
     return [m for m, f in facts.items() if f.balance is not None]
 
 
-__all__ = ["Registry", "balance_meters", "build_normaliser", "build_validator", "config_meters", "meter_facts",
+__all__ = ["Registry", "balance_meters", "bounds", "build_normaliser", "build_validator", "config_meters", "meter_facts",
            "meters_from_config", "payg_checker", "payload_formats"]

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -108,6 +109,8 @@ class SimFleet:
         self._updater: asyncio.Task[None] | None = None
         self._delayed: set[asyncio.Task[Any]] = set()  # server tasks sleeping in a "slow" answer
         self.requests = 0  # requests answered or refused, for tests and the demo
+        #: The same by unit: a poller's polls of a unit are these over the blocks of its plan.
+        self.requests_by_unit: Counter[int] = Counter()
 
     @classmethod
     def mixed(cls, units: Mapping[int, DeviceProfile], *, seed: int = 1, **kw: Any) -> SimFleet:
@@ -283,6 +286,7 @@ class SimFleet:
         registers: list[int], set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
         self.requests += 1
+        self.requests_by_unit[unit] += 1
         meter = self.meters[unit]
         match meter.fault:
             case "timeout":

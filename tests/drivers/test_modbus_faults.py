@@ -78,7 +78,13 @@ async def test_garbage_nan_is_dead_lettered_and_impossible_values_rejected(chain
     chain.fleet.set_fault("M-0001", "garbage")  # 0xFFFF words: NaN
     batch = await chain.poll()
     assert not batch.readings and {d.reason for d in batch.deadletters} == {"non_finite"}
-    chain.fleet.set_fault("M-0001", "garbage", garbage_word=0x7F7F)  # 3.4e38: finite but impossible
+    chain.fleet.set_fault("M-0001", "garbage", garbage_word=0x7F7F)  # 3.4e38: finite but beyond any meter's physics
+    batch = await chain.poll()
+    assert not batch.readings and {d.reason for d in batch.deadletters} == {"implausible_value"}
+    assert [d.detail for d in batch.deadletters if "voltage_l1" in d.detail] == [
+        "voltage_l1 at input 0x0006: 3.39615e+38 V is outside the physical range of voltage_l1, -2e+06..2e+06 V "
+        "([plausibility.channels] voltage_l1)"]
+    chain.fleet.set_fault("M-0001", "garbage", garbage_word=0x4396)  # 300.5 V: a voltage, but out of range for VEE
     batch = await chain.poll()
     _, quality, status = chain.reading(batch, Channel.VOLTAGE_L1)
     assert quality & Quality.OUT_OF_RANGE and status is Status.REJECTED

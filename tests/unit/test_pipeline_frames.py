@@ -221,7 +221,8 @@ FIXED = [
     {},
     {"generic-1": Tweak(fault="tamper"), "sdm630-1": Tweak(word=(0, 0, 0x7FC0)),  # a NaN voltage
      "abb_b23-1": Tweak(fault="garbage"), "em24-1": Tweak(lag=LAGS[1]),
-     "sdm120-1": Tweak(word=(0, 0, 0x7F7F))},  # 3.4e38 V
+     "sdm120-1": Tweak(word=(0, 0, 0x7F7F)),  # 3.4e38 V: beyond any voltage, a dead letter
+     "sdm120-2": Tweak(word=(0, 0, 0x4396))},  # about 300 V: a voltage, but out of range
     {"generic-1": Tweak(fault="tamper"), "generic-2": Tweak(skip=True), "sdm120_flagged-1": Tweak(fault="tamper"),
      "sdm630-2": Tweak(lag=LAGS[2]), "em24-2": Tweak(lag=LAGS[3]), "abb_b23-2": Tweak(fault="regression")},
     {"generic-1": Tweak(repeat="changed"), "generic-2": Tweak(repeat="same"), "sdm120-2": Tweak(short=True),
@@ -249,7 +250,8 @@ def test_fixed_fleet_scenario_gives_the_same_batches_on_both_paths(
     for flag in (Quality.TAMPER, Quality.CLOCK_SKEW, Quality.FUTURE_TS, Quality.STALE_TS, Quality.OUT_OF_RANGE,
                  Quality.REGRESSION, Quality.GAP, Quality.ESTIMATED, Quality.DUPLICATE_CONFLICT):
         assert flags & flag, flag
-    assert {d.reason for d in new.deadletters} >= {"non_finite", "not_available", "missing_register", "unknown_meter"}
+    assert {d.reason for d in new.deadletters} >= {"non_finite", "implausible_value", "not_available",
+                                                   "missing_register", "unknown_meter"}
     assert {e.kind for e in new.events} >= {EventKind.TAMPER, EventKind.ANOMALY}
     assert {r.meter_id.rsplit("-", 1)[0] for r in new.readings} == {p.name for p in PROFILES}
     # generic-2's short read misses its status word: no tamper seen. sdm120_flagged-1 is clear in

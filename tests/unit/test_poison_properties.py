@@ -89,11 +89,12 @@ async def test_any_words_in_passes_of_polls_end_as_readings_or_the_dead_letters_
         got = Batch()
         for _, batch in await spool.peek(1_000_000):  # read back from the file: decoded
             got.extend(batch)
-    # Garbage words are the decoder's dead letters (non_finite, not_available, missing_register);
+    # Garbage words are the decoder's dead letters (non_finite, implausible_value, not_available, missing_register);
     # only a poll of words that are not 16 bits makes a stage raise, and only it is set aside.
     set_aside = [(d.meter_id, d.ts) for d in got.deadletters if d.reason == "internal_error"]
     assert sorted(set_aside) == sorted((p.meter_id, p.received_at) for polls in rounds for p in polls if broken(p))
-    assert {d.reason for d in got.deadletters} <= {"non_finite", "not_available", "missing_register", "internal_error"}
+    assert {d.reason for d in got.deadletters} <= {"non_finite", "implausible_value", "not_available", "missing_register",
+                                                        "internal_error"}
     kept = {(p.meter_id, p.ts) for polls in rounds for p in polls if not broken(p)}
     assert {(r.meter_id, r.ts) for r in got.readings if r.source is Source.MODBUS} <= kept
     assert pipeline.counters.polls_ok == sum(map(len, rounds))

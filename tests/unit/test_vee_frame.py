@@ -113,7 +113,8 @@ def test_values_arrive_in_canonical_units(dtype: DataType, unit: str, scale: flo
     (0xFFFFFFFF, 4294967296.0),  # the marker only rounds to this float32: a value, not the marker
 ])
 def test_a_float_register_with_an_integer_marker_decodes_alike(marker: int, number: float) -> None:
-    spec = RegisterSpec(Channel.POWER, Function.INPUT, 0, DataType.FLOAT32, unit="kW", not_available=marker)
+    # An energy register: 4.3e9 kWh is within its physical range (4.3e9 kW of power is not: a dead letter).
+    spec = RegisterSpec(Channel.ENERGY_IMPORT, Function.INPUT, 0, DataType.FLOAT32, unit="kWh", not_available=marker)
     words = list(struct.unpack(">HH", struct.pack(">f", number)))
     expected, got = both(profile_of([spec]), [poll("M-1", words), poll("M-2", [0x3F80, 0])])
     assert got == expected
