@@ -247,6 +247,54 @@ def _no_details(drivers: Sequence[Driver]) -> Any:
     return None
 
 
+
+@dataclass(frozen=True, slots=True)
+class ScanRequest:
+    """Where and how far `meter-gateway scan` looks for meters: one endpoint, a range of unit ids,
+    each request's timeout and a bound on the whole scan's time."""
+
+    transport: str  # tcp | rtu_tcp | serial
+    host: str = ""
+    port: int = 502
+    serial_port: str | None = None
+    baudrate: int = 9600
+    parity: str = "N"
+    stopbits: int = 1
+    bytesize: int = 8
+    timeout: float = 1.0
+    units: tuple[int, ...] = tuple(range(1, 248))
+    budget: float = 300.0  # seconds for the whole scan
+
+    @property
+    def where(self) -> str:
+        return self.serial_port or "" if self.transport == "serial" else f"{self.host}:{self.port} ({self.transport})"
+
+
+@dataclass(frozen=True, slots=True)
+class ScanHit:
+    """A unit that answered: the profile that fits it best (None: none fits), why, and the profiles
+    that fit it as well (same registers, e.g. SDM630 and SDM72D-M v2)."""
+
+    unit: int
+    profile: str | None
+    how: str
+    alternatives: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ScanReport:
+    """What a scan found. `stopped` says why it ended before probing every unit (None: it did not)."""
+
+    where: str
+    wanted: int  # unit ids asked for
+    probed: int  # unit ids probed
+    hits: tuple[ScanHit, ...]
+    stopped: str | None = None
+
+
+#: A protocol's bus scan: the request, the profiles to try, and progress(probed, wanted).
+Scanner = Callable[[ScanRequest, Mapping[str, DeviceProfile], Callable[[int, int], None]], Awaitable[ScanReport]]
+
 @dataclass(frozen=True, eq=False)
 class DriverSpec:
     """A protocol, as the configuration, the runtime and diagnostics see it. `eq=False`: a spec is
@@ -280,6 +328,8 @@ class DriverSpec:
     link_metric: LinkMetric | None = None
     #: Per-meter detail of its drivers for /v1/diag/status (large for a big fleet).
     details: Callable[[Sequence[Driver]], Any] = _no_details
+    #: Find meters on one link and tell their profiles (`meter-gateway scan`); None: cannot.
+    scan: Scanner | None = None
 
 
 __all__ = [
@@ -302,5 +352,9 @@ __all__ = [
     "Poller",
     "Problem",
     "RawRead",
+    "ScanHit",
+    "ScanReport",
+    "ScanRequest",
+    "Scanner",
     "Subscriber",
 ]

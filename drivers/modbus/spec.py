@@ -10,6 +10,7 @@ from typing import Any
 from drivers.base import BuildContext, Driver, DriverSpec, LinkMetric, MeterFacts, Poller, Problem
 from drivers.modbus.connection import ModbusEndpoint, SerialLine
 from drivers.modbus.poller import ModbusPoller, PollTarget
+from drivers.modbus.scan import scan
 from drivers.modbus.settings import EndpointSection, ModbusMeter, ModbusSection
 from drivers.polling.breaker import BreakerPolicy
 from drivers.polling.health import health_dict
@@ -133,7 +134,7 @@ SPEC = DriverSpec(
     build=build, facts=facts, check=check, profile_dirs=profile_dirs, config_rows=config_rows,
     link_metric=LinkMetric("modbus_endpoint_connected", "1 if the gateway holds a connection to the Modbus endpoint "
                            "(bus)", label="endpoint"),
-    details=details,
+    details=details, scan=scan,
 )
 
 __all__ = ["SPEC", "build", "check", "facts"]

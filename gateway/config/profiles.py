@@ -16,8 +16,17 @@ from gateway.config.locate import Path as KeyPath
 from gateway.config.locate import index_lines, line_of, problems_from_validation
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.model.meters import Utility
-from gateway.model.profiles import ByteOrder, DataType, DeviceFlag, DeviceProfile, FlagSpec, Function, RegisterSpec
-from gateway.model.readings import Channel, Kind
+from gateway.model.profiles import (
+    ByteOrder,
+    DataType,
+    DeviceFlag,
+    DeviceProfile,
+    FlagSpec,
+    Function,
+    IdentifySpec,
+    RegisterSpec,
+)
+from gateway.model.readings import UNITS, Channel, Kind
 from gateway.model.units import conversion_factor
 
 
@@ -54,6 +63,15 @@ class FlagIn(_Strict):
     active: bool = Field(default=True, description="Bit value that means the flag is raised")
 
 
+class IdentifyIn(_Strict):
+    """A model-code register, e.g. `[[identify]] function = "holding", address = 0, values = [0xC0]`."""
+
+    function: Function = Function.INPUT
+    address: int = Field(ge=0, le=0xFFFF)
+    values: list[int] = Field(min_length=1, description="What the 16-bit register reads on the models this "
+                              "profile is for")
+
+
 class ProfileMeta(_Strict):
     name: str = Field(pattern=r"^[a-z0-9_\-]+$")
     manufacturer: str
@@ -68,15 +86,32 @@ class ProfileFile(_Strict):
     profile: ProfileMeta
     registers: list[RegisterIn] = Field(min_length=1)
     flags: list[FlagIn] = Field(default_factory=list)
+    identify: list[IdentifyIn] = Field(default_factory=list)
 
 
 def _cross_check(parsed: ProfileFile, index: dict[KeyPath, int]) -> list[ConfigProblem]:
     """Checks that span several keys, each problem with its key and line."""
     problems: list[ConfigProblem] = []
     seen: dict[Channel, int] = {}
+    taken: dict[tuple[Function, int], int] = {}  # (function, register) -> the entry that reads it
     limit = parsed.profile.max_registers_per_request
     for i, reg in enumerate(parsed.registers):
         key: KeyPath = ("registers", i)
+        if "unit" not in reg.model_fields_set and UNITS[reg.channel]:
+            # An omitted unit used to mean "canonical": a meter sending W read as kW is off by 1000
+            # with nothing to show for it, so the device's unit must be written down.
+            msg = (f"{reg.channel.value} has no unit: write the unit the device sends "
+                   f"(e.g. unit = \"{UNITS[reg.channel]}\")")
+            problems.append(ConfigProblem(f"registers[{i}].unit", line_of(index, (*key, "channel")), msg))
+        clash = next((taken[(reg.function, a)] for a in range(reg.address, reg.address + reg.type.words)
+                      if (reg.function, a) in taken), None)
+        if clash is not None:
+            other = parsed.registers[clash]
+            msg = (f"{reg.channel.value} ({reg.type.value} at {reg.address:#06x}) overlaps registers[{clash}] "
+                   f"{other.channel.value} ({other.type.value} at {other.address:#06x}, {other.function.value})")
+            problems.append(ConfigProblem(f"registers[{i}].address", line_of(index, (*key, "address")), msg))
+        for a in range(reg.address, reg.address + reg.type.words):
+            taken.setdefault((reg.function, a), i)
         if reg.channel in seen:
             msg = f"repeats channel {reg.channel.value} (first at registers[{seen[reg.channel]}])"
             problems.append(ConfigProblem(f"registers[{i}].channel", line_of(index, (*key, "channel")), msg))
@@ -115,6 +150,7 @@ def parse_profile(text: str, source: str) -> DeviceProfile:
         max_registers_per_request=meta.max_registers_per_request,
         max_gap=meta.max_gap,
         flags=tuple(FlagSpec(f.flag, f.function, f.address, f.bit, f.active) for f in parsed.flags),
+        identify=tuple(IdentifySpec(i.function, i.address, tuple(i.values)) for i in parsed.identify),
         registers=tuple(
             RegisterSpec(
                 channel=r.channel, function=r.function, address=r.address, type=r.type,

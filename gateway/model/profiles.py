@@ -117,6 +117,16 @@ class FlagSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class IdentifySpec:
+    """A register that names the device model: the 16-bit register at `address` reads one of
+    `values` on the models this profile is for (read by `meter-gateway scan`, never polled)."""
+
+    function: Function
+    address: int
+    values: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceProfile:
     name: str
     manufacturer: str
@@ -127,6 +137,7 @@ class DeviceProfile:
     max_registers_per_request: int = 125
     max_gap: int = 8  # registers of hole a single read may span to save a request
     flags: tuple[FlagSpec, ...] = ()  # status bits read with every poll
+    identify: tuple[IdentifySpec, ...] = ()  # model-code registers a bus scan reads
 
 
 @dataclass(frozen=True, slots=True)

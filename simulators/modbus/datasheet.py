@@ -120,6 +120,16 @@ class SheetStatusBit:
 
 
 @dataclass(frozen=True, slots=True)
+class SheetConstant:
+    """A 16-bit register that always reads `value`, e.g. a model code."""
+
+    function_code: int
+    address: int
+    value: int
+    parameter: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Datasheet:
     """A meter model's register table."""
 
@@ -131,6 +141,7 @@ class Datasheet:
     #: True for a table transcribed from a published document; False for a layout taken from a
     #: profile (tests that build their own layouts), which cannot check that profile.
     transcribed: bool = True
+    constants: tuple[SheetConstant, ...] = ()
 
     def register(self, quantity: str) -> SheetRegister:
         """The table's register holding `quantity` (KeyError if it has none)."""
@@ -165,7 +176,10 @@ def parse_datasheet(text: str, source: str) -> Datasheet:
         registers = tuple(_register(entry, base, f"{source} register[{i}]")
                           for i, entry in enumerate(data.get("register", [])))
         status = tuple(_status(entry, base, f"{source} status[{i}]") for i, entry in enumerate(data.get("status", [])))
-        sheet = Datasheet(str(device["model"]), str(device["manufacturer"]), str(device["document"]), registers, status)
+        constants = tuple(_constant(entry, base, f"{source} constant[{i}]")
+                          for i, entry in enumerate(data.get("constant", [])))
+        sheet = Datasheet(str(device["model"]), str(device["manufacturer"]), str(device["document"]), registers, status,
+                          constants=constants)
     except KeyError as exc:
         msg = f"{source}: missing key {exc}"
         raise ValueError(msg) from None
@@ -225,8 +239,18 @@ def _status(entry: dict[str, Any], base: _Defaults, where: str) -> SheetStatusBi
                           int(entry["number"]) - base.numbering, bit, bool(entry.get("active", True)))
 
 
+def _constant(entry: dict[str, Any], base: _Defaults, where: str) -> SheetConstant:
+    value = int(entry["value"])
+    if not 0 <= value <= 0xFFFF:
+        msg = f"{where}: value must be 0..0xffff, got {value}"
+        raise ValueError(msg)
+    return SheetConstant(_FUNCTIONS[entry.get("function", base.function)], int(entry["number"]) - base.numbering,
+                         value, str(entry.get("parameter", "")))
+
+
 def _check_overlaps(sheet: Datasheet, source: str) -> None:
-    taken: dict[tuple[int, int], str] = {}
+    taken: dict[tuple[int, int], str] = {
+        (c.function_code, c.address): c.parameter or f"constant at {c.address:#06x}" for c in sheet.constants}
     for reg in sheet.registers:
         for k in range(reg.words):
             key = (reg.function_code, reg.address + k)

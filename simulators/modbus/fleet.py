@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from types import TracebackType
@@ -28,7 +29,7 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from gateway.model.profiles import DeviceProfile
-from simulators.modbus.datasheet import datasheet_for
+from simulators.modbus.datasheet import Datasheet, datasheet_for
 from simulators.modbus.meter import Fault, SimMeter
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class SimFleet:
         transport: str = "tcp",
         serial_port: str | None = None,
         baudrate: int = 9600,
+        silent_absent: bool = False,
     ) -> None:
         ids = meter_ids or [f"M-{i:04d}" for i in range(1, n_meters + 1)]
         if len(ids) != n_meters or not 1 <= n_meters <= 247 or len(set(ids)) != n_meters:
@@ -86,6 +88,9 @@ class SimFleet:
         self.transport = transport
         self.serial_port = serial_port
         self.baudrate = baudrate
+        #: Unit ids with no meter stay silent (a transparent RTU-over-TCP gateway, a serial line)
+        #: instead of answering "gateway target failed to respond" as a Modbus TCP gateway does.
+        self.silent_absent = silent_absent or transport == "serial"
         self.speedup = speedup
         self.update_interval = update_interval
         self._port = port
@@ -95,13 +100,10 @@ class SimFleet:
             unit: SimMeter(meter_id, seed=seed, start=datetime.fromtimestamp(self._sim_start, UTC))
             for unit, meter_id in enumerate(ids, 1)
         }
-        # Address span per function code; each device's registers cover it, holes read as 0.
-        self._spans: dict[int, tuple[int, int]] = {}
-        located = [(r.function_code, r.address, r.words) for r in self.datasheet.registers]
-        located += [(s.function_code, s.address, 1) for s in self.datasheet.status]
-        for fc, address, words in located:
-            lo, hi = self._spans.get(fc, (address, address + words))
-            self._spans[fc] = (min(lo, address), max(hi, address + words))
+        self._spans = _spans(self.datasheet)
+        #: Each unit's model's table and address spans (one model for all, unless `mixed`).
+        self._sheets: dict[int, Datasheet] = dict.fromkeys(self.meters, self.datasheet)
+        self._unit_spans: dict[int, dict[int, tuple[int, int]]] = dict.fromkeys(self.meters, self._spans)
         self._images: dict[int, tuple[int, dict[int, list[int]]]] = {}  # unit -> (revision, fc -> words)
         self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._updater: asyncio.Task[None] | None = None
@@ -109,6 +111,21 @@ class SimFleet:
         self.requests = 0  # requests answered or refused, for tests and the demo
         #: The same by unit: a poller's polls of a unit are these over the blocks of its plan.
         self.requests_by_unit: Counter[int] = Counter()
+
+    @classmethod
+    def mixed(cls, units: Mapping[int, DeviceProfile], *, seed: int = 1, **kw: Any) -> SimFleet:
+        """Meters of several models on one server, on the unit ids given (M-<unit>); every other
+        unit id is absent, as on a real bus with a few meters of different makes."""
+        if not units or not all(1 <= u <= 247 for u in units):
+            msg = f"simulator: need unit ids in 1..247, got {sorted(units)[:5]}..."
+            raise ValueError(msg)
+        fleet = cls(next(iter(units.values())), len(units), seed=seed,
+                    meter_ids=[f"M-{u:04d}" for u in units], **kw)
+        start = datetime.fromtimestamp(fleet._sim_start, UTC)
+        fleet.meters = {u: SimMeter(f"M-{u:04d}", seed=seed, start=start) for u in units}
+        fleet._sheets = {u: datasheet_for(p) for u, p in units.items()}
+        fleet._unit_spans = {u: _spans(sheet) for u, sheet in fleet._sheets.items()}
+        return fleet
 
     @property
     def port(self) -> int:
@@ -137,7 +154,7 @@ class SimFleet:
         is refused.
         """
         meter = self.meter(meter_id)
-        sheet = self.datasheet
+        sheet = self._sheets[self.unit_of(meter_id)]
         if fault == "tamper" and not any(s.condition == "tamper" for s in sheet.status):
             msg = f"simulator: profile {self.profile.name} has no tamper status bit (its register table has none)"
             raise ValueError(msg)
@@ -168,16 +185,17 @@ class SimFleet:
         cached = self._images.get(unit)
         if cached is not None and cached[0] == meter.revision:
             return cached[1]
-        images = {fc: [0] * (hi - lo) for fc, (lo, hi) in self._spans.items()}
-        for (fc, address), words in meter.encode(self.datasheet).items():
-            lo = self._spans[fc][0]
+        spans = self._unit_spans[unit]
+        images = {fc: [0] * (hi - lo) for fc, (lo, hi) in spans.items()}
+        for (fc, address), words in meter.encode(self._sheets[unit]).items():
+            lo = spans[fc][0]
             images[fc][address - lo : address - lo + len(words)] = words
         self._images[unit] = (meter.revision, images)
         return images
 
     def words(self, unit: int, function_code: int, address: int, count: int) -> list[int]:
         """What the server answers now for these registers (answering faults aside)."""
-        lo = self._spans[function_code][0]
+        lo = self._unit_spans[unit][function_code][0]
         return self._image(unit)[function_code][address - lo : address - lo + count]
 
     async def __aenter__(self) -> Self:
@@ -239,24 +257,28 @@ class SimFleet:
             self.tick()
 
     def _devices(self) -> list[SimDevice]:
-        def registers(fc: int) -> list[SimData]:
-            if fc not in self._spans:
+        def registers(fc: int, spans: dict[int, tuple[int, int]]) -> list[SimData]:
+            if fc not in spans:
                 return [SimData(0)]  # one invalid register: any read answers exception 2
-            lo, hi = self._spans[fc]
+            lo, hi = spans[fc]
             return [SimData(lo, count=hi - lo, values=0, datatype=DataType.REGISTERS)]
 
         def bits() -> list[SimData]:
             return [SimData(0, values=[False], datatype=DataType.BITS)]
 
         devices = [
-            SimDevice(unit, simdata=(bits(), bits(), registers(3), registers(4)), action=partial(self._answer, unit))
+            SimDevice(unit, simdata=(bits(), bits(), registers(3, self._unit_spans[unit]),
+                                     registers(4, self._unit_spans[unit])), action=partial(self._answer, unit))
             for unit in self.meters
         ]
         # Unit 0 stands for every unit not in the fleet: answer like a TCP gateway whose
         # serial device is absent (exception 0x0B), not with pymodbus' "device failure";
         # on a serial line an absent unit is simply silent.
-        absent = self._silent if self.transport == "serial" else self._absent
-        devices.append(SimDevice(0, simdata=(bits(), bits(), registers(3), registers(4)), action=absent))
+        absent = self._silent if self.silent_absent else self._absent
+        # It spans every address, so that an absent unit answers the same whatever is asked.
+        everything = {3: (0, 0x10000), 4: (0, 0x10000)}
+        devices.append(SimDevice(0, simdata=(bits(), bits(), registers(3, everything), registers(4, everything)),
+                                 action=absent))
         return devices
 
     async def _answer(
@@ -301,3 +323,15 @@ class SimFleet:
         registers: list[int], set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
         return ExcCodes.GATEWAY_NO_RESPONSE
+
+
+def _spans(sheet: Datasheet) -> dict[int, tuple[int, int]]:
+    """Address span per function code; a device's registers cover it, holes read as 0."""
+    spans: dict[int, tuple[int, int]] = {}
+    located = [(r.function_code, r.address, r.words) for r in sheet.registers]
+    located += [(s.function_code, s.address, 1) for s in sheet.status]
+    located += [(c.function_code, c.address, 1) for c in sheet.constants]
+    for fc, address, words in located:
+        lo, hi = spans.get(fc, (address, address + words))
+        spans[fc] = (min(lo, address), max(hi, address + words))
+    return spans

@@ -101,6 +101,10 @@ class SimMeter:
         self.voltage = 230.0
         self.frequency = 50.0
         self.power_factor = 0.95
+        #: A water or heat meter's quantities: set by hand (the load model is electrical), 0 otherwise.
+        self.volume = 0.0  # m3
+        self.flow = 0.0  # m3/h
+        self.heat_energy = 0.0  # kWh
         self.now = (start or datetime.now(UTC)).timestamp()
         self._fault: Fault | None = None
         self._exception_code = ExcCodes.ILLEGAL_ADDRESS
@@ -205,6 +209,7 @@ class SimMeter:
             "voltage_ln_avg": sum(volts) / 3, "voltage_l1_l2": lines[0], "voltage_l2_l3": lines[1],
             "voltage_l3_l1": lines[2], "voltage_ll_avg": sum(lines) / 3,
             "current_avg": sum(amps) / 3, "current_sum": sum(amps), "current_n": abs(amps[0] - (amps[1] + amps[2]) / 2),
+            "volume": self.volume, "flow": self.flow, "heat_energy": self.heat_energy,
         }
         for k, p in enumerate(("l1", "l2", "l3")):
             out |= {
@@ -243,6 +248,8 @@ class SimMeter:
             key = (reg.function_code, reg.address)
             garbage = self._fault == "garbage"
             image[key] = [self.garbage_word] * reg.words if garbage else _to_words(self.raw(reg, quantities), reg)
+        for constant in sheet.constants:
+            image[(constant.function_code, constant.address)] = [constant.value]
         for status in sheet.status:
             # A status word holds several bits: start from what is there, set or clear ours.
             key = (status.function_code, status.address)

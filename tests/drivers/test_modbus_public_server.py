@@ -111,6 +111,139 @@ DEVICES = {
         V(8, F32, 8.0, Channel.CURRENT_L1, 8.0), V(10, F32, 49.98, Channel.FREQUENCY, 49.98),
         V(12, F32, 0.95, Channel.POWER_FACTOR, 0.95), V(14, U16, 0b1),  # tamper bit raised
     )),
+    # The register maps below are written from the public transcriptions each profile names
+    # (volkszaehler/mbmd, OpenEMS, the Schneider PM5100 script, the CALEC ST manual page).
+    # Eastron SDM72D-M (v1) manual: input registers, float32; no volts, amps or hertz.
+    6: Device("sdm72dm", "input", 30001, (
+        V(30053, F32, 2750.0, Channel.POWER, 2.75), V(30073, F32, 4567.8, Channel.ENERGY_IMPORT, 4567.8),
+        V(30075, F32, 12.3, Channel.ENERGY_EXPORT, 12.3), V(30343, F32, 4580.1),  # total kWh, import + export
+    )),
+    # Eastron SDM72D-M-2 manual: input registers, float32, the SDM630's addresses.
+    7: Device("sdm72dm_v2", "input", 30001, (
+        V(30001, F32, 229.8, Channel.VOLTAGE_L1, 229.8), V(30003, F32, 231.2, Channel.VOLTAGE_L2, 231.2),
+        V(30005, F32, 230.4, Channel.VOLTAGE_L3, 230.4), V(30007, F32, 5.25, Channel.CURRENT_L1, 5.25),
+        V(30009, F32, 4.5, Channel.CURRENT_L2, 4.5), V(30011, F32, 3.75, Channel.CURRENT_L3, 3.75),
+        V(30013, F32, 1100.0), V(30053, F32, 2750.0, Channel.POWER, 2.75),
+        V(30063, F32, 0.93, Channel.POWER_FACTOR, 0.93), V(30071, F32, 49.98, Channel.FREQUENCY, 49.98),
+        V(30073, F32, 4567.8, Channel.ENERGY_IMPORT, 4567.8), V(30075, F32, 12.3, Channel.ENERGY_EXPORT, 12.3),
+        V(30343, F32, 4580.1), V(30345, F32, 99.9),  # total kWh, total kVArh
+    )),
+    # Eastron SDM230 register table: input registers, float32.
+    8: Device("sdm230", "input", 30001, (
+        V(30001, F32, 231.7, Channel.VOLTAGE_L1, 231.7), V(30007, F32, 7.5, Channel.CURRENT_L1, 7.5),
+        V(30013, F32, -1650.5, Channel.POWER, -1.6505), V(30019, F32, 1700.0),
+        V(30031, F32, -0.97, Channel.POWER_FACTOR, -0.97), V(30071, F32, 50.01, Channel.FREQUENCY, 50.01),
+        V(30073, F32, 789.1, Channel.ENERGY_IMPORT, 789.1), V(30075, F32, 2345.6, Channel.ENERGY_EXPORT, 2345.6),
+    )),
+    # ABB B21 (B-series manual): holding registers, big endian, the B23's L1 registers.
+    9: Device("abb_b21", "holding", 0, (
+        V(0x5000, U64, 1234560, Channel.ENERGY_IMPORT, 12345.6), V(0x5004, U64, 32110, Channel.ENERGY_EXPORT, 321.1),
+        V(0x5B00, U32, 2298, Channel.VOLTAGE_L1, 229.8), V(0x5B0C, U32, 525, Channel.CURRENT_L1, 5.25),
+        V(0x5B14, I32, 185000, Channel.POWER, 1.85), V(0x5B2C, U16, 5002, Channel.FREQUENCY, 50.02),
+        V(0x5B3A, I16, 930, Channel.POWER_FACTOR, 0.93),
+    )),
+    # Carlo Gavazzi EM330/EM340/ET330/ET340 protocol: input registers, INT32 least significant word first.
+    10: Device("cg_em340", "input", 0, (
+        V(0x00, I32, 2298, Channel.VOLTAGE_L1, 229.8, True), V(0x02, I32, 2312, Channel.VOLTAGE_L2, 231.2, True),
+        V(0x04, I32, 2304, Channel.VOLTAGE_L3, 230.4, True), V(0x0C, I32, 5250, Channel.CURRENT_L1, 5.25, True),
+        V(0x0E, I32, 4500, Channel.CURRENT_L2, 4.5, True), V(0x10, I32, 3750, Channel.CURRENT_L3, 3.75, True),
+        V(0x12, I32, 6000, lsw_first=True), V(0x28, I32, -18500, Channel.POWER, -1.85, True),
+        V(0x2E, I16, 910), V(0x31, I16, 930, Channel.POWER_FACTOR, 0.93), V(0x33, I16, 500, Channel.FREQUENCY, 50.0),
+        V(0x34, I32, 123456, Channel.ENERGY_IMPORT, 12345.6, True), V(0x40, I32, 41152, lsw_first=True),
+        V(0x4E, I32, 3211, Channel.ENERGY_EXPORT, 321.1, True),
+    )),
+    11: Device("cg_et340", "input", 0, (
+        V(0x00, I32, 2401, Channel.VOLTAGE_L1, 240.1, True), V(0x02, I32, 2395, Channel.VOLTAGE_L2, 239.5, True),
+        V(0x04, I32, 2413, Channel.VOLTAGE_L3, 241.3, True), V(0x0C, I32, 11500, Channel.CURRENT_L1, 11.5, True),
+        V(0x0E, I32, 250, Channel.CURRENT_L2, 0.25, True), V(0x10, I32, 16000, Channel.CURRENT_L3, 16.0, True),
+        V(0x28, I32, 27500, Channel.POWER, 2.75, True), V(0x31, I16, -970, Channel.POWER_FACTOR, -0.97),
+        V(0x33, I16, 501, Channel.FREQUENCY, 50.1), V(0x34, I32, 75, Channel.ENERGY_IMPORT, 7.5, True),
+        V(0x4E, I32, 987654, Channel.ENERGY_EXPORT, 98765.4, True),
+    )),
+    # Schneider iEM3100/3200/3300 manual DOCA0005, register list: holding, 1-based, float32, energy INT64 Wh.
+    12: Device("iem3x55", "holding", 1, (
+        V(3000, F32, 5.25, Channel.CURRENT_L1, 5.25), V(3002, F32, 4.5, Channel.CURRENT_L2, 4.5),
+        V(3004, F32, 3.75, Channel.CURRENT_L3, 3.75), V(3010, F32, 4.5),  # average current
+        V(3028, F32, 229.8, Channel.VOLTAGE_L1, 229.8), V(3030, F32, 231.2, Channel.VOLTAGE_L2, 231.2),
+        V(3032, F32, 230.4, Channel.VOLTAGE_L3, 230.4), V(3060, F32, 1.85, Channel.POWER, 1.85),
+        V(3110, F32, 50.02, Channel.FREQUENCY, 50.02),
+        V(3204, I64, 12345600, Channel.ENERGY_IMPORT, 12345.6), V(3208, I64, 321100, Channel.ENERGY_EXPORT, 321.1),
+    )),
+    # Schneider PM5100/PM5300 register list: holding, 1-based, float32, energy INT64 Wh.
+    13: Device("pm5xxx", "holding", 1, (
+        V(3000, F32, 52.5, Channel.CURRENT_L1, 52.5), V(3002, F32, 45.0, Channel.CURRENT_L2, 45.0),
+        V(3004, F32, 37.5, Channel.CURRENT_L3, 37.5), V(3020, F32, 399.5),  # V L1-L2
+        V(3028, F32, 230.7, Channel.VOLTAGE_L1, 230.7), V(3030, F32, 229.9, Channel.VOLTAGE_L2, 229.9),
+        V(3032, F32, 231.0, Channel.VOLTAGE_L3, 231.0), V(3060, F32, 29.5, Channel.POWER, 29.5),
+        V(3110, F32, 49.99, Channel.FREQUENCY, 49.99), V(3204, U64, 987654321, Channel.ENERGY_IMPORT, 987654.321),
+    )),
+    # Janitza UMG 604 address list: holding, float32; energy in Wh.
+    14: Device("janitza_umg604", "holding", 0, (
+        V(1317, F32, 229.8, Channel.VOLTAGE_L1, 229.8), V(1319, F32, 231.2, Channel.VOLTAGE_L2, 231.2),
+        V(1321, F32, 230.4, Channel.VOLTAGE_L3, 230.4), V(1325, F32, 5.25, Channel.CURRENT_L1, 5.25),
+        V(1327, F32, 4.5, Channel.CURRENT_L2, 4.5), V(1329, F32, 3.75, Channel.CURRENT_L3, 3.75),
+        V(1333, F32, -600.0), V(1369, F32, -1850.0, Channel.POWER, -1.85), V(1371, F32, 310.0),
+        V(1439, F32, 50.02, Channel.FREQUENCY, 50.02),
+        V(9851, F32, 12345600.0, Channel.ENERGY_IMPORT, 12345.6), V(9863, F32, 321100.0, Channel.ENERGY_EXPORT, 321.1),
+    )),
+    # Janitza UMG 96RM-E address list: holding, float32 19000-19076; energy in Wh.
+    15: Device("janitza_umg96rm", "holding", 0, (
+        V(19000, F32, 229.8, Channel.VOLTAGE_L1, 229.8), V(19002, F32, 231.2, Channel.VOLTAGE_L2, 231.2),
+        V(19004, F32, 230.4, Channel.VOLTAGE_L3, 230.4), V(19012, F32, 5.25, Channel.CURRENT_L1, 5.25),
+        V(19014, F32, 4.5, Channel.CURRENT_L2, 4.5), V(19016, F32, 3.75, Channel.CURRENT_L3, 3.75),
+        V(19018, F32, 13.5), V(19026, F32, 1850.0, Channel.POWER, 1.85), V(19050, F32, 50.02, Channel.FREQUENCY, 50.02),
+        V(19068, F32, 12345600.0, Channel.ENERGY_IMPORT, 12345.6), V(19076, F32, 321100.0, Channel.ENERGY_EXPORT, 321.1),
+    )),
+    # Socomec COUNTIS E2x Modbus table: holding, 32-bit big endian; V 0.01, Hz 0.001, A 0.001, kW 0.01, kWh 0.01.
+    16: Device("socomec_countis_e2x", "holding", 0, (
+        V(0xC558, U32, 22980, Channel.VOLTAGE_L1, 229.8), V(0xC55A, U32, 23120, Channel.VOLTAGE_L2, 231.2),
+        V(0xC55C, U32, 23040, Channel.VOLTAGE_L3, 230.4), V(0xC55E, U32, 50020, Channel.FREQUENCY, 50.02),
+        V(0xC560, U32, 5250, Channel.CURRENT_L1, 5.25), V(0xC562, U32, 4500, Channel.CURRENT_L2, 4.5),
+        V(0xC564, U32, 3750, Channel.CURRENT_L3, 3.75), V(0xC568, I32, -185, Channel.POWER, -1.85),
+        V(0xC56A, I32, 31), V(0xC702, U32, 1234560, Channel.ENERGY_IMPORT, 12345.6),
+        V(0xC708, U32, 32110, Channel.ENERGY_EXPORT, 321.1),
+    )),
+    # Finder Modbus 7M24-7M38 v2: input registers, float32; energy in Wh.
+    17: Device("finder_7m38", "input", 0, (
+        V(2500, F32, 229.8, Channel.VOLTAGE_L1, 229.8), V(2502, F32, 231.2, Channel.VOLTAGE_L2, 231.2),
+        V(2504, F32, 230.4, Channel.VOLTAGE_L3, 230.4), V(2516, F32, 5.25, Channel.CURRENT_L1, 5.25),
+        V(2518, F32, 4.5, Channel.CURRENT_L2, 4.5), V(2520, F32, 3.75, Channel.CURRENT_L3, 3.75),
+        V(2530, F32, 700.0), V(2536, F32, 1850.0, Channel.POWER, 1.85), V(2560, F32, 0.93, Channel.POWER_FACTOR, 0.93),
+        V(2584, F32, 50.02, Channel.FREQUENCY, 50.02), V(2752, F32, 12345600.0, Channel.ENERGY_IMPORT, 12345.6),
+        V(2754, F32, 3703700.0), V(2756, F32, 321100.0, Channel.ENERGY_EXPORT, 321.1),
+    )),
+    # Inepro PRO380 manual V2.18: holding, float32; power in kW, energy in kWh.
+    18: Device("inepro_pro380", "holding", 0, (
+        V(0x5000, F32, 230.5), V(0x5002, F32, 229.8, Channel.VOLTAGE_L1, 229.8),
+        V(0x5004, F32, 231.2, Channel.VOLTAGE_L2, 231.2), V(0x5006, F32, 230.4, Channel.VOLTAGE_L3, 230.4),
+        V(0x5008, F32, 50.02, Channel.FREQUENCY, 50.02), V(0x500C, F32, 5.25, Channel.CURRENT_L1, 5.25),
+        V(0x500E, F32, 4.5, Channel.CURRENT_L2, 4.5), V(0x5010, F32, 3.75, Channel.CURRENT_L3, 3.75),
+        V(0x5012, F32, -1.85, Channel.POWER, -1.85), V(0x502A, F32, 0.93, Channel.POWER_FACTOR, 0.93),
+        V(0x6000, F32, 12666.7), V(0x600C, F32, 12345.6, Channel.ENERGY_IMPORT, 12345.6),
+        V(0x6018, F32, 321.1, Channel.ENERGY_EXPORT, 321.1),
+    )),
+    # ORNO OR-WE-516/517 register description: holding, float32; power in kW.
+    19: Device("orno_we516", "holding", 0, (
+        V(0x0E, F32, 229.8, Channel.VOLTAGE_L1, 229.8), V(0x10, F32, 231.2, Channel.VOLTAGE_L2, 231.2),
+        V(0x12, F32, 230.4, Channel.VOLTAGE_L3, 230.4), V(0x14, F32, 50.02, Channel.FREQUENCY, 50.02),
+        V(0x16, F32, 5.25, Channel.CURRENT_L1, 5.25), V(0x18, F32, 4.5, Channel.CURRENT_L2, 4.5),
+        V(0x1A, F32, 3.75, Channel.CURRENT_L3, 3.75), V(0x1C, F32, 1.85, Channel.POWER, 1.85),
+        V(0x1E, F32, 0.7), V(0x34, F32, 0.93, Channel.POWER_FACTOR, 0.93), V(0x100, F32, 12666.7),
+        V(0x108, F32, 12345.6, Channel.ENERGY_IMPORT, 12345.6), V(0x110, F32, 321.1, Channel.ENERGY_EXPORT, 321.1),
+    )),
+    # ORNO OR-WE-514/515 register description: holding, big-endian integers; one counter (total).
+    20: Device("orno_we514", "holding", 0, (
+        V(0x130, U16, 5002, Channel.FREQUENCY, 50.02), V(0x131, U16, 22980, Channel.VOLTAGE_L1, 229.8),
+        V(0x139, U32, 5250, Channel.CURRENT_L1, 5.25), V(0x140, U32, 1850, Channel.POWER, 1.85),
+        V(0x148, U32, 310), V(0x158, U16, 930, Channel.POWER_FACTOR, 0.93),
+        V(0xA000, U32, 1234560, Channel.ENERGY_IMPORT, 12345.6), V(0xA01E, U32, 370370),
+    )),
+    # Aquametro CALEC ST Modbus register page: holding (assumed), float32; device type at 0.
+    21: Device("aquametro_calec_st", "holding", 0, (
+        V(0, U16, 0xC0), V(100, F32, 8765.4, Channel.HEAT_ENERGY, 8765.4), V(104, U16, 0),
+        V(200, F32, 1234.567, Channel.VOLUME, 1234.567), V(204, U16, 1), V(500, F32, 12.5, Channel.POWER, 12.5),
+        V(502, U16, 1), V(600, F32, 1.25, Channel.FLOW, 1.25), V(602, U16, 2),
+    )),
 }
 
 

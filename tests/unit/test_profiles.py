@@ -168,6 +168,12 @@ def test_user_profile_with_an_inverted_flag() -> None:
     (('unit = "kWh"', 'unit = "kWh"\n\n[[registers]]\nchannel = "energy_import"\naddress = 9\ntype = "int16"'),
      "registers[1].channel at line 15: repeats channel energy_import (first at registers[0])"),
     (("unit = \"kWh\"", "unit = \"V\""), "unit 'V' cannot be converted to energy_import"),
+    (('unit = "kWh"', 'unit = "kWh"\n\n[[registers]]\nchannel = "voltage_l1"\naddress = 1\ntype = "uint16"\nunit = "V"'),
+     "registers[1].address at line 16: voltage_l1 (uint16 at 0x0001) overlaps registers[0] energy_import "
+     "(uint32 at 0x0000, input)"),
+    (('type = "uint32"', 'type = "uint24"'), "registers[0].type at line 10: Input should be 'int16', 'uint16'"),
+    (('unit = "kWh"\n', ''), 'registers[0].unit at line 8: energy_import has no unit: write the unit the device '
+                              'sends (e.g. unit = "kWh")'),
 ])
 def test_profile_mistakes_name_key_and_line(change: tuple[str, str], expected: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -209,6 +215,12 @@ def test_config_check_validates_profiles_too(tmp_path: Path) -> None:
     assert "site.toml: flags[0].bit at line 19: Input should be less than or equal to 15 (got 99)" in (
         result.output.replace("\n", "")
     )
+    (folder / "site.toml").write_text(PROFILE + '\n[[registers]]\nchannel = "power"\naddress = 1\ntype = "float32"\n')
+    result = CliRunner().invoke(app, ["config", "check", str(config)])
+    assert result.exit_code == 2
+    said = result.output.replace("\n", "")
+    assert "site.toml: registers[1].address at line 24: power (float32 at 0x0001) overlaps registers[0]" in said
+    assert "site.toml: registers[1].unit at line 23: power has no unit" in said
     (folder / "site.toml").write_text(PROFILE)
     ok = CliRunner().invoke(app, ["config", "check", str(config)])
     assert ok.exit_code == 0, ok.output
