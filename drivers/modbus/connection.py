@@ -82,6 +82,8 @@ class ModbusEndpoint:
     late_reply_grace: float | None = None
     #: How many blocks a poll may span a hole of; None: each profile's own `max_gap`.
     max_gap: int | None = None
+    #: Registers one read may span on this bus; None: each profile's own `max_registers_per_request`.
+    max_registers: int | None = None
     _resolved: Transport = field(init=False, repr=False, default="tcp")
 
     def __post_init__(self) -> None:
@@ -109,9 +111,9 @@ class ModbusEndpoint:
             msg = f"endpoint {self.name}: need timeout > 0, pause >= 0, retries >= 0, retry_delay > 0"
             raise ValueError(msg)
         if (self.late_reply_grace is not None and self.late_reply_grace < 0) or (
-            self.max_gap is not None and self.max_gap < 0
+            (self.max_gap is not None and self.max_gap < 0) or (self.max_registers is not None and self.max_registers < 1)
         ):
-            msg = f"endpoint {self.name}: late_reply_grace and max_gap must be >= 0"
+            msg = f"endpoint {self.name}: late_reply_grace and max_gap must be >= 0, max_registers >= 1"
             raise ValueError(msg)
 
     @property

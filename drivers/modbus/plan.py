@@ -27,21 +27,24 @@ class ReadBlock:
         return self.address + self.count
 
 
-def plan_reads(profile: DeviceProfile, max_gap: int | None = None) -> tuple[ReadBlock, ...]:
+def plan_reads(profile: DeviceProfile, max_gap: int | None = None,
+               max_registers: int | None = None) -> tuple[ReadBlock, ...]:
     """Merge the profile's registers (and status flags) into the fewest reads, holding (FC 03)
     before input (FC 04).
 
     Registers of one function merge while the hole between them is at most `profile.max_gap`
     registers (or `max_gap`, an endpoint's override) and the read stays within
-    `profile.max_registers_per_request`. Greedy from the lowest address is optimal here,
-    because any part of a feasible read is feasible too.
+    `profile.max_registers_per_request` (or the endpoint's lower `max_registers`). Greedy from
+    the lowest address is optimal here, because any part of a feasible read is feasible too.
     """
-    return _plan(profile, profile.max_gap if max_gap is None else max_gap)
+    limit = profile.max_registers_per_request
+    if max_registers is not None:
+        limit = min(limit, max_registers)
+    return _plan(profile, profile.max_gap if max_gap is None else max_gap, limit)
 
 
 @lru_cache(maxsize=256)
-def _plan(profile: DeviceProfile, max_gap: int) -> tuple[ReadBlock, ...]:
-    limit = profile.max_registers_per_request
+def _plan(profile: DeviceProfile, max_gap: int, limit: int) -> tuple[ReadBlock, ...]:
     blocks: list[ReadBlock] = []
     items: list[RegisterSpec | FlagSpec] = [*profile.registers, *profile.flags]
     for function in (Function.HOLDING, Function.INPUT):

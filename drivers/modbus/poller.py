@@ -120,7 +120,7 @@ class ModbusPoller:
                                       bus=BusLock(self._clear_of_healthy_sends, sleep))
         # Plans are computed here once per target, never per poll.
         self._plans: dict[str, tuple[ReadBlock, ...]] = {
-            t.meter_id: plan_reads(t.profile, endpoint.max_gap) for t in targets
+            t.meter_id: plan_reads(t.profile, endpoint.max_gap, endpoint.max_registers) for t in targets
         }
         # Function code and address of each block of a plan, for the RegisterBlocks of every poll.
         self._codes = {m: [rb.function.code for rb in plan] for m, plan in self._plans.items()}

@@ -48,7 +48,13 @@ class EndpointSection(_Section):
     stopbits: Literal[1, 2] = 1
     bytesize: Literal[7, 8] = 8
     timeout: float = Field(default=1.0, gt=0, le=60, description="Seconds per request")
-    pause: float = Field(default=0.0, ge=0, le=5, description="Quiet seconds after each request (slow gateways)")
+    inter_request_delay: float | None = Field(
+        default=None, ge=0, le=5, description="Quiet seconds between the end of one answer and the next request on "
+        "this bus (some meters need 0.02-0.05); default `pause`, 0")
+    pause: float = Field(default=0.0, ge=0, le=5, description="Older spelling of inter_request_delay")
+    max_registers_per_request: int | None = Field(
+        default=None, ge=1, le=125, description="Registers one read may span on this bus, below each profile's own "
+        "(gateways and meters that refuse long reads); default each profile's")
     retries: int = Field(default=1, ge=0, le=5, description="Further attempts after a timeout or 'device busy'")
     retry_delay: float = Field(default=0.05, gt=0, le=10, description="First retry delay; doubles, with jitter")
     late_reply_grace: float | None = Field(
@@ -63,6 +69,11 @@ class EndpointSection(_Section):
         if self.transport:
             return self.transport
         return "rtu_tcp" if self.framer == "rtu" else "tcp"
+
+    @property
+    def quiet(self) -> float:
+        """Seconds between one answer and the next request (inter_request_delay, or the older pause)."""
+        return self.pause if self.inter_request_delay is None else self.inter_request_delay
 
     @property
     def address(self) -> str:

@@ -106,9 +106,9 @@ def build(ctx: BuildContext) -> list[ModbusPoller]:
         serial = (SerialLine(ep.serial_port, ep.baudrate, ep.parity, ep.stopbits, ep.bytesize)
                   if ep.kind == "serial" and ep.serial_port else None)
         endpoint = ModbusEndpoint(name=ep.name, host=ep.host or "", port=ep.port, transport=ep.kind,
-                                  serial=serial, timeout=ep.timeout, pause=ep.pause, retries=ep.retries,
+                                  serial=serial, timeout=ep.timeout, pause=ep.quiet, retries=ep.retries,
                                   retry_delay=ep.retry_delay, late_reply_grace=ep.late_reply_grace,
-                                  max_gap=ep.max_gap)
+                                  max_gap=ep.max_gap, max_registers=ep.max_registers_per_request)
         pollers.append(ModbusPoller(endpoint, targets, ctx.emit, breaker=breaker,
                                     failures_before_lost=s.failures_before_lost, **times))
     return pollers

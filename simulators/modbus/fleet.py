@@ -111,6 +111,14 @@ class SimFleet:
         self.requests = 0  # requests answered or refused, for tests and the demo
         #: The same by unit: a poller's polls of a unit are these over the blocks of its plan.
         self.requests_by_unit: Counter[int] = Counter()
+        # Bus etiquette some real meters insist on, set at run time by tests: a request that comes less than
+        # `min_request_gap` s after the previous answer, or that spans more than `max_registers`, is refused
+        # (device busy / illegal data value) and counted.
+        self.min_request_gap = 0.0
+        self.max_registers = 125
+        self.refused_too_soon = 0
+        self.refused_too_long = 0
+        self._answered_at = float("-inf")
 
     @classmethod
     def mixed(cls, units: Mapping[int, DeviceProfile], *, seed: int = 1, **kw: Any) -> SimFleet:
@@ -288,6 +296,21 @@ class SimFleet:
         self.requests += 1
         self.requests_by_unit[unit] += 1
         meter = self.meters[unit]
+        if time.monotonic() - self._answered_at < self.min_request_gap:
+            self.refused_too_soon += 1
+            return ExcCodes.DEVICE_BUSY
+        if count > self.max_registers:
+            self.refused_too_long += 1
+            return ExcCodes.ILLEGAL_VALUE
+        try:
+            return await self._serve(unit, meter, function_code, start_address, address, count, registers, set_values)
+        finally:
+            self._answered_at = time.monotonic()
+
+    async def _serve(
+        self, unit: int, meter: SimMeter, function_code: int, start_address: int, address: int, count: int,
+        registers: list[int], set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
         match meter.fault:
             case "timeout":
                 raise NoSuchIdException(f"unit {unit} ({meter.meter_id}) is faulted silent")
