@@ -134,8 +134,14 @@ def shown_columns(raw: npt.NDArray[np.generic], scale: F64, offset: F64, factor:
     v *= factor
     if decimals is None:
         return v
-    added = np.broadcast_to(decimals, v.shape)
-    return round_shown(v, added if own is None else own + added)
+    # Only the registers whose arithmetic adds decimals (W -> kW, x 0.01): the rest are shown as read.
+    cols = np.flatnonzero(decimals.reshape(-1))
+    if cols.size == v.shape[1]:
+        added = np.broadcast_to(decimals, v.shape)
+        return round_shown(v, added if own is None else own + added)
+    added = np.broadcast_to(decimals.reshape(-1)[cols], (v.shape[0], cols.size))
+    v[:, cols] = round_shown(v[:, cols], added if own is None else own[:, cols] + added)
+    return v
 
 
 def arithmetic_decimals(scale: float, offset: float, factor: float) -> int:
