@@ -67,6 +67,11 @@ class ApiSection(_Section):
     allowed_hosts: list[str] = Field(default_factory=list, description="Host names the API answers to (the Host "
                                      "header, port aside), e.g. ['gateway.example', '*.plant.example', "
                                      "'127.0.0.1']; others get 400. Empty (the default): any host")
+    max_in_flight: int = Field(default=64, ge=1, le=100_000, description="Requests the API works on at once "
+                               "(/healthz and /readyz aside); more are answered 503 with Retry-After at once, "
+                               "before their key or body is looked at")
+    retry_after: int = Field(default=1, ge=1, le=3600, description="Seconds a client refused by max_in_flight "
+                             "is told to wait (the Retry-After header)")
 
     @field_validator("allowed_hosts")
     @classmethod

@@ -26,6 +26,7 @@ from typing import Any
 import uvicorn
 from prometheus_client import generate_latest
 
+from api.admission import AdmissionLimits
 from api.app import create_app
 from drivers.base import BuildContext, Driver, DriverSpec, MeterFacts, MeterHealth, Poller, Subscriber
 from drivers.registry import DRIVERS
@@ -320,7 +321,9 @@ class Gateway:
             await asyncio.wait_for(self.store_ready.wait(), timeout=5.0)
         app = create_app(self.store, self, raw_reads_per_second=cfg.diag.raw_reads_per_second,
                          raw_read_burst=cfg.diag.raw_read_burst, key_mirror=key_mirror(cfg),
-                         max_body_bytes=cfg.api.max_body_bytes, allowed_hosts=cfg.api.allowed_hosts)
+                         max_body_bytes=cfg.api.max_body_bytes, allowed_hosts=cfg.api.allowed_hosts,
+                         admission=AdmissionLimits(max_in_flight=cfg.api.max_in_flight,
+                                                   retry_after=cfg.api.retry_after))
         server = _EmbeddedServer(uvicorn.Config(app, host=cfg.api.host, port=cfg.api.port, log_level="warning",
                                                 access_log=False, lifespan="off"))
         self.api_server = server
