@@ -43,5 +43,5 @@ async def readyz(store: StoreDep, gateway: GatewayDep) -> JSONResponse:
                        403: error("The key lacks the diag scope")})
 async def metrics(gateway: GatewayDep) -> Response:
     """Prometheus metrics (meter_gateway_* series)."""
-    body = gateway.metrics_text() if gateway is not None else b""
+    body = (await gateway.metrics_text()) if gateway is not None else b""
     return Response(content=body, media_type=CONTENT_TYPE_LATEST)
