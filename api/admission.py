@@ -33,16 +33,31 @@ class AdmissionLimits:
     retry_after: int = 1
 
 
+@dataclass(slots=True)
+class AdmissionCounts:
+    """What /metrics shows of admission (the API process's own, beside the core's series)."""
+
+    in_flight: int = 0
+    probes: int = 0
+    #: Requests answered 503 by admission since start.
+    refused: int = 0
+
+    def metrics_text(self) -> bytes:
+        return (f"# HELP meter_gateway_api_refused_total Requests answered 503 by admission control ([api] "
+                f"max_in_flight)\n# TYPE meter_gateway_api_refused_total counter\n"
+                f"meter_gateway_api_refused_total {self.refused}\n"
+                f"# HELP meter_gateway_api_in_flight Requests the API is working on\n"
+                f"# TYPE meter_gateway_api_in_flight gauge\nmeter_gateway_api_in_flight {self.in_flight}\n").encode()
+
+
 class Admission:
     """Pure ASGI middleware: counts requests from their start to their last byte sent."""
 
-    def __init__(self, app: ASGIApp, limits: AdmissionLimits | None = None) -> None:
+    def __init__(self, app: ASGIApp, limits: AdmissionLimits | None = None,
+                 counts: AdmissionCounts | None = None) -> None:
         self.app = app
         self.limits = limits = limits or AdmissionLimits()
-        self.in_flight = 0
-        self.probes = 0
-        #: Requests answered 503 by this middleware since start (for tests and logs).
-        self.refused = 0
+        self.counts = counts if counts is not None else AdmissionCounts()
         body = json.dumps({"error": "overloaded", "message": (
             f"the API is answering {limits.max_in_flight} requests already; try again in "
             f"{limits.retry_after} s")}).encode()
@@ -56,20 +71,21 @@ class Admission:
             await self.app(scope, receive, send)
             return
         probe = scope["path"] in PROBES
-        if (self.probes >= self.limits.probe_limit) if probe else (self.in_flight >= self.limits.max_in_flight):
-            self.refused += 1
+        counts = self.counts
+        if (counts.probes >= self.limits.probe_limit) if probe else (counts.in_flight >= self.limits.max_in_flight):
+            counts.refused += 1
             await send({"type": "http.response.start", "status": 503, "headers": self._headers})
             await send({"type": "http.response.body", "body": self._body})
             return
         # One event loop: the check and the count are one step, no lock needed.
         if probe:
-            self.probes += 1
+            counts.probes += 1
         else:
-            self.in_flight += 1
+            counts.in_flight += 1
         try:
             await self.app(scope, receive, send)
         finally:
             if probe:
-                self.probes -= 1
+                counts.probes -= 1
             else:
-                self.in_flight -= 1
+                counts.in_flight -= 1

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from api import errors
-from api.admission import Admission, AdmissionLimits
+from api.admission import Admission, AdmissionCounts, AdmissionLimits
 from api.auth import KeyCache
 from api.guard import RequestGuard
 from api.headers import SecurityHeaders
@@ -62,6 +62,7 @@ def create_app(store: Store, gateway: GatewayPort | None = None, *, key_cache_tt
     app.state.key_cache = KeyCache(ttl=key_cache_ttl, mirror=key_mirror)
     app.state.clock = clock
     app.state.bus_limiter = BusLimiter(raw_reads_per_second, raw_read_burst)
+    app.state.admission = AdmissionCounts()
     app.include_router(health.router)
     for router in (imports.router, meters.router, readings.router, accounts.router, payg.router, events.router):
         app.include_router(router, responses=ERRORS)
@@ -77,5 +78,5 @@ def create_app(store: Store, gateway: GatewayPort | None = None, *, key_cache_tt
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts), www_redirect=False)
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(Admission, limits=admission)
+    app.add_middleware(Admission, limits=admission, counts=app.state.admission)
     return app

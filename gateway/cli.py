@@ -71,38 +71,47 @@ def run(config: ConfigOpt,
     raise typer.Exit(code)
 
 
+ControlOpt = Annotated[Path | None, typer.Option(help="The core's control socket (default: control.sock in the "
+                                                 "data directory)")]
+
+
 @app.command(hidden=True)
-def core(config: ConfigOpt) -> None:
+def core(config: ConfigOpt, control: ControlOpt = None) -> None:
     """The gateway's core process (started by `run`): drivers, pipeline, spool, store; no API."""
     from gateway.runtime.processes import bind_to_parent
 
     bind_to_parent()
     from gateway.runtime.processes import EXIT_REPORTED
 
-    _run_gateway(config, core_only=True, exit_code=EXIT_REPORTED)
+    _run_gateway(config, control=control, core_only=True, exit_code=EXIT_REPORTED)
 
 
 @app.command(hidden=True)
-def api(config: ConfigOpt, fd: Annotated[int | None, typer.Option(help="Listening socket to serve")] = None) -> None:
+def api(config: ConfigOpt, control: ControlOpt = None,
+        fd: Annotated[int | None, typer.Option(help="Listening socket to serve")] = None) -> None:
     """The gateway's API process (started by `run`): asks the core over its control socket."""
     from gateway.logging import setup_logging
     from gateway.runtime.apiproc import run_api
+    from gateway.runtime.control import control_path
     from gateway.runtime.processes import EXIT_REPORTED, bind_to_parent
 
     bind_to_parent()
     cfg, _ = _load(config)
     setup_logging(cfg.gateway.log_level)
-    _report_errors(lambda: eventloop.run(run_until_signal(lambda stop: run_api(cfg, stop, fd=fd))), EXIT_REPORTED)
+    socket = control or control_path(cfg.gateway.data_dir)
+    _report_errors(lambda: eventloop.run(run_until_signal(lambda stop: run_api(cfg, stop, control=socket, fd=fd))),
+                   EXIT_REPORTED)
 
 
-def _run_gateway(config: Path, *, core_only: bool = False, exit_code: int = 1) -> None:
+def _run_gateway(config: Path, *, control: Path | None = None, core_only: bool = False, exit_code: int = 1) -> None:
     from gateway.logging import setup_logging
     from gateway.runtime.control import control_path
     from gateway.runtime.gateway import Gateway
 
     cfg, profiles = _load(config)
     setup_logging(cfg.gateway.log_level)
-    gw = Gateway(cfg, profiles, config_path=config, control=control_path(cfg.gateway.data_dir) if core_only else None)
+    socket = (control or control_path(cfg.gateway.data_dir)) if core_only else None
+    gw = Gateway(cfg, profiles, config_path=config, control=socket)
     _report_errors(lambda: eventloop.run(run_until_signal(gw.run)), exit_code)
 
 

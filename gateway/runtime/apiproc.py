@@ -16,6 +16,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
@@ -24,7 +25,7 @@ from api.admission import AdmissionLimits
 from api.app import create_app
 from api.ports import GatewayPort
 from gateway.config.schema import GatewayConfig
-from gateway.runtime.control import CoreClient, control_path
+from gateway.runtime.control import CoreClient
 from gateway.runtime.remote import RemoteGateway
 from gateway.runtime.store import key_mirror, open_configured_store
 from gateway.runtime.systemd import Notifier
@@ -37,6 +38,14 @@ CORE_WAIT = 10.0
 
 
 class QuietServer(uvicorn.Server):
+    #: Called once the server listens, before it serves a request (uvicorn has no started event).
+    on_started: Callable[[QuietServer], None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.on_started is not None and self.servers:
+            self.on_started(self)
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         # The gateway owns SIGTERM/SIGINT and shuts down in order; uvicorn must not.
@@ -61,17 +70,23 @@ def server_for(app: FastAPI, cfg: GatewayConfig) -> QuietServer:
 async def serve(server: QuietServer, started: Callable[[str | None], None],
                 sockets: list[socket.socket] | None = None) -> None:
     """Run `server` until it exits; `started(url)` once it listens (None: it failed to)."""
+    told = False
+
+    def listening(srv: QuietServer) -> None:
+        nonlocal told
+        sock = srv.servers[0].sockets[0].getsockname()
+        url = f"http://{sock[0]}:{sock[1]}"
+        log.info("API listening on %s", url)
+        told = True
+        started(url)
+
+    server.on_started = listening
     task = asyncio.create_task(server.serve(sockets=sockets), name="uvicorn")
     try:
-        while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn has no started event
-            await asyncio.sleep(0.02)
-        url = None
-        if server.started:
-            sock = server.servers[0].sockets[0].getsockname()
-            url = f"http://{sock[0]}:{sock[1]}"
-            log.info("API listening on %s", url)
-        started(url)
-        await task
+        await asyncio.wait([task])
+        if not told:
+            started(None)
+        task.result()
     finally:
         if not task.done():
             server.should_exit = True
@@ -79,10 +94,11 @@ async def serve(server: QuietServer, started: Callable[[str | None], None],
             task.cancel()
 
 
-async def run_api(cfg: GatewayConfig, stop: asyncio.Event, *, fd: int | None = None) -> None:
-    """Serve the API until `stop` is set; on the listening socket `fd` if given, else bind [api]."""
+async def run_api(cfg: GatewayConfig, stop: asyncio.Event, *, control: Path, fd: int | None = None) -> None:
+    """Serve the API until `stop` is set, asking the core at `control`; on the listening socket `fd` if
+    given, else bind [api]."""
     store = await open_configured_store(cfg)
-    remote = RemoteGateway(CoreClient(control_path(cfg.gateway.data_dir)), store)
+    remote = RemoteGateway(CoreClient(control), store)
     hello = asyncio.create_task(remote.keep_hello(), name="core-hello")
     stopping = asyncio.create_task(stop.wait(), name="api-stop")
     try:

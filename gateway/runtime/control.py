@@ -3,7 +3,9 @@
 `meter-gateway run` runs the core (drivers, pipeline, spool, forwarder, store writer) and the API
 in processes of their own (gateway.runtime.processes). The API reads the store itself; what only
 the core knows (diagnostics, status, readiness, metrics, poll-now, raw reads, PAYG commands) it
-asks here: a unix socket in the data directory (0700), itself 0600, one call per connection.
+asks here: a unix socket, 0600, in a directory only the gateway's user can enter (the supervisor's
+private runtime directory; `control.sock` in the data directory when run by hand), one call per
+connection.
 
 The wire is pickle, length-prefixed: both ends are this program, the socket admits only the
 gateway's own user, and the answers are the very dataclasses and errors the in-process gateway

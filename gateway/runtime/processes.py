@@ -37,7 +37,7 @@ from pathlib import Path
 
 from gateway.backoff import Backoff
 from gateway.config.schema import GatewayConfig
-from gateway.runtime.control import CoreClient, control_path
+from gateway.runtime.control import SOCKET_NAME, CoreClient
 from gateway.runtime.systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class Supervisor:
         self.told_ready = False
         self.stopping = False
         self.failed: int | None = None
-        self.core = CoreClient(control_path(cfg.gateway.data_dir), timeout=10)
+        self.core: CoreClient | None = None
 
     def _child(self, name: str, runtime: Path, extra: list[str], pass_fds: tuple[int, ...] = ()) -> Child:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -128,11 +128,15 @@ class Supervisor:
         env = {**os.environ, "NOTIFY_SOCKET": str(path), PARENT_ENV: str(os.getpid())}
         if name != "core" or self.systemd.watchdog_interval is None:
             env.pop("WATCHDOG_USEC", None)
-        argv = [sys.executable, "-m", "gateway", name, "--config", str(self.config_path), *extra]
+        argv = [sys.executable, "-m", "gateway", name, "--config", str(self.config_path),
+                "--control", str(runtime / SOCKET_NAME), *extra]
         return Child(name, argv, env, sock, pass_fds)
 
     async def run(self, stop: asyncio.Event) -> int:
+        # Private (0700) and short: the notify sockets and the core's control socket (a unix
+        # socket's path has at most 107 bytes, which a data directory's may not leave).
         runtime = Path(tempfile.mkdtemp(prefix="meter-gateway-"))
+        self.core = CoreClient(runtime / SOCKET_NAME, timeout=10)
         listener: socket.socket | None = None
         try:
             self.children.append(self._child("core", runtime, []))
@@ -182,7 +186,7 @@ class Supervisor:
     async def _report(self) -> None:
         """Tell the core the restarts so far (it counts them and raises the events)."""
         core = self.children[0]
-        if not core.ready or self.stopping:
+        if not core.ready or self.stopping or self.core is None:
             return
         totals = {c.name: c.restarts for c in self.children}
         events, self.pending = self.pending, []
@@ -199,6 +203,12 @@ class Supervisor:
             code = await child.proc.wait()
             if self.stopping:
                 return
+            # A READY=1 it sent just before it died may still wait in the socket: read it first, or a
+            # child killed a moment after it began to serve would count as one that never started.
+            with contextlib.suppress(BlockingIOError, InterruptedError):
+                while True:
+                    if b"READY=1" in child.notify.recv(4096).splitlines():
+                        child.ever_ready = True
             child.ready = False
             if code == EXIT_REPORTED:
                 log.error("the %s process stopped on the error it reported: stopping", child.name)

@@ -58,3 +58,6 @@ async def test_work_beyond_the_bound_is_refused_at_once_and_served_again_after(t
             return (await api.get("/v1/meters")).status_code == 200
 
         await eventually(served, timeout=30)
+        metrics = (await api.get("/metrics")).text
+        counted = next(line for line in metrics.splitlines() if line.startswith("meter_gateway_api_refused_total "))
+        assert float(counted.split()[1]) >= 200

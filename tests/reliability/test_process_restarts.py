@@ -145,9 +145,11 @@ port = {fleet.port}
                 assert any(e["kind"] == "process_restarted" and "core process was killed by SIGKILL" in e["detail"]
                            for e in events), events
         finally:
-            proc.send_signal(signal.SIGTERM)
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), 60)
             await reader
+            print(log.decode()[-6000:])
         text = log.decode()
         assert proc.returncode == 0, text[-3000:]
         assert "Traceback" not in text, text[-3000:]
