@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -97,6 +98,9 @@ async def serve(server: QuietServer, started: Callable[[str | None], None],
 async def run_api(cfg: GatewayConfig, stop: asyncio.Event, *, control: Path, fd: int | None = None) -> None:
     """Serve the API until `stop` is set, asking the core at `control`; on the listening socket `fd` if
     given, else bind [api]."""
+    if cfg.api.nice:
+        # The core's pollers first: on a busy machine the kernel gives the API what they leave.
+        os.nice(cfg.api.nice)
     store = await open_configured_store(cfg)
     remote = RemoteGateway(CoreClient(control), store)
     hello = asyncio.create_task(remote.keep_hello(), name="core-hello")

@@ -59,6 +59,12 @@ def child(supervisor: int, role: str) -> int | None:
     return None
 
 
+def niceness(pid: int) -> int:
+    # /proc/PID/stat: the command (in parentheses, maybe with spaces), then field 19 is the nice value.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[16])
+
+
 async def metric(api: httpx.AsyncClient, line: str) -> bool:
     try:
         got = await api.get("/metrics")
@@ -116,8 +122,9 @@ port = {fleet.port}
                 await eventually(lambda: _is(ready(api), 200), timeout=60)
 
                 # The API process: killed, started again on the same socket, counted, an event.
-                old_api = child(proc.pid, "api")
-                assert old_api is not None
+                old_api, first_core = child(proc.pid, "api"), child(proc.pid, "core")
+                assert old_api is not None and first_core is not None
+                assert niceness(old_api) - niceness(first_core) == 10  # [api] nice: the pollers first
                 os.kill(old_api, signal.SIGKILL)
                 await eventually(lambda: child(proc.pid, "api") not in (None, old_api), timeout=30)
                 await eventually(lambda: metric(api, 'meter_gateway_process_restarts_total{process="api"} 1.0'),
