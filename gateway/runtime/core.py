@@ -8,6 +8,7 @@ reports the processes it restarted, which the core counts in /metrics
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -55,3 +56,12 @@ class ProcessBook:
         spool = self.spool()
         if spool is not None:
             await spool.append(Batch(events=[event]))
+
+
+async def hello(store_ready: asyncio.Event, intervals: Callable[[], dict[str, float]],
+                commands: Callable[[], bool]) -> dict[str, object]:
+    """The API process's first call: the facts fixed by the configuration, once the store is migrated
+    (or 5 s have passed: a store that is down only delays the API's data routes, which say 503)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(store_ready.wait(), timeout=5.0)
+    return {"poll_intervals": intervals(), "commands_available": commands()}

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ from gateway.model.profiles import DeviceProfile, Function
 from gateway.runtime.apiproc import configured_app, serve, server_for
 from gateway.runtime.commands import CommandDesk
 from gateway.runtime.control import ControlServer
-from gateway.runtime.core import ProcessBook
+from gateway.runtime.core import ProcessBook, hello
 from gateway.runtime.diag import Diagnostics, watched_meters
 from gateway.runtime.health import HealthBook
 from gateway.runtime.metrics import GatewayMetrics
@@ -334,7 +335,7 @@ class Gateway:
         supervisor's report of the processes it restarted."""
         book = ProcessBook(self.metrics, self.health, lambda: self.spool)
         return {
-            "hello": lambda: {"poll_intervals": self.poll_intervals(), "commands_available": self.commands_available()},
+            "hello": partial(hello, self.store_ready, self.poll_intervals, self.commands_available),
             "readiness": self.readiness, "metrics_text": self.metrics_text, "status": self.status, "fleet": self.fleet,
             "meter_summary": self.meter_summary, "meter_diagnostics": self.meter_diagnostics,
             "recent_payloads": self.recent_payloads, "recent_values": self.recent_values,

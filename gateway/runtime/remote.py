@@ -47,7 +47,7 @@ class RemoteGateway:
     async def hello(self) -> bool:
         """Ask the core for its fixed facts; False while it does not answer."""
         try:
-            facts = await self.client.call("hello", timeout=5)
+            facts = await self.client.call("hello", timeout=10)
         except (OSError, TimeoutError):
             return False
         self._intervals = dict(facts["poll_intervals"])
