@@ -2,7 +2,8 @@
 
 Every call goes to the running core and returns what the in-process gateway would. While the core
 is down (restarting after a crash), readiness says so under the check `core`, and the routes that
-need it answer 503 (CoreUnavailable); routes that read the store alone keep answering.
+need it answer 503 with Retry-After (gateway.errors.CoreUnavailable); routes that read the store
+alone keep answering.
 """
 
 from __future__ import annotations
@@ -13,18 +14,13 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from gateway.errors import SinkUnavailable
+from gateway.errors import CoreUnavailable
 from gateway.model import BalanceUpdate, Channel, Command, CommandKind, DeadLetter, Event, Reading, Submission
 from gateway.model.health import MeterDiagnostics, MeterSummary, PollResult, RecentPayload
 from gateway.runtime.control import CoreClient
 from storage.base import Store
 
 log = logging.getLogger(__name__)
-
-
-class CoreUnavailable(SinkUnavailable):
-    """The gateway's core process does not answer (it is starting, or restarting after a crash).
-    A SinkUnavailable so that the API answers 503 with Retry-After, as for a store that is down."""
 
 
 class RemoteGateway:
