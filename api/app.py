@@ -12,6 +12,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from api import errors
 from api.admission import Admission, AdmissionCounts, AdmissionLimits
 from api.auth import KeyCache
+from api.deps import ApiStore
 from api.guard import RequestGuard
 from api.headers import SecurityHeaders
 from api.methods import MethodTable, OptionsResponder
@@ -20,7 +21,6 @@ from api.ratelimit import BusLimiter
 from api.routes import accounts, diag, docs, events, health, imports, meters, payg, readings, status_page
 from api.schemas.common import ERRORS
 from gateway import __version__
-from storage.base import Store
 
 #: Largest JSON request body, in bytes, unless [api] max_body_bytes says otherwise.
 DEFAULT_MAX_BODY = 1024 * 1024
@@ -30,7 +30,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def create_app(store: Store, gateway: GatewayPort | None = None, *, key_cache_ttl: float = 5.0,
+def create_app(store: ApiStore, gateway: GatewayPort | None = None, *, key_cache_ttl: float = 5.0,
                raw_reads_per_second: float = 2.0, raw_read_burst: int = 4,
                clock: Callable[[], datetime] = _utcnow, key_mirror: Path | None = None,
                max_body_bytes: int = DEFAULT_MAX_BODY, allowed_hosts: Sequence[str] = (),

@@ -35,8 +35,8 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
+from api.deps import ApiStore
 from gateway.errors import SinkUnavailable
-from storage.base import Store
 from storage.keys import ApiKey, Scope, format_scopes, key_id_of, matches, parse_scopes
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class KeyCache:
     #: One mirror write at a time: each reads the file, adds its key and writes it whole.
     _mirroring: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def get(self, store: Store, key_id: str) -> ApiKey | None:
+    async def get(self, store: ApiStore, key_id: str) -> ApiKey | None:
         now = self.monotonic()
         hit = self._rows.get(key_id)
         if hit is not None and now - hit[0] < self.ttl:
@@ -181,7 +181,7 @@ def bearer_token(authorization: str | None) -> str | None:
     return token if authorization and token and scheme.lower() == "bearer" else None
 
 
-async def authenticate(token: str | None, cache: KeyCache, store: Store, *, path: str, scope: Scope) -> ApiKey:
+async def authenticate(token: str | None, cache: KeyCache, store: ApiStore, *, path: str, scope: Scope) -> ApiKey:
     """The stored row of a valid, unrevoked key `token`; KeyRefused(401) saying why not.
 
     `path` and `scope` only shape the message for a request that sent no key.

@@ -8,17 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Depends, Request
 
 from api.ports import GatewayPort
 from gateway.errors import InvalidRequest
-from storage.base import Store
+from storage.base import Reader, Registry
 
 
-async def get_store(request: Request) -> Store:
-    store: Store = request.app.state.store
+class ApiStore(Reader, Registry, Protocol):
+    """What the API uses of a store: it reads, and keeps the registry (keys, meters, assignments,
+    verdicts, commands); the write path and the store's lifecycle are the runtime's."""
+
+
+async def get_store(request: Request) -> ApiStore:
+    store: ApiStore = request.app.state.store
     return store
 
 
@@ -42,6 +47,6 @@ async def check_text_params(request: Request) -> None:
                 raise InvalidRequest(msg)
 
 
-StoreDep = Annotated[Store, Depends(get_store)]
+StoreDep = Annotated[ApiStore, Depends(get_store)]
 GatewayDep = Annotated[GatewayPort | None, Depends(get_gateway)]
 NowDep = Annotated[datetime, Depends(get_now)]

@@ -1,4 +1,5 @@
-"""What the rest of the gateway needs from a store: a Sink to write to and a Reader to query.
+"""What the rest of the gateway needs from a store: a Sink to write to, a Reader to query and a
+Registry to keep meters, keys and assignments in (the API depends on Reader and Registry only).
 
 Both backends (embedded SQLite, TimescaleDB) implement `Store`, and the same tests run
 against both. Every write is idempotent on (meter_id, channel, ts) for readings and on
@@ -48,22 +49,9 @@ from storage.records import (
 )
 
 
-@runtime_checkable
-class Store(Protocol):
-    #: Short description of the storage mode, shown in logs and /readyz,
-    #: e.g. "sqlite", "timescaledb-apache", "timescaledb-community", "postgresql".
-    mode: str
+class Sink(Protocol):
+    """The write path: batches from the pipeline, the configured meters at start."""
 
-    async def migrate(self, *, upto: int | None = None) -> None:
-        """Apply pending schema migrations (forward-only). Safe to call every start.
-        `upto`: stop after that version (to build a store as an older release left it)."""
-
-    async def ping(self) -> None:
-        """Raise SinkUnavailable if the store cannot be reached now."""
-
-    async def close(self) -> None: ...
-
-    # -- sink --------------------------------------------------------------------
     async def write(self, batch: Batch) -> WriteResult:
         """Write a batch in one transaction. Returns only after it is durable.
 
@@ -74,7 +62,18 @@ class Store(Protocol):
     async def upsert_meters(self, meters: Sequence[Meter]) -> None:
         """Create or update meters (by meter_id), e.g. from the configuration at start."""
 
-    # -- reader ------------------------------------------------------------------
+
+class Reader(Protocol):
+    """What the API and the runtime read: meters, readings, balances, events, the feed,
+    consumption and bills, commands, fleet summaries; and whether the store answers now."""
+
+    #: Short description of the storage mode, shown in logs and /readyz,
+    #: e.g. "sqlite", "timescaledb-apache", "timescaledb-community", "postgresql".
+    mode: str
+
+    async def ping(self) -> None:
+        """Raise SinkUnavailable if the store cannot be reached now."""
+
     async def list_meters(self, *, search: str | None = None, limit: int = 100, after: str | None = None,
                           status: MeterStatus | None = None, utility: Utility | None = None,
                           payg: bool | None = None, consumer_number: str | None = None) -> list[Meter]:
@@ -110,17 +109,9 @@ class Store(Protocol):
                           limit: int = 100) -> list[DeadLetter]:
         """Most recent first."""
 
-    # -- wave 2 (issues 4, 5, 6); both stores implement these ---------------------
     async def feed(self, *, after: int, limit: int = 1000) -> FeedPage:
         """Readings with seq > after, in seq order, never skipping a row that a concurrent
         writer commits later with a lower seq (see FeedPage)."""
-
-    async def set_status(self, meter_id: str, channel: Channel, ts: datetime, status: Status, *,
-                         note: str, by: str, key_id: str | None = None) -> Reading:
-        """Verify or reject a reading (a person's decision): records it in the verification
-        log (note, `by` and the API key's id), gives the reading a new seq so the feed shows
-        it again. A verdict the reading already has changes nothing (same seq, no log entry).
-        NotFound if absent."""
 
     async def reading_history(self, meter_id: str, channel: Channel, ts: datetime, *, limit: int = 100,
                               after: int | None = None) -> list[StatusChange]:
@@ -149,19 +140,6 @@ class Store(Protocol):
         """Cumulative readings with ts >= since ordered by (meter_id, channel, ts): seeds VEE
         windows after a restart."""
 
-    async def save_command(self, command: Command) -> None:
-        """Insert or update a PAYG command by correlation_id."""
-
-    async def claim_command(self, command: Command) -> list[Command]:
-        """Store a new PENDING command under its keys (its reference, its idempotency key; each
-        unique in the store), or, if another command holds one of them, store nothing and return
-        the commands that hold them (the reference's first). One transaction: of claims that race
-        for a key, on this gateway or on others sharing the store, exactly one stores."""
-
-    async def retry_unsent_command(self, correlation_id: str, at: datetime) -> Command | None:
-        """The command PENDING again (updated at `at`) if it is FAILED and unsent (nothing of it
-        reached the broker); None otherwise. Of calls that race, at most one gets it."""
-
     async def get_command(self, correlation_id: str) -> Command | None: ...
 
     async def commands(self, *, meter_id: str | None = None, limit: int = 100,
@@ -169,20 +147,31 @@ class Store(Protocol):
         """Most recent first, keyset-paginated: `before` is the (created_at, correlation_id) of
         the last command of the previous page."""
 
-    async def apply_retention(self, now: datetime | None = None) -> RetentionResult:
-        """Remove readings, balances, events and dead letters older than the configured
-        retention. The runtime calls it periodically; a no-op ("off") without retention,
-        and under TimescaleDB's community license (its own policy job does the work)."""
+    async def events_page(self, *, meter_id: str | None = None, kind: EventKind | None = None,
+                          start: datetime | None = None, end: datetime | None = None, limit: int = 100,
+                          before: tuple[datetime, int] | None = None) -> list[StoredEvent]:
+        """Events with start <= ts < end, most recent first, keyset-paginated: `before` is
+        the (ts, seq) of the last event of the previous page."""
 
-    async def reorder(self, now: datetime | None = None, *, budget: float | None = 60.0) -> ReorderResult:
-        """Rewrite closed stretches of readings in (meter_id, channel, ts) order, so that one
-        meter's month is a few pages instead of thousands (readings arrive interleaved by
-        meter). The runtime calls it with the retention run when `storage.reorder_chunks`
-        is on; no new chunk is started after `budget` seconds (None: until done) and the next
-        run goes on. "off" where the store has nothing to do (SQLite, plain PostgreSQL);
-        "policy" under TimescaleDB's community license, whose reorder policy does it."""
+    async def payg_totals(self) -> list[PaygTotals]:
+        """Per currency, the sum over PAYG meters of their latest balance update."""
 
-    # -- wave 3 (issue 7: the account-system API); both stores implement these -------
+    async def meter_activity(self, *, since: datetime) -> list[MeterActivity]:
+        """Every registered meter, by meter_id, with its newest reading or balance ts at or
+        after `since` (None: nothing since)."""
+
+    async def fleet_counts(self, rule: SilentRule) -> FleetCounts:
+        """Meters, meters by status and silent meters, counted by the database."""
+
+    async def silent_meters(self, rule: SilentRule, *, limit: int = 100,
+                            after: str | None = None) -> list[MeterActivity]:
+        """Active meters silent by `rule`, ordered by meter_id, after the given meter_id."""
+
+
+class Registry(Protocol):
+    """The registry the API keeps: API keys, meters, assignments and consumers, verdicts on
+    readings, PAYG commands."""
+
     async def create_api_key(self, key: ApiKey) -> None:
         """Store a new key (its hash only). Conflict if the id is taken."""
 
@@ -242,20 +231,6 @@ class Store(Protocol):
         """Close the consumer's open assignments at `at` (closing reads as on move-out) and
         refuse new ones. Idempotent. NotFound if never seen."""
 
-    async def events_page(self, *, meter_id: str | None = None, kind: EventKind | None = None,
-                          start: datetime | None = None, end: datetime | None = None, limit: int = 100,
-                          before: tuple[datetime, int] | None = None) -> list[StoredEvent]:
-        """Events with start <= ts < end, most recent first, keyset-paginated: `before` is
-        the (ts, seq) of the last event of the previous page."""
-
-    async def payg_totals(self) -> list[PaygTotals]:
-        """Per currency, the sum over PAYG meters of their latest balance update."""
-
-    async def meter_activity(self, *, since: datetime) -> list[MeterActivity]:
-        """Every registered meter, by meter_id, with its newest reading or balance ts at or
-        after `since` (None: nothing since)."""
-
-    # -- issue 27: unique device numbers, a fleet summary that counts ----------------------
     async def taken_identifiers(self, meter_ids: Sequence[str],
                                 devices: Sequence[tuple[str, str]]) -> TakenIdentifiers:
         """Which of `meter_ids` exist, and which meter holds each of `devices`, (utility, device
@@ -265,9 +240,46 @@ class Store(Protocol):
         """Device numbers on more than one meter of a utility (only a store upgraded from
         before they were unique can hold them), by utility and device number."""
 
-    async def fleet_counts(self, rule: SilentRule) -> FleetCounts:
-        """Meters, meters by status and silent meters, counted by the database."""
+    async def set_status(self, meter_id: str, channel: Channel, ts: datetime, status: Status, *,
+                         note: str, by: str, key_id: str | None = None) -> Reading:
+        """Verify or reject a reading (a person's decision): records it in the verification
+        log (note, `by` and the API key's id), gives the reading a new seq so the feed shows
+        it again. A verdict the reading already has changes nothing (same seq, no log entry).
+        NotFound if absent."""
 
-    async def silent_meters(self, rule: SilentRule, *, limit: int = 100,
-                            after: str | None = None) -> list[MeterActivity]:
-        """Active meters silent by `rule`, ordered by meter_id, after the given meter_id."""
+    async def save_command(self, command: Command) -> None:
+        """Insert or update a PAYG command by correlation_id."""
+
+    async def claim_command(self, command: Command) -> list[Command]:
+        """Store a new PENDING command under its keys (its reference, its idempotency key; each
+        unique in the store), or, if another command holds one of them, store nothing and return
+        the commands that hold them (the reference's first). One transaction: of claims that race
+        for a key, on this gateway or on others sharing the store, exactly one stores."""
+
+    async def retry_unsent_command(self, correlation_id: str, at: datetime) -> Command | None:
+        """The command PENDING again (updated at `at`) if it is FAILED and unsent (nothing of it
+        reached the broker); None otherwise. Of calls that race, at most one gets it."""
+
+
+@runtime_checkable
+class Store(Sink, Reader, Registry, Protocol):
+    """A whole store: Sink + Reader + Registry, and its lifecycle (migrations, retention, close)."""
+
+    async def migrate(self, *, upto: int | None = None) -> None:
+        """Apply pending schema migrations (forward-only). Safe to call every start.
+        `upto`: stop after that version (to build a store as an older release left it)."""
+
+    async def close(self) -> None: ...
+
+    async def apply_retention(self, now: datetime | None = None) -> RetentionResult:
+        """Remove readings, balances, events and dead letters older than the configured
+        retention. The runtime calls it periodically; a no-op ("off") without retention,
+        and under TimescaleDB's community license (its own policy job does the work)."""
+
+    async def reorder(self, now: datetime | None = None, *, budget: float | None = 60.0) -> ReorderResult:
+        """Rewrite closed stretches of readings in (meter_id, channel, ts) order, so that one
+        meter's month is a few pages instead of thousands (readings arrive interleaved by
+        meter). The runtime calls it with the retention run when `storage.reorder_chunks`
+        is on; no new chunk is started after `budget` seconds (None: until done) and the next
+        run goes on. "off" where the store has nothing to do (SQLite, plain PostgreSQL);
+        "policy" under TimescaleDB's community license, whose reorder policy does it."""

@@ -59,6 +59,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from gateway.errors import InvalidRequest
 from gateway.model import Assignment, Channel, Quality, Reading, Status
 from gateway.model.readings import CUMULATIVE_CHANNELS, flag_names
+from gateway.model.shown import shown_sum
 from storage.boundary import (
     BILLABLE,
     DEFAULT_ESTIMATE_WINDOW,
@@ -205,14 +206,16 @@ def measure(opening: Reading | None, closing: Reading | None, flagged: Sequence[
         between = [r for r in _within(flagged, times, opening.ts, closing.ts) if r.status is not Status.REJECTED]
         gap = any(r.quality & Quality.GAP for r in between)
         if closing.ts > start:  # else no billable read lies inside the period
-            value = closing.value - opening.value
+            wraps = []
             for r in between:
                 if r.quality & Quality.ROLLOVER:
                     modulus = modulus_of(r)
                     if modulus is None:
                         suspect = True  # the wrap cannot be counted: the value is wrong by a modulus
                     else:
-                        value += modulus
+                        wraps.append(modulus)
+            # In decimal, as the meter's display shows the reads: 12346.1 - 12345.6 is 0.5.
+            value = shown_sum(closing.value, -opening.value, *wraps)
             suspect = suspect or value < 0
     counts: dict[str, int] = {}
     if count:

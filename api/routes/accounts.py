@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query
 
 from api.auth import RequireScope
-from api.deps import NowDep, StoreDep, check_text_params
+from api.deps import ApiStore, NowDep, StoreDep, check_text_params
 from api.params import Shape, utc
 from api.routes.meters import MeterPath, require_meter
 from api.schemas.accounts import AssignmentIn, AssignmentOut, ConsumerOut
@@ -16,7 +16,6 @@ from api.schemas.meters import meter_dict
 from api.schemas.readings import BillingMeterOut, BillingOut
 from api.schemas.time import Timestamp
 from gateway.errors import NotFound
-from storage.base import Store
 from storage.boundary import check_period
 from storage.keys import Scope
 from storage.records import Consumer, cumulative_channel
@@ -28,7 +27,7 @@ WRITE = [Depends(RequireScope(Scope.WRITE))]
 ConsumerPath = Annotated[Identifier, Path(description="The consumer (account) number", examples=["C-1001"])]
 
 
-async def _consumer_out(store: Store, consumer: Consumer) -> dict[str, Any]:
+async def _consumer_out(store: ApiStore, consumer: Consumer) -> dict[str, Any]:
     history = await store.assignments(consumer_number=consumer.consumer_number)
     current = sorted({a.meter_id for a in history if a.end is None})
     meters = [m for m in [await store.get_meter(meter_id) for meter_id in current] if m is not None]

@@ -7,14 +7,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Path, Query
 
 from api.auth import RequireScope
-from api.deps import NowDep, StoreDep, check_text_params
+from api.deps import ApiStore, NowDep, StoreDep, check_text_params
 from api.pagination import decode_cursor, encode_cursor
 from api.params import Cursor, Limit, utc
 from api.schemas.common import Identifier, Page, error
 from api.schemas.meters import MeterIn, MeterOut, MeterUpdate, meter_dict
 from gateway.errors import InvalidRequest, NotFound
 from gateway.model import Meter, MeterStatus, Utility
-from storage.base import Store
 from storage.keys import Scope
 
 router = APIRouter(prefix="/v1/meters", tags=["meters"], dependencies=[Depends(check_text_params)])
@@ -26,7 +25,7 @@ _CLEARABLE = frozenset({"device_number", "installed_at", "location", "tags"})
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: error("No such meter")}
 
 
-async def require_meter(store: Store, meter_id: str) -> Meter:
+async def require_meter(store: ApiStore, meter_id: str) -> Meter:
     meter = await store.get_meter(meter_id)
     if meter is None:
         raise NotFound("meter", meter_id)

@@ -46,6 +46,8 @@ if [ "$mode" = test ]; then
   [ -x /usr/bin/chromium ] || apt_install chromium fonts-dejavu-core
   # Serial RTU tests run over a pseudo-terminal pair made by socat.
   command -v socat >/dev/null 2>&1 || apt_install socat
+  # Tests publish with Mosquitto's own client too, a publisher we did not write.
+  command -v mosquitto_pub >/dev/null 2>&1 || apt_install mosquitto-clients
   bash deploy/scripts/install-timescaledb.sh
 fi
 

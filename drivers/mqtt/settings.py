@@ -12,6 +12,8 @@ Example::
     share_group = "payg"                            # MQTT 5: gateways split the meters between them
     topics = ["payg/{meter_id}/balance"]
     field_mapping = { balance = "/data/credit", ts = "/data/time" }
+    value_maps = { relay = { closed = "connected", open = "disconnected" } }   # the vendor's words
+    scales = { balance = 0.01, debt = 0.01 }        # money sent in minor units (cents)
     timestamp = "epoch_ms"
     low_credit_threshold = 50                       # per meter: meters[].low_credit_threshold
     currency_decimals = { KES = 3 }                 # the vendor's meters take top-ups in tenths of a cent
@@ -31,7 +33,7 @@ from typing import Annotated, Literal
 from annotated_types import Gt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gateway.model.payloads import resolve_mapping
+from gateway.model.payloads import check_scales, resolve_mapping, resolve_value_maps
 
 PayloadFormatName = Literal["json", "number"]
 #: The most decimals a command amount may carry anywhere (the API's limit too).
@@ -63,6 +65,20 @@ def _check_mapping(mapping: dict[str, str] | None) -> dict[str, str] | None:
     return mapping
 
 
+#: A value map's targets: canonical words, or TOML booleans for the boolean fields.
+ValueMaps = dict[str, dict[str, str | bool]]
+
+
+def _check_value_maps(maps: ValueMaps | None) -> ValueMaps | None:
+    resolve_value_maps(maps)  # ValueError names the field, the word and what it may map to
+    return maps
+
+
+def _check_scales(scales: dict[str, Decimal] | None) -> dict[str, Decimal] | None:
+    check_scales(scales)
+    return scales
+
+
 class TopicSource(_Section):
     """One more topic template whose payloads are written differently from [mqtt]'s defaults."""
 
@@ -70,9 +86,13 @@ class TopicSource(_Section):
     payload_format: PayloadFormatName | None = Field(default=None, description="Default mqtt.payload_format")
     field_mapping: dict[str, str] | None = Field(default=None, description="Default mqtt.field_mapping")
     timestamp: TimestampMode | None = Field(default=None, description="Default mqtt.timestamp")
+    value_maps: ValueMaps | None = Field(default=None, description="Default mqtt.value_maps")
+    scales: dict[str, Decimal] | None = Field(default=None, description="Default mqtt.scales")
 
     _topic = field_validator("topic")(_check_template)
     _mapping = field_validator("field_mapping")(_check_mapping)
+    _value_maps = field_validator("value_maps")(_check_value_maps)
+    _scales = field_validator("scales")(_check_scales)
 
 
 class MqttSection(_Section):
@@ -104,6 +124,13 @@ class MqttSection(_Section):
     field_mapping: dict[str, str] = Field(default_factory=dict,
                                           description="Canonical field -> JSON pointer, e.g. balance = '/data/credit'")
     timestamp: TimestampMode = Field(default="auto", description="How 'ts' is written; 'received' uses the time of receipt")
+    value_maps: ValueMaps = Field(default_factory=dict, description=(
+        "The vendor's words for relay and emergency_credit_in_use, matched case-insensitively, e.g. relay = "
+        "{closed = 'connected', open = 'disconnected'}; booleans and numbers as keys too ({'true' = 'connected', "
+        "'0' = 'disconnected'}). A value the map lacks is a dead letter"))
+    scales: dict[str, Decimal] = Field(default_factory=dict, description=(
+        "Factors for money sent in minor units, applied exactly: balance, debt, emergency_credit, "
+        "last_topup_amount, e.g. {balance = 0.01}"))
     max_payload_bytes: int = Field(default=16384, ge=64, le=1_048_576, description="Larger payloads are dead letters")
     max_future: float = Field(default=300.0, ge=0, description="Seconds a ts may lie ahead of receipt")
     currency: str = "XXX"
@@ -121,6 +148,8 @@ class MqttSection(_Section):
     _topics = field_validator("topics")(_check_templates)
     _command_topics = field_validator("command_topic", "reply_topic")(_check_template)
     _mapping = field_validator("field_mapping")(_check_mapping)
+    _value_maps = field_validator("value_maps")(_check_value_maps)
+    _scales = field_validator("scales")(_check_scales)
 
     @field_validator("currency_decimals")
     @classmethod

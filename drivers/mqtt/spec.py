@@ -16,7 +16,7 @@ from drivers.mqtt.subscriber import MqttSubscriber
 from gateway.model import Protocol, Source
 from gateway.model.meters import MeterBinding
 from gateway.model.payg import BalanceTerms
-from gateway.model.payloads import PayloadLayout
+from gateway.model.payloads import PayloadLayout, check_scales, resolve_value_maps
 from gateway.model.profiles import DeviceProfile
 
 #: The keys only a PAYG (MQTT) meter has: another protocol's meter that sets one is a mistake.
@@ -77,12 +77,16 @@ def payloads(settings: MqttSection) -> list[PayloadLayout]:
     of [[mqtt.sources]] with what it overrides."""
     m = settings
     future = timedelta(seconds=m.max_future)
-    out = [PayloadLayout(t, m.payload_format, dict(m.field_mapping), m.timestamp, m.max_payload_bytes, future)
+    out = [PayloadLayout(t, m.payload_format, dict(m.field_mapping), m.timestamp, m.max_payload_bytes, future,
+                         resolve_value_maps(m.value_maps), check_scales(m.scales))
            for t in m.topics]
     for src in m.sources:
         mapping = m.field_mapping if src.field_mapping is None else src.field_mapping
+        maps = m.value_maps if src.value_maps is None else src.value_maps
+        scales = m.scales if src.scales is None else src.scales
         out.append(PayloadLayout(src.topic, src.payload_format or m.payload_format, dict(mapping),
-                                 src.timestamp or m.timestamp, m.max_payload_bytes, future))
+                                 src.timestamp or m.timestamp, m.max_payload_bytes, future,
+                                 resolve_value_maps(maps), check_scales(scales)))
     return out
 
 

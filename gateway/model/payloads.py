@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 
 #: Canonical field → JSON pointer in the default layout.
 DEFAULT_MAPPING: Mapping[str, str] = {
@@ -51,6 +52,69 @@ def resolve_mapping(mapping: Mapping[str, str] | None) -> dict[str, str]:
     return fields
 
 
+#: Fields whose words a vendor chooses, and the canonical words they map to (value_maps).
+MAPPABLE: Mapping[str, tuple[str, ...]] = {
+    "relay": ("connected", "disconnected"),
+    "emergency_credit_in_use": ("true", "false"),
+}
+#: Money fields a vendor may send in minor units (scales: balance = 0.01 turns 12345 into 123.45).
+SCALABLE: tuple[str, ...] = ("balance", "debt", "emergency_credit", "last_topup_amount")
+
+
+def value_key(raw: object) -> str | None:
+    """How a payload's value is looked up in a value map: text case-insensitively and trimmed,
+    booleans as "true"/"false", integers as their digits; None for anything else (objects, arrays)."""
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if isinstance(raw, int):
+        return str(raw)
+    if isinstance(raw, Decimal):
+        return str(raw) if raw.is_finite() else None
+    if isinstance(raw, str):
+        return raw.strip().lower()
+    return None
+
+
+def resolve_value_maps(maps: Mapping[str, Mapping[str, object]] | None) -> dict[str, dict[str, str]]:
+    """Field -> (vendor's word, lowercased -> canonical word); ValueError naming the field, the
+    word and what it may map to. Targets may be TOML booleans for the boolean fields."""
+    resolved: dict[str, dict[str, str]] = {}
+    problems = []
+    for name, words in (maps or {}).items():
+        allowed = MAPPABLE.get(name)
+        if allowed is None:
+            problems.append(f"value_maps.{name}: no such field to map (mappable: {', '.join(MAPPABLE)})")
+            continue
+        table: dict[str, str] = {}
+        for word, target in words.items():
+            canonical = value_key(target)
+            if canonical not in allowed:
+                problems.append(f"value_maps.{name}.{word}: maps to {target!r}, which {name} cannot be "
+                                f"(one of {', '.join(allowed)})")
+                continue
+            key = word.strip().lower()
+            if key in table and table[key] != canonical:
+                problems.append(f"value_maps.{name}.{word}: repeats {key!r} (keys match case-insensitively)")
+            table[key] = canonical
+        resolved[name] = table
+    if problems:
+        raise ValueError("; ".join(problems))
+    return resolved
+
+
+def check_scales(scales: Mapping[str, Decimal] | None) -> dict[str, Decimal]:
+    """Money field -> factor, each positive and finite; ValueError naming what is wrong."""
+    problems = []
+    for name, factor in (scales or {}).items():
+        if name not in SCALABLE:
+            problems.append(f"scales.{name}: no such money field (scalable: {', '.join(SCALABLE)})")
+        elif not factor.is_finite() or factor <= 0:
+            problems.append(f"scales.{name}: {factor} must be a positive number, e.g. 0.01 for cents")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return dict(scales or {})
+
+
 @dataclass(frozen=True, slots=True)
 class PayloadLayout:
     """How the payloads of one topic template are written, as a driver's settings declare it
@@ -62,6 +126,11 @@ class PayloadLayout:
     timestamp: str = "auto"  # "auto" | "iso8601" | "epoch_s" | "epoch_ms" | "received"
     max_bytes: int = 16384
     max_future: timedelta = timedelta(minutes=5)
+    #: The vendor's words for a field's values (resolve_value_maps' shape).
+    value_maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: Money fields' factors (check_scales' shape).
+    scales: Mapping[str, Decimal] = field(default_factory=dict)
 
 
-__all__ = ["DEFAULT_MAPPING", "PayloadLayout", "resolve_mapping", "split_pointer"]
+__all__ = ["DEFAULT_MAPPING", "MAPPABLE", "SCALABLE", "PayloadLayout", "check_scales", "resolve_mapping",
+           "resolve_value_maps", "split_pointer", "value_key"]

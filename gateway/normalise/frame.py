@@ -41,6 +41,7 @@ from gateway.model.frame import (
 from gateway.model.profiles import ByteOrder, DataType, DeviceFlag, DeviceProfile, RegisterSpec
 from gateway.model.readings import Kind
 from gateway.model.samples import RawRegisters
+from gateway.model.shown import arithmetic_decimals, shown_columns
 from gateway.model.units import conversion_factor
 from gateway.normalise.normaliser import poll_dead_letter, register_value
 
@@ -111,6 +112,7 @@ class _Group:
     factor: F64
     markers: tuple[tuple[int, int], ...]  # (index in the group, raw "not available" value)
     everything: bool  # the group is every register of the profile, in order
+    decimals: I64 | None  # what scale, offset and factor add to each register's (model.shown); None: none
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,11 +149,13 @@ def _plan(profile: DeviceProfile, shape: Shape) -> _Plan:
             if spec.not_available is not None:
                 markers.append((p, spec.not_available))
         specs = [profile.registers[j] for j in positions]
+        added = [arithmetic_decimals(s.scale, s.offset, factors[j]) for s, j in zip(specs, positions, strict=True)]
+        decimals = None if np_type == ">f8" or not any(added) else np.asarray([added], dtype=np.int64)
         groups.append(_Group(positions, np.asarray(gather, dtype=np.int64), storage, np_type,
                              np.asarray([s.scale for s in specs], dtype=np.float64),
                              np.asarray([s.offset for s in specs], dtype=np.float64),
                              np.asarray([factors[j] for j in positions], dtype=np.float64), tuple(markers),
-                             positions == list(range(len(profile.registers)))))
+                             positions == list(range(len(profile.registers))), decimals))
     return _Plan(layout, tuple(groups), tuple(j for j, col in enumerate(layout.columns) if col is None),
                  np.asarray([[s.kind is Kind.CUMULATIVE for s in profile.registers]], dtype=bool), factors)
 
@@ -288,8 +292,7 @@ class FrameDecoder:
         with np.errstate(invalid="ignore", over="ignore"):
             for g in plan.groups:
                 raw = np.ascontiguousarray(words[:, g.gather], dtype=g.storage).view(g.np_type)  # (polls, group)
-                v = raw.astype(np.float64) * g.scale + g.offset
-                v *= g.factor
+                v = shown_columns(raw, g.scale, g.offset, g.factor, g.decimals)  # as the meter shows them
                 unusable = ~np.isfinite(v)
                 for p, marker in g.markers:
                     unusable[:, p] |= raw[:, p] == marker

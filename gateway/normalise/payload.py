@@ -16,6 +16,10 @@ them apart: strings are ISO 8601, numbers of 1e11 and more are milliseconds) or 
 ignore the payload's clock and use the time of receipt.
 
 Money is never a float: JSON is parsed with parse_float=Decimal, so "10.10" stays Decimal("10.10").
+A vendor's own words for the relay and emergency credit are read through `value_maps`
+({"relay": {"closed": "connected", "open": "disconnected"}}, keys lowercased); a value the map lacks
+is refused ("unmapped_value") with the value and the map's keys. Money sent in minor units is
+multiplied by `scales` ({"balance": Decimal("0.01")}) exactly.
 
 Whatever the bytes, `parse` returns a BalanceUpdate or raises PayloadError, nothing else. What
 no store can hold is refused here, with its field named: a timestamp outside the years 1-9999
@@ -31,12 +35,19 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from typing import Any, Literal
 
 from gateway.errors import PayloadError
 from gateway.model.payg import BalanceUpdate, Relay
-from gateway.model.payloads import DEFAULT_MAPPING, resolve_mapping, split_pointer
+from gateway.model.payloads import (
+    DEFAULT_MAPPING,
+    check_scales,
+    resolve_mapping,
+    resolve_value_maps,
+    split_pointer,
+    value_key,
+)
 from gateway.model.text import unstorable_at
 
 __all__ = [
@@ -52,7 +63,7 @@ __all__ = [
 #: Stable reason names carried by PayloadError.reason (the dead-letter list groups by them).
 REASONS = frozenset(
     {"oversized", "malformed_json", "not_an_object", "missing_field", "wrong_type", "future_ts", "bad_timestamp",
-     "bad_text", "bad_number"}
+     "bad_text", "bad_number", "unmapped_value"}
 )
 
 Format = Literal["json", "number"]
@@ -110,7 +121,12 @@ class PayloadFormat:
     max_bytes: int = 16384
     #: A ts later than receipt + max_future is rejected ("future_ts").
     max_future: timedelta = timedelta(minutes=5)
+    #: Field -> the vendor's word (any case) -> canonical word (gateway.model.payloads.resolve_value_maps).
+    value_maps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: Money field -> exact factor (minor units: 0.01).
+    scales: Mapping[str, Decimal] = field(default_factory=dict)
     _pointers: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+    _maps: dict[str, dict[str, str]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         problems = []
@@ -127,10 +143,25 @@ class PayloadFormat:
         except ValueError as exc:
             problems.append(str(exc))
             fields = dict(DEFAULT_MAPPING)
+        maps: dict[str, dict[str, str]] = {}
+        try:
+            maps = resolve_value_maps(self.value_maps)
+            check_scales(self.scales)
+        except ValueError as exc:
+            problems.append(str(exc))
         if problems:
             msg = "payload format: " + "; ".join(problems)
             raise ValueError(msg)
         object.__setattr__(self, "_pointers", {name: split_pointer(p) for name, p in fields.items()})
+        object.__setattr__(self, "_maps", maps)
+
+    def scaled(self, name: str, value: Decimal, where: str, topic: str) -> Decimal:
+        """`value` times the field's scale, exactly (the context holds every digit of the product)."""
+        factor = self.scales.get(name)
+        if factor is None:
+            return value
+        digits = len(value.as_tuple().digits) + len(factor.as_tuple().digits)
+        return _storable_amount(Context(prec=digits + 1).multiply(value, factor), where, topic)
 
     def pointer(self, name: str) -> str:
         return self.mapping.get(name, DEFAULT_MAPPING[name])
@@ -154,13 +185,14 @@ class PayloadFormat:
         doc = _decode(payload, topic)
         if self.format == "number":
             if isinstance(doc, (int, Decimal)) and not isinstance(doc, bool):
-                amount = _storable_amount(Decimal(doc), "the payload", topic)
+                amount = self.scaled("balance", _storable_amount(Decimal(doc), "the payload", topic), "the payload",
+                                     topic)
                 return _build(meter_id, received_at, amount, currency, received_at, low_credit_threshold)
             msg = f"payload must be a bare number (format 'number'), got {_kind(doc)}"
             raise PayloadError(topic, "wrong_type", msg)
         if isinstance(doc, (int, Decimal)) and not isinstance(doc, bool):
             # Valid JSON and unambiguous: a meter that sends only its balance.
-            amount = _storable_amount(Decimal(doc), "the payload", topic)
+            amount = self.scaled("balance", _storable_amount(Decimal(doc), "the payload", topic), "the payload", topic)
             return _build(meter_id, received_at, amount, currency, received_at, low_credit_threshold)
         if not isinstance(doc, dict):
             msg = f"payload must be a JSON object or a bare number, got {_kind(doc)}"
@@ -278,12 +310,28 @@ class _Reader:
                 value = None
         if value is None or not value.is_finite():
             raise self.fail("wrong_type", f"{self.where(name)} must be a number, got {_show(raw)}")
-        return _storable_amount(value, self.where(name), self.topic)
+        value = _storable_amount(value, self.where(name), self.topic)
+        return self.fmt.scaled(name, value, self.where(name), self.topic)
+
+    def mapped(self, name: str, raw: Any) -> Any:
+        """`raw` through the field's value map, if it has one: the canonical word, or PayloadError
+        "unmapped_value" showing the value and the map's keys."""
+        table = self.fmt._maps.get(name)
+        if table is None:
+            return raw
+        word = table.get(value_key(raw) or "")
+        if word is None:
+            keys = ", ".join(repr(k) for k in table)
+            msg = f"{self.where(name)} {_show(raw)} is not in its value map (mqtt value_maps.{name}: {keys})"
+            raise self.fail("unmapped_value", msg)
+        return word
 
     def boolean(self, name: str) -> bool | None:
         raw = self.get(name)
         if raw is _MISSING:
             return None
+        if name in self.fmt._maps:
+            return bool(self.mapped(name, raw) == "true")
         if not isinstance(raw, bool):
             raise self.fail("wrong_type", f"{self.where(name)} must be true or false, got {_show(raw)}")
         return raw
@@ -305,6 +353,7 @@ class _Reader:
         raw = self.get(name)
         if raw is _MISSING:
             return None
+        raw = self.mapped(name, raw)
         try:
             return Relay(raw.strip().lower()) if isinstance(raw, str) else Relay(raw)
         except ValueError:

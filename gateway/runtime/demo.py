@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,15 @@ from simulators.mqtt.payg import PaygFleet
 from storage.keys import Scope, new_key
 
 log = logging.getLogger(__name__)
+
+#: The demo's meters that misbehave on purpose, so the status page, the events and VEE show something
+#: on first sight: one meter that never answers, one whose register goes backwards after a few polls,
+#: and one PAYG meter at low credit.
+SILENT_METER = "M-0003"
+REGRESSING_METER = "M-0002"
+LOW_CREDIT_METER = "P-0001"
+#: Polls of the regressing meter before its register drops: VEE needs a good value to compare with.
+_POLLS_BEFORE_REGRESSION = 3
 
 
 def demo_config(data_dir: Path, api_port: int, modbus_port: int, broker_port: int, n_modbus: int,
@@ -52,30 +62,66 @@ async def run_demo(stop: asyncio.Event, *, data_dir: Path, api_port: int, n_modb
         gateway = Gateway(cfg, profiles)
         payg = PaygFleet(broker.host, broker.port, n_payg, seed=1, interval=interval,
                          meter_ids=[f"P-{i:04d}" for i in range(1, n_payg + 1)], currency="KES")
+        misbehaving = misbehave(fleet, payg)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(gateway.run(stop), name="gateway")
             await gateway.started.wait()
             await stack.enter_async_context(payg)
             url = gateway.api_url
-            key = await demo_key(gateway)
+            key = await demo_key(gateway, "demo", Scope.READ)
+            admin = await demo_key(gateway, "demo-admin", Scope.ADMIN)
+            if _has(fleet, REGRESSING_METER):
+                tg.create_task(_regress_later(fleet, _POLLS_BEFORE_REGRESSION * interval), name="demo-regression")
             console.print(f"\n[bold green]meter-gateway demo is running[/] — {n_modbus} Modbus meters on "
                           f"127.0.0.1:{fleet.port}, {n_payg} PAYG meters via mosquitto on 127.0.0.1:{broker.port}")
-            console.print(f"  API docs:        {url}/docs")
-            console.print(f"  meters:          {url}/v1/meters")
-            console.print(f"  latest readings: {url}/v1/meters/M-0001/readings/latest")
-            console.print(f"  PAYG balance:    {url}/v1/meters/P-0001/balance")
-            console.print(f"  readiness:       {url}/readyz")
-            console.print(f"  read API key:    {key}", highlight=False, markup=False)
+            console.print(f"  API docs:        {url}/docs", soft_wrap=True)
+            console.print(f"  meters:          {url}/v1/meters", soft_wrap=True)
+            console.print(f"  latest readings: {url}/v1/meters/M-0001/readings/latest", soft_wrap=True)
+            console.print(f"  PAYG balance:    {url}/v1/meters/P-0001/balance", soft_wrap=True)
+            console.print(f"  readiness:       {url}/readyz", soft_wrap=True)
+            console.print(f"  status page:     {url}/status  (paste the admin key when it asks)", soft_wrap=True)
+            console.print(f"  metrics:         {url}/metrics  (admin key)", soft_wrap=True)
+            console.print(f"  read API key:    {key}", highlight=False, markup=False, soft_wrap=True)
+            console.print(f"  admin API key:   {admin}  (demo only: an admin key can do everything)",
+                          highlight=False, markup=False, soft_wrap=True)
             console.print(f"  try:             curl -H 'Authorization: Bearer {key}' {url}/v1/meters",
-                          highlight=False, markup=False)
-            console.print(f"  data:            {data_dir.resolve()}")
+                          highlight=False, markup=False, soft_wrap=True)
+            for line in misbehaving:
+                console.print(f"  on purpose:      {line}", highlight=False, markup=False, soft_wrap=True)
+            console.print(f"  data:            {data_dir.resolve()}", soft_wrap=True)
             console.print("Press Ctrl-C to stop.\n")
 
 
-async def demo_key(gateway: Gateway) -> str:
-    """A fresh `read` API key in the demo's store (the embedded store is ready at once)."""
+def misbehave(fleet: SimFleet, payg: PaygFleet) -> list[str]:
+    """Set the demo's faults that hold from the start; say what each one shows."""
+    shown = []
+    if _has(fleet, SILENT_METER):
+        fleet.set_fault(SILENT_METER, "timeout")
+        shown.append(f"{SILENT_METER} never answers: comm_lost, its breaker and its errors on the status page")
+    if _has(fleet, REGRESSING_METER):
+        shown.append(f"{REGRESSING_METER}'s energy register goes backwards after a few polls: a VEE regression "
+                     "(suspect readings, an anomaly event)")
+    if LOW_CREDIT_METER in payg.meters:
+        # Below the gateway's low-credit threshold (mqtt.low_credit_threshold, 5 KES); its customer tops up
+        # now and then, as the simulator's households do.
+        payg.meters[LOW_CREDIT_METER].balance = Decimal("3.00")
+        shown.append(f"{LOW_CREDIT_METER} is at low credit: a low_credit event and the PAYG summary")
+    return shown
+
+
+def _has(fleet: SimFleet, meter_id: str) -> bool:
+    return any(m.meter_id == meter_id for m in fleet.meters.values())
+
+
+async def _regress_later(fleet: SimFleet, after: float) -> None:
+    await asyncio.sleep(after)
+    fleet.set_fault(REGRESSING_METER, "regression")
+
+
+async def demo_key(gateway: Gateway, name: str, scope: Scope) -> str:
+    """A fresh API key in the demo's store (the embedded store is ready at once)."""
     await gateway.store_ready.wait()
     assert gateway.store is not None
-    key, row = new_key("demo", frozenset({Scope.READ}), datetime.now(UTC))
+    key, row = new_key(name, frozenset({scope}), datetime.now(UTC))
     await gateway.store.create_api_key(row)
     return key

@@ -72,7 +72,7 @@ def build_validator(config: GatewayConfig, profiles: Mapping[str, DeviceProfile]
 def payload_formats(config: GatewayConfig, drivers: Registry = DRIVERS) -> list[tuple[str, PayloadFormat]]:
     """(topic template, payload format) of every topic the drivers' meters push balances on."""
     return [(p.template, PayloadFormat(p.format, dict(p.mapping), p.timestamp, p.max_bytes,  # type: ignore[arg-type]
-                                       p.max_future))
+                                       p.max_future, p.value_maps, p.scales))
             for protocol, spec in drivers.items() for p in spec.payloads(config.section(protocol))]
 
 

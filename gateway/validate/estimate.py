@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from gateway.model.shown import decimals_of, round_shown
 from gateway.validate.checks import US_PER_HOUR, hour_of_week
 
 F64 = npt.NDArray[np.float64]
@@ -70,7 +71,9 @@ def estimate_gap(t0: int, v0: float, t1: int, v1: float, *, interval_us: int, mo
     values = v0 + delta * fraction
     if not math.isnan(modulus):
         values = np.mod(values, modulus)
-    return Estimate(ts, values, method)
+    # No finer than the register the two reads show: 100.1 and 100.4 fill as 100.2, 100.3, not 100.19999999999999.
+    decimals = max(decimals_of(v0), decimals_of(v1))
+    return Estimate(ts, round_shown(values, np.full(values.shape, decimals, dtype=np.int64)), method)
 
 
 __all__ = ["LINEAR", "PROFILE", "Estimate", "boundaries", "estimate_gap"]

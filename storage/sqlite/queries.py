@@ -11,25 +11,12 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from gateway.errors import NotFound
-from gateway.model import (
-    BalanceUpdate,
-    Channel,
-    Command,
-    DeadLetter,
-    Event,
-    EventKind,
-    Kind,
-    Meter,
-    MeterStatus,
-    Reading,
-    Status,
-    Utility,
-)
+from gateway.model import Channel, Kind, Reading
 from storage import boundary
 from storage import consumption as cons
-from storage.records import FeedPage, LastValue, StatusChange
-from storage.rows import CHANNEL, STATUS, converted
+from storage.records import FeedPage, LastValue, SilentRule
+from storage.rows import CHANNEL, converted
+from storage.sql.queries import SqlQueries
 from storage.sqlite import rows
 
 _ALL_CHANNELS = json.dumps([c.value for c in Channel])
@@ -66,61 +53,40 @@ SELECT 1, NULL, {rows.READING_COLS}, {_NULLS} FROM readings
 WHERE meter_id = :m AND channel = :ch AND ts <= :until AND {cons.FLAGGED_SQL}
   AND ts >= min(coalesce((SELECT p.ts FROM readings AS p WHERE p.seq = ({_LAST.format(t=":lo")})), :lo), :lo - :w)"""
 _ORDER = " ORDER BY 1, 2, 6"
+# Per active meter: its newest reading or balance update since :since (-1: none), and after how
+# long it counts as silent (the rule's own value for the meters in :after, else :default).
+# Each max() is one probe of a (meter_id, ts) index; the thresholds are a materialized CTE, which
+# SQLite looks up through an automatic index.
+_LAST_SEEN = """max(coalesce((SELECT max(r.ts) FROM readings AS r WHERE r.meter_id = m.meter_id AND r.ts >= :since), -1),
+            coalesce((SELECT max(b.ts) FROM balances AS b WHERE b.meter_id = m.meter_id AND b.ts >= :since), -1))"""
+_ACTIVITY = f"""
+WITH t(meter_id, after_us) AS MATERIALIZED (SELECT key, value FROM json_each(:after_map)),
+a AS (
+    SELECT m.meter_id, m.status, m.utility, m.payg, {_LAST_SEEN} AS last_seen,
+        coalesce((SELECT t.after_us FROM t WHERE t.meter_id = m.meter_id), :default_us) AS after_us
+    FROM meters AS m WHERE m.status = 'active' AND m.meter_id > :after_id
+)"""
 
 
-class SqliteQueries(cons.ConsumptionQueries):
-    """Reader methods; the store provides `_fetch` (on its read-only connection)."""
+class SqliteQueries(SqlQueries):
+    """SQLite's own read paths; the store provides `_fetch` (on its read-only connection)."""
+
+    _activity = _ACTIVITY
+    _silent = "a.last_seen < :now - a.after_us"
+    _activity_since = f"SELECT m.meter_id, m.status, m.utility, m.payg, {_LAST_SEEN} FROM meters AS m ORDER BY 1"
+    _latest_balances = ("SELECT {cols} FROM balances WHERE seq IN (SELECT (SELECT b.seq FROM balances AS b"
+                        " WHERE b.meter_id = m.meter_id ORDER BY b.ts DESC LIMIT 1) FROM meters AS m WHERE m.payg = 1)")
 
     async def _fetch(self, action: str, sql: str, params: Iterable[Any] | dict[str, Any] = ()) -> list[Any]:
         raise NotImplementedError
 
-    async def list_meters(self, *, search: str | None = None, limit: int = 100, after: str | None = None,
-                          status: MeterStatus | None = None, utility: Utility | None = None,
-                          payg: bool | None = None, consumer_number: str | None = None) -> list[Meter]:  # fmt: skip
-        """Meters by meter_id after `after`; `search` is a case-insensitive substring of the
-        meter number, device number or consumer number (ASCII case folding)."""
-        clause, params = _filters(status=None if status is None else status.value,
-                                  utility=None if utility is None else utility.value, consumer_number=consumer_number)
-        where = [clause]
-        if payg is not None:
-            where.append("payg = ?")
-            params.append(int(payg))
-        if after is not None:
-            where.append("meter_id > ?")
-            params.append(after)
-        if search:
-            where.append(
-                "(meter_id LIKE ? ESCAPE '\\' OR device_number LIKE ? ESCAPE '\\'"
-                " OR consumer_number LIKE ? ESCAPE '\\')"
-            )
-            params += [_like(search)] * 3
-        found = await self._fetch(
-            "list meters",
-            f"SELECT {rows.METER_COLS} FROM meters WHERE {' AND '.join(where)} ORDER BY meter_id LIMIT ?",
-            [*params, limit],
-        )
-        return [rows.meter(r) for r in found]
+    def _rule_params(self, rule: SilentRule, after_id: str = "") -> dict[str, Any]:
+        micro = timedelta(microseconds=1)
+        return {"after_map": json.dumps({m: a // micro for m, a in rule.after.items()}), "since": rows.us(rule.since),
+                "default_us": rule.default_after // micro, "now": rows.us(rule.now), "after_id": after_id}
 
-    async def get_meter(self, meter_id: str) -> Meter | None:
-        """The meter with this meter_id, or None."""
-        found = await self._fetch(
-            f"get meter {meter_id}", f"SELECT {rows.METER_COLS} FROM meters WHERE meter_id = ?", [meter_id]
-        )
-        return rows.meter(found[0]) if found else None
-
-    async def reading_history(self, meter_id: str, channel: Channel, ts: datetime, *, limit: int = 100,
-                              after: int | None = None) -> list[StatusChange]:
-        """The reading's verdicts from the verification log, oldest first. NotFound if there is no such reading."""
-        found = await self._fetch(
-            f"history of a reading of {meter_id}",
-            "SELECT v.id, v.created_at, v.previous_status, v.status, v.note, v.actor, v.key_id FROM readings AS r"
-            " LEFT JOIN verification_log AS v ON v.meter_id = r.meter_id AND v.channel = r.channel AND v.ts = r.ts"
-            " AND v.id > ? WHERE r.meter_id = ? AND r.channel = ? AND r.ts = ? ORDER BY v.id LIMIT ?",
-            [after or 0, meter_id, channel.value, rows.us(ts), limit])
-        if not found:
-            raise NotFound("reading", f"{meter_id}/{channel.value}@{ts.isoformat()}")
-        return [StatusChange(r[0], rows.dt(r[1]), STATUS.get(r[2]), STATUS[r[3]], r[4], r[5], r[6])
-                for r in found if r[0] is not None]
+    def _seen(self, v: Any) -> datetime | None:
+        return None if v < 0 else rows.dt(v)
 
     async def latest_readings(self, meter_id: str) -> list[Reading]:
         """The latest reading of each channel, ordered by channel: one index probe per
@@ -134,29 +100,6 @@ class SqliteQueries(cons.ConsumptionQueries):
             [meter_id, _ALL_CHANNELS],
         )
         return [rows.reading(r) for r in found]
-
-    async def readings(self, meter_id: str, *, start: datetime, end: datetime,
-                       channel: Channel | None = None, limit: int = 1000,
-                       after: tuple[datetime, str] | None = None,
-                       status: Status | None = None) -> list[Reading]:  # fmt: skip
-        """Readings with start <= ts < end ordered by (ts, channel), keyset-paginated."""
-        where = ["meter_id = ?", "ts >= ?", "ts < ?"]
-        params: list[Any] = [meter_id, rows.us(start), rows.us(end)]
-        if channel is not None:
-            where.append("channel = ?")
-            params.append(channel.value)
-        if status is not None:
-            where.append("status = ?")
-            params.append(status.value)
-        if after is not None:
-            where.append("(ts, channel) > (?, ?)")
-            params += [rows.us(after[0]), str(after[1])]
-        found = await self._fetch(
-            f"readings of {meter_id}",
-            f"SELECT {rows.READING_COLS} FROM readings WHERE {' AND '.join(where)} ORDER BY ts, channel LIMIT ?",
-            [*params, limit],
-        )
-        return await converted(found, rows.reading)
 
     async def last_cumulative(self) -> list[LastValue]:
         """The latest reading of every (meter, channel) whose latest reading is cumulative.
@@ -179,47 +122,6 @@ class SqliteQueries(cons.ConsumptionQueries):
             [_ALL_CHANNELS, Kind.CUMULATIVE.value],
         )
         return [LastValue(r[0], CHANNEL[r[1]], rows.dt(r[2]), r[3]) for r in found]
-
-    async def latest_balance(self, meter_id: str) -> BalanceUpdate | None:
-        """The newest balance update of the meter (by ts), or None."""
-        found = await self._fetch(
-            f"latest balance of {meter_id}",
-            f"SELECT {rows.BALANCE_COLS} FROM balances WHERE meter_id = ? ORDER BY ts DESC LIMIT 1",
-            [meter_id],
-        )
-        return rows.balance(found[0]) if found else None
-
-    async def balances(self, meter_id: str, *, start: datetime, end: datetime,
-                       limit: int = 1000) -> list[BalanceUpdate]:  # fmt: skip
-        """Balance updates with start <= ts < end, ordered by ts."""
-        found = await self._fetch(
-            f"balances of {meter_id}",
-            f"SELECT {rows.BALANCE_COLS} FROM balances WHERE meter_id = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?",
-            [meter_id, rows.us(start), rows.us(end), limit],
-        )
-        return [rows.balance(r) for r in found]
-
-    async def events(self, *, meter_id: str | None = None, kind: EventKind | None = None,
-                     limit: int = 100) -> list[Event]:  # fmt: skip
-        """Events, most recent first."""
-        where, params = _filters(meter_id=meter_id, kind=None if kind is None else kind.value)
-        found = await self._fetch(
-            "events",
-            f"SELECT {rows.EVENT_COLS} FROM events WHERE {where} ORDER BY ts DESC, seq DESC LIMIT ?",
-            [*params, limit],
-        )
-        return [rows.event(r) for r in found]
-
-    async def deadletters(self, *, meter_id: str | None = None, reason: str | None = None,
-                          limit: int = 100) -> list[DeadLetter]:  # fmt: skip
-        """Dead letters, most recent first."""
-        where, params = _filters(meter_id=meter_id, reason=reason)
-        found = await self._fetch(
-            "dead letters",
-            f"SELECT {rows.DEADLETTER_COLS} FROM deadletters WHERE {where} ORDER BY ts DESC, seq DESC LIMIT ?",
-            [*params, limit],
-        )
-        return [rows.deadletter(r) for r in found]
 
     # -- wave 2 -------------------------------------------------------------------
     async def feed(self, *, after: int, limit: int = 1000) -> FeedPage:
@@ -257,47 +159,4 @@ class SqliteQueries(cons.ConsumptionQueries):
                 first_after = rows.reading(row[2:2 + _NCOLS])
         return boundary.Probes(last, real, first_after if last[0] is None else None, flagged)
 
-    async def cumulative_history(self, *, since: datetime) -> list[Reading]:
-        """Cumulative readings with ts >= since ordered by (meter_id, channel, ts)."""
-        found = await self._fetch(
-            "cumulative history",
-            f"SELECT {rows.READING_COLS} FROM readings WHERE ts >= ? AND kind = ? ORDER BY meter_id, channel, ts",
-            [rows.us(since), Kind.CUMULATIVE.value],
-        )
-        return [rows.reading(r) for r in found]
 
-    async def get_command(self, correlation_id: str) -> Command | None:
-        found = await self._fetch(
-            f"command {correlation_id}",
-            f"SELECT {rows.COMMAND_COLS} FROM commands WHERE correlation_id = ?",
-            [correlation_id],
-        )
-        return rows.command(found[0]) if found else None
-
-    async def commands(self, *, meter_id: str | None = None, limit: int = 100,
-                       before: tuple[datetime, str] | None = None) -> list[Command]:
-        """Commands, most recent first; `before`: the (created_at, correlation_id) of the last of the previous page."""
-        where, params = _filters(meter_id=meter_id)
-        if before is not None:
-            where += " AND (created_at, correlation_id) < (?, ?)"
-            params += [rows.us(before[0]), before[1]]
-        found = await self._fetch(
-            "commands",
-            f"SELECT {rows.COMMAND_COLS} FROM commands WHERE {where}"
-            " ORDER BY created_at DESC, correlation_id DESC LIMIT ?",
-            [*params, limit],
-        )
-        return [rows.command(r) for r in found]
-
-
-def _like(search: str) -> str:
-    """A LIKE pattern matching `search` anywhere, with its own % and _ taken literally."""
-    escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-def _filters(**equal: str | None) -> tuple[str, list[Any]]:
-    """A WHERE clause of `column = ?` for every filter that is set (names are ours)."""
-    used = {col: value for col, value in equal.items() if value is not None}
-    clause = " AND ".join(f"{col} = ?" for col in used) or "1"
-    return clause, list(used.values())

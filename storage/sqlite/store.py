@@ -12,25 +12,26 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import aiosqlite
 
 from gateway.errors import InvalidRequest, NotFound, SinkError, SinkUnavailable
-from gateway.model import Batch, Channel, Command, CommandStatus, Meter, Reading, Status
+from gateway.model import Batch, Channel, Meter, Reading, Status
 from storage.boundary import DEFAULT_ESTIMATE_WINDOW
 from storage.files import private_database
 from storage.identity import digest
 from storage.migrate import load_migrations, pending
 from storage.records import ReorderResult, RetentionResult, WriteResult
+from storage.sql.accounts import SqlAccounts
+from storage.sql.conn import Conn, SqliteConn
+from storage.sql.dialect import SQLITE
+from storage.sql.registry import SqlRegistry
 from storage.sqlite import rows
-from storage.sqlite.accounts import SqliteAccounts
 from storage.sqlite.queries import SqliteQueries
-from storage.sqlite.registry import SqliteRegistry
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def _errors(path: Path, action: str) -> Iterator[None]:
 #: The reader connection's page cache, KiB (a month query 10 % faster than with 2 MB).
 READER_CACHE_KIB = 65_536
 
-class SqliteStore(SqliteAccounts, SqliteQueries, SqliteRegistry):
+class SqliteStore(SqliteQueries, SqlAccounts, SqlRegistry):
     """`Store` on one SQLite file. Open with `await SqliteStore.open(path)`; close it after.
 
     Writes are serialised (one writer connection, one transaction per batch) and are
@@ -89,6 +90,8 @@ class SqliteStore(SqliteAccounts, SqliteQueries, SqliteRegistry):
     """
 
     mode = "sqlite"
+    dialect = SQLITE
+    rows = rows.ROWS
 
     @property
     def retention_mode(self) -> str:
@@ -151,13 +154,6 @@ class SqliteStore(SqliteAccounts, SqliteQueries, SqliteRegistry):
         return cls(path, writer, reader, clock=clock, retention=retention, gateway_id=gateway_id,
                    estimate_window=estimate_window)
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:  # fmt: skip
-        await self.close()
-
     async def close(self) -> None:
         """Close both connections. Safe to call twice."""
         if self._closed:
@@ -191,6 +187,19 @@ class SqliteStore(SqliteAccounts, SqliteQueries, SqliteRegistry):
                     with contextlib.suppress(sqlite3.Error, ValueError):
                         await self._writer.execute("ROLLBACK")
                     raise
+
+    @contextlib.asynccontextmanager
+    async def _tx(self, action: str) -> AsyncIterator[Conn]:
+        async with self._transaction(action) as db:
+            yield SqliteConn(db)
+
+    @contextlib.asynccontextmanager
+    async def _read(self, action: str) -> AsyncIterator[Conn]:
+        with _errors(self.path, action):
+            yield SqliteConn(self._reader)
+
+    async def _select(self, action: str, sql: str, params: Mapping[str, Any] | None = None) -> list[Any]:
+        return await self._fetch(action, sql, dict(params or {}))
 
     async def _fetch(self, action: str, sql: str, params: Iterable[Any] | dict[str, Any] = ()) -> list[Any]:
         with _errors(self.path, action):
@@ -344,49 +353,6 @@ class SqliteStore(SqliteAccounts, SqliteQueries, SqliteRegistry):
                 (*key, current.status.value, status.value, note, by, key_id, rows.us(self._clock())),
             )
         return rows.reading(next(iter(updated)))
-
-    async def save_command(self, command: Command) -> None:
-        """Insert or update a PAYG command by correlation_id (created_at and its keys are kept)."""
-        async with self._transaction(f"save command {command.correlation_id}") as db:
-            await db.execute(
-                f"INSERT INTO commands ({rows.COMMAND_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (correlation_id) DO UPDATE SET meter_id = excluded.meter_id, kind = excluded.kind,"
-                " status = excluded.status, amount = excluded.amount, reference = excluded.reference,"
-                " updated_at = excluded.updated_at, detail = excluded.detail, unsent = excluded.unsent",
-                rows.command_row(command),
-            )
-
-    async def claim_command(self, command: Command) -> list[Command]:
-        """Store a new PENDING command under its keys (reference, idempotency key), or, if another
-        command holds one of them, store nothing and return the commands that hold them."""
-        async with self._transaction(f"claim command {command.correlation_id}") as db:
-            inserted = await db.execute_fetchall(
-                f"INSERT INTO commands ({rows.COMMAND_COLS}, reference_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT DO NOTHING RETURNING correlation_id",
-                (*rows.command_row(command), command.reference),
-            )
-            if inserted:
-                return []
-            held = await db.execute_fetchall(
-                f"SELECT {rows.COMMAND_COLS} FROM commands WHERE reference_key = ? OR idempotency_key = ?"
-                " ORDER BY reference_key IS NULL, created_at",
-                (command.reference, command.idempotency_key),
-            )
-        if not held:
-            msg = f"claim command {command.correlation_id}: the correlation id is already taken"
-            raise InvalidRequest(msg)
-        return [rows.command(r) for r in held]
-
-    async def retry_unsent_command(self, correlation_id: str, at: datetime) -> Command | None:
-        """PENDING again (updated at `at`) if it is FAILED and unsent; None otherwise (another
-        request sent it again first, or it may have reached the broker)."""
-        async with self._transaction(f"retry command {correlation_id}") as db:
-            found = await db.execute_fetchall(
-                f"UPDATE commands SET status = ?, unsent = 0, updated_at = ?, detail = NULL"
-                f" WHERE correlation_id = ? AND status = ? AND unsent = 1 RETURNING {rows.COMMAND_COLS}",
-                (CommandStatus.PENDING.value, rows.us(at), correlation_id, CommandStatus.FAILED.value),
-            )
-        return rows.command(next(iter(found))) if found else None
 
 
 async def _next_seq(db: aiosqlite.Connection) -> int:

@@ -15,25 +15,13 @@ from typing import Any
 import psycopg
 
 from gateway.errors import NotFound
-from gateway.model import (
-    BalanceUpdate,
-    Channel,
-    Command,
-    DeadLetter,
-    Event,
-    EventKind,
-    Kind,
-    Meter,
-    MeterStatus,
-    Reading,
-    Status,
-    Utility,
-)
+from gateway.model import Channel, Kind, Reading, Status
 from storage import boundary
 from storage import consumption as cons
 from storage.coalesce import Coalescer
-from storage.records import FeedPage, LastValue, StatusChange
-from storage.rows import CHANNEL, STATUS, converted
+from storage.records import FeedPage, LastValue, SilentRule
+from storage.rows import CHANNEL, converted
+from storage.sql.queries import SqlQueries
 from storage.timescale import rows
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
@@ -97,11 +85,41 @@ _LAST_AT_OR_BEFORE = (
 )
 
 
-class TimescaleQueries(cons.ConsumptionQueries):
-    """Reader methods; the store provides `_conn`, `_fetch` and `_latest` (a Coalescer of
+# Per active meter: its newest reading or balance update since :since, and after how long it
+# counts as silent (the rule's own value for the meters listed, else the default). Each LATERAL
+# is one probe of a (meter_id, ts) index per chunk.
+_SINCE = """LEFT JOIN LATERAL (SELECT ts FROM readings WHERE meter_id = m.meter_id AND ts >= :since
+                       ORDER BY ts DESC LIMIT 1) AS r ON true
+    LEFT JOIN LATERAL (SELECT ts FROM balances WHERE meter_id = m.meter_id AND ts >= :since
+                       ORDER BY ts DESC LIMIT 1) AS b ON true"""
+_ACTIVITY = f"""
+WITH t AS (SELECT * FROM unnest(:after_ids::text[], :after_s::float8[]) AS t(meter_id, after_s)),
+a AS (
+    SELECT m.meter_id, m.status, m.utility, m.payg, greatest(r.ts, b.ts) AS last_seen,
+        make_interval(secs => coalesce(t.after_s, :default_s)) AS after
+    FROM meters AS m
+    LEFT JOIN t ON t.meter_id = m.meter_id
+    {_SINCE}
+    WHERE m.status = 'active' AND m.meter_id > :after_id
+)"""
+
+
+class TimescaleQueries(SqlQueries):
+    """PostgreSQL's own read paths and summaries' SQL; the store provides `_conn`, `_fetch` and `_latest` (a Coalescer of
     `_latest_of`)."""
 
     _latest: Coalescer[str, list[Any]]
+    _activity = _ACTIVITY
+    _silent = "(a.last_seen IS NULL OR a.last_seen < :now - a.after)"
+    _activity_since = (f"SELECT m.meter_id, m.status, m.utility, m.payg, greatest(r.ts, b.ts) FROM meters AS m {_SINCE}"
+                       " ORDER BY m.meter_id")
+    _latest_balances = ("SELECT l.* FROM meters AS m CROSS JOIN LATERAL (SELECT {cols} FROM balances AS b"
+                        " WHERE b.meter_id = m.meter_id ORDER BY b.ts DESC LIMIT 1) AS l WHERE m.payg")
+
+    def _rule_params(self, rule: SilentRule, after_id: str = "") -> dict[str, Any]:
+        return {"after_ids": list(rule.after), "after_s": [a.total_seconds() for a in rule.after.values()],
+                "default_s": rule.default_after.total_seconds(), "since": rows.utc(rule.since),
+                "now": rows.utc(rule.now), "after_id": after_id}
 
     def _conn(self, action: str) -> AbstractAsyncContextManager[Conn]:
         raise NotImplementedError
@@ -111,53 +129,6 @@ class TimescaleQueries(cons.ConsumptionQueries):
 
     async def _fetch_generic(self, action: str, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
         raise NotImplementedError
-
-    async def list_meters(self, *, search: str | None = None, limit: int = 100, after: str | None = None,
-                          status: MeterStatus | None = None, utility: Utility | None = None,
-                          payg: bool | None = None, consumer_number: str | None = None) -> list[Meter]:  # fmt: skip
-        """Meters by meter_id after `after`; `search` is a case-insensitive substring of the
-        meter number, device number or consumer number; the other filters are exact."""
-        clause, params = _filters(status=None if status is None else status.value,
-                                  utility=None if utility is None else utility.value, consumer_number=consumer_number)
-        where = [clause]
-        params["limit"] = limit
-        if payg is not None:
-            where.append("payg = %(payg)s")
-            params["payg"] = payg
-        if after is not None:
-            where.append("meter_id > %(after)s")
-            params["after"] = after
-        if search:
-            where.append("(meter_id ILIKE %(p)s OR device_number ILIKE %(p)s OR consumer_number ILIKE %(p)s)")
-            params["p"] = _like(search)
-        found = await self._fetch(
-            "list meters",
-            f"SELECT {rows.METER_COLS} FROM meters WHERE {' AND '.join(where)} ORDER BY meter_id LIMIT %(limit)s",
-            params,
-        )
-        return [rows.meter(r) for r in found]
-
-    async def get_meter(self, meter_id: str) -> Meter | None:
-        """The meter with this meter_id, or None."""
-        found = await self._fetch(
-            f"get meter {meter_id}", f"SELECT {rows.METER_COLS} FROM meters WHERE meter_id = %(m)s", {"m": meter_id}
-        )
-        return rows.meter(found[0]) if found else None
-
-    async def reading_history(self, meter_id: str, channel: Channel, ts: datetime, *, limit: int = 100,
-                              after: int | None = None) -> list[StatusChange]:
-        """The reading's verdicts from the verification log, oldest first. NotFound if there is no such reading."""
-        found = await self._fetch(
-            f"history of a reading of {meter_id}",
-            "SELECT v.id, v.created_at, v.previous_status, v.status, v.note, v.actor, v.key_id FROM readings AS r"
-            " LEFT JOIN verification_log AS v ON v.meter_id = r.meter_id AND v.channel = r.channel AND v.ts = r.ts"
-            " AND v.id > %(after)s WHERE r.meter_id = %(m)s AND r.channel = %(ch)s AND r.ts = %(ts)s"
-            " ORDER BY v.id LIMIT %(limit)s",
-            {"after": after or 0, "m": meter_id, "ch": channel.value, "ts": rows.utc(ts), "limit": limit})
-        if not found:
-            raise NotFound("reading", f"{meter_id}/{channel.value}@{ts.isoformat()}")
-        return [StatusChange(r[0], rows.utc(r[1]), STATUS.get(r[2]), STATUS[r[3]], r[4], r[5], r[6])
-                for r in found if r[0] is not None]
 
     async def latest_readings(self, meter_id: str) -> list[Reading]:
         """The latest reading of each channel, ordered by channel (see `_latest_of`). Calls
@@ -186,30 +157,6 @@ class TimescaleQueries(cons.ConsumptionQueries):
             out.setdefault(r[1], []).append(r)  # r[1]: meter_id (rows.READING_COLS)
         return out
 
-    async def readings(self, meter_id: str, *, start: datetime, end: datetime,
-                       channel: Channel | None = None, limit: int = 1000,
-                       after: tuple[datetime, str] | None = None,
-                       status: Status | None = None) -> list[Reading]:  # fmt: skip
-        """Readings with start <= ts < end ordered by (ts, channel), keyset-paginated."""
-        where = ["meter_id = %(m)s", "ts >= %(start)s", "ts < %(end)s"]
-        params: dict[str, Any] = {"m": meter_id, "start": rows.utc(start), "end": rows.utc(end), "limit": limit}
-        if channel is not None:
-            where.append("channel = %(ch)s")
-            params["ch"] = channel.value
-        if status is not None:
-            where.append("status = %(status)s")
-            params["status"] = status.value
-        if after is not None:
-            where.append("(ts, channel) > (%(after_ts)s, %(after_ch)s)")
-            params["after_ts"], params["after_ch"] = rows.utc(after[0]), str(after[1])
-        found = await self._fetch_generic(
-            f"readings of {meter_id}",
-            f"SELECT {rows.READING_COLS} FROM readings WHERE {' AND '.join(where)}"
-            " ORDER BY ts, channel LIMIT %(limit)s",
-            params,
-        )
-        return await converted(found, rows.reading)
-
     async def last_cumulative(self) -> list[LastValue]:
         """The latest reading of every (meter, channel) whose latest reading is cumulative:
         one backward index probe per pair of meter_channels, so the cost grows with
@@ -223,49 +170,6 @@ class TimescaleQueries(cons.ConsumptionQueries):
             {"kind": Kind.CUMULATIVE.value},
         )
         return [LastValue(r[0], CHANNEL[r[1]], rows.utc(r[2]), r[3]) for r in found]
-
-    async def latest_balance(self, meter_id: str) -> BalanceUpdate | None:
-        """The newest balance update of the meter (by ts), or None."""
-        found = await self._fetch(
-            f"latest balance of {meter_id}",
-            f"SELECT {rows.BALANCE_COLS} FROM balances WHERE meter_id = %(m)s ORDER BY ts DESC LIMIT 1",
-            {"m": meter_id},
-        )
-        return rows.balance(found[0]) if found else None
-
-    async def balances(self, meter_id: str, *, start: datetime, end: datetime,
-                       limit: int = 1000) -> list[BalanceUpdate]:  # fmt: skip
-        """Balance updates with start <= ts < end, ordered by ts."""
-        found = await self._fetch(
-            f"balances of {meter_id}",
-            f"SELECT {rows.BALANCE_COLS} FROM balances"
-            " WHERE meter_id = %(m)s AND ts >= %(start)s AND ts < %(end)s ORDER BY ts LIMIT %(limit)s",
-            {"m": meter_id, "start": rows.utc(start), "end": rows.utc(end), "limit": limit},
-        )
-        return [rows.balance(r) for r in found]
-
-    async def events(self, *, meter_id: str | None = None, kind: EventKind | None = None,
-                     limit: int = 100) -> list[Event]:  # fmt: skip
-        """Events, most recent first."""
-        where, params = _filters(meter_id=meter_id, kind=None if kind is None else kind.value)
-        found = await self._fetch(
-            "events",
-            f"SELECT {rows.EVENT_COLS} FROM events WHERE {where} ORDER BY ts DESC, seq DESC LIMIT %(limit)s",
-            {**params, "limit": limit},
-        )
-        return [rows.event(r) for r in found]
-
-    async def deadletters(self, *, meter_id: str | None = None, reason: str | None = None,
-                          limit: int = 100) -> list[DeadLetter]:  # fmt: skip
-        """Dead letters, most recent first."""
-        where, params = _filters(meter_id=meter_id, reason=reason)
-        found = await self._fetch(
-            "dead letters",
-            f"SELECT {rows.DEADLETTER_COLS} FROM deadletters WHERE {where}"
-            " ORDER BY ts DESC, seq DESC LIMIT %(limit)s",
-            {**params, "limit": limit},
-        )
-        return [rows.deadletter(r) for r in found]
 
     # -- wave 2 -------------------------------------------------------------------
     async def feed(self, *, after: int, limit: int = 1000) -> FeedPage:
@@ -322,39 +226,6 @@ class TimescaleQueries(cons.ConsumptionQueries):
                 cur = await conn.execute(_FLAGGED, params, prepare=True, binary=True)
                 flagged = [rows.reading(r) for r in await cur.fetchall()]
         return boundary.Probes(last, real, first_after, flagged)
-
-    async def cumulative_history(self, *, since: datetime) -> list[Reading]:
-        """Cumulative readings with ts >= since ordered by (meter_id, channel, ts)."""
-        found = await self._fetch(
-            "cumulative history",
-            f"SELECT {rows.READING_COLS} FROM readings WHERE ts >= %(since)s AND kind = %(kind)s"
-            " ORDER BY meter_id, channel, ts",
-            {"since": rows.utc(since), "kind": Kind.CUMULATIVE.value},
-        )
-        return [rows.reading(r) for r in found]
-
-    async def get_command(self, correlation_id: str) -> Command | None:
-        found = await self._fetch(
-            f"command {correlation_id}",
-            f"SELECT {rows.COMMAND_COLS} FROM commands WHERE correlation_id = %(c)s",
-            {"c": correlation_id},
-        )
-        return rows.command(found[0]) if found else None
-
-    async def commands(self, *, meter_id: str | None = None, limit: int = 100,
-                       before: tuple[datetime, str] | None = None) -> list[Command]:
-        """Commands, most recent first; `before`: the (created_at, correlation_id) of the last of the previous page."""
-        where, params = _filters(meter_id=meter_id)
-        if before is not None:
-            where += " AND (created_at, correlation_id) < (%(b_at)s, %(b_id)s)"
-            params = {**params, "b_at": rows.utc(before[0]), "b_id": before[1]}
-        found = await self._fetch(
-            "commands",
-            f"SELECT {rows.COMMAND_COLS} FROM commands WHERE {where}"
-            " ORDER BY created_at DESC, correlation_id DESC LIMIT %(limit)s",
-            {**params, "limit": limit},
-        )
-        return [rows.command(r) for r in found]
 
 
 async def _closings_by_bucket(conn: Conn, params: dict[str, Any]) -> list[Reading | None]:
@@ -418,19 +289,6 @@ async def set_status_in(conn: Conn, meter_id: str, channel: Channel, ts: datetim
          "now": rows.utc(now)},
     )
     return rows.reading(updated)
-
-
-def _like(search: str) -> str:
-    """An ILIKE pattern matching `search` anywhere, with its own % and _ taken literally."""
-    escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-def _filters(**equal: str | None) -> tuple[str, dict[str, Any]]:
-    """A WHERE clause of `column = %(column)s` for every filter that is set (names are ours)."""
-    used = {col: value for col, value in equal.items() if value is not None}
-    clause = " AND ".join(f"{col} = %({col})s" for col in used) or "true"
-    return clause, used
 
 
 __all__ = ["TimescaleQueries", "set_status_in"]

@@ -12,9 +12,8 @@ import contextlib
 import functools
 import logging
 import select
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
 from typing import Any, Self
 
 import psycopg
@@ -22,16 +21,19 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolClosed
 
 from gateway.errors import InvalidRequest, SinkError, SinkUnavailable
-from gateway.model import Batch, Channel, Command, CommandStatus, Meter, Reading, Status
+from gateway.model import Batch, Channel, Meter, Reading, Status
 from storage.boundary import DEFAULT_ESTIMATE_WINDOW
 from storage.coalesce import Coalescer
 from storage.migrate import load_migrations, pending
 from storage.records import ReorderResult, RetentionResult, WriteResult
+from storage.sql.accounts import SqlAccounts
+from storage.sql.conn import Conn as SqlConn
+from storage.sql.conn import PgConn
+from storage.sql.dialect import POSTGRES
+from storage.sql.registry import SqlRegistry
 from storage.timescale import policies, rows
-from storage.timescale.accounts import TimescaleAccounts
 from storage.timescale.ingest import STAGING, record_channels, write_batch
 from storage.timescale.queries import GENERIC_PLANS, TimescaleQueries, set_status_in
-from storage.timescale.registry import TimescaleRegistry
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +109,7 @@ async def _check_if_dropped(conn: Conn) -> None:
         await AsyncConnectionPool.check_connection(conn)
 
 
-class TimescaleStore(TimescaleAccounts, TimescaleQueries, TimescaleRegistry):
+class TimescaleStore(TimescaleQueries, SqlAccounts, SqlRegistry):
     """`Store` on PostgreSQL, with readings, balances and events as hypertables when
     TimescaleDB is there. Open with `await TimescaleStore.open(dsn)`; close it after.
 
@@ -115,6 +117,9 @@ class TimescaleStore(TimescaleAccounts, TimescaleQueries, TimescaleRegistry):
     synchronous_commit promises). No call waits longer than about `timeout` seconds for a
     connection: a database that is down gives SinkUnavailable, not a hang.
     """
+
+    dialect = POSTGRES
+    rows = rows.ROWS
 
     def __init__(self, pool: AsyncConnectionPool[Conn], *, label: str, chunk_interval: str,
                  timescaledb: bool, clock: Callable[[], datetime], retention: timedelta | None = None,
@@ -182,13 +187,6 @@ class TimescaleStore(TimescaleAccounts, TimescaleQueries, TimescaleRegistry):
             log.warning("%s: not reachable at start, mode unknown until it is: %s", label, exc)
         return store
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:  # fmt: skip
-        await self.close()
-
     async def close(self) -> None:
         """Close the pool (waits a few seconds for connections in use). Safe to call twice."""
         await self._pool.close(timeout=5.0)
@@ -200,6 +198,16 @@ class TimescaleStore(TimescaleAccounts, TimescaleQueries, TimescaleRegistry):
         with _errors(self._label, action):
             async with self._pool.connection() as conn:
                 yield conn
+
+    @contextlib.asynccontextmanager
+    async def _tx(self, action: str) -> AsyncIterator[SqlConn]:
+        async with self._conn(action) as conn, conn.transaction():
+            yield PgConn(conn)
+
+    @contextlib.asynccontextmanager
+    async def _read(self, action: str) -> AsyncIterator[SqlConn]:
+        async with self._conn(action) as conn:
+            yield PgConn(conn)
 
     async def _fetch(self, action: str, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
         async with self._conn(action) as conn:
@@ -217,6 +225,12 @@ class TimescaleStore(TimescaleAccounts, TimescaleQueries, TimescaleRegistry):
             await conn.execute(GENERIC_PLANS)
             cur = await conn.execute(sql, params, prepare=True, binary=True)
             return await cur.fetchall()
+
+    async def _select(self, action: str, sql: str, params: Mapping[str, Any] | None = None) -> list[Any]:
+        return await self._fetch(action, POSTGRES.sql(sql), dict(params or {}))
+
+    async def _select_range(self, action: str, sql: str, params: Mapping[str, Any] | None = None) -> list[Any]:
+        return await self._fetch_generic(action, POSTGRES.sql(sql), dict(params or {}))
 
     async def _detect_mode(self) -> None:
         async with self._conn("detect mode") as conn:
@@ -367,65 +381,12 @@ class TimescaleStore(TimescaleAccounts, TimescaleQueries, TimescaleRegistry):
 
     async def set_status(self, meter_id: str, channel: Channel, ts: datetime, status: Status, *,
                          note: str, by: str, key_id: str | None = None) -> Reading:  # fmt: skip
-        """A person's verdict on a reading: new status, new seq (the feed shows it again),
-        and a line in the verification log. The status it has already changes nothing (same
-        seq, no line). NotFound if there is no such reading."""
+        """A person's verdict on a reading (see Store.set_status), under the reading's row lock:
+        concurrent verdicts from gateways sharing the database take turns."""
         _check_verdict(status)
         async with self._conn(f"set status of {meter_id}") as conn, conn.transaction():
             return await set_status_in(conn, meter_id, channel, ts, status, note=note, by=by, now=self._clock(),
                                        key_id=key_id)
-
-    async def save_command(self, command: Command) -> None:
-        """Insert or update a PAYG command by correlation_id (created_at and its keys are kept)."""
-        async with self._conn(f"save command {command.correlation_id}") as conn:
-            await conn.execute(
-                f"INSERT INTO commands ({rows.COMMAND_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (correlation_id) DO UPDATE SET meter_id = EXCLUDED.meter_id, kind = EXCLUDED.kind,"
-                " status = EXCLUDED.status, amount = EXCLUDED.amount, reference = EXCLUDED.reference,"
-                " updated_at = EXCLUDED.updated_at, detail = EXCLUDED.detail, unsent = EXCLUDED.unsent",
-                rows.command_row(command),
-            )
-
-    async def claim_command(self, command: Command) -> list[Command]:
-        """Store a new PENDING command under its keys (reference, idempotency key), or, if another
-        command holds one of them, store nothing and return the commands that hold them.
-
-        A claim racing another of the same key (this gateway or another sharing the database)
-        waits at the INSERT until the first commits, then finds its row (READ COMMITTED: the
-        SELECT is a new statement, so it sees the commit)."""
-        async with self._conn(f"claim command {command.correlation_id}") as conn, conn.transaction():
-            cur = await conn.execute(
-                f"INSERT INTO commands ({rows.COMMAND_COLS}, reference_key)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT DO NOTHING RETURNING correlation_id",
-                (*rows.command_row(command), command.reference),
-            )
-            if await cur.fetchone() is not None:
-                return []
-            cur = await conn.execute(
-                f"SELECT {rows.COMMAND_COLS} FROM commands WHERE reference_key = %(r)s OR idempotency_key = %(k)s"
-                " ORDER BY reference_key IS NULL, created_at",
-                {"r": command.reference, "k": command.idempotency_key},
-            )
-            held = await cur.fetchall()
-        if not held:
-            msg = f"claim command {command.correlation_id}: the correlation id is already taken"
-            raise InvalidRequest(msg)
-        return [rows.command(r) for r in held]
-
-    async def retry_unsent_command(self, correlation_id: str, at: datetime) -> Command | None:
-        """PENDING again (updated at `at`) if it is FAILED and unsent; None otherwise (another
-        request sent it again first, or it may have reached the broker). Concurrent calls: the
-        row lock makes the second see the first's PENDING, so only one gets the command."""
-        async with self._conn(f"retry command {correlation_id}") as conn:
-            cur = await conn.execute(
-                "UPDATE commands SET status = %(pending)s, unsent = false, updated_at = %(at)s, detail = NULL"
-                f" WHERE correlation_id = %(c)s AND status = %(failed)s AND unsent RETURNING {rows.COMMAND_COLS}",
-                {"pending": CommandStatus.PENDING.value, "at": rows.utc(at), "c": correlation_id,
-                 "failed": CommandStatus.FAILED.value},
-            )
-            found = await cur.fetchone()
-        return rows.command(found) if found is not None else None
 
 
 def _check_verdict(status: Status) -> None:

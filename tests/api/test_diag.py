@@ -4,7 +4,6 @@ broker (one sending garbage). Every endpoint, its scope, and what it says about 
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from simulators.mqtt.payg import publish_balance
 from storage.keys import Scope
 from tests.browser.diag_setup import make_key, running
 from tests.fixtures.gateway import eventually, gateway_config
+from tests.fixtures.shown import shown_float32
 
 GOOD = {"ts": "2026-11-01T10:00:00Z", "balance": "42.50", "currency": "KES", "relay": "connected"}
 
@@ -154,7 +154,7 @@ async def test_poll_now_and_raw_reads(tmp_path: Path, mqtt_broker: Broker) -> No
             assert block["words"] == fleet.words(1, 4, 0, len(block["words"]))
             values = {v["channel"]: v for v in body["values"]}
             # The generic map keeps energy_import as a float32 at input register 0.
-            expected = struct.unpack(">f", struct.pack(">HH", *block["words"][:2]))[0]
+            expected = shown_float32(block["words"][:2])
             assert values["energy_import"]["value"] == expected and values["energy_import"]["unit"] == "kWh"
             assert body["problems"] == []
 

@@ -3,7 +3,6 @@ from it: a network of TCP, RTU-over-TCP and serial endpoints, polled into the st
 
 from __future__ import annotations
 
-import struct
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from gateway.runtime.gateway import meters_from_config
 from simulators.modbus import SimFleet
 from tests.fixtures.gateway import eventually, gateway_config, running_gateway
 from tests.fixtures.modbus import MakeFleet
+from tests.fixtures.shown import shown_float32
 
 CONFIG = """\
 [modbus]
@@ -137,7 +137,7 @@ async def test_gateway_polls_tcp_rtu_and_serial_endpoints_into_the_store(
             unit = fleet.unit_of(meter_id)
             address = 0x48 if fleet is not rtu else 0
             words = fleet.words(unit, 4, address, 2)
-            assert rows["energy_import"]["value"] == struct.unpack(">f", struct.pack(">HH", *words))[0]
+            assert rows["energy_import"]["value"] == shown_float32(words)
         tampered = await latest("M-0003")
         assert all(r["status"] == "suspect" for r in tampered.values())
         status = gw.status()["modbus"]

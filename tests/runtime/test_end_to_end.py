@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import struct
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -15,10 +14,7 @@ from simulators.broker import Broker
 from simulators.modbus import SimFleet
 from simulators.mqtt.payg import publish_balance
 from tests.fixtures.gateway import eventually, gateway_config, running_gateway
-
-
-def float32(words: list[int]) -> float:
-    return float(struct.unpack(">f", struct.pack(">HH", *words))[0])
+from tests.fixtures.shown import shown_float32
 
 
 @pytest.fixture(params=["sqlite", "timescale"])
@@ -47,11 +43,11 @@ async def test_modbus_and_payg_to_api(tmp_path: Path, mqtt_broker: Broker, backe
             rows = await eventually(latest)
             by_channel = {row["channel"]: row for row in rows}
             assert set(by_channel) == {r.channel.value for r in generic.registers}
-            expected = float32(fleet.words(2, 4, 0, 2))
+            expected = shown_float32(fleet.words(2, 4, 0, 2))
             assert by_channel["energy_import"]["value"] == expected
             assert by_channel["energy_import"]["unit"] == "kWh"
             assert by_channel["energy_import"]["status"] == "valid"
-            assert by_channel["voltage_l1"]["value"] == float32(fleet.words(2, 4, 6, 2))
+            assert by_channel["voltage_l1"]["value"] == shown_float32(fleet.words(2, 4, 6, 2))
 
             await publish_balance(mqtt_broker.host, mqtt_broker.port, "P-0001",
                             {"ts": "2026-11-01T10:00:00Z", "balance": "123.45", "currency": "KES",

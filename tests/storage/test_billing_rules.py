@@ -281,3 +281,13 @@ async def test_the_configured_estimate_window_reaches_the_store(tmp_path: Path) 
     default, _ = parse_config(f'[gateway]\ndata_dir = "{tmp_path}"\n', "t.toml", env={})
     async with await open_configured_store(default) as store:
         assert store.estimate_window == 15 * MIN  # type: ignore[attr-defined]
+
+
+# -- issue 16, item 1: values as the meter shows them ------------------------------------------
+async def test_bills_and_buckets_add_up_in_the_decimals_the_meter_shows(store: Store) -> None:
+    # 12345.7 - 12345.6 in float arithmetic is 0.10000000000036380: no bill may say so.
+    await store.write(Batch(readings=[at(B + H, 12345.6), at(B + 25 * H, 12345.7), at(B + 49 * H, 12346.1)]))
+    bill = await store.billing_read("M-1", EI, start=B, end=B + 3 * DAY)
+    days = await store.consumption("M-1", EI, start=B + H, end=B + 49 * H, bucket="day")
+    assert bill.consumption == 0.5 and repr(bill.consumption) == "0.5"
+    assert [repr(b.value) for b in days] == ["0.0", "0.1", "0.4"]

@@ -1,0 +1,173 @@
+"""Values as the meter shows them, not as a float holds them.
+
+A meter's display shows 12345.6 kWh; its float32 register holds 12345.599609375, the float32
+nearest to it. Every surface (store, API, feed, consumption, bills, CSV) carries the decimal the
+meter shows, as the float64 nearest to it, so its shortest repr is that decimal:
+
+- a float32 register: the shortest decimal that reads back as the same float32 (12345.6, 50.02,
+  229.8), found from the float32's spacing: the decimals k0 = ceil(-log10(ulp)) always hold one,
+  k0 - 1 sometimes does; the nearest multiple of 10^-k is the candidate, kept if it reads back;
+- an integer register: the integer, exact;
+- a float64 register: the float64 as read (its repr is already its shortest decimal);
+- then times scale, plus offset, times the unit's conversion factor, rounded to the decimals the
+  exact decimal product has (a register's decimals + the scale's + the factor's), so ×0.01 kWh
+  gives exactly two decimals. At most 15 significant digits: what a float64 holds exactly.
+
+Vectorised for the pipeline's frames; `shown_value` does one value the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+
+import numpy as np
+import numpy.typing as npt
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+#: Significant decimal digits a float64 holds exactly.
+MAX_DIGITS = 15
+#: Decimals meaning "do not round" (a float64 register's value, or one that found no short decimal).
+UNROUNDED = 1 << 20
+
+
+def decimals_of(x: float) -> int:
+    """Decimals after the point of `x`'s shortest repr (0.001 -> 3, 2.0 -> 0, 1e-05 -> 5, 1200.0 -> 0)."""
+    if not math.isfinite(x):
+        return 0
+    mantissa, _, exponent = repr(float(x)).partition("e")
+    fraction = mantissa.partition(".")[2].rstrip("0")
+    return max(0, len(fraction) - int(exponent or 0))
+
+
+#: 10^k for k in 0..MAX_POWER, looked up rather than computed (np.power costs more than the rest).
+MAX_POWER = 300
+#: The largest power of ten a float64 holds exactly.
+_EXACT_POWER = 22
+_POW10 = np.asarray([10.0**k for k in range(MAX_POWER + 1)])
+#: Per float32 exponent field (0..255): k0 = ceil(-log10(ulp)), the decimals that always hold a
+#: decimal reading back as the float32 (ulp = 2^(e - 150) for e >= 1, 2^-149 for subnormals), and
+#: 10^(k0 - 1), 10^k0 for the two tries (k0 <= 0 from 2^24 up: those take the slower path).
+_K0 = np.asarray([math.ceil(-math.log10(2.0 ** (max(e, 1) - 150))) for e in range(256)], dtype=np.int64)
+_SHORTER = np.asarray([10.0 ** (k - 1) if k >= 1 else 1.0 for k in _K0.tolist()])
+_USUAL = np.asarray([10.0**k if k >= 0 else 1.0 for k in _K0.tolist()])
+#: The highest exponent field whose k0 - 1 is still >= 0 (values below 2^24, most meters' all).
+_FAST_MAX = max(e for e in range(256) if _K0[e] >= 1)
+#: Exponent fields whose three tries use only exact powers of ten (10^-22 .. 10^22).
+_EXACT_MIN = min(e for e in range(256) if _K0[e] + 1 <= 22)
+_EXACT_MAX = max(e for e in range(256) if _K0[e] - 1 >= -22) + 1
+
+
+def _round_to(x: F64, k: I64) -> F64:
+    """`x` rounded to `k` decimals (k may be negative: to tens, hundreds, ...), as the float64
+    nearest to that decimal: powers of ten up to 10^22 are exact, and so is the one division."""
+    power = _POW10[np.minimum(np.abs(k), MAX_POWER)]
+    rounded: F64 = np.where(k >= 0, np.rint(x * power) / power, np.rint(x / power) * power)
+    return rounded
+
+
+def shortest_float32(x32: npt.NDArray[np.float32]) -> tuple[F64, I64]:
+    """Each float32 as the float64 nearest to the shortest decimal that reads back as it, and that
+    decimal's decimals (negative for 1.2e10: rounded to 10^4 or coarser). Non-finite values come
+    back as they are, with UNROUNDED decimals."""
+    x32 = np.ascontiguousarray(x32, dtype=np.float32)
+    x = x32.astype(np.float64)
+    # As intp: numpy gathers with its own index type several times faster than with uint32.
+    exponent = ((x32.view(np.uint32) >> 23) & 0xFF).astype(np.intp)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if exponent.size and int(exponent.max()) <= _FAST_MAX:
+            # The usual case, 0 < |x| < 2^24: two tries with looked-up powers, no branch per value.
+            power = _SHORTER[exponent]
+            shorter = np.rint(x * power) / power
+            short_ok = shorter.astype(np.float32) == x32
+            power = _USUAL[exponent]
+            out = np.where(short_ok, shorter, np.rint(x * power) / power)
+            k0 = _K0[exponent]
+            decimals = k0 - short_ok.view(np.int8)
+        else:
+            k0 = _K0[exponent]
+            shorter = _round_to(x, k0 - 1)
+            short_ok = shorter.astype(np.float32) == x32
+            out = np.where(short_ok, shorter, _round_to(x, k0))
+            decimals = k0 - short_ok
+        wrong = out.astype(np.float32) != x32
+        if wrong.any():
+            # Just above a power of two the spacing below is half the spacing above: k0 + 1.
+            finer = _round_to(x, k0 + 1)
+            fixed = wrong & (finer.astype(np.float32) == x32)
+            lost = wrong & ~fixed  # NaN only: the float stays itself
+            out = np.where(fixed, finer, np.where(lost, x, out))
+            decimals = np.where(fixed, k0 + 1, np.where(lost, UNROUNDED, decimals))
+        # Past 10^22 the powers of ten are no longer exact floats: numpy's own shortest repr
+        # (Dragon4), one value at a time, for the values no meter shows (|x| below 2^-46, about
+        # 1.4e-14, or from 2^97, about 1.6e29, where the tries would need such powers; NaN, inf).
+        extreme = (exponent >= _EXACT_MAX) | ((exponent < _EXACT_MIN) & (x32 != 0))
+        if extreme.any():
+            out = out.copy()
+            out[extreme] = [float(str(v)) for v in x32[extreme]]
+    return out, decimals
+
+
+def round_shown(values: F64, decimals: I64) -> F64:
+    """`values` rounded to `decimals` where the result keeps at most MAX_DIGITS significant digits;
+    UNROUNDED, NaN, infinities, and values whose decimals would pass MAX_DIGITS left as they are."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        k = np.minimum(decimals, MAX_POWER)
+        # Only with exact powers of ten (|k| <= 22): beyond, rounding would add the noise it removes.
+        todo = (np.abs(k) <= _EXACT_POWER) & (np.abs(values) * _POW10[np.abs(k)] < 10.0**MAX_DIGITS)
+        if todo.all():
+            return _round_to(values, k)
+        return np.where(todo, _round_to(values, np.where(todo, k, 0)), values)
+
+
+def shown_columns(raw: npt.NDArray[np.generic], scale: F64, offset: F64, factor: F64, decimals: I64 | None) -> F64:
+    """A frame's group of registers (polls x registers of one numpy type) as shown: float32 as its
+    shortest decimals, then `* scale + offset`, `* factor`, rounded to `decimals` more than the
+    register's own (None: the arithmetic adds no decimals, or float64 registers, never rounded)."""
+    own: I64 | None = None
+    if raw.dtype.kind == "f" and raw.dtype.itemsize == 4:
+        shown, own = shortest_float32(raw.astype(np.float32))
+        v = shown * scale + offset
+    else:
+        v = raw.astype(np.float64) * scale + offset
+    v *= factor
+    if decimals is None:
+        return v
+    added = np.broadcast_to(decimals, v.shape)
+    return round_shown(v, added if own is None else own + added)
+
+
+def arithmetic_decimals(scale: float, offset: float, factor: float) -> int:
+    """Decimals that `raw * scale + offset`, times `factor`, adds to the raw number's own."""
+    d_factor = decimals_of(factor)
+    return max(decimals_of(scale) + d_factor, decimals_of(offset) + d_factor)
+
+
+def shown_value(number: int | float, *, is_float32: bool, scale: float, offset: float, factor: float) -> float:
+    """One register's number as `FrameDecoder` gives it: see the module docstring."""
+    if is_float32:
+        value, decimals = shortest_float32(np.asarray([number], dtype=np.float32))
+    elif isinstance(number, int):
+        value, decimals = np.asarray([float(number)]), np.zeros(1, dtype=np.int64)
+    else:
+        value, decimals = np.asarray([float(number)]), np.full(1, UNROUNDED, dtype=np.int64)
+    with np.errstate(invalid="ignore", over="ignore"):  # garbage words: inf and NaN, judged by the caller
+        v = (value * scale + offset) * factor
+    added = arithmetic_decimals(scale, offset, factor)
+    if added == 0 or decimals[0] == UNROUNDED:  # as the frame: nothing added, nothing to round
+        return float(v[0])
+    return float(round_shown(v, decimals + added)[0])
+
+
+
+
+def shown_sum(*terms: float) -> float:
+    """The sum of values as their decimals add up (12346.1 - 12345.6 is 0.5, not 0.5000000000018):
+    each float64 read as its shortest decimal, added exactly, then the float64 nearest."""
+    total = sum((Decimal(repr(float(t))) for t in terms), Decimal(0))
+    return float(total)
+
+
+__all__ = ["MAX_DIGITS", "UNROUNDED", "arithmetic_decimals", "decimals_of", "round_shown", "shortest_float32",
+           "shown_columns", "shown_sum", "shown_value"]

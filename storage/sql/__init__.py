@@ -1,0 +1,1 @@
+"""The one SQL layer under both stores: what is written once, with the hooks each database fills in."""
