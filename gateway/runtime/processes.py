@@ -192,7 +192,7 @@ class Supervisor:
         events, self.pending = self.pending, []
         try:
             await self.core.call("processes", totals, events)
-        except (OSError, TimeoutError) as exc:
+        except Exception as exc:  # the supervisor outlives whatever the core answers
             self.pending = events + self.pending
             log.warning("could not report process restarts to the core (told again at its next start): %s", exc)
 
