@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from api import errors
+from api.admission import Admission, AdmissionCounts, AdmissionLimits
 from api.auth import KeyCache
 from api.deps import ApiStore
 from api.guard import RequestGuard
@@ -32,7 +33,8 @@ def _utcnow() -> datetime:
 def create_app(store: ApiStore, gateway: GatewayPort | None = None, *, key_cache_ttl: float = 5.0,
                raw_reads_per_second: float = 2.0, raw_read_burst: int = 4,
                clock: Callable[[], datetime] = _utcnow, key_mirror: Path | None = None,
-               max_body_bytes: int = DEFAULT_MAX_BODY, allowed_hosts: Sequence[str] = ()) -> FastAPI:
+               max_body_bytes: int = DEFAULT_MAX_BODY, allowed_hosts: Sequence[str] = (),
+               admission: AdmissionLimits | None = None) -> FastAPI:
     """The API over `store` (and the running `gateway`, when there is one).
 
     `key_cache_ttl`: seconds a looked-up API key is trusted before it is read again, so a
@@ -43,6 +45,7 @@ def create_app(store: ApiStore, gateway: GatewayPort | None = None, *, key_cache
     `key_mirror`: a local file of key hashes that answers while the store is down (see KeyCache).
     `max_body_bytes`: the largest request body of a JSON route (the CSV import has its own limit).
     `allowed_hosts`: the Host names the API answers to (patterns as '*.example.com'); empty: any.
+    `admission`: how many requests are worked on at once; more are answered 503 (api.admission).
     """
     app = FastAPI(
         title="meter-gateway",
@@ -59,6 +62,7 @@ def create_app(store: ApiStore, gateway: GatewayPort | None = None, *, key_cache
     app.state.key_cache = KeyCache(ttl=key_cache_ttl, mirror=key_mirror)
     app.state.clock = clock
     app.state.bus_limiter = BusLimiter(raw_reads_per_second, raw_read_burst)
+    app.state.admission = AdmissionCounts()
     app.include_router(health.router)
     for router in (imports.router, meters.router, readings.router, accounts.router, payg.router, events.router):
         app.include_router(router, responses=ERRORS)
@@ -67,11 +71,12 @@ def create_app(store: ApiStore, gateway: GatewayPort | None = None, *, key_cache
     app.include_router(docs.router)
     methods = MethodTable(app.routes)
     errors.install(app, methods)
-    # Added innermost first: a request meets SecurityHeaders, the host check, RequestGuard
+    # Added innermost first: a request meets Admission (503 beyond the bound), SecurityHeaders, the host check, RequestGuard
     # (body limit, then key, before the body is read), OPTIONS, then the routes.
     app.add_middleware(OptionsResponder, table=methods)
     app.add_middleware(RequestGuard, routes=app.routes, default_max=max_body_bytes)
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts), www_redirect=False)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(Admission, limits=admission, counts=app.state.admission)
     return app

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.headers import SECURITY_HEADERS
 from api.methods import MethodTable, route_path
 from gateway.errors import (
+    CoreUnavailable,
     GatewayError,
     InvalidField,
     InvalidPeriod,
@@ -91,6 +92,9 @@ def install(app: FastAPI, methods: MethodTable) -> None:
             return JSONResponse(status_code=400, content=error_body("invalid_request", str(exc)))
         if isinstance(exc, SinkUnavailable):
             return unavailable(exc)
+        if isinstance(exc, CoreUnavailable):
+            return JSONResponse(status_code=503, headers={"Retry-After": "2"},
+                                content=error_body("core_unavailable", str(exc)))
         log.error("request failed: %s", exc)
         return JSONResponse(status_code=503, content=error_body("gateway_error", str(exc)))
 

@@ -11,25 +11,29 @@ from gateway.model.health import MeterDiagnostics, MeterSummary, PollResult, Rec
 
 
 class GatewayPort(Protocol):
+    """What the API asks the gateway: in its own process (gateway.runtime.gateway.Gateway) or, under
+    `meter-gateway run`, over the core's control socket (gateway.runtime.remote.RemoteGateway). So
+    everything that reads live state is async; only facts fixed by the configuration are plain calls."""
+
     async def readiness(self) -> dict[str, Any]:
         """{'ready': bool, 'failed': [name], 'checks': {name: {'ok': bool, 'detail': str}}, 'storage_mode': str}"""
 
-    def metrics_text(self) -> bytes:
+    async def metrics_text(self) -> bytes:
         """Prometheus text exposition of the gateway's metrics."""
 
-    def status(self, *, per_meter: bool = True) -> dict[str, Any]:
+    async def status(self, *, per_meter: bool = True) -> dict[str, Any]:
         """Gateway status for technicians: drivers, spool, sink, counters, version, uptime
         (the fields of api.schemas.diag.GatewayStatusOut)."""
 
     # -- technicians' diagnostics (issue 8); NotFound for a meter not in the configuration --
-    def fleet(self) -> list[MeterSummary]:
+    async def fleet(self) -> list[MeterSummary]:
         """Every configured meter with its state, worst first."""
 
-    def meter_summary(self, meter_id: str) -> MeterSummary: ...
+    async def meter_summary(self, meter_id: str) -> MeterSummary: ...
 
     async def meter_diagnostics(self, meter_id: str) -> MeterDiagnostics: ...
 
-    def recent_payloads(self, meter_id: str) -> list[RecentPayload]:
+    async def recent_payloads(self, meter_id: str) -> list[RecentPayload]:
         """The last MQTT payloads of a meter, newest last."""
 
     async def recent_values(self, meter_id: str, channel: Channel) -> tuple[list[Reading], bool]:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
@@ -16,7 +13,9 @@ from rich.table import Table
 
 from gateway.errors import ConfigError, GatewayError
 from gateway.runtime import eventloop
+from gateway.runtime.eventloop import run_until_signal
 from gateway.scan_cli import scan_command
+from gateway.simulate_cli import simulate_app
 
 if TYPE_CHECKING:
     from storage.base import Store
@@ -28,7 +27,6 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="meter-gateway: Modbus and PAYG MQTT meters in, verified readings out.")
 config_app = typer.Typer(no_args_is_help=True, help="Check configuration files.")
 db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
-simulate_app = typer.Typer(no_args_is_help=True, help="Run simulated meter fleets (no gateway).")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(simulate_app, name="simulate")
@@ -55,37 +53,80 @@ def _load(path: Path):  # type: ignore[no-untyped-def]
         raise typer.Exit(2) from None
 
 
-async def run_until_signal(gateway_run) -> None:  # type: ignore[no-untyped-def]
-    """Run `gateway_run(stop)`; SIGTERM/SIGINT set `stop` so shutdown drains in order."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await gateway_run(stop)
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-
-
 @app.command()
-def run(config: ConfigOpt) -> None:
-    """Run the gateway with a configuration file until SIGTERM or Ctrl-C."""
+def run(config: ConfigOpt,
+        one_process: Annotated[bool, typer.Option("--one-process", help="Run the core and the API in one process "
+                                                  "(one event loop: API load then costs polls)")] = False) -> None:
+    """Run the gateway with a configuration file until SIGTERM or Ctrl-C: its core and its API, each in
+    a process of its own, restarted if one dies."""
     from gateway.logging import setup_logging
+
+    cfg, _ = _load(config)
+    setup_logging(cfg.gateway.log_level)
+    if one_process:
+        _run_gateway(config)
+        return
+    from gateway.runtime.processes import run_processes
+
+    code = eventloop.run(run_until_signal(lambda stop: run_processes(config, cfg, stop)))
+    raise typer.Exit(code)
+
+
+ControlOpt = Annotated[Path | None, typer.Option(help="The core's control socket (default: control.sock in the "
+                                                 "data directory)")]
+
+
+@app.command(hidden=True)
+def core(config: ConfigOpt, control: ControlOpt = None) -> None:
+    """The gateway's core process (started by `run`): drivers, pipeline, spool, store; no API."""
+    from gateway.runtime.processes import bind_to_parent
+
+    bind_to_parent()
+    from gateway.runtime.processes import EXIT_REPORTED
+
+    _run_gateway(config, control=control, core_only=True, exit_code=EXIT_REPORTED)
+
+
+@app.command(hidden=True)
+def api(config: ConfigOpt, control: ControlOpt = None,
+        fd: Annotated[int | None, typer.Option(help="Listening socket to serve")] = None) -> None:
+    """The gateway's API process (started by `run`): asks the core over its control socket."""
+    from gateway.logging import setup_logging
+    from gateway.runtime.apiproc import run_api
+    from gateway.runtime.control import control_path
+    from gateway.runtime.processes import EXIT_REPORTED, bind_to_parent
+
+    bind_to_parent()
+    cfg, _ = _load(config)
+    setup_logging(cfg.gateway.log_level)
+    socket = control or control_path(cfg.gateway.data_dir)
+    _report_errors(lambda: eventloop.run(run_until_signal(lambda stop: run_api(cfg, stop, control=socket, fd=fd))),
+                   EXIT_REPORTED)
+
+
+def _run_gateway(config: Path, *, control: Path | None = None, core_only: bool = False, exit_code: int = 1) -> None:
+    from gateway.logging import setup_logging
+    from gateway.runtime.control import control_path
     from gateway.runtime.gateway import Gateway
 
     cfg, profiles = _load(config)
     setup_logging(cfg.gateway.log_level)
-    gw = Gateway(cfg, profiles, config_path=config)
+    socket = (control or control_path(cfg.gateway.data_dir)) if core_only else None
+    gw = Gateway(cfg, profiles, config_path=config, control=socket)
+    _report_errors(lambda: eventloop.run(run_until_signal(gw.run)), exit_code)
+
+
+def _report_errors(work: Callable[[], object], exit_code: int = 1) -> None:
+    """Run `work`; the GatewayErrors that stop it are one line each and exit `exit_code`, not a traceback."""
     try:
-        eventloop.run(run_until_signal(gw.run))
+        work()
     except (GatewayError, ExceptionGroup) as exc:
         errors = _gateway_errors(exc)
         if errors is None:
             raise
         for error in errors:
             err.print(f"[bold red]error:[/] {error}", highlight=False)
-        raise typer.Exit(1) from None
+        raise typer.Exit(exit_code) from None
 
 
 def _gateway_errors(exc: BaseException) -> list[BaseException] | None:
@@ -360,114 +401,6 @@ def demo(
     except GatewayError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None
-
-
-@simulate_app.command("modbus")
-def simulate_modbus(
-    meters: Annotated[int, typer.Option(help="Number of meters, M-0001..M-N")] = 10,
-    profile: Annotated[str, typer.Option(help="Device profile (register map) the meters serve")] = "generic",
-    endpoints: Annotated[int, typer.Option(help="RS-485 gateways (one server and port each); meters are "
-                                                "dealt to them in blocks, unit ids 1.. on each")] = 1,
-    port: Annotated[int, typer.Option(help="First TCP port; endpoint k listens on port+k-1 (0 = free ports)")] = 5020,
-    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
-    transport: Annotated[str, typer.Option(help="tcp (Modbus TCP) | rtu_tcp (RTU over TCP)")] = "tcp",
-    seed: Annotated[int, typer.Option(help="Same seed, same data")] = 1,
-    speedup: Annotated[float, typer.Option(help="Simulated seconds per real second")] = 1.0,
-    fault: Annotated[list[str] | None, typer.Option(help="METER=FAULT, repeatable, e.g. M-0003=timeout "
-                                                         "(timeout, slow, exception, garbage, regression, "
-                                                         "rollover, spike, stuck, tamper)")] = None,
-) -> None:
-    """Serve a fleet of simulated Modbus meters until Ctrl-C: one pymodbus server per endpoint."""
-    from gateway.config.profiles import load_profiles
-    from simulators.modbus import FAULTS, SimNetwork
-
-    profiles = load_profiles()
-    if profile not in profiles:
-        err.print(f"unknown profile {profile!r} (known: {', '.join(sorted(profiles))})")
-        raise typer.Exit(2)
-    if transport not in ("tcp", "rtu_tcp"):
-        err.print(f"--transport {transport!r}: use tcp or rtu_tcp (serial lines are simulated by the tests)")
-        raise typer.Exit(2)
-    faults: dict[str, str] = {}
-    for item in fault or []:
-        meter_id, _, name = item.partition("=")
-        if name not in FAULTS:
-            err.print(f"--fault {item!r}: want METER=FAULT with FAULT one of {', '.join(FAULTS)}")
-            raise typer.Exit(2)
-        faults[meter_id] = name
-    try:
-        network = SimNetwork(profiles[profile], meters, endpoints=endpoints, seed=seed, speedup=speedup,
-                             host=host, transport=transport, port=port)
-    except ValueError as exc:
-        err.print(str(exc), markup=False)
-        raise typer.Exit(2) from None
-    unknown = sorted(set(faults) - set(network.meter_ids))
-    if unknown:
-        err.print(f"--fault: unknown meter(s) {', '.join(unknown)}")
-        raise typer.Exit(2)
-    for meter_id, name in faults.items():
-        try:
-            network.set_fault(meter_id, name)  # type: ignore[arg-type]
-        except ValueError as exc:
-            err.print(f"--fault {meter_id}={name}: {exc}", markup=False)
-            raise typer.Exit(2) from None
-
-    async def go(stop: asyncio.Event) -> None:
-        async with network:
-            out.print(f"{meters} simulated {profile} meters on {endpoints} endpoint(s), {transport}:", highlight=False)
-            for k, fleet in enumerate(network.fleets, 1):
-                ids = [m.meter_id for m in fleet.meters.values()]
-                out.print(f"  endpoint sim-{k} {fleet.host}:{fleet.port} units 1..{len(ids)} "
-                          f"meters {ids[0]}..{ids[-1]}", highlight=False, markup=False)
-            for meter_id, name in faults.items():
-                out.print(f"  fault {meter_id}={name}", highlight=False, markup=False)
-            out.print("ready; Ctrl-C stops", highlight=False)
-            await stop.wait()
-
-    eventloop.run(run_until_signal(go))
-
-
-@simulate_app.command("payg")
-def simulate_payg(
-    meters: Annotated[int, typer.Option(help="Number of PAYG meters")] = 10,
-    host: str = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Broker port")] = 1883,
-    interval: Annotated[float, typer.Option(help="Seconds between rounds of balance updates")] = 5.0,
-    seed: Annotated[int, typer.Option(help="Same seed, same balances, top-ups and relay changes")] = 1,
-    fault: Annotated[list[str] | None, typer.Option(
-        help="METER=FAULT, repeatable; faults: malformed_json wrong_type missing_field oversized future_ts "
-             "duplicate out_of_order burst silence no_reply reject_commands")] = None,
-    first: Annotated[int, typer.Option(help="Number of the first meter (P-00001 is 1)")] = 1,
-    prefix: Annotated[str, typer.Option(help="Meter id prefix")] = "P-",
-    topic: Annotated[str, typer.Option(help="Balance topic template")] = "payg/{meter_id}/balance",
-    report_every: Annotated[int, typer.Option(help="Rounds between periodic updates (changes go at once)")] = 1,
-    step: Annotated[float, typer.Option(help="Simulated seconds of consumption per round")] = 900.0,
-    rounds: Annotated[int, typer.Option(help="Stop after this many rounds (0: until Ctrl-C)")] = 0,
-    commands: Annotated[bool, typer.Option(help="Answer top-up / disconnect / reconnect commands")] = True,
-    currency: str = "KES",
-    username: str | None = None,
-    password: Annotated[str | None, typer.Option(envvar="METER_GATEWAY_MQTT_PASSWORD")] = None,
-    tls_ca: Path | None = None,
-    tls_cert: Path | None = None,
-    tls_key: Path | None = None,
-) -> None:
-    """Publish balance updates of simulated PAYG meters to a broker (and answer commands) until Ctrl-C."""
-    from simulators.mqtt.publisher import TlsFiles
-    from simulators.mqtt.run import SimOptions, parse_faults, run_payg
-
-    options = SimOptions(meters=meters, host=host, port=port, interval=interval, seed=seed, prefix=prefix,
-                         first=first, topic=topic, commands=commands, report_every=report_every, step_s=step,
-                         currency=currency, rounds=rounds, username=username, password=password,
-                         tls=TlsFiles(str(tls_ca), str(tls_cert) if tls_cert else None,
-                                      str(tls_key) if tls_key else None) if tls_ca else None)
-    try:
-        options = replace(options, faults=parse_faults(fault or [], options.meter_ids()))
-        if meters < 1 or interval <= 0 or report_every < 1:
-            raise ValueError("--meters and --report-every must be at least 1, --interval above 0")
-    except ValueError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
-    eventloop.run(run_until_signal(lambda stop: run_payg(options, stop, out)))
 
 
 # The scan command lives with its helpers; registered here so `meter-gateway scan` is one of ours.

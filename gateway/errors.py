@@ -152,6 +152,11 @@ class SinkUnavailable(SinkError):
     """The storage sink cannot be reached now; try again later."""
 
 
+class CoreUnavailable(GatewayError):
+    """The gateway's core process does not answer its API process now (starting, or restarting after
+    a crash); try again in a moment."""
+
+
 class NotFound(GatewayError):
     def __init__(self, what: str, key: str) -> None:
         self.what = what

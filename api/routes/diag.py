@@ -80,13 +80,13 @@ async def status(gateway: Gateway) -> GatewayStatusOut:
     readiness, meters by state, latest events, version, uptime, config file and its hash."""
     readiness = await gateway.readiness()
     events, from_store = await gateway.recent_events(limit=10)
-    return GatewayStatusOut.of(gateway.status(per_meter=False), readiness, events, from_store)
+    return GatewayStatusOut.of((await gateway.status(per_meter=False)), readiness, events, from_store)
 
 
 @router.get("/meters", response_model=FleetOut)
 async def fleet(gateway: Gateway, state: MeterState | None = None) -> FleetOut:
     """Every configured meter with its state and last-seen time, worst first."""
-    meters = gateway.fleet()
+    meters = await gateway.fleet()
     counts = {s.value: 0 for s in MeterState}
     for m in meters:
         counts[m.state.value] += 1
@@ -103,7 +103,7 @@ async def meter(gateway: Gateway, meter_id: MeterId) -> MeterDiagnosticsOut:
 @router.get("/meters/{meter_id}/payloads", response_model=list[PayloadOut], responses={404: _METER_ERRORS[404]})
 async def payloads(gateway: Gateway, meter_id: MeterId) -> list[PayloadOut]:
     """The last MQTT payloads of a PAYG meter as received, newest last."""
-    return [PayloadOut.of(p) for p in gateway.recent_payloads(meter_id)]
+    return [PayloadOut.of(p) for p in (await gateway.recent_payloads(meter_id))]
 
 
 @router.post("/meters/{meter_id}/poll", response_model=PollResultOut, responses=_METER_ERRORS)
@@ -111,7 +111,7 @@ async def poll_now(gateway: Gateway, limiter: Annotated[BusLimiter, Depends(_lim
                    meter_id: MeterId) -> PollResultOut | JSONResponse:
     """Poll a meter now (Modbus), past its schedule and circuit breaker: the decoded values with the raw
     registers. Nothing is stored (the schedule's polls are the data). Rate-limited per bus."""
-    summary = gateway.meter_summary(meter_id)
+    summary = await gateway.meter_summary(meter_id)
     if summary.endpoint is None:
         kind = f"PAYG, {summary.protocol}" if summary.balances else summary.protocol
         msg = f"meter {meter_id} ({kind}) pushes its data: it cannot be polled; see its recent payloads"
@@ -153,7 +153,7 @@ async def read_registers(
     if first + count > 0x10000:
         msg = f"address {first:#06x} + count {count} runs past the last register (0xffff)"
         raise InvalidRequest(msg)
-    if endpoint not in {m.endpoint for m in gateway.fleet() if m.endpoint is not None}:
+    if endpoint not in {m.endpoint for m in (await gateway.fleet()) if m.endpoint is not None}:
         raise NotFound("modbus endpoint", endpoint)  # checked first: only real buses get a bucket
     throttled = _throttled(limiter, endpoint)
     if throttled is not None:

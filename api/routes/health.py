@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -41,7 +41,8 @@ async def readyz(store: StoreDep, gateway: GatewayDep) -> JSONResponse:
 @router.get("/metrics", response_class=Response, dependencies=[Depends(RequireScope(Scope.DIAG))],
             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, 401: error("No valid API key"),
                        403: error("The key lacks the diag scope")})
-async def metrics(gateway: GatewayDep) -> Response:
+async def metrics(request: Request, gateway: GatewayDep) -> Response:
     """Prometheus metrics (meter_gateway_* series)."""
-    body = gateway.metrics_text() if gateway is not None else b""
+    body = (await gateway.metrics_text()) if gateway is not None else b""
+    body += request.app.state.admission.metrics_text()
     return Response(content=body, media_type=CONTENT_TYPE_LATEST)

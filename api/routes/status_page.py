@@ -165,8 +165,8 @@ async def panel(
     """Fleet grid coloured by state with last-seen times; the selected meter (default: the worst one) with
     a chart of its recent values; spool, sink and broker state; latest events."""
     readiness = await gateway.readiness()
-    status = gateway.status(per_meter=False)
-    fleet = gateway.fleet()
+    status = await gateway.status(per_meter=False)
+    fleet = await gateway.fleet()
     events, events_from_store = await gateway.recent_events(limit=10)
     counts = {s.value: 0 for s in SEVERITY_ORDER}
     for m in fleet:

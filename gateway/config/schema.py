@@ -69,6 +69,14 @@ class ApiSection(_Section):
     allowed_hosts: list[str] = Field(default_factory=list, description="Host names the API answers to (the Host "
                                      "header, port aside), e.g. ['gateway.example', '*.plant.example', "
                                      "'127.0.0.1']; others get 400. Empty (the default): any host")
+    max_in_flight: int = Field(default=64, ge=1, le=100_000, description="Requests the API works on at once "
+                               "(/healthz and /readyz aside); more are answered 503 with Retry-After at once, "
+                               "before their key or body is looked at")
+    retry_after: int = Field(default=1, ge=1, le=3600, description="Seconds a client refused by max_in_flight "
+                             "is told to wait (the Retry-After header)")
+    nice: int = Field(default=10, ge=0, le=19, description="Scheduling niceness of the API process under "
+                      "`meter-gateway run` (0: the core's own): when the machine is busy the core's pollers "
+                      "get the CPU first, the API what is left")
 
     @field_validator("allowed_hosts")
     @classmethod

@@ -40,6 +40,9 @@ class EventKind(StrEnum):
     #: was copied into a fresh spool.
     SPOOL_REPLACED = "spool_replaced"
     DUPLICATE_CONFLICT = "duplicate_conflict"
+    #: One of the gateway's processes (its core, its API) died and was started again by
+    #: `meter-gateway run`; the detail names the process and how it ended.
+    PROCESS_RESTARTED = "process_restarted"
 
 
 class Severity(StrEnum):

@@ -16,8 +16,10 @@ machine, and 15 % less CPU a call.
 
 from __future__ import annotations
 
+import asyncio
 import gc
-from collections.abc import Coroutine
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import uvloop
@@ -30,3 +32,16 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     gc.collect()
     gc.freeze()
     return uvloop.run(main)
+
+
+async def run_until_signal(work: Callable[[asyncio.Event], Awaitable[T]]) -> T:
+    """`await work(stop)`; SIGTERM/SIGINT set `stop` so shutdown drains in order."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        return await work(stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

@@ -17,16 +17,16 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 from prometheus_client import generate_latest
 
-from api.app import create_app
 from drivers.base import BuildContext, Driver, DriverSpec, MeterFacts, MeterHealth, Poller, Subscriber
 from drivers.registry import DRIVERS
 from gateway.backoff import Backoff
@@ -47,7 +47,10 @@ from gateway.model import (
 )
 from gateway.model.health import MeterDiagnostics, MeterSummary, PollResult, RecentPayload
 from gateway.model.profiles import DeviceProfile, Function
+from gateway.runtime.apiproc import configured_app, serve, server_for
 from gateway.runtime.commands import CommandDesk
+from gateway.runtime.control import ControlServer
+from gateway.runtime.core import ProcessBook, hello
 from gateway.runtime.diag import Diagnostics, watched_meters
 from gateway.runtime.health import HealthBook
 from gateway.runtime.metrics import GatewayMetrics
@@ -62,6 +65,7 @@ from gateway.runtime.plan import (
     payg_checker,
     payload_formats,
 )
+from gateway.runtime.port import LocalPort
 from gateway.runtime.store import key_mirror, maintain, open_configured_store, retention_of
 from gateway.runtime.supervise import supervise
 from gateway.runtime.systemd import Notifier, PipelineProgress, watchdog
@@ -74,23 +78,18 @@ from storage.spool.forwarder import Forwarder
 log = logging.getLogger(__name__)
 
 
-class _EmbeddedServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # The gateway owns SIGTERM/SIGINT and shuts down in order; uvicorn must not.
-        yield
-
-
 class Gateway:
     """One gateway process: `await Gateway(config, profiles).run(stop)`.
 
     `drivers` is the registry of driver specs by protocol; `config` must have been validated for
     the same protocols (gateway.runtime.config for this build's, gateway.config.load with others).
+    `control`: serve the core's control socket there instead of the API (the API runs in a process
+    of its own and asks the core through it: `meter-gateway run`, gateway.runtime.processes).
     """
 
     def __init__(self, config: GatewayConfig, profiles: dict[str, DeviceProfile], *,
                  config_path: Path | None = None, store: Store | None = None,
-                 drivers: Mapping[str, DriverSpec] = DRIVERS) -> None:
+                 drivers: Mapping[str, DriverSpec] = DRIVERS, control: Path | None = None) -> None:
         if list(type(config).specs) != list(drivers):
             msg = (f"the configuration was validated for the drivers {', '.join(type(config).specs) or 'none'}, "
                    f"the gateway runs {', '.join(drivers) or 'none'}")
@@ -99,6 +98,7 @@ class Gateway:
         self.profiles = profiles
         self.registry = drivers
         self.config_path = config_path
+        self.control = control
         self.config_hash = hashlib.sha256(config_path.read_bytes()).hexdigest()[:16] if config_path and config_path.exists() else None
         self._given_store = store
         self.store: Store | None = store
@@ -220,7 +220,12 @@ class Gateway:
                 pipeline_task = tg.create_task(self.pipeline.run(), name="pipeline")
                 forwarder_task = tg.create_task(self._forward(), name="forwarder")
                 drivers_task = tg.create_task(self._run_drivers(), name="drivers")
-                api_task = tg.create_task(self._serve_api(), name="api") if cfg.api.enabled else None
+                control = ControlServer(self.control, self._control_calls()) if self.control else None
+                if control is not None:
+                    await control.start()
+                    stack.push_async_callback(control.close)
+                serve_api = cfg.api.enabled and control is None
+                api_task = tg.create_task(self._serve_api(), name="api") if serve_api else None
                 if api_task is None:
                     self.started.set()
                 notifier = Notifier()
@@ -318,27 +323,25 @@ class Gateway:
         # is down, serve anyway: health answers, and data requests say 503 until it returns.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.store_ready.wait(), timeout=5.0)
-        app = create_app(self.store, self, raw_reads_per_second=cfg.diag.raw_reads_per_second,
-                         raw_read_burst=cfg.diag.raw_read_burst, key_mirror=key_mirror(cfg),
-                         max_body_bytes=cfg.api.max_body_bytes, allowed_hosts=cfg.api.allowed_hosts)
-        server = _EmbeddedServer(uvicorn.Config(app, host=cfg.api.host, port=cfg.api.port, log_level="warning",
-                                                access_log=False, lifespan="off"))
-        self.api_server = server
-        serve = asyncio.create_task(server.serve(), name="uvicorn")
-        try:
-            while not server.started and not serve.done():  # noqa: ASYNC110 - uvicorn has no started event
-                await asyncio.sleep(0.02)
-            if server.started:
-                sock = server.servers[0].sockets[0].getsockname()
-                self.api_url = f"http://{sock[0]}:{sock[1]}"
-                log.info("API listening on %s", self.api_url)
-            self.started.set()
-            await serve
-        finally:
-            if not serve.done():
-                server.should_exit = True
-                await asyncio.wait([serve], timeout=5)
-                serve.cancel()
+        self.api_server = server_for(configured_app(cfg, self.store, LocalPort(self)), cfg)
+        await serve(self.api_server, self._api_started)
+
+    def _api_started(self, url: str | None) -> None:
+        self.api_url = url
+        self.started.set()
+
+    def _control_calls(self) -> dict[str, Callable[..., Any]]:
+        """What the core's control socket serves: the API's port (api.ports.GatewayPort) and the
+        supervisor's report of the processes it restarted."""
+        book = ProcessBook(self.metrics, self.health, lambda: self.spool)
+        return {
+            "hello": partial(hello, self.store_ready, self.poll_intervals, self.commands_available),
+            "readiness": self.readiness, "metrics_text": self.metrics_text, "status": self.status, "fleet": self.fleet,
+            "meter_summary": self.meter_summary, "meter_diagnostics": self.meter_diagnostics,
+            "recent_payloads": self.recent_payloads, "recent_values": self.recent_values,
+            "recent_balances": self.recent_balances, "recent_events": self.recent_events,
+            "deadletters": self.deadletters, "poll_now": self.poll_now, "read_raw": self.read_raw,
+            "submit_command": self.submit_command, "get_command": self.get_command, "processes": book.report}
 
     # -- technicians' reads (the diagnostics API calls these; see runtime/diag.py) ------------------
     async def poll_now(self, meter_id: str) -> PollResult:

@@ -42,6 +42,9 @@ class GatewayMetrics:
         self.sink_batch = Histogram(f"{NS}_sink_batch_seconds", "Time to commit one batch to the store",
                                     buckets=LATENCY_BUCKETS, registry=r)
         self.sink_rows = Counter(f"{NS}_sink_rows", "Items committed to the store", registry=r)
+        #: Counted by the core from what `meter-gateway run`'s supervisor reports (gateway.runtime.core).
+        self.process_restarts = Counter(f"{NS}_process_restarts", "Gateway processes (core, api) restarted after "
+                                        "they died", ["process"], registry=r)
         self.overruns_seen: dict[str, int] = {}
 
     def observe_items(self, items: Iterable[object], batch: Batch) -> None:

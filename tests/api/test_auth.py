@@ -186,3 +186,23 @@ async def test_keys_first_seen_at_once_are_all_mirrored(tmp_path: Path) -> None:
     down = KeyCache(ttl=5, mirror=mirror)
     assert [await down.get(_DownStore(), r.key_id) for r in rows] == rows  # type: ignore[arg-type]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keys.json"]
+
+
+async def test_sixteen_first_requests_with_a_new_key_all_answer_200(tmp_path: Path) -> None:
+    # Issue 26: the first few simultaneous requests with a freshly created key answered 500 or
+    # dropped the connection, each mirroring the key through the same temporary file.
+    from gateway.runtime.gateway import key_mirror
+    from tests.fixtures.gateway import gateway_config, running_gateway
+
+    cfg = gateway_config(tmp_path / "gw")
+    async with running_gateway(cfg) as (gw, _):
+        assert gw.store is not None and gw.api_url is not None
+        key, row = new_key("billing", frozenset({Scope.READ}), datetime.now(UTC))
+        await gw.store.create_api_key(row)  # as `meter-gateway keys create` does: stored, not mirrored
+        async with httpx.AsyncClient(base_url=gw.api_url, timeout=30, limits=httpx.Limits(max_connections=16),
+                                     headers={"Authorization": f"Bearer {key}"}) as client:
+            answers = await asyncio.gather(*(client.get("/v1/meters") for _ in range(16)))
+        assert [a.status_code for a in answers] == [200] * 16, [a.text for a in answers if a.status_code != 200]
+        mirror = key_mirror(cfg)
+        assert row.key_id in mirror.read_text() and oct(mirror.stat().st_mode & 0o777) == "0o600"
+        assert not [p.name for p in mirror.parent.iterdir() if p.name.endswith(".tmp")]

@@ -1,7 +1,7 @@
 """Data flows one way, checked on the source with `ast`: the same contract as [tool.importlinter] in
 pyproject.toml (which `lint-imports` checks), so the suite enforces it without that tool.
 
-    gateway.cli, gateway.status_cli, gateway.spool_cli, gateway.scan_cli   the command line
+    gateway.cli, gateway.*_cli                            the command line
     gateway.runtime                                       the composition root: the only door to the drivers is drivers.registry
     api                                                   reads storage and the model; never a driver, a stage or the runtime
     drivers | normalise | validate | storage | config | simulators   independent siblings
@@ -15,7 +15,8 @@ from tests.architecture.imports import cycles, edges, within
 
 #: Top first. A module may import its own layer's (non-independent) siblings and anything below.
 LAYERS: list[tuple[tuple[str, ...], bool]] = [  # (members, independent)
-    (("gateway.__main__", "gateway.cli", "gateway.status_cli", "gateway.spool_cli", "gateway.scan_cli"), False),
+    (("gateway.__main__", "gateway.cli", "gateway.status_cli", "gateway.spool_cli", "gateway.scan_cli",
+      "gateway.simulate_cli"), False),
     (("gateway.runtime",), True),
     (("api",), True),
     (("drivers", "gateway.normalise", "gateway.validate", "storage", "gateway.config", "simulators"), True),
