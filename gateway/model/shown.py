@@ -52,11 +52,22 @@ _POW10 = np.asarray([10.0**k for k in range(MAX_POWER + 1)])
 _K0 = np.asarray([math.ceil(-math.log10(2.0 ** (max(e, 1) - 150))) for e in range(256)], dtype=np.int64)
 _SHORTER = np.asarray([10.0 ** (k - 1) if k >= 1 else 1.0 for k in _K0.tolist()])
 _USUAL = np.asarray([10.0**k if k >= 0 else 1.0 for k in _K0.tolist()])
+#: The same for `_digits`, whose exponent field 0 can only be a zero (it leaves subnormals to the
+#: general path): 0 has no decimals, so a zero never pushes a frame off the exact path.
+_DIGITS_K0 = np.concatenate(([1], _K0[1:]))
+_DIGITS_SHORTER = np.concatenate(([1.0], _SHORTER[1:]))
+_DIGITS_USUAL = np.concatenate(([10.0], _USUAL[1:]))
 #: The highest exponent field whose k0 - 1 is still >= 0 (values below 2^24, most meters' all).
 _FAST_MAX = max(e for e in range(256) if _K0[e] >= 1)
 #: Exponent fields whose three tries use only exact powers of ten (10^-22 .. 10^22).
 _EXACT_MIN = min(e for e in range(256) if _K0[e] + 1 <= 22)
 _EXACT_MAX = max(e for e in range(256) if _K0[e] - 1 >= -22) + 1
+#: The fast path's test on a float32's bits without its sign: below _FAST_LIMIT (|x| < 2^24) and
+#: not 0 < bits <= _SMALL (|x| below 2^-46, where the tries would need inexact powers).
+_ABS = np.uint32(0x7FFFFFFF)
+_ONE = np.uint32(1)
+_FAST_LIMIT = (_FAST_MAX + 1) << 23
+_SMALL = np.uint32((_EXACT_MIN << 23) - 1)
 
 
 def _round_to(x: F64, k: I64) -> F64:
@@ -71,6 +82,47 @@ def shortest_float32(x32: npt.NDArray[np.float32]) -> tuple[F64, I64]:
     """Each float32 as the float64 nearest to the shortest decimal that reads back as it, and that
     decimal's decimals (negative for 1.2e10: rounded to 10^4 or coarser). Non-finite values come
     back as they are, with UNROUNDED decimals."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        out, decimals = _shortest(np.ascontiguousarray(x32, dtype=np.float32), decimals=True)
+    assert decimals is not None
+    return out, decimals
+
+
+def _shortest(x32: npt.NDArray[np.float32], *, decimals: bool) -> tuple[F64, I64 | None]:
+    """shortest_float32 under the caller's errstate, in as few numpy calls as the usual frame allows
+    (a pass of a poll or two decodes a dozen values: the calls, not the values, are the cost)."""
+    found = _digits(x32)
+    if found is None:
+        return _shortest_general(x32)
+    digits, own = found
+    return digits / _POW10[own], own if decimals else None
+
+
+def _digits(x32: npt.NDArray[np.float32]) -> tuple[F64, I64] | None:
+    """For the usual float32s (0, or 1.4e-14 <= |x| < 2^24): the shortest decimal that reads back as
+    each, as its digits (an integer, as a float64) and its decimals; None when one is not usual."""
+    absbits = x32.view(np.uint32) & _ABS
+    if not absbits.size or int(absbits.max()) >= _FAST_LIMIT or ((absbits - _ONE) < _SMALL).any():
+        return None
+    # k0 - 1 decimals when they read back (then they are the shorter), else k0.
+    x = x32.astype(np.float64)
+    exponent = (absbits >> 23).astype(np.intp)  # intp: numpy gathers fastest with its own index type
+    power = _DIGITS_SHORTER[exponent]
+    short_digits = np.rint(x * power)
+    short_ok = (short_digits / power).astype(np.float32) == x32
+    power = _DIGITS_USUAL[exponent]
+    usual_digits = np.rint(x * power)
+    digits = np.where(short_ok, short_digits, usual_digits)
+    own = _DIGITS_K0[exponent] - short_ok.view(np.int8)
+    # Just above a power of two the spacing below is half the spacing above: there k0 may miss.
+    if not ((digits / _POW10[own]).astype(np.float32) == x32).all():
+        return None
+    return digits, own
+
+
+def _shortest_general(x32: npt.NDArray[np.float32]) -> tuple[F64, I64]:
+    """`_shortest` for any float32: negative decimals, the fallback just above a power of two, and
+    the values past exact powers of ten."""
     x32 = np.ascontiguousarray(x32, dtype=np.float32)
     x = x32.astype(np.float64)
     # As intp: numpy gathers with its own index type several times faster than with uint32.
@@ -121,27 +173,87 @@ def round_shown(values: F64, decimals: I64) -> F64:
         return np.where(todo, _round_to(values, np.where(todo, k, 0)), values)
 
 
-def shown_columns(raw: npt.NDArray[np.generic], scale: F64, offset: F64, factor: F64, decimals: I64 | None) -> F64:
-    """A frame's group of registers (polls x registers of one numpy type) as shown: float32 as its
-    shortest decimals, then `* scale + offset`, `* factor`, rounded to `decimals` more than the
-    register's own (None: the arithmetic adds no decimals, or float64 registers, never rounded)."""
+#: Which registers of a frame's group are rounded, and to how many decimals beyond their own: the
+#: columns whose scale, offset or conversion adds decimals (None: every column), and those decimals.
+Rounding = tuple[npt.NDArray[np.intp] | None, I64]
+
+
+def rounding_of(added: list[int]) -> Rounding | None:
+    """The Rounding of a group whose registers' arithmetic adds `added` decimals (arithmetic_decimals)."""
+    if not any(added):
+        return None
+    if all(added):
+        return None, np.asarray([added], dtype=np.int64)
+    cols = np.flatnonzero(added).astype(np.intp)
+    return cols, np.asarray([[added[c] for c in cols]], dtype=np.int64)
+
+
+#: A group's scale x factor as an exact decimal per column, integer / 10^decimals, when no column has
+#: an offset and every integer is below 2^21 (so a float32's at most 9 digits, or a 32-bit register,
+#: times it stay below 2^53: exact in a float64).
+Exact = tuple[F64, I64]
+
+
+def exact_of(scales: list[float], offsets: list[float], factors: list[float]) -> Exact | None:
+    """The Exact of a group's registers, or None."""
+    ints, places = [], []
+    for scale, offset, factor in zip(scales, offsets, factors, strict=True):
+        product = Decimal(repr(float(scale))) * Decimal(repr(float(factor)))
+        sign, digits, exponent = product.as_tuple()
+        if offset != 0 or not isinstance(exponent, int) or -exponent > _EXACT_POWER:
+            return None
+        whole = int("".join(map(str, digits))) * 10 ** max(exponent, 0)
+        if whole >= 1 << 21:
+            return None
+        ints.append(-whole if sign else whole)
+        places.append(max(-exponent, 0))
+    return np.asarray([ints], dtype=np.float64), np.asarray([places], dtype=np.int64)
+
+
+def shown_columns(raw: npt.NDArray[np.generic], scale: F64, offset: F64, factor: F64,
+                  rounding: Rounding | None, exact: Exact | None = None) -> F64:
+    """A frame's group of registers (polls x registers of one numpy type) as shown, under the caller's
+    errstate: float32 as its shortest decimals, then `* scale + offset`, `* factor`, and the columns
+    whose arithmetic adds decimals rounded to their own plus those (float64 registers: never).
+    With `exact` (no offsets, small decimal factors): the decimal's digits times the factor's over
+    one exact power of ten, the nearest float64 in one division and no rounding pass."""
+    if exact is not None:
+        ints, places = exact
+        if raw.dtype.kind == "f" and raw.dtype.itemsize == 4:
+            found = _digits(raw.astype(np.float32))
+            if found is not None:
+                digits, places_own = found
+                total = places_own + places
+                if int(total.max()) <= _EXACT_POWER:
+                    shown: F64 = (digits * ints) / _POW10[total]
+                    return shown
+        elif raw.dtype.kind in "iu" and raw.dtype.itemsize <= 4:  # |raw| < 2^32
+            exact_ints: F64 = (raw.astype(np.float64) * ints) / _POW10[places]
+            return exact_ints
     own: I64 | None = None
     if raw.dtype.kind == "f" and raw.dtype.itemsize == 4:
-        shown, own = shortest_float32(raw.astype(np.float32))
+        shown, own = _shortest(raw.astype(np.float32), decimals=rounding is not None)
         v = shown * scale + offset
     else:
         v = raw.astype(np.float64) * scale + offset
     v *= factor
-    if decimals is None:
+    if rounding is None:
         return v
-    # Only the registers whose arithmetic adds decimals (W -> kW, x 0.01): the rest are shown as read.
-    cols = np.flatnonzero(decimals.reshape(-1))
-    if cols.size == v.shape[1]:
-        added = np.broadcast_to(decimals, v.shape)
-        return round_shown(v, added if own is None else own + added)
-    added = np.broadcast_to(decimals.reshape(-1)[cols], (v.shape[0], cols.size))
-    v[:, cols] = round_shown(v[:, cols], added if own is None else own[:, cols] + added)
+    cols, added = rounding
+    if cols is None:
+        return _round_columns(v, added if own is None else own + added)
+    v[:, cols] = _round_columns(v[:, cols], added if own is None else own[:, cols] + added)
     return v
+
+
+def _round_columns(v: F64, k: I64) -> F64:
+    """`v` rounded to `k` decimals, k taken in 0..22 (fewer than 0 only drops digits an integer has
+    not; more than 22 are past exact powers of ten), where at most MAX_DIGITS significant digits remain."""
+    power = _POW10[np.clip(k, 0, _EXACT_POWER)]
+    rounded = np.rint(v * power)
+    rounded /= power
+    kept: F64 = np.where(np.abs(v) * power < 10.0**MAX_DIGITS, rounded, v)
+    return kept
 
 
 def arithmetic_decimals(scale: float, offset: float, factor: float) -> int:
@@ -150,22 +262,16 @@ def arithmetic_decimals(scale: float, offset: float, factor: float) -> int:
     return max(decimals_of(scale) + d_factor, decimals_of(offset) + d_factor)
 
 
-def shown_value(number: int | float, *, is_float32: bool, scale: float, offset: float, factor: float) -> float:
-    """One register's number as `FrameDecoder` gives it: see the module docstring."""
-    if is_float32:
-        value, decimals = shortest_float32(np.asarray([number], dtype=np.float32))
-    elif isinstance(number, int):
-        value, decimals = np.asarray([float(number)]), np.zeros(1, dtype=np.int64)
-    else:
-        value, decimals = np.asarray([float(number)]), np.full(1, UNROUNDED, dtype=np.int64)
+def shown_value(number: int | float, *, dtype: str, scale: float, offset: float, factor: float) -> float:
+    """One register's number exactly as `shown_columns` gives it in a frame; `dtype` is the register's
+    numpy type as the frame views its words (">f4", ">i2", ...)."""
+    raw = np.asarray([[number]], dtype=np.dtype(dtype).newbyteorder("="))
+    float64 = raw.dtype.kind == "f" and raw.dtype.itemsize == 8
+    rounding = None if float64 else rounding_of([arithmetic_decimals(scale, offset, factor)])
+    exact = None if float64 else exact_of([scale], [offset], [factor])
     with np.errstate(invalid="ignore", over="ignore"):  # garbage words: inf and NaN, judged by the caller
-        v = (value * scale + offset) * factor
-    added = arithmetic_decimals(scale, offset, factor)
-    if added == 0 or decimals[0] == UNROUNDED:  # as the frame: nothing added, nothing to round
-        return float(v[0])
-    return float(round_shown(v, decimals + added)[0])
-
-
+        v = shown_columns(raw, np.asarray([scale]), np.asarray([offset]), np.asarray([factor]), rounding, exact)
+    return float(v[0, 0])
 
 
 def shown_sum(*terms: float) -> float:
@@ -175,5 +281,18 @@ def shown_sum(*terms: float) -> float:
     return float(total)
 
 
-__all__ = ["MAX_DIGITS", "UNROUNDED", "arithmetic_decimals", "decimals_of", "round_shown", "shortest_float32",
-           "shown_columns", "shown_sum", "shown_value"]
+__all__ = [
+    "MAX_DIGITS",
+    "UNROUNDED",
+    "Exact",
+    "Rounding",
+    "arithmetic_decimals",
+    "decimals_of",
+    "exact_of",
+    "round_shown",
+    "rounding_of",
+    "shortest_float32",
+    "shown_columns",
+    "shown_sum",
+    "shown_value",
+]

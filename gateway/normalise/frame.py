@@ -38,19 +38,16 @@ from gateway.model.frame import (
     to_us,
     us_column,
 )
-from gateway.model.profiles import ByteOrder, DataType, DeviceFlag, DeviceProfile, RegisterSpec
+from gateway.model.profiles import ByteOrder, DeviceFlag, DeviceProfile, RegisterSpec
 from gateway.model.readings import Kind
 from gateway.model.samples import RawRegisters
-from gateway.model.shown import arithmetic_decimals, shown_columns
+from gateway.model.shown import Exact, Rounding, arithmetic_decimals, exact_of, rounding_of, shown_columns
 from gateway.model.units import conversion_factor
 from gateway.normalise.normaliser import poll_dead_letter, register_value
 from gateway.normalise.plausibility import CHANNEL_LIMITS, Limits, limits_of
+from gateway.normalise.registers import NUMPY_TYPE
 
 # numpy dtype of each register type, read big-endian once the words are in ABCD byte order.
-_NP_TYPE: dict[DataType, str] = {
-    DataType.INT16: ">i2", DataType.UINT16: ">u2", DataType.INT32: ">i4", DataType.UINT32: ">u4",
-    DataType.INT64: ">i8", DataType.UINT64: ">u8", DataType.FLOAT32: ">f4", DataType.FLOAT64: ">f8",
-}
 _FLAG_QUALITY: dict[DeviceFlag, Quality] = {DeviceFlag.TAMPER: Quality.TAMPER}
 
 
@@ -62,7 +59,7 @@ def decode_columns(words: npt.NDArray[np.uint16], spec: RegisterSpec) -> npt.NDA
     """
     cols = words[:, ::-1] if spec.order in (ByteOrder.CDAB, ByteOrder.DCBA) else words
     storage = "<u2" if spec.order in (ByteOrder.BADC, ByteOrder.DCBA) else ">u2"
-    raw: npt.NDArray[np.generic] = np.ascontiguousarray(cols, dtype=storage).view(_NP_TYPE[spec.type]).reshape(-1)
+    raw: npt.NDArray[np.generic] = np.ascontiguousarray(cols, dtype=storage).view(NUMPY_TYPE[spec.type]).reshape(-1)
     return raw
 
 
@@ -113,7 +110,8 @@ class _Group:
     markers: tuple[tuple[int, int], ...]  # (index in the group, raw "not available" value)
     limits: tuple[F64, F64]  # per register: its channel's physical range ([plausibility.channels])
     everything: bool  # the group is every register of the profile, in order
-    decimals: I64 | None  # what scale, offset and factor add to each register's (model.shown); None: none
+    decimals: Rounding | None  # the registers scale, offset and factor add decimals to (model.shown)
+    exact: Exact | None  # scale x factor as exact decimals, when that path applies (model.shown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +134,7 @@ def _plan(profile: DeviceProfile, shape: Shape, limits: Limits) -> _Plan:
     for j, (spec, col) in enumerate(zip(profile.registers, layout.columns, strict=True)):
         if col is not None:
             storage = "<u2" if spec.order in (ByteOrder.BADC, ByteOrder.DCBA) else ">u2"
-            alike.setdefault((_NP_TYPE[spec.type], storage), []).append(j)
+            alike.setdefault((NUMPY_TYPE[spec.type], storage), []).append(j)
     groups = []
     for (np_type, storage), positions in alike.items():
         gather: list[int] = []
@@ -151,13 +149,15 @@ def _plan(profile: DeviceProfile, shape: Shape, limits: Limits) -> _Plan:
                 markers.append((p, spec.not_available))
         specs = [profile.registers[j] for j in positions]
         added = [arithmetic_decimals(s.scale, s.offset, factors[j]) for s, j in zip(specs, positions, strict=True)]
-        decimals = None if np_type == ">f8" or not any(added) else np.asarray([added], dtype=np.int64)
+        decimals = None if np_type == ">f8" else rounding_of(added)
+        exact = None if np_type == ">f8" else exact_of([s.scale for s in specs], [s.offset for s in specs],
+                                                         [factors[j] for j in positions])
         groups.append(_Group(positions, np.asarray(gather, dtype=np.int64), storage, np_type,
                              np.asarray([s.scale for s in specs], dtype=np.float64),
                              np.asarray([s.offset for s in specs], dtype=np.float64),
                              np.asarray([factors[j] for j in positions], dtype=np.float64), tuple(markers),
                              limits_of([s.channel for s in specs], limits),
-                             positions == list(range(len(profile.registers))), decimals))
+                             positions == list(range(len(profile.registers))), decimals, exact))
     return _Plan(layout, tuple(groups), tuple(j for j, col in enumerate(layout.columns) if col is None),
                  np.asarray([[s.kind is Kind.CUMULATIVE for s in profile.registers]], dtype=bool), factors)
 
@@ -295,7 +295,7 @@ class FrameDecoder:
         with np.errstate(invalid="ignore", over="ignore"):
             for g in plan.groups:
                 raw = np.ascontiguousarray(words[:, g.gather], dtype=g.storage).view(g.np_type)  # (polls, group)
-                v = shown_columns(raw, g.scale, g.offset, g.factor, g.decimals)  # as the meter shows them
+                v = shown_columns(raw, g.scale, g.offset, g.factor, g.decimals, g.exact)  # as the meter shows them
                 unusable = ~((v >= g.limits[0]) & (v <= g.limits[1]))  # NaN, or beyond the channel's physics
                 for p, marker in g.markers:
                     unusable[:, p] |= raw[:, p] == marker

@@ -11,14 +11,23 @@ from typing import Any
 
 from gateway.errors import DecodeError, PayloadError
 from gateway.model import Batch, Channel, DeadLetter, Event, EventKind, Quality, Reading, Severity, Source
-from gateway.model.profiles import DataType, DeviceFlag, DeviceProfile, ObjectMap, RegisterSpec
+from gateway.model.profiles import DeviceFlag, DeviceProfile, ObjectMap, RegisterSpec
 from gateway.model.samples import PollFailure, RawObjects, RawPayload, RawRegisters, Sample
 from gateway.model.shown import shown_value
 from gateway.model.units import conversion_factor
 from gateway.normalise.objects import reader_table
 from gateway.normalise.payload import PayloadFormat
 from gateway.normalise.plausibility import CHANNEL_LIMITS, Bounds, Refused, outside_range
-from gateway.normalise.registers import Layout, NotAvailable, decode, decode_number, flag_raised, place, words_for
+from gateway.normalise.registers import (
+    NUMPY_TYPE,
+    Layout,
+    NotAvailable,
+    decode,
+    decode_number,
+    flag_raised,
+    place,
+    words_for,
+)
 
 PAYLOAD_KEEP = 2048  # bytes of a bad payload kept in the dead-letter store
 #: What each device-reported condition marks on the readings of the poll that reported it.
@@ -206,7 +215,7 @@ def register_value(raw: RawRegisters, spec: RegisterSpec, words: Sequence[int], 
     try:
         # decode() checks the count and the marker; the value is the one the meter shows.
         decode(words, spec)
-        value = shown_value(decode_number(words, spec), is_float32=spec.type is DataType.FLOAT32, scale=spec.scale,
+        value = shown_value(decode_number(words, spec), dtype=NUMPY_TYPE[spec.type], scale=spec.scale,
                             offset=spec.offset, factor=factor)
     except NotAvailable as exc:
         reason, detail = "not_available", f"{_at(spec)}: {exc}"

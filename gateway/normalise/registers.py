@@ -41,6 +41,13 @@ _BIG = {n: struct.Struct(f">{n}H") for n in (1, 2, 4)}
 _SWAPPED = {n: struct.Struct(f"<{n}H") for n in (1, 2, 4)}
 
 
+#: The numpy type of each register type, big-endian as the words are read (frames decode with it).
+NUMPY_TYPE: dict[DataType, str] = {
+    DataType.INT16: ">i2", DataType.UINT16: ">u2", DataType.INT32: ">i4", DataType.UINT32: ">u4",
+    DataType.INT64: ">i8", DataType.UINT64: ">u8", DataType.FLOAT32: ">f4", DataType.FLOAT64: ">f8",
+}
+
+
 def to_abcd(words: Sequence[int], order: ByteOrder) -> bytes:
     """Bytes of `words` (as received, register order) rearranged to big-endian ABCD."""
     n = len(words)

@@ -88,14 +88,17 @@ def test_a_float64_register_keeps_its_float64() -> None:
     assert per_poll == frame == {"energy_import": 12345.600000000002}
 
 
-@pytest.mark.parametrize(("number", "is_float32", "scale", "factor", "shown"), [
-    (np.float32(0.1).item(), True, 1.0, 1.0, "0.1"),
-    (np.float32(99999.99).item(), True, 1.0, 0.001, "99.99999"),
-    (123, False, 0.001, 1.0, "0.123"),
-    (-5, False, 0.5, 1.0, "-2.5"),
+@pytest.mark.parametrize(("number", "dtype", "scale", "factor", "shown"), [
+    (np.float32(0.1).item(), ">f4", 1.0, 1.0, "0.1"),
+    (np.float32(99999.99).item(), ">f4", 1.0, 0.001, "99.99999"),
+    (np.float32(1234.5).item(), ">f4", 0.1, 0.001, "0.12345"),
+    (123, ">i4", 0.001, 1.0, "0.123"),
+    (-5, ">i2", 0.5, 1.0, "-2.5"),
+    (2**40 + 7, ">u8", 0.01, 1.0, "10995116277.83"),  # 64-bit: the rounding path
+    (12345.600000000002, ">f8", 1.0, 1.0, "12345.600000000002"),
 ])
-def test_one_value_alone(number: float, is_float32: bool, scale: float, factor: float, shown: str) -> None:
-    assert repr(shown_value(number, is_float32=is_float32, scale=scale, offset=0.0, factor=factor)) == shown
+def test_one_value_alone(number: float, dtype: str, scale: float, factor: float, shown: str) -> None:
+    assert repr(shown_value(number, dtype=dtype, scale=scale, offset=0.0, factor=factor)) == shown
 
 
 def test_consumption_adds_up_in_decimal() -> None:
