@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from pymodbus.client import AsyncModbusTcpClient  # noqa: E402
 
+from bench.gwproc import start_simulator  # noqa: E402
 from bench.machine import speed  # noqa: E402
 from drivers.modbus import ModbusEndpoint, ModbusPoller, PollTarget, plan_reads  # noqa: E402
 from drivers.samples import PollFailure, RawRegisters  # noqa: E402
@@ -134,29 +135,8 @@ async def start_simulators(meters: int, endpoints: int, procs: int) -> tuple[lis
     if endpoints % procs or meters % endpoints:
         msg = f"--sim-procs {procs} must divide --endpoints {endpoints}, and endpoints must divide meters {meters}"
         raise SystemExit(msg)
-    started = [await start_simulator(meters // procs, endpoints // procs) for _ in range(procs)]
+    started = [await start_simulator(meters // procs, endpoints // procs, "sdm630") for _ in range(procs)]
     return [p for p, _ in started], [port for _, ports in started for port in ports]
-
-
-async def start_simulator(meters: int, endpoints: int) -> tuple[asyncio.subprocess.Process, list[int]]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "simulate", "modbus", "--meters", str(meters), "--endpoints",
-        str(endpoints), "--profile", "sdm630", "--port", "0", "--seed", "1",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, cwd=ROOT,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    assert proc.stdout is not None
-    lines: list[str] = []
-    async with asyncio.timeout(60):
-        while not lines or lines[-1] != "ready; Ctrl-C stops":
-            line = (await proc.stdout.readline()).decode()
-            if not line:
-                msg = f"simulator ended early: {lines}"
-                raise RuntimeError(msg)
-            lines.append(line.strip())
-    ports = [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+) units", "\n".join(lines))]
-    assert len(ports) == endpoints, lines
-    return proc, ports
 
 
 def layout(meters: int, endpoints: int) -> list[list[tuple[str, int]]]:
