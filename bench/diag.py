@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 
-from bench.machine import speed
+from bench.machine import speed, table
 from drivers.samples import RawRegisters, RegisterBlock
 from gateway.config.load import cross_check
 from gateway.config.profiles import load_profiles
@@ -139,14 +139,6 @@ async def api_latency(buses: int, per_bus: int, interval: float, calls: int, war
     finally:
         for fleet in fleets:
             await fleet.stop()
-
-
-def table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    print(f"\n{title}")
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    for r in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
 
 
 def main() -> None:

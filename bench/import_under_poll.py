@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 
-from bench.machine import speed
+from bench.machine import speed, table
 from gateway.runtime import eventloop
 from gateway.runtime.gateway import Gateway
 from simulators.modbus import SimFleet
@@ -171,14 +171,6 @@ async def one_backend(backend: str, rows: int, meters: int, interval: float, dsn
     finally:
         await fleet.stop()
     return out
-
-
-def table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    print(f"\n{title}")
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    for r in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
 
 
 def main() -> None:

@@ -28,5 +28,14 @@ def _cpuinfo() -> list[str]:
         return []
 
 
+def table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """A titled plain-text table, columns padded to their widest cell."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print(f"\n{title}")
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
+
+
 if __name__ == "__main__":
     print(speed())

@@ -47,16 +47,14 @@ MAX_POWER = 300
 _EXACT_POWER = 22
 _POW10 = np.asarray([10.0**k for k in range(MAX_POWER + 1)])
 #: Per float32 exponent field (0..255): k0 = ceil(-log10(ulp)), the decimals that always hold a
-#: decimal reading back as the float32 (ulp = 2^(e - 150) for e >= 1, 2^-149 for subnormals), and
-#: 10^(k0 - 1), 10^k0 for the two tries (k0 <= 0 from 2^24 up: those take the slower path).
+#: decimal reading back as the float32 (ulp = 2^(e - 150) for e >= 1, 2^-149 for subnormals).
 _K0 = np.asarray([math.ceil(-math.log10(2.0 ** (max(e, 1) - 150))) for e in range(256)], dtype=np.int64)
-_SHORTER = np.asarray([10.0 ** (k - 1) if k >= 1 else 1.0 for k in _K0.tolist()])
-_USUAL = np.asarray([10.0**k if k >= 0 else 1.0 for k in _K0.tolist()])
-#: The same for `_digits`, whose exponent field 0 can only be a zero (it leaves subnormals to the
-#: general path): 0 has no decimals, so a zero never pushes a frame off the exact path.
+#: `_digits`' tables: 10^(k0 - 1) and 10^k0 for its two tries, and k0. Its exponent field 0 can only
+#: be a zero (it leaves subnormals to the general path): 0 has no decimals, so a zero never pushes a
+#: frame off the exact path.
 _DIGITS_K0 = np.concatenate(([1], _K0[1:]))
-_DIGITS_SHORTER = np.concatenate(([1.0], _SHORTER[1:]))
-_DIGITS_USUAL = np.concatenate(([10.0], _USUAL[1:]))
+_DIGITS_SHORTER = np.asarray([10.0 ** (k - 1) if k >= 1 else 1.0 for k in _DIGITS_K0.tolist()])
+_DIGITS_USUAL = np.asarray([10.0**k if k >= 0 else 1.0 for k in _DIGITS_K0.tolist()])
 #: The highest exponent field whose k0 - 1 is still >= 0 (values below 2^24, most meters' all).
 _FAST_MAX = max(e for e in range(256) if _K0[e] >= 1)
 #: Exponent fields whose three tries use only exact powers of ten (10^-22 .. 10^22).
@@ -94,13 +92,14 @@ def _shortest(x32: npt.NDArray[np.float32], *, decimals: bool) -> tuple[F64, I64
     found = _digits(x32)
     if found is None:
         return _shortest_general(x32)
-    digits, own = found
-    return digits / _POW10[own], own if decimals else None
+    _, own, shown = found
+    return shown, own if decimals else None
 
 
-def _digits(x32: npt.NDArray[np.float32]) -> tuple[F64, I64] | None:
+def _digits(x32: npt.NDArray[np.float32]) -> tuple[F64, I64, F64] | None:
     """For the usual float32s (0, or 1.4e-14 <= |x| < 2^24): the shortest decimal that reads back as
-    each, as its digits (an integer, as a float64) and its decimals; None when one is not usual."""
+    each, as its digits (an integer, as a float64), its decimals and the float64 nearest to it; None
+    when one is not usual."""
     absbits = x32.view(np.uint32) & _ABS
     if not absbits.size or int(absbits.max()) >= _FAST_LIMIT or ((absbits - _ONE) < _SMALL).any():
         return None
@@ -115,9 +114,10 @@ def _digits(x32: npt.NDArray[np.float32]) -> tuple[F64, I64] | None:
     digits = np.where(short_ok, short_digits, usual_digits)
     own = _DIGITS_K0[exponent] - short_ok.view(np.int8)
     # Just above a power of two the spacing below is half the spacing above: there k0 may miss.
-    if not ((digits / _POW10[own]).astype(np.float32) == x32).all():
+    shown = digits / _POW10[own]
+    if not (shown.astype(np.float32) == x32).all():
         return None
-    return digits, own
+    return digits, own, shown
 
 
 def _shortest_general(x32: npt.NDArray[np.float32]) -> tuple[F64, I64]:
@@ -128,21 +128,11 @@ def _shortest_general(x32: npt.NDArray[np.float32]) -> tuple[F64, I64]:
     # As intp: numpy gathers with its own index type several times faster than with uint32.
     exponent = ((x32.view(np.uint32) >> 23) & 0xFF).astype(np.intp)
     with np.errstate(invalid="ignore", over="ignore"):
-        if exponent.size and int(exponent.max()) <= _FAST_MAX:
-            # The usual case, 0 < |x| < 2^24: two tries with looked-up powers, no branch per value.
-            power = _SHORTER[exponent]
-            shorter = np.rint(x * power) / power
-            short_ok = shorter.astype(np.float32) == x32
-            power = _USUAL[exponent]
-            out = np.where(short_ok, shorter, np.rint(x * power) / power)
-            k0 = _K0[exponent]
-            decimals = k0 - short_ok.view(np.int8)
-        else:
-            k0 = _K0[exponent]
-            shorter = _round_to(x, k0 - 1)
-            short_ok = shorter.astype(np.float32) == x32
-            out = np.where(short_ok, shorter, _round_to(x, k0))
-            decimals = k0 - short_ok
+        k0 = _K0[exponent]
+        shorter = _round_to(x, k0 - 1)
+        short_ok = shorter.astype(np.float32) == x32
+        out = np.where(short_ok, shorter, _round_to(x, k0))
+        decimals = k0 - short_ok
         wrong = out.astype(np.float32) != x32
         if wrong.any():
             # Just above a power of two the spacing below is half the spacing above: k0 + 1.
@@ -222,7 +212,7 @@ def shown_columns(raw: npt.NDArray[np.generic], scale: F64, offset: F64, factor:
         if raw.dtype.kind == "f" and raw.dtype.itemsize == 4:
             found = _digits(raw.astype(np.float32))
             if found is not None:
-                digits, places_own = found
+                digits, places_own, _ = found
                 total = places_own + places
                 if int(total.max()) <= _EXACT_POWER:
                     shown: F64 = (digits * ints) / _POW10[total]
