@@ -27,6 +27,17 @@ class Channel(StrEnum):
     VOLUME = "volume"
     FLOW = "flow"
     HEAT_ENERGY = "heat_energy"
+    TEMPERATURE_FLOW = "temperature_flow"
+    TEMPERATURE_RETURN = "temperature_return"
+    # Time-of-use registers (DLMS 1-0:1.8.1..4, P1's tariff 1 and 2): each a cumulative of its own.
+    ENERGY_IMPORT_T1 = "energy_import_t1"
+    ENERGY_IMPORT_T2 = "energy_import_t2"
+    ENERGY_IMPORT_T3 = "energy_import_t3"
+    ENERGY_IMPORT_T4 = "energy_import_t4"
+    ENERGY_EXPORT_T1 = "energy_export_t1"
+    ENERGY_EXPORT_T2 = "energy_export_t2"
+    ENERGY_EXPORT_T3 = "energy_export_t3"
+    ENERGY_EXPORT_T4 = "energy_export_t4"
 
 
 UNITS: dict[Channel, str] = {
@@ -44,10 +55,20 @@ UNITS: dict[Channel, str] = {
     Channel.VOLUME: "m3",
     Channel.FLOW: "m3/h",
     Channel.HEAT_ENERGY: "kWh",
+    Channel.TEMPERATURE_FLOW: "°C",
+    Channel.TEMPERATURE_RETURN: "°C",
+    **{Channel(f"energy_{d}_t{n}"): "kWh" for d in ("import", "export") for n in range(1, 5)},
+}
+
+#: The time-of-use registers, by direction: the tariffs of energy_import, then of energy_export.
+TOU_CHANNELS: dict[Channel, tuple[Channel, ...]] = {
+    total: tuple(Channel(f"{total.value}_t{n}") for n in range(1, 5))
+    for total in (Channel.ENERGY_IMPORT, Channel.ENERGY_EXPORT)
 }
 
 CUMULATIVE_CHANNELS = frozenset(
-    {Channel.ENERGY_IMPORT, Channel.ENERGY_EXPORT, Channel.VOLUME, Channel.HEAT_ENERGY}
+    {Channel.ENERGY_IMPORT, Channel.ENERGY_EXPORT, Channel.VOLUME, Channel.HEAT_ENERGY,
+     *TOU_CHANNELS[Channel.ENERGY_IMPORT], *TOU_CHANNELS[Channel.ENERGY_EXPORT]}
 )
 
 

@@ -11,11 +11,12 @@ _FACTORS: dict[str, dict[str, float]] = {
     "V": {"V": 1.0, "kV": 1e3},
     "A": {"A": 1.0, "mA": 1e-3},
     "Hz": {"Hz": 1.0},
+    "°C": {"°C": 1.0},  # kelvin needs an offset, not a factor: a map states degrees Celsius
     "": {"": 1.0},
     "m3": {"m3": 1.0, "L": 1e-3, "gal": 0.003785411784, "ft3": 0.028316846592},
     "m3/h": {"m3/h": 1.0, "L/h": 1e-3, "L/s": 3.6, "gal/min": 0.22712470704, "ft3/h": 0.028316846592},
 }
-_ALIASES = {"m³": "m3", "m³/h": "m3/h", "l": "L", "gallon": "gal", "gallons": "gal", "ft³": "ft3", "": ""}
+_ALIASES = {"degC": "°C", "C": "°C", "m³": "m3", "m³/h": "m3/h", "l": "L", "gallon": "gal", "gallons": "gal", "ft³": "ft3", "": ""}
 
 
 def conversion_factor(unit: str, channel: Channel) -> float:

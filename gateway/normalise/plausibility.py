@@ -37,7 +37,7 @@ from gateway.model import DeadLetter, Reading
 from gateway.model.currencies import MINOR_UNITS, allowed_decimals, decimals_of
 from gateway.model.frame import F64
 from gateway.model.payg import BalanceUpdate
-from gateway.model.readings import UNITS, Channel
+from gateway.model.readings import TOU_CHANNELS, UNITS, Channel
 
 __all__ = ["CHANNEL_LIMITS", "REASONS", "Bounds", "Limits", "Refused", "limits_of", "outside_range", "too_deep"]
 
@@ -63,6 +63,9 @@ CHANNEL_LIMITS: Limits = {
     Channel.FREQUENCY: (0.0, 1e4),  # Hz
     Channel.POWER_FACTOR: (-100.0, 100.0),  # a factor, or a meter that says it in percent (VEE rejects > 1)
     Channel.FLOW: (-1e7, 1e7),  # m3/h
+    Channel.TEMPERATURE_FLOW: (-273.15, 1e4),  # °C: not below absolute zero
+    Channel.TEMPERATURE_RETURN: (-273.15, 1e4),
+    **{tou: (-1e12, 1e12) for total in TOU_CHANNELS for tou in TOU_CHANNELS[total]},
 }
 #: Decimals an amount may carry in a currency ISO 4217 gives no minor unit (XXX, XAU, ...): the
 #: largest minor unit the list has (CLF, UYW).
