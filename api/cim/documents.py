@@ -32,6 +32,7 @@ class ReplyError:
     reason: str
     level: str = "WARNING"  # INFORM | WARNING | FATAL | CATASTROPHIC
     details: str | None = None
+    xpath: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +86,8 @@ def opening(env: Envelope, payload_ns: str) -> str:
     head += [f"<msg:Property>{_el('msg:Name', k)}{_el('msg:Value', v)}</msg:Property>" for k, v in props]
     errors = "".join(
         f"<msg:Error>{_el('msg:code', e.code)}{_el('msg:level', e.level)}{_el('msg:reason', e.reason)}"
-        + (_el("msg:details", e.details) if e.details else "") + "</msg:Error>"
+        + (_el("msg:details", e.details) if e.details else "") + (_el("msg:xpath", e.xpath) if e.xpath else "")
+        + "</msg:Error>"
         for e in env.errors)
     return ('<?xml version="1.0" encoding="UTF-8"?>\n'
             f'<msg:ResponseMessage xmlns:msg="{MESSAGE_NS}" xmlns:m="{payload_ns}">'

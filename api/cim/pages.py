@@ -38,21 +38,23 @@ class Section:
     blocks: list[IntervalBlock]
 
 
-async def targets_of(store: ApiStore, meters: Sequence[str], consumer: str | None, start: datetime,
+async def targets_of(store: ApiStore, meters: Sequence[str], consumers: Sequence[str], start: datetime,
                      end: datetime) -> list[Target]:
-    """The meters asked for, in the order given, or a consumer's meters while assigned to it, by start."""
-    if bool(meters) == (consumer is not None):
+    """The meters asked for, in the order given, or consumers' meters while assigned to them (by
+    consumer, then start)."""
+    if bool(meters) == bool(consumers):
         msg = "give either meter (one or more) or consumer"
         raise InvalidRequest(msg)
-    if consumer is not None:
+    found: list[Target] = []
+    for consumer in dict.fromkeys(consumers):
         if await store.get_consumer(consumer) is None:
             raise NotFound("consumer", consumer)
-        found: list[Target] = []
         for a in await store.assignments(consumer_number=consumer, reads=False):
             lo, hi = max(start, a.start), min(end, a.end) if a.end is not None else end
             meter = await store.get_meter(a.meter_id)
             if lo < hi and meter is not None:
                 found.append(Target(meter, consumer, lo, hi))
+    if consumers:
         return found
     out = []
     for meter_id in dict.fromkeys(meters):
@@ -63,11 +65,13 @@ async def targets_of(store: ApiStore, meters: Sequence[str], consumer: str | Non
     return out
 
 
-async def fill(store: ApiStore, targets: Sequence[Target], *, channel: Channel | None, limit: int,
+async def fill(store: ApiStore, targets: Sequence[Target], *, channels: frozenset[Channel] | None, limit: int,
                cursor: str | None, tables: CimTables, intervals: str | None, now: datetime
                ) -> tuple[list[Section], str | None, list[ReplyError]]:
     """One page: at most `limit` readings from the cursor on, the next page's cursor (None: done),
-    and the warnings of a PARTIAL reply (channels with no ReadingType, left out)."""
+    and the warnings of a PARTIAL reply (channels with no ReadingType, left out). `channels`: only
+    these (None: all)."""
+    channel = next(iter(channels)) if channels is not None and len(channels) == 1 else None
     index, after = 0, None
     if cursor:
         parts = decode_cursor(cursor, 3)
@@ -84,12 +88,14 @@ async def fill(store: ApiStore, targets: Sequence[Target], *, channel: Channel |
         target = targets[i]
         section = Section(target, [], [])
         if after is None and intervals:
-            section.blocks = await _blocks(store, target, channel, tables, intervals, now)
+            section.blocks = await _blocks(store, target, channels, tables, intervals, now)
         sections.append(section)
         while True:
             rows = await store.readings(target.meter.meter_id, start=target.start, end=target.end, channel=channel,
                                         limit=min(budget, CHUNK) + 1, after=after)
             for r in rows[:budget]:
+                if channels is not None and r.channel not in channels:
+                    continue
                 if r.channel in tables.register_types:
                     section.readings.append(r)
                 else:
@@ -118,12 +124,13 @@ def _warnings(unmapped: set[str]) -> list[ReplyError]:
                        details="add them to reading_types.toml in the folder [api] cim_tables names")]
 
 
-async def _blocks(store: ApiStore, target: Target, channel: Channel | None, tables: CimTables, bucket: str,
-                  now: datetime) -> list[IntervalBlock]:
+async def _blocks(store: ApiStore, target: Target, channels: frozenset[Channel] | None, tables: CimTables,
+                  bucket: str, now: datetime) -> list[IntervalBlock]:
     types = tables.interval_types.get(bucket, {})
-    channels = [c for c in types if c in CUMULATIVE_CHANNELS and (channel is None or c == channel)]
     blocks = []
-    for c in channels:
+    for c in types:
+        if c not in CUMULATIVE_CHANNELS or (channels is not None and c not in channels):
+            continue
         buckets = await store.consumption(target.meter.meter_id, c, start=target.start, end=min(target.end, now),
                                           bucket=bucket, now=now) if target.start < now else []
         kept = [b for b in buckets if b.value is not None]

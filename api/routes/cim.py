@@ -28,8 +28,10 @@ from api.cim.documents import (
     opening,
 )
 from api.cim.pages import fill, targets_of
+from api.cim.request import RequestProblem, parse_get
 from api.cim.tables import CimTables
 from api.deps import NowDep, StoreDep, check_text_params
+from api.guard import BodyLimit
 from api.pagination import decode_cursor, encode_cursor
 from api.params import Cursor, From, To, period
 from api.schemas.common import ErrorOut
@@ -49,6 +51,8 @@ _XML_DOC = {200: {"content": {XML: {}}, "description": "An IEC 61968-100 Respons
                   "description": "A FAILED reply naming the unknown meter or consumer"}}
 #: The longest window one request may ask for (a month of 15-minute data of a meter is ~3,000 reads).
 MAX_SPAN = timedelta(days=366)
+#: The largest RequestMessage taken (1,000 selectors fit in a tenth of it).
+MAX_REQUEST = 512 * 1024
 
 MeterQ = Annotated[list[str] | None, Query(alias="meter", max_length=100, description="Meter number(s)",
                                            examples=[["M-0001"]])]
@@ -65,8 +69,10 @@ def _envelope(noun: str, now: datetime, **kw: object) -> Envelope:
     return Envelope(noun=noun, message_id=str(uuid.uuid4()), created=now, **kw)  # type: ignore[arg-type]
 
 
-def _failure(noun: str, now: datetime, status: int, code: str, reason: str) -> Response:
-    env = _envelope(noun, now, result="FAILED", errors=[ReplyError(code, reason, level="FATAL")])
+def _failure(noun: str, now: datetime, status: int, code: str, reason: str, *, xpath: str | None = None,
+             correlation_id: str | None = None) -> Response:
+    env = _envelope(noun, now, result="FAILED", errors=[ReplyError(code, reason, level="FATAL", xpath=xpath)],
+                    correlation_id=correlation_id)
     return Response(failed(env), status_code=status, media_type=XML)
 
 
@@ -105,18 +111,48 @@ async def meter_readings(request: Request, store: StoreDep, now: NowDep, meter: 
     """Readings of meters (or of a consumer's meters) in [from, to) as an IEC 61968-9 MeterReadings
     reply: one MeterReading per meter with its Meter and UsagePoint names, register reads as Readings
     with their ReadingType, ReadingQualities and values as the meter shows them."""
-    noun = "MeterReadings"
+    return await _meter_readings(store, now, _tables(request), meters=meter or [], consumers=[consumer] if consumer
+                                 else [], start=start, end=end, channels=frozenset({channel}) if channel else None,
+                                 intervals=intervals, limit=limit, cursor=cursor)
+
+
+@router.post("/v1/cim/get-meter-readings", dependencies=[*READ, Depends(BodyLimit(MAX_REQUEST))],
+             response_class=Response, responses=_XML_DOC, openapi_extra={  # type: ignore[arg-type]
+                 "requestBody": {"required": True, "content": {XML: {"schema": {"type": "string"}}}}})
+async def get_meter_readings(request: Request, store: StoreDep, now: NowDep,
+                             intervals: Annotated[Literal["hour", "day", "month"] | None, Query()] = None,
+                             limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+                             cursor: Cursor = None) -> Response:
+    """An IEC 61968-100 RequestMessage (verb `get`, noun `MeterReadings`) whose GetMeterReadings payload
+    selects meters (EndDevice or Meter mRID/name), usage points (consumer numbers), ReadingTypes and a
+    time window (Request StartTime/EndTime or TimeSchedule); answered as GET /v1/cim/meter-readings,
+    with the request's MessageID as CorrelationID. DTDs and entities are refused."""
     tables = _tables(request)
     try:
+        asked = parse_get(await request.body(), tables)
+    except RequestProblem as exc:
+        return _failure("MeterReadings", now, 400, "2.5", str(exc), xpath=exc.xpath)
+    return await _meter_readings(store, now, tables, meters=list(asked.meters), consumers=list(asked.consumers),
+                                 start=asked.start, end=asked.end, channels=asked.channels, intervals=intervals,
+                                 limit=limit, cursor=cursor, correlation_id=asked.correlation_id)
+
+
+async def _meter_readings(store: StoreDep, now: datetime, tables: CimTables, *, meters: list[str],
+                          consumers: list[str], start: datetime | None, end: datetime | None,
+                          channels: frozenset[Channel] | None, intervals: str | None, limit: int, cursor: str | None,
+                          correlation_id: str | None = None) -> Response:
+    noun = "MeterReadings"
+    try:
         start_, end_ = _window(start, end, now)
-        targets = await targets_of(store, meter or [], consumer, start_, end_)
-        sections, next_cursor, warnings = await fill(store, targets, channel=channel, limit=limit, cursor=cursor,
+        targets = await targets_of(store, meters, consumers, start_, end_)
+        sections, next_cursor, warnings = await fill(store, targets, channels=channels, limit=limit, cursor=cursor,
                                                      tables=tables, intervals=intervals, now=now)
     except NotFound as exc:
-        return _failure(noun, now, 404, "2.4", str(exc))
+        return _failure(noun, now, 404, "2.4", str(exc), correlation_id=correlation_id)
     except InvalidRequest as exc:
-        return _failure(noun, now, 400, "2.5", str(exc))
-    env = _envelope(noun, now, result="PARTIAL" if warnings else "OK", errors=warnings, next_cursor=next_cursor)
+        return _failure(noun, now, 400, "2.5", str(exc), correlation_id=correlation_id)
+    env = _envelope(noun, now, result="PARTIAL" if warnings else "OK", errors=warnings, next_cursor=next_cursor,
+                    correlation_id=correlation_id)
 
     def pieces() -> Iterator[str]:
         yield opening(env, READINGS_NS)

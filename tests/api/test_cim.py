@@ -210,3 +210,62 @@ def test_values_are_plain_decimals_and_text_is_always_xml() -> None:
     assert [text(v) for v in (12345.6, 50.02, 1e16, 0.0001, 1e-7)] == ["12345.6", "50.02", "10000000000000000",
                                                                         "0.0001", "0.0000001"]
     ET.fromstring(_el("a", "nul\x00 bell\x07 <&> \ud800"))
+
+
+def request_message(*selectors: str, verb: str = "get", start: str | None = None, end: str | None = None) -> bytes:
+    window = ""
+    if start and end:
+        window = f"<msg:Request><msg:StartTime>{start}</msg:StartTime><msg:EndTime>{end}</msg:EndTime></msg:Request>"
+    return (f'<?xml version="1.0"?><msg:RequestMessage xmlns:msg="http://iec.ch/TC57/2011/schema/message" '
+            f'xmlns:g="http://iec.ch/TC57/2011/GetMeterReadings#"><msg:Header><msg:Verb>{verb}</msg:Verb>'
+            f"<msg:Noun>MeterReadings</msg:Noun><msg:MessageID>req-42</msg:MessageID></msg:Header>{window}"
+            f"<msg:Payload><g:GetMeterReadings>{''.join(selectors)}</g:GetMeterReadings></msg:Payload>"
+            "</msg:RequestMessage>").encode()
+
+
+async def post(api: httpx.AsyncClient, body: bytes, status: int = 200) -> ET.Element:
+    resp = await api.post("/v1/cim/get-meter-readings", content=body, headers={"Content-Type": "application/xml"})
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/xml")
+    return ET.fromstring(resp.content)
+
+
+async def test_a_get_request_message_is_answered_like_the_get_route(api: httpx.AsyncClient) -> None:
+    body = request_message("<g:EndDevice><g:mRID>M-0001</g:mRID></g:EndDevice>",
+                           f"<g:ReadingType><g:mRID>{KWH_REGISTER}</g:mRID></g:ReadingType>",
+                           start=DAY["from"], end=DAY["to"])
+    root = await post(api, body)
+    assert reply(root) == ("OK", [])
+    assert root.findtext(f"{MSG}Header/{MSG}CorrelationID") == "req-42"
+    by_get, _ = await doc(api, "/v1/cim/meter-readings", meter="M-0001", channel="energy_import", **DAY)
+    assert readings_of(root) == readings_of(by_get) and len(readings_of(root)) > 5
+    by_usage_point = await post(api, request_message("<g:UsagePoint><g:mRID>C-1</g:mRID></g:UsagePoint>",
+                                                     start=DAY["from"], end=DAY["to"]))
+    whole, _ = await doc(api, "/v1/cim/meter-readings", consumer="C-1", **DAY)
+    assert readings_of(by_usage_point) == readings_of(whole)
+
+
+LAUGHS = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">]>'
+          b"<lolz>&lol2;</lolz>")
+EXTERNAL = b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><r>&x;</r>'
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    (LAUGHS, "refused"),
+    (EXTERNAL, "refused"),
+    (b"<not-closed>", "not well-formed"),
+    (b"\xff\xfe garbage", "not well-formed"),
+    (b"<RequestMessage/>", "root element must be RequestMessage"),
+    (request_message("<g:EndDevice><g:mRID>M-0001</g:mRID></g:EndDevice>", verb="create"), "Verb 'get'"),
+    (request_message("<g:EndDevice/>"), "EndDevice[1] has neither mRID"),
+    (request_message("<g:EndDevice><g:mRID>M-0001</g:mRID></g:EndDevice>",
+                     "<g:ReadingType><g:mRID>9.9.9</g:mRID></g:ReadingType>"), "ReadingType '9.9.9'"),
+    (request_message("<g:EndDevice><g:mRID>M-0001</g:mRID></g:EndDevice>", start="yesterday", end="today"),
+     "not an ISO 8601"),
+    (request_message("<g:EndDevice><g:mRID>NOPE</g:mRID></g:EndDevice>"), "NOPE"),
+])
+async def test_a_bad_request_message_is_a_failed_reply(api: httpx.AsyncClient, body: bytes, words: str) -> None:
+    root = await post(api, body, 404 if b"NOPE" in body else 400)
+    result, errors = reply(root)
+    assert result == "FAILED" and words in errors[0], errors
+    assert root.find(f"{MSG}Payload") is None
