@@ -19,7 +19,20 @@ from api.headers import SecurityHeaders
 from api.methods import MethodTable, OptionsResponder
 from api.ports import GatewayPort
 from api.ratelimit import BusLimiter
-from api.routes import accounts, cim, diag, docs, events, health, imports, meters, payg, readings, status_page
+from api.routes import (
+    accounts,
+    cim,
+    diag,
+    docs,
+    events,
+    greenbutton,
+    health,
+    imports,
+    meters,
+    payg,
+    readings,
+    status_page,
+)
 from api.schemas.common import ERRORS
 from gateway import __version__
 
@@ -68,7 +81,7 @@ def create_app(store: ApiStore, gateway: GatewayPort | None = None, *, key_cache
     app.state.cim_tables = cim_tables or load_tables()
     app.include_router(health.router)
     for router in (imports.router, meters.router, readings.router, accounts.router, payg.router, events.router,
-                   cim.router):
+                   cim.router, greenbutton.router):
         app.include_router(router, responses=ERRORS)
     app.include_router(diag.router, responses=ERRORS)
     app.include_router(status_page.router, responses=ERRORS)
