@@ -91,24 +91,23 @@ async def fill(store: ApiStore, targets: Sequence[Target], *, channels: frozense
             section.blocks = await _blocks(store, target, channels, tables, intervals, now)
         sections.append(section)
         while True:
+            want = min(budget, CHUNK)
             rows = await store.readings(target.meter.meter_id, start=target.start, end=target.end, channel=channel,
-                                        limit=min(budget, CHUNK) + 1, after=after)
-            for r in rows[:budget]:
+                                        limit=want + 1, after=after)
+            taken = rows[:want]
+            for r in taken:
                 if channels is not None and r.channel not in channels:
                     continue
                 if r.channel in tables.register_types:
                     section.readings.append(r)
                 else:
                     unmapped.add(r.channel.value)
-            taken = rows[:budget]
             budget -= len(taken)
-            if len(rows) <= len(taken):  # this meter's window is done
+            if len(rows) <= want:  # this meter's window is done
                 break
-            last = taken[-1] if taken else None
+            last = taken[-1]
             if budget == 0:
-                nxt = encode_cursor([i, last.ts.isoformat(), last.channel.value]) if last else encode_cursor([i, None, None])
-                return sections, nxt, _warnings(unmapped)
-            assert last is not None
+                return sections, encode_cursor([i, last.ts.isoformat(), last.channel.value]), _warnings(unmapped)
             after = (last.ts, last.channel.value)
         after = None
         if budget == 0 and i + 1 < len(targets):

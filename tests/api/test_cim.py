@@ -95,10 +95,16 @@ async def test_suspect_reads_carry_the_failed_checks_quality_codes(api: httpx.As
     assert valid and all(codes == [] for _, _, _, codes, _ in valid)
 
 
-async def test_pages_add_up_to_the_whole_and_say_where_to_go_on(api: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize("chunk", [5000, 7])
+async def test_pages_add_up_to_the_whole_and_say_where_to_go_on(api: httpx.AsyncClient, chunk: int,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("api.cim.pages.CHUNK", chunk)  # the store is asked in chunks of this many
     whole, _ = await doc(api, "/v1/cim/meter-readings", meter=["M-0001", "M-0002"], **DAY)
     everything = readings_of(whole)
     assert {m for m, *_ in everything} == {"M-0001", "M-0002"}
+    for meter in ("M-0001", "M-0002"):
+        rows = await all_pages(api, f"/v1/meters/{meter}/readings", limit=1000, **DAY)
+        assert len([e for e in everything if e[0] == meter]) == len(rows) > 3 * 7
     pieces: list[tuple[str, str, str, list[str], str]] = []
     cursor = None
     for _ in range(1000):
