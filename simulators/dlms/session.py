@@ -91,6 +91,7 @@ class Session:
                 raise cipher.CipherError(cipher.DECIPHERING_ERROR, "system title differs from the AARQ's")
             self._check_ic(env.invocation_counter)
             plain = cipher.decrypt(env, self.client_title, self.keys)
+            self.meter.client_ic_seen = env.invocation_counter  # only an APDU that verified moves it
         except cipher.CipherError as exc:
             self.log.append(str(exc))
             return exception_response(1, exc.service_error)
@@ -101,7 +102,6 @@ class Session:
         if ic <= self.meter.client_ic_seen:
             raise cipher.CipherError(cipher.INVOCATION_COUNTER_ERROR,
                                      f"invocation counter {ic} not above {self.meter.client_ic_seen}")
-        self.meter.client_ic_seen = ic
 
     # -- association -----------------------------------------------------------------------------
     def _associate(self, raw: bytes, client_sap: int) -> bytes:
@@ -171,6 +171,7 @@ class Session:
             try:
                 self._check_ic(env.invocation_counter)
                 plain = cipher.decrypt(env, title, self.keys)
+                self.meter.client_ic_seen = env.invocation_counter
                 return xdlms.InitiateRequest.from_bytes(plain)
             except cipher.CipherError as exc:
                 raise Refused(Diag.AUTHENTICATION_FAILED, f"ciphered InitiateRequest: {exc}") from None
