@@ -82,7 +82,8 @@ class PushSetup(Base):
         return super().attribute(attr)
 
 
-def build_objects(meter: MeterState, push_destination: str = "") -> dict[Key, CosemObject]:
+def build_objects(meter: MeterState, push_destination: str = "", history_days: int = HISTORY_DAYS
+                  ) -> dict[Key, CosemObject]:
     m, c = meter, meter.consumption
 
     def reg(ln: str, value: Callable[[], bytes], scaler: int, unit: int) -> Register:
@@ -95,8 +96,8 @@ def build_objects(meter: MeterState, push_destination: str = "") -> dict[Key, Co
         # per phase: a third of the interval's average power at ~230 V, in 0.01 A
         return lambda: axdr.long_unsigned(max(0, c.power_w(m.now()) * 100 // 690 + _wiggle(m, salt, 3)))
 
-    def tou(t: int) -> Callable[[], bytes]:
-        return lambda: axdr.double_long_unsigned(c.energy_tou(t, m.now()))
+    def tou(t: int, export: bool = False) -> Callable[[], bytes]:
+        return lambda: axdr.double_long_unsigned(c.energy_tou(t, m.now(), export))
 
     spec = meter.spec
     items: list[CosemObject] = [
@@ -108,11 +109,12 @@ def build_objects(meter: MeterState, push_destination: str = "") -> dict[Key, Co
         reg("1-0:1.8.0.255", lambda: axdr.double_long_unsigned(c.energy_import(m.now())), 0, UNIT_WH),
         *(reg(f"1-0:1.8.{t}.255", tou(t), 0, UNIT_WH) for t in (1, 2, 3, 4)),
         reg("1-0:2.8.0.255", lambda: axdr.double_long_unsigned(c.energy_export(m.now())), 0, UNIT_WH),
+        *(reg(f"1-0:2.8.{t}.255", tou(t, export=True), 0, UNIT_WH) for t in (1, 2, 3, 4)),
         reg("1-0:1.7.0.255", lambda: axdr.double_long_unsigned(c.power_w(m.now())), 0, UNIT_W),
         *(reg(f"1-0:{ch}.7.0.255", volts(ch), -1, UNIT_V) for ch in (32, 52, 72)),
         *(reg(f"1-0:{ch}.7.0.255", amps(ch), -2, UNIT_A) for ch in (31, 51, 71)),
         reg("1-0:14.7.0.255", lambda: axdr.long_unsigned(5000 + _wiggle(m, 14, 5)), -2, UNIT_HZ),
-        LoadProfile("1-0:99.1.0.255", m, capacity=(HISTORY_DAYS + 1) * 96),
+        LoadProfile("1-0:99.1.0.255", m, capacity=(history_days + 1) * 96),
         DisconnectControl("0-0:96.3.10.255", m),
         Account("0-0:19.0.0.255", m),
         Credit("0-0:19.10.0.255", m),

@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 import struct
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from types import TracebackType
@@ -53,7 +54,8 @@ class SimMeter:
     objects: dict[Key, CosemObject]
     port: int = 0
     sessions: int = 0
-    errors: list[str] = field(default_factory=list)
+    #: What went wrong on this meter's lines (bad input, refusals), newest last; bounded for long runs.
+    errors: deque[str] = field(default_factory=lambda: deque(maxlen=200))
 
     @property
     def meter_id(self) -> str:
@@ -87,7 +89,7 @@ class DlmsFleet:
             state.credit_minor = 2_000 + (n * 7_919 + options.seed * 104_729) % 18_000
             state.credit_since = start  # credit counts down from the fleet's start, not the history's origin
             destination = f"{options.push[0]}:{options.push[1]}" if options.push else ""
-            self.meters[meter_id] = SimMeter(state, build_objects(state, destination))
+            self.meters[meter_id] = SimMeter(state, build_objects(state, destination, options.history_days))
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()

@@ -46,6 +46,7 @@ class Consumption:
     import_cum: np.ndarray = field(init=False)
     export_cum: np.ndarray = field(init=False)
     tou_cum: np.ndarray = field(init=False)  # shape (4, n+1)
+    tou_export_cum: np.ndarray = field(init=False)
     mean_wh: float = field(init=False)
     pv_peak_wh: int = field(init=False)
 
@@ -59,6 +60,7 @@ class Consumption:
         self.import_cum = np.zeros(1, dtype=np.int64)
         self.export_cum = np.zeros(1, dtype=np.int64)
         self.tou_cum = np.zeros((4, 1), dtype=np.int64)
+        self.tou_export_cum = np.zeros((4, 1), dtype=np.int64)
         # A register that did not start at zero: the meter was installed some time ago.
         self.base_wh = int(rng.integers(1_000_000, 40_000_000))
 
@@ -91,6 +93,9 @@ class Consumption:
         self.export_cum = np.concatenate([self.export_cum, self.export_cum[-1] + np.cumsum(exp)])
         tou = np.stack([np.where(tariffs == t, imp, 0) for t in (1, 2, 3, 4)])
         self.tou_cum = np.concatenate([self.tou_cum, self.tou_cum[:, -1:] + np.cumsum(tou, axis=1)], axis=1)
+        tou = np.stack([np.where(tariffs == t, exp, 0) for t in (1, 2, 3, 4)])
+        self.tou_export_cum = np.concatenate([self.tou_export_cum, self.tou_export_cum[:, -1:]
+                                              + np.cumsum(tou, axis=1)], axis=1)
 
     def boundary(self, when: dt.datetime) -> tuple[int, float]:
         """Index of the last boundary at or before `when`, and the fraction of the next interval elapsed."""
@@ -108,12 +113,18 @@ class Consumption:
         return self.base_wh + self._live(lambda: self.import_cum, when)
 
     def energy_export(self, when: dt.datetime) -> int:
-        return self.base_wh // 20 + self._live(lambda: self.export_cum, when) if self.pv_peak_wh else 0
+        return self._export_base() + self._live(lambda: self.export_cum, when)
 
-    def energy_tou(self, tariff: int, when: dt.datetime) -> int:
-        # Each TOU register starts at its share of the base so that t1+..+t4 == the total register.
-        shares = (self.base_wh * 5 // 10, self.base_wh * 2 // 10, self.base_wh * 2 // 10)
-        base = shares[tariff - 1] if tariff < 4 else self.base_wh - sum(shares)
+    def _export_base(self) -> int:
+        return self.base_wh // 20 if self.pv_peak_wh else 0
+
+    def energy_tou(self, tariff: int, when: dt.datetime, export: bool = False) -> int:
+        """Import (or export) register of one tariff: t1 + .. + t4 equals the total at every instant."""
+        total = self._export_base() if export else self.base_wh
+        shares = (total * 5 // 10, total * 2 // 10, total * 2 // 10)
+        base = shares[tariff - 1] if tariff < 4 else total - sum(shares)
+        if export:
+            return base + self._live(lambda: self.tou_export_cum[tariff - 1], when)
         return base + self._live(lambda: self.tou_cum[tariff - 1], when)
 
     def power_w(self, when: dt.datetime) -> int:

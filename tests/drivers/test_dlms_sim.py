@@ -101,6 +101,7 @@ async def test_registers_carry_scaler_and_unit_and_tou_adds_up(fleet: DlmsFleet)
     def work(c: DlmsClient) -> dict[str, Any]:
         out = {}
         for ln in ("1-0:1.8.0.255", "1-0:1.8.1.255", "1-0:1.8.2.255", "1-0:1.8.3.255", "1-0:1.8.4.255",
+                   "1-0:2.8.0.255", "1-0:2.8.1.255", "1-0:2.8.2.255", "1-0:2.8.3.255", "1-0:2.8.4.255",
                    "1-0:32.7.0.255", "1-0:31.7.0.255", "1-0:14.7.0.255", "1-0:1.7.0.255"):
             value = read(c, E.CosemInterface.REGISTER, ln, 2)
             scaler, unit = read(c, E.CosemInterface.REGISTER, ln, 3)
@@ -111,6 +112,7 @@ async def test_registers_carry_scaler_and_unit_and_tou_adds_up(fleet: DlmsFleet)
     energy, unit = got["1-0:1.8.0.255"]
     assert unit == 30 and energy == int(energy) and energy > 1_000_000  # Wh, an exact integer
     assert sum(got[f"1-0:1.8.{t}.255"][0] for t in (1, 2, 3, 4)) == energy
+    assert sum(got[f"1-0:2.8.{t}.255"][0] for t in (1, 2, 3, 4)) == got["1-0:2.8.0.255"][0]
     volts, unit = got["1-0:32.7.0.255"]
     assert unit == 35 and Decimal("225") <= volts <= Decimal("235") and volts.as_tuple().exponent == -1
     hz, unit = got["1-0:14.7.0.255"]
@@ -408,4 +410,5 @@ def test_same_seed_same_history_whatever_the_reads() -> None:
     assert chunked.pv_peak_wh  # meter 5 has solar: its export series is drawn too
     assert (chunked.import_cum == whole.import_cum).all() and (chunked.export_cum == whole.export_cum).all()
     assert (chunked.tou_cum == whole.tou_cum).all() and (chunked.tou_cum.sum(axis=0) == chunked.import_cum).all()
+    assert (chunked.tou_export_cum.sum(axis=0) == chunked.export_cum).all()
     assert not (other.import_cum == whole.import_cum).all()
