@@ -165,7 +165,10 @@ class DlmsFleet:
                     return
                 apdu = await reader.readexactly(n)
                 faults = meter.state.faults
-                if "timeout" in faults or destination != SERVER_LOGICAL:
+                if destination != SERVER_LOGICAL:  # a real meter's logical device 1 ignores other addresses
+                    meter.errors.append(f"wrapper to server address {destination}: not answered")
+                    continue
+                if "timeout" in faults:
                     continue
                 try:
                     answer = session.handle(apdu, source)

@@ -7,6 +7,10 @@ import asyncio
 import dataclasses
 import datetime as dt
 import itertools
+import os
+import re
+import signal
+import sys
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
@@ -412,3 +416,42 @@ def test_same_seed_same_history_whatever_the_reads() -> None:
     assert (chunked.tou_cum == whole.tou_cum).all() and (chunked.tou_cum.sum(axis=0) == chunked.import_cum).all()
     assert (chunked.tou_export_cum.sum(axis=0) == chunked.export_cum).all()
     assert not (other.import_cum == whole.import_cum).all()
+
+
+async def test_simulate_dlms_command_serves_a_ciphered_fleet() -> None:
+    """`meter-gateway simulate dlms` as a person runs it: a real process, one port per meter."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "simulate", "dlms", "--meters", "3", "--port", "0", "--cipher",
+        "--fault", "D-0002=wrong_key", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "200"})
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        async with asyncio.timeout(30):
+            while not lines or lines[-1] != "ready; Ctrl-C stops":
+                line = (await proc.stdout.readline()).decode()
+                assert line, f"simulator ended early: {lines}"
+                lines.append(line.strip())
+        ports = dict(re.findall(r"(D-\d{4}) 127\.0\.0\.1:(\d+) system title", "\n".join(lines)))
+        assert sorted(ports) == ["D-0001", "D-0002", "D-0003"] and "fault D-0002=wrong_key" in lines
+        assert await hls(int(ports["D-0001"]), lambda c: read(c, E.CosemInterface.REGISTER, "1-0:1.8.0.255", 2)) > 0
+        with pytest.raises(DlmsClientException, match="AUTHENTICATION_FAILED"):
+            await hls(int(ports["D-0002"]), lambda c: None)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert b"Traceback" not in err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--fault", "D-0009=timeout"], "unknown meter 'D-0009'"),
+    (["--fault", "D-0001=melt"], "want METER=FAULT"),
+    (["--key", "abcd"], "--key: want 32 hex digits"),
+    (["--push", "nowhere"], "--push 'nowhere': want HOST:PORT"),
+])
+async def test_simulate_dlms_command_says_what_is_wrong(args: list[str], message: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "simulate", "dlms", "--meters", "2", "--port", "0", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, "COLUMNS": "200"})
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2 and message in err.decode() and b"Traceback" not in err
