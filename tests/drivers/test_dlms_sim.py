@@ -72,13 +72,13 @@ def lls() -> dict[str, Any]:
     return {"authentication_method": E.AuthenticationMechanism.LLS, "password": DEFAULT_PASSWORD}
 
 
-async def hls(port: int, work: Work) -> Any:
+async def hls(port: int, work: Work, **kw: Any) -> Any:
     """HLS-GMAC with ciphering: the frame counter first (public client), then the management association."""
     def go() -> Any:
         counter = run_session(port, lambda c: read(c, E.CosemInterface.DATA, "0-0:43.1.0.255", 2))
         return run_session(port, work, MANAGEMENT, authentication_method=E.AuthenticationMechanism.HLS_GMAC,
                            encryption_key=DEFAULT_EK, authentication_key=DEFAULT_AK,
-                           client_system_title=CLIENT_TITLE, client_initial_invocation_counter=counter)
+                           client_system_title=CLIENT_TITLE, client_initial_invocation_counter=counter, **kw)
     return await asyncio.to_thread(go)
 
 
@@ -295,6 +295,12 @@ async def test_hls_gmac_with_ciphering(cipher_fleet: DlmsFleet) -> None:
     # the invocation counters went up: a second association must start above the first one's
     assert cipher_fleet.meters["D-0001"].state.client_ic_seen > 3
     assert await hls(port(cipher_fleet), lambda c: read(c, E.CosemInterface.REGISTER, "1-0:1.8.0.255", 2)) >= energy
+
+
+async def test_ciphered_blocks_of_the_whole_profile(cipher_fleet: DlmsFleet) -> None:
+    rows = await hls(port(cipher_fleet), lambda c: read(c, E.CosemInterface.PROFILE_GENERIC, "1-0:99.1.0.255", 2),
+                     max_pdu_size=512)
+    assert len(rows) >= 30 * 96 and len(cipher_fleet.meters["D-0001"].errors) == 0
 
 
 async def test_ciphered_meter_refuses_plain_and_lls(cipher_fleet: DlmsFleet) -> None:
