@@ -95,6 +95,8 @@ def encrypt(plain: bytes, system_title: bytes, ic: int, keys: Keys) -> bytes:
 def seal(plain: bytes, kind: int, system_title: bytes, ic: int, keys: Keys) -> bytes:
     """Cipher a response the way its request came: general-glo-ciphering (with the meter's system title) or
     the glo tag of the service."""
+    if kind != GENERAL_GLO and plain[0] not in GLO_OF:
+        return plain  # an exception-response has no glo form: it goes plain
     content = encrypt(plain, system_title, ic, keys)
     if kind == GENERAL_GLO:
         return bytes([GENERAL_GLO]) + axdr.length(len(system_title)) + system_title + axdr.length(len(content)) + content

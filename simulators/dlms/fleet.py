@@ -185,7 +185,7 @@ class DlmsFleet:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
-            meter.errors.extend(session.log[-20:])
+            meter.errors.extend(session.log)
             self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(Exception):

@@ -7,6 +7,7 @@ context) and the xDLMS services GET (normal, with list, with block transfer), SE
 from __future__ import annotations
 
 import os
+from collections import deque
 from dataclasses import dataclass, field
 
 from dlms_cosem import enumerations as enums
@@ -57,7 +58,7 @@ class Session:
     requests: int = 0
     blocks: list[bytes] = field(default_factory=list)
     block_number: int = 0
-    log: list[str] = field(default_factory=list)
+    log: deque[str] = field(default_factory=lambda: deque(maxlen=50))
 
     @property
     def keys(self) -> cipher.Keys:

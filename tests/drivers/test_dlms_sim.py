@@ -461,3 +461,28 @@ async def test_simulate_dlms_command_says_what_is_wrong(args: list[str], message
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, "COLUMNS": "200"})
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2 and message in err.decode() and b"Traceback" not in err
+
+
+def test_ciphered_bad_input_gets_exception_responses(fleet: DlmsFleet) -> None:
+    """Session level: a glo-ciphered APDU that is cut short, forged or replayed, or that hides a service
+    the meter lacks, is answered with an exception-response, and the counter moves only on a good one."""
+    from simulators.dlms.cipher import Keys, encrypt
+    from simulators.dlms.session import Session
+
+    meter = fleet.meters["D-0001"]
+    session = Session(meter.state, meter.objects, client_sap=MANAGEMENT, state="associated", ciphered=True,
+                      client_title=CLIENT_TITLE)
+    keys = Keys(DEFAULT_EK, DEFAULT_AK)
+
+    def glo_get(plain: bytes, ic: int, key: Keys = keys) -> bytes:
+        content = encrypt(plain, CLIENT_TITLE, ic, key)
+        return b"\xc8" + bytes([len(content)]) + content
+
+    get_ldn = bytes.fromhex("c00141000100002a0000ff0200")
+    assert session.handle(b"\xc8\x05\x30\x00\x00\x00\x01", MANAGEMENT) == b"\xd8\x01\x05"  # cut short
+    assert session.handle(glo_get(get_ldn, 7, Keys(bytes(16), DEFAULT_AK)), MANAGEMENT) == b"\xd8\x01\x05"
+    assert meter.state.client_ic_seen == -1  # neither moved the counter
+    answer = session.handle(glo_get(get_ldn, 7), MANAGEMENT)
+    assert answer is not None and answer[0] == 0xCC and meter.state.client_ic_seen == 7
+    assert session.handle(glo_get(get_ldn, 7), MANAGEMENT) == b"\xd8\x01\x06"  # replayed
+    assert session.handle(glo_get(bytes.fromhex("c004410000"), 8), MANAGEMENT) == b"\xd8\x02\x02"  # no such GET
