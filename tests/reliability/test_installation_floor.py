@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +34,10 @@ from storage.base import Store
 from storage.keys import Scope, new_key
 from tests.architecture import p1file
 from tests.architecture.test_registry import OBJECT_MAP, REGISTRY
-from tests.fixtures.gateway import eventually
+from tests.fixtures.gateway import broker_connected, eventually
+from tests.fixtures.gateway import start_gateway_process as start
+from tests.fixtures.ports import free_port
+from tests.storage.backends import open_backend
 
 CONFIG = """\
 [gateway]
@@ -166,3 +171,74 @@ async def test_a_floor_set_through_the_api_and_far_future_times_are_dead_letters
     assert by_detail[0][1] == f"power: ts {before.isoformat()} is before {installed.isoformat()} (the meter's installed_at)"
     assert by_detail[1][1].startswith(f"power: ts {far.isoformat()} is more than 86400 s after receipt (")
     assert by_detail[1][1].endswith(") ([plausibility] max_ahead)")
+
+
+async def test_a_floor_the_api_process_sets_reaches_the_core_process(tmp_path: Path, mqtt_broker: Broker) -> None:
+    """`meter-gateway run`: the API is a process of its own and writes the date to the store; the
+    core reads it there (its log says when) and dead-letters a balance stamped before it."""
+    port = free_port()
+    config = tmp_path / "gw.toml"
+    config.write_text(f"""
+[gateway]
+id = "floor-process"
+data_dir = "{tmp_path / 'data'}"
+[api]
+port = {port}
+[plausibility]
+installed_refresh = 0.2
+[mqtt]
+enabled = true
+host = "{mqtt_broker.host}"
+port = {mqtt_broker.port}
+client_id = "gw-floor-process"
+currency = "KES"
+[[meters]]
+meter_id = "P-1"
+protocol = "mqtt"
+payg = true
+""")
+    made = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway", "keys", "create", "-c", str(config),
+                                                "--name", "t", "--scope", "write", stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(made.communicate(), 60)
+    assert made.returncode == 0
+    key = out.decode().strip().splitlines()[-1]
+    now = datetime.now(UTC).replace(microsecond=0)
+    installed = now - timedelta(days=1)
+    before, good = installed - timedelta(hours=6), now - timedelta(hours=1)
+    log_path = tmp_path / "gateway.log"
+    store: Store | None = None
+    with log_path.open("wb") as log:
+        proc = await start(config, log)
+        try:
+            await eventually(lambda: broker_connected(port), timeout=60)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10,
+                                         headers={"Authorization": f"Bearer {key}"}) as api:
+                resp = await api.patch("/v1/meters/P-1", json={"installed_at": installed.isoformat()})
+                assert resp.status_code == 200, resp.text
+            # The core says when its floors hold the date (it is not told: it reads the store).
+            said = f"installation floors changed: P-1 {installed.isoformat()} (was none)"
+            await eventually(lambda: said in log_path.read_text(errors="replace"), timeout=60)
+            async with PaygPublisher(mqtt_broker.host, mqtt_broker.port) as publisher:
+                await publisher.publish("payg/P-1/balance", f'{{"ts": "{before.isoformat()}", "balance": 7}}'.encode())
+                await publisher.publish("payg/P-1/balance", f'{{"ts": "{good.isoformat()}", "balance": 8}}'.encode())
+            store = await open_backend("sqlite", str(tmp_path / "data" / "store.db"))
+
+            async def balances() -> list[Any]:
+                assert store is not None
+                return await store.balances("P-1", start=installed - timedelta(days=2), end=now)
+
+            stored = await eventually(balances, timeout=60)
+            dead = await store.deadletters(meter_id="P-1")
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 60) == 0
+        finally:
+            if store is not None:
+                await store.close()
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert [(b.ts, str(b.balance)) for b in stored] == [(good, "8")]
+    assert [(d.reason, d.detail) for d in dead] == [(
+        "implausible_ts", f"topic payg/P-1/balance: field 'ts' {before.isoformat()} is before {installed.isoformat()} "
+                          "(the meter's installed_at)")]
+    assert "Traceback" not in log_path.read_text(errors="replace")
