@@ -162,7 +162,7 @@ class MeterSection(_Section):
     installed_at: datetime | None = Field(default=None, description="When the meter was installed (a time "
                                           "without a zone is UTC): nothing it measured before is data "
                                           "([plausibility]). Not written to the registry, whose installed_at "
-                                          "the API sets")
+                                          "the API sets; the later of the two is the meter's floor")
     tags: dict[str, str] = Field(default_factory=dict, description="At most 50; keys are identifiers, values "
                                  "at most 256 printable characters")
 
