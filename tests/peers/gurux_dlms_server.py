@@ -58,6 +58,7 @@ from gurux_dlms.enums import (
     Unit,
 )
 from gurux_dlms.GXCiphering import GXCiphering
+from gurux_dlms.GXDLMSLongTransaction import GXDLMSLongTransaction
 from gurux_dlms.GXDLMSSettings import GXDLMSSettings
 from gurux_dlms.GXSecure import GXSecure
 from gurux_dlms.GXServerReply import GXServerReply
@@ -108,6 +109,11 @@ class Config:
     #: Rows left out of the profile (a gap in meter memory), as [from, to) ISO UTC pairs.
     profile_gaps: list[list[str]] = field(default_factory=list)
     output_state: bool = True
+    #: Refuse an AARQ (authentication failure) or drop the connection on a ciphered APDU whose
+    #: invocation counter is not above the last one received, as IEC 62056-5-3 §5.3.4 asks.
+    check_invocation_counter: bool = True
+    #: The last client invocation counter "seen" at start (-1: none; 0-0:43.1.0.255 shows it + 1).
+    last_client_invocation_counter: int = -1
     #: Answer general-glo-ciphering with general-glo-ciphering (see _answer_general_glo).
     mirror_general_ciphering: bool = True
 
@@ -142,7 +148,7 @@ class Meter:
         self.gaps = [(_utc(a), _utc(b)) for a, b in cfg.profile_gaps]
         self.status_at = {_utc(k): v for k, v in cfg.profile_status.items()}
         #: The highest invocation counter received from a ciphering client (0-0:43.1.0.255 shows +1).
-        self.client_ic = 0
+        self.client_ic = cfg.last_client_invocation_counter
         #: The server's own invocation counter, kept across associations as a real meter does.
         self.server_ic = 1
 
@@ -160,6 +166,7 @@ class Meter:
         demand.setDataType(2, DataType.UINT32)
         demand.captureTime = GXDateTime(self.anchor)
         demand.status = 0
+        demand.setDataType(4, DataType.UINT8)
         serial = GXDLMSData("0.0.96.1.0.255")
         serial.value = cfg.serial.encode()
         serial.setDataType(2, DataType.OCTET_STRING)
@@ -300,12 +307,15 @@ class Server(GXDLMSSecureServer):  # type: ignore[misc]
     def __init__(self, meter: Meter, peer: str) -> None:
         super().__init__(True, InterfaceType.WRAPPER)
         self.meter, self.peer = meter, peer
+        self.replayed = False  # the AARQ being handled reused an invocation counter
         cfg = meter.cfg
         # Gurux 1.0.203 gap: GXDLMSSecureServer sets `settings.ciphering`, the code reads `settings.cipher`.
         cipher = GXCiphering(bytes.fromhex(cfg.server_system_title))
         cipher.blockCipherKey = bytearray(bytes.fromhex(cfg.block_cipher_key))
         cipher.authenticationKey = bytearray(bytes.fromhex(cfg.authentication_key))
         self.settings.cipher = cipher
+        # Gurux 1.0.203 gap: the GET next-block handler reads this misspelt name.
+        self.settings.gbtWndowSize = self.settings.gbtWindowSize
         association = Association()
         association.authenticationMechanismName.mechanismId = AUTH[cfg.auth]
         if cfg.auth == "low":
@@ -343,7 +353,10 @@ class Server(GXDLMSSecureServer):  # type: ignore[misc]
 
     def onValidateAuthentication(self, authentication: Any, password: Any) -> Any:
         cfg, client = self.meter.cfg, self.settings.clientAddress
-        if client == cfg.public_client and client != cfg.client_address:
+        if self.replayed:
+            self.replayed = False
+            ok = False
+        elif client == cfg.public_client and client != cfg.client_address:
             ok = authentication == Authentication.NONE
         elif client == cfg.client_address:
             ok = authentication == AUTH[cfg.auth]
@@ -383,8 +396,11 @@ class Server(GXDLMSSecureServer):  # type: ignore[misc]
     def onPostWrite(self, args: Any) -> None:
         pass
 
-    def setTransaction(self, value: Any) -> None:  # Gurux 1.0.203 gap
+    def setTransaction(self, value: Any) -> None:  # Gurux 1.0.203 gap (long GET replies)
         self.transaction = value
+
+    def getTransaction(self) -> Any:  # Gurux 1.0.203 gap
+        return self.transaction
 
     def onConnected(self, connectionInfo: Any) -> None:
         LOG.info("%s: associated", self.peer)
@@ -456,6 +472,14 @@ _GXAPDU.generateAARE = _aare
 # Gurux 1.0.203 gap: the method handler calls onPreAction(list(e)) on one ValueEventArgs.
 if not hasattr(ValueEventArgs, "__iter__"):
     ValueEventArgs.__iter__ = lambda self: iter([self])
+# Gurux 1.0.203 gap: the GET next-block handler keeps what is left to send with setData().
+if not hasattr(GXDLMSLongTransaction, "setData"):
+
+    def _keep_rest(self: Any, value: Any) -> None:
+        self.data = GXByteBuffer()
+        self.data.set(value, value.position, len(value) - value.position)
+
+    GXDLMSLongTransaction.setData = _keep_rest
 # Gurux 1.0.203 gap: the method handler calls settings.setConnected() after an HLS reply.
 if not hasattr(GXDLMSSettings, "setConnected"):
     GXDLMSSettings.setConnected = lambda self, value: setattr(self, "connected", value)
@@ -487,11 +511,19 @@ def _serve(meter: Meter, conn: socket.socket, peer: str) -> None:
                 header = _recv_exact(conn, 8)
                 frame = header + _recv_exact(conn, int.from_bytes(header[6:8], "big"))
                 with meter.lock:
-                    _note_client_ic(meter, frame[8:])
+                    ic = client_ic(frame[8:])
+                    if ic is not None and ic <= meter.client_ic and meter.cfg.check_invocation_counter:
+                        LOG.warning("%s: invocation counter %d not above %d: a replay", peer, ic, meter.client_ic)
+                        if frame[8] != 0x60:
+                            return  # a meter discards a replayed APDU; this one drops the connection
+                        server.replayed = True
+                    elif ic is not None:
+                        meter.client_ic = ic
                     if frame[8:9] == b"\xdb" and meter.cfg.mirror_general_ciphering:
                         _answer_general_glo(server, frame[8:])
                     sr = Reply(bytearray(frame))
                     server.handleRequest(sr)
+                    server.replayed = False
                     if server.settings.cipher is not None:
                         meter.server_ic = max(meter.server_ic, server.settings.cipher.invocationCounter)
                 LOG.debug("%s: <- %s", peer, frame.hex())
@@ -516,21 +548,39 @@ def _answer_general_glo(server: Server, apdu: bytes) -> None:
         s.preEstablishedSystemTitle = bytearray(apdu[2:10])
 
 
-def _note_client_ic(meter: Meter, apdu: bytes) -> None:
-    """Remember the client's invocation counter from a ciphered APDU: service-specific glo-/ded-
-    (tag, length, SC, IC) or general-glo-ciphering (tag, system title, length, SC, IC)."""
-    if not apdu:
-        return
-    if apdu[0] in (0xC8, 0xCB, 0xC9, 0xD0, 0xD3, 0xD1):  # glo-get/set/action, ded-*
-        pos = 1
-    elif apdu[0] == 0xDB and len(apdu) > 2:
-        pos = 2 + apdu[1]
-    else:
-        return
-    if pos < len(apdu):
-        pos += 1 if apdu[pos] < 0x80 else 1 + (apdu[pos] & 0x7F)  # the BER length of the ciphered part
-    if len(apdu) >= pos + 5:
-        meter.client_ic = max(meter.client_ic, int.from_bytes(apdu[pos + 1 : pos + 5], "big"))
+def _ber_length(buf: bytes, pos: int) -> tuple[int, int]:
+    """(length, position after it) of a BER length at `pos`."""
+    first = buf[pos]
+    if first < 0x80:
+        return first, pos + 1
+    n = first & 0x7F
+    return int.from_bytes(buf[pos + 1 : pos + 1 + n], "big"), pos + 1 + n
+
+
+def client_ic(apdu: bytes) -> int | None:
+    """The invocation counter of a ciphered APDU from the client, or None if it is not ciphered:
+    an AARQ whose user-information is a glo-initiate-request (0x21), a service-specific glo-/ded-
+    request (tag, length, SC, IC) or a general-glo-ciphering (tag, system title, length, SC, IC)."""
+    try:
+        if apdu[0] == 0x60:  # AARQ: find the user-information [30] (0xBE) among its elements
+            _, pos = _ber_length(apdu, 1)
+            while pos < len(apdu):
+                tag = apdu[pos]
+                size, body = _ber_length(apdu, pos + 1)
+                if tag == 0xBE and apdu[body] == 0x04 and apdu[body + 2] == 0x21:
+                    return client_ic(apdu[body + 2 :])
+                pos = body + size
+            return None
+        if apdu[0] in (0x21, 0xC8, 0xCB, 0xC9, 0xD0, 0xD3, 0xD1):  # glo-initiate, glo-/ded-get/set/action
+            pos = 1
+        elif apdu[0] == 0xDB:
+            pos = 2 + apdu[1]
+        else:
+            return None
+        _, pos = _ber_length(apdu, pos)
+        return int.from_bytes(apdu[pos + 1 : pos + 5], "big") if len(apdu) >= pos + 5 else None
+    except IndexError:
+        return None
 
 
 def main() -> None:
