@@ -19,7 +19,7 @@ from dlms_cosem import cosem, dlms_data, enumerations, exceptions, utils
 from dlms_cosem.clients.dlms_client import DlmsClient
 from dlms_cosem.cosem import Obis
 from dlms_cosem.cosem.capture_object import CaptureObject
-from dlms_cosem.cosem.selective_access import RangeDescriptor
+from dlms_cosem.cosem.selective_access import EntryDescriptor, RangeDescriptor
 
 from tests.fixtures.dlms_peer import DlmsPeer, MakeDlmsPeer
 
@@ -105,6 +105,29 @@ def test_a_profile_range_read_returns_the_quarter_hours_in_the_range(make_dlms_p
     assert [r[1] for r in rows] == [0] * 9
     energies = [r[2] for r in rows]
     assert [b - a for a, b in itertools.pairwise(energies)] == [250] * 8
+
+
+class Entries(EntryDescriptor):  # type: ignore[misc]
+    """dlms-cosem 21.3.2 declares the entry descriptor but does not encode it (NotImplementedError):
+    selector 2, structure {from_entry, to_entry: double-long-unsigned; from_selected_value,
+    to_selected_value: long-unsigned} (IEC 62056-6-2, profile generic buffer)."""
+
+    def to_bytes(self) -> bytes:
+        return b"\x02\x02\x04" + b"".join(
+            [b"\x06" + self.from_entry.to_bytes(4, "big"), b"\x06" + self.to_entry.to_bytes(4, "big"),
+             b"\x12" + self.from_selected_value.to_bytes(2, "big"), b"\x12" + self.to_selected_value.to_bytes(2, "big")]
+        )  # fmt: skip
+
+
+def test_a_profile_entry_read_returns_the_entries_and_columns_asked(make_dlms_peer: MakeDlmsPeer) -> None:
+    peer = make_dlms_peer("none", profile_days=1, interval_wh=250)
+    with session(peer) as c:
+        rows = read(c, PROFILE, Entries(from_entry=2, to_entry=4))
+        energy_only = read(c, PROFILE, Entries(from_entry=1, to_entry=2, from_selected_value=3, to_selected_value=3))
+    first = clock_value(rows[0][0])
+    assert [clock_value(r[0]) - first for r in rows] == [dt.timedelta(minutes=m) for m in (0, 15, 30)]
+    assert len(energy_only) == 2 and [len(r) for r in energy_only] == [1, 1]
+    assert energy_only[1][0] - energy_only[0][0] == 250 and energy_only[1][0] == rows[0][2]
 
 
 def test_a_profile_gap_and_status_bits_are_served_as_configured(make_dlms_peer: MakeDlmsPeer) -> None:
@@ -279,3 +302,24 @@ def test_the_peer_stops_and_restarts_on_the_same_port(dlms_peer: DlmsPeer) -> No
     assert dlms_peer.port == port
     with session(dlms_peer) as c:
         assert read(c, ENERGY) == 12345678
+
+
+def test_a_restarted_meter_keeps_its_counters_and_relay_and_takes_new_keys(dlms_peer_hls: DlmsPeer) -> None:
+    with session(dlms_peer_hls, client_initial_invocation_counter=500) as c:
+        c.action(cosem.CosemMethod(I.DISCONNECT_CONTROL, Obis(0, 0, 96, 3, 10), 1), dlms_data.IntegerData(0).to_bytes())
+        used = c.client_invocation_counter
+    dlms_peer_hls.restart(kill=True)  # a power cut: the state file is the meter's memory
+    with session(dlms_peer_hls, public=True) as c:
+        assert (read(c, FRAME_COUNTER), read(c, OUTPUT_STATE)) == (used, False)
+    dlms_peer_hls.restart(authentication_key="00112233445566778899AABBCCDDEEFF")  # keys changed on site
+    stale = client(dlms_peer_hls, authentication_key=bytes.fromhex("D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF"),
+                   client_initial_invocation_counter=used)  # fmt: skip
+    stale.connect()
+    try:
+        with pytest.raises(exceptions.DecryptionError):
+            stale.associate()
+    finally:
+        stale.disconnect()
+    with session(dlms_peer_hls, client_initial_invocation_counter=used + 10) as c:  # the peer's new settings
+        assert read(c, ENERGY) == 12345678
+
