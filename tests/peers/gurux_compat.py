@@ -18,8 +18,9 @@ from typing import Any
 
 from gurux_dlms import GXByteBuffer
 from gurux_dlms._GXAPDU import _GXAPDU
-from gurux_dlms.enums import AccessMode, Authentication, InterfaceType, MethodAccessMode
+from gurux_dlms.enums import AccessMode, Authentication, InterfaceType, MethodAccessMode, Security
 from gurux_dlms.GXCiphering import GXCiphering
+from gurux_dlms.GXDLMSChipperingStream import GXDLMSChipperingStream
 from gurux_dlms.GXDLMSLongTransaction import GXDLMSLongTransaction
 from gurux_dlms.GXDLMSSettings import GXDLMSSettings
 from gurux_dlms.GXSecure import GXSecure
@@ -83,6 +84,10 @@ class CompatServer(GXDLMSSecureServer):  # type: ignore[misc]
         self.settings.cipher = cipher
         # The GET next-block handler reads this misspelt name.
         self.settings.gbtWndowSize = self.settings.gbtWindowSize
+        #: The last request was answered with an error (e.g. its GCM tag was wrong).
+        self.failed = False
+        #: The result of the last AARE (0: accepted), for the caller to see.
+        self.settings.aare_result = None
 
     def add_objects(self, objects: list[Any], association: Association) -> None:
         """Serve `objects` through `association`, then initialize(). (initialize() would append the
@@ -95,6 +100,7 @@ class CompatServer(GXDLMSSecureServer):  # type: ignore[misc]
     def reportError(self, command: Any, error: Any) -> Any:
         # The error reply is appended to (and ciphered with) the half-made reply: start it afresh.
         LOG.warning("Gurux failed on command %s, answering %s", command, error, exc_info=True)
+        self.failed = True
         self.replyData.clear()
         return super().reportError(command, error)
 
@@ -168,6 +174,7 @@ def _aare(settings: Any, data: Any, result: Any, diagnostic: Any, cipher: Any, e
     initiate-response (ciphered when the AARQ was) is Gurux's, but its invocation counter is then
     counted (Gurux would reuse it for the next APDU, which a client refuses)."""
     ciphered = bool(cipher and cipher.isCiphered())
+    settings.aare_result = int(result)
     out = bytearray([0xA1, 0x09, 0x06, 0x07, 0x60, 0x85, 0x74, 0x05, 0x08, 0x01, 0x03 if ciphered else 0x01])
     out += bytes([0xA2, 0x03, 0x02, 0x01, int(result)])
     out += bytes([0xA3, 0x05, 0xA1, 0x03, 0x02, 0x01, int(diagnostic)])
@@ -193,9 +200,43 @@ def _keep_rest(self: Any, value: Any) -> None:
     self.data.set(value, value.position, len(value) - value.position)
 
 
+class TagError(ValueError):
+    """A ciphered APDU whose GCM tag is not the one its keys give (wrong key, or tampered)."""
+
+
+_flush = GXDLMSChipperingStream.flushFinalBlock
+_stream_init = GXDLMSChipperingStream.__init__
+
+
+def _stream_init_noting_tag(self: Any, forSecurity: Any, forEncrypt: Any, blockCipherKey: Any, forAad: Any,
+                            iv: Any, forTag: Any) -> None:
+    _stream_init(self, forSecurity, forEncrypt, blockCipherKey, forAad, iv, forTag)
+    # A decrypting stream is the one built with the received 12-byte tag (the encrypting one: None).
+    checks = bool(forTag) and forSecurity in (Security.AUTHENTICATION_ENCRYPTION, Security.AUTHENTICATION)
+    self._check = (bytes(forTag), forSecurity, blockCipherKey, forAad, iv) if checks else None
+
+
+def _flush_and_check(self: Any) -> Any:
+    """GXDLMSChipperingStream.flushFinalBlock, then the received tag checked. Gurux decrypts in the
+    stream's encrypt mode (right for GCM's counter mode) but its tag is then GHASH over the plain
+    text, and it never compares: every ciphered request was taken, also one made with a wrong key.
+    Gurux's own encryption of the recovered plain text (same key, IV, AAD) gives the tag to expect."""
+    plain = _flush(self)
+    if self._check is not None:
+        received, security, key, aad, iv = self._check
+        again = GXDLMSChipperingStream(security, True, key, aad, iv, None)
+        again.write(plain)
+        again.flushFinalBlock()
+        if bytes(again.tag[:12]) != received:
+            raise TagError("Decrypt failed. Invalid tag.")
+    return plain
+
+
 def patch_gurux() -> None:
     """Fill the gaps that are not methods of our own subclasses (idempotent)."""
     _GXAPDU.generateAARE = _aare
+    GXDLMSChipperingStream.__init__ = _stream_init_noting_tag
+    GXDLMSChipperingStream.flushFinalBlock = _flush_and_check
     if not hasattr(ValueEventArgs, "__iter__"):  # the method handler calls onPreAction(list(e))
         ValueEventArgs.__iter__ = lambda self: iter([self])
     if not hasattr(GXDLMSLongTransaction, "setData"):

@@ -6,7 +6,8 @@ gurux_dlms; tests/architecture checks it):
     python tests/peers/gurux_dlms_server.py --port P --config '{"auth": "low", "password": "12345678"}'
 
 It prints one JSON line `{"ready": true, "port": P}` on stdout once it listens and logs to stderr.
-`--config` is a JSON object (or a path to a JSON file); every key is optional, see `Config` below.
+`--config` is a JSON object (or a path to a JSON file); every key is optional, see `Config` in
+gurux_meter.py. `--trace` logs every frame in hex.
 
 What it serves, logical-name referencing, IEC 62056-47 wrapper (interface type WRAPPER), server
 logical address `server_address` (default 1):
@@ -26,6 +27,11 @@ logical address `server_address` (default 1):
 Clients: the public client (SAP `public_client`, default 16) associates with lowest security; the
 client `client_address` (default 1) must use the configured `auth`: "none", "low" (password) or
 "hls_gmac" (HLS-GMAC, security suite 0, authenticated and encrypted APDUs with the given keys).
+A wrong password is refused with "authentication failure"; a wrong key makes the AARQ undecodable
+or its GCM tag wrong, refused with "no reason given" (Gurux's choice). A ciphered APDU whose
+invocation counter is not above the last one taken is a replay: an AARQ is refused (authentication
+failure), anything else drops the connection (`check_invocation_counter`). With `state_file` the
+counters and the relay state survive a restart, as in a meter's non-volatile memory.
 
 Gurux 1.0.203's Python server is an incomplete port of its Java server; gurux_compat.py beside
 this file supplies what it lacks (each gap named there). The meter's objects are in gurux_meter.py.
@@ -119,11 +125,14 @@ class Server(CompatServer):  # type: ignore[misc]  # (mypy does not resolve the 
 
 
 def answer_general_glo(server: Server, apdu: bytes) -> None:
-    """Answer a general-glo-ciphering request with general-glo-ciphering. Gurux picks it only when
-    the general-protection conformance bit was negotiated; dlms-cosem 21.3.2 sends 0xDB without
-    proposing that bit and cannot parse the service-specific glo-*-response (0xCC, 0xCF) Gurux
-    would send instead (`mirror_general_ciphering: false` keeps Gurux's choice)."""
+    """Answer a general-glo-ciphering request (0xDB) with general-glo-ciphering. Gurux does so only
+    once the association is complete: its answer to reply_to_HLS_authentication (HLS pass 3, the
+    association still pending) is a service-specific glo-action-response (0xCF) even though
+    general-protection was negotiated, and dlms-cosem 21.3.2's APDU factory knows no 0xCC/0xCD/0xCF
+    (KeyError 'Tag 207 is not available'). `mirror_general_ciphering: false` keeps Gurux's choice."""
     s = server.settings
+    LOG.debug("general-glo-ciphering in; general-protection negotiated: %s",
+              bool(s.negotiatedConformance & Conformance.GENERAL_PROTECTION))  # fmt: skip
     s.negotiatedConformance |= Conformance.GENERAL_PROTECTION
     s.proposedConformance |= Conformance.GENERAL_PROTECTION
     if len(apdu) > 9 and apdu[1] == 8:  # the client's system title (tag, length 8, title)
@@ -199,12 +208,15 @@ def _serve(meter: Meter, conn: socket.socket, peer: str) -> None:
                 if apdu[0] != 0x60:
                     return  # a meter discards a replayed APDU; this one drops the connection
                 server.replayed = True
-            elif ic is not None:
-                meter.client_ic = ic
             if apdu[:1] == b"\xdb" and meter.cfg.mirror_general_ciphering:
                 answer_general_glo(server, apdu)
             sr = Reply(bytearray(frame))
+            server.failed, server.settings.aare_result = False, None
             server.handleRequest(sr)
+            # A counter counts once its APDU authenticated (an AARQ with a wrong key does not).
+            taken = not server.failed and not server.replayed and server.settings.aare_result in (None, 0)
+            if ic is not None and taken:
+                meter.client_ic = max(meter.client_ic, ic)
             server.replayed = False
             if server.settings.cipher is not None:
                 meter.server_ic = max(meter.server_ic, server.settings.cipher.invocationCounter)

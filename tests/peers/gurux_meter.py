@@ -67,7 +67,8 @@ class Config:
     #: A JSON file where the meter keeps its counters and relay state across restarts, as a meter
     #: keeps them in non-volatile memory ("": forget them at exit).
     state_file: str = ""
-    #: Answer general-glo-ciphering with general-glo-ciphering (see gurux_dlms_server.answer_general_glo).
+    #: Answer general-glo-ciphering with general-glo-ciphering, also to the HLS reply (Gurux answers
+    #: that one service-specific, which dlms-cosem cannot parse: gurux_dlms_server.answer_general_glo).
     mirror_general_ciphering: bool = True
 
     @classmethod
