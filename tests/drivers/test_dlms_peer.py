@@ -314,3 +314,21 @@ def test_a_restarted_meter_keeps_its_counters_and_relay_and_takes_new_keys(dlms_
     with session(dlms_peer_hls, client_initial_invocation_counter=used) as c:  # the peer's new settings
         assert read(c, ENERGY) == 12345678
 
+
+def test_a_frozen_peer_times_the_client_out_and_answers_after_a_thaw(dlms_peer: DlmsPeer) -> None:
+    c = client(dlms_peer)
+    c.io_interface.timeout = 1
+    c.connect()
+    try:
+        c.associate()
+        dlms_peer.freeze()
+        try:
+            with pytest.raises(exceptions.CommunicationError):  # no answer within the client's 1 s
+                c.get(ENERGY)
+        finally:
+            dlms_peer.thaw()
+    finally:
+        c.disconnect()
+    with session(dlms_peer) as c2:
+        assert read(c2, ENERGY) == 12345678
+
