@@ -46,7 +46,12 @@ class ObjectReader:
             if number is None:
                 batch.deadletters.append(self._dead(raw, code, value, "decode", f"{code}: {value!r:.60} is no number"))
                 continue
-            number = number * spec.scale * factor
+            if isinstance(value, Decimal):
+                # Exact: the meter's decimal times the map's and the unit's factors, then the float
+                # nearest to it (VIF 0x06: 4711 x 10^3 Wh -> 4711 kWh, not 4711.000000000001).
+                number = float(value * Decimal(repr(spec.scale)) * Decimal(repr(factor)))
+            else:
+                number = number * spec.scale * factor
             if not math.isfinite(number):
                 batch.deadletters.append(self._dead(raw, code, value, "non_finite", f"{code} decoded to {number}"))
                 continue
