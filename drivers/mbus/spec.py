@@ -11,6 +11,7 @@ from drivers.mbus.link import LinkSettings
 from drivers.mbus.maps import object_maps
 from drivers.mbus.master import secondary_pattern
 from drivers.mbus.poller import MBusPoller, MBusTarget
+from drivers.mbus.scan import scan
 from drivers.mbus.settings import BusSection, MBusMeter, MBusSection
 from drivers.polling.breaker import BreakerPolicy
 from drivers.polling.health import health_dict
@@ -66,9 +67,11 @@ def check(settings: MBusSection, meters: Sequence[MeterBinding], profiles: Mappi
 def facts(binding: MeterBinding, settings: MBusSection, profiles: Mapping[str, DeviceProfile]) -> MeterFacts:
     m: MBusMeter = binding.fields
     bus = next((b for b in settings.buses if b.name == m.bus), None)
-    address = f"p{m.primary_address}" if m.primary_address is not None else f"s{m.secondary_address}"
+    primary = m.primary_address is not None
+    address = f"p{m.primary_address}" if primary else f"s{m.secondary_address}"
+    said = f"primary {m.primary_address}" if primary else f"secondary {m.secondary_address}"
     return MeterFacts(protocol=Protocol.MBUS, address=f"{bus.address if bus else '?'}/{address}", model=m.mbus_map,
-                      where=f"{m.bus} ({bus.address if bus else '?'}) {address}", endpoint=m.bus,
+                      where=f"{m.bus} ({bus.address if bus else '?'}) {said}", endpoint=m.bus,
                       unit=m.primary_address, interval=m.interval or settings.default_interval,
                       objects=object_maps(tuple(settings.map_dirs)).get(m.mbus_map))
 
@@ -105,7 +108,7 @@ def config_rows(settings: MBusSection, meters: Sequence[MeterBinding]) -> list[t
 
 SPEC = DriverSpec(
     protocol="mbus", source=Source.MBUS, settings=MBusSection, meter_fields=MBusMeter, build=build, facts=facts,
-    check=check, config_rows=config_rows, details=details,
+    check=check, config_rows=config_rows, details=details, scan=scan,
     link_metric=LinkMetric("mbus_bus_connected", "1 if the gateway holds the M-Bus line open", label="bus"),
 )
 
