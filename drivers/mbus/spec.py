@@ -29,7 +29,14 @@ def check(settings: MBusSection, meters: Sequence[MeterBinding], profiles: Mappi
     """Buses (unique names, host or serial_port), maps, and each meter's bus, one address (unique
     per bus) and map."""
     buses: dict[str, int] = {}
+    lines: dict[str, int] = {}
     for i, bus in enumerate(settings.buses):
+        if bus.kind == "serial" and bus.serial_port:
+            # One master per line: two buses on one port would talk over each other.
+            if bus.serial_port in lines:
+                yield ("mbus", "buses", i, "serial_port"), (f"{bus.serial_port} is already mbus.buses"
+                                                            f"[{lines[bus.serial_port]}]: one bus per serial line")
+            lines.setdefault(bus.serial_port, i)
         if bus.name in buses:
             yield ("mbus", "buses", i, "name"), f"bus name {bus.name!r} repeats mbus.buses[{buses[bus.name]}]"
         buses.setdefault(bus.name, i)

@@ -66,6 +66,7 @@ def test_buses_and_meters_load() -> None:
     (('mbus_map = "mbus_heat"', 'mbus_map = "nope"'), "meters[1].mbus_map"),
     (('host = "10.0.0.9"', 'hots = "10.0.0.9"'), "hots"),
     (('serial_port = "/dev/ttyUSB0"', 'serial_port = "/dev/ttyUSB0"\nparity = "X"'), "parity"),
+    (('host = "10.0.0.9"', 'serial_port = "/dev/ttyUSB0"'), "mbus.buses[1].serial_port"),
 ])
 def test_mistakes_name_the_key(change: tuple[str, str], expected: str) -> None:
     found = problems(CONFIG.replace(*change))

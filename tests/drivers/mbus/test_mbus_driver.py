@@ -110,6 +110,9 @@ async def test_bad_frames_silence_and_alarms_leave_the_other_meter_alone() -> No
             bad.faults.garbage = b"\x00\xff\x42"
             await wait_until(lambda: sum(d.reason == "frame" for d in got.of(DeadLetter, "BAD")) >= 2, 10, "garbage")
             bad.faults.garbage = b""
+            bad.faults.truncate = 20  # a frame cut short, then silence
+            await wait_until(lambda: any("truncated" in d.detail for d in got.of(DeadLetter, "BAD")), 10, "truncated")
+            bad.faults.truncate = 0
             bad.faults.silent = True
             await wait_until(lambda: any(e.kind is EventKind.COMM_LOST for e in got.of(Event, "BAD")), 10, "lost")
             bad.faults.silent = False
