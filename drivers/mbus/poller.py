@@ -88,6 +88,9 @@ class MBusPoller:
         self._status: dict[str, int] = {}
         self._unknown: dict[str, set[str]] = {t.meter_id: set() for t in targets}
         self.last: dict[str, dict[str, Any]] = {}  # per meter: the last read's frames and raw records
+        #: Per meter, the historic values (storage n > 0) last emitted: a due-day value is sent when it
+        #: changes, not with every read (it would be the same old reading, flagged stale, each time).
+        self._historic: dict[str, dict[tuple[int, int], tuple[datetime, tuple[ObjectValue, ...]]]] = {}
         self.frame_errors = 0
 
     # -- the driver contract --------------------------------------------------------------------
@@ -132,7 +135,7 @@ class MBusPoller:
             raise NotFound("meter", meter_id)
         readout = await self._read(target)
         now = self._clock()
-        return next(iter(self._samples(target, readout, now, now)), RawObjects(meter_id, now, now, ()))
+        return next((s for _, s in self._samples(target, readout, now, now)), RawObjects(meter_id, now, now, ()))
 
     async def run(self) -> None:
         try:
@@ -184,7 +187,12 @@ class MBusPoller:
         self._latency[target.meter_id].add(readout.latency_s)
         health.consecutive_failures = 0
         health.comm_lost = False
-        for sample in self._samples(target, readout, ts, received):
+        sent = self._historic.setdefault(target.meter_id, {})
+        for key, sample in self._samples(target, readout, ts, received):
+            if key[0]:
+                if sent.get(key) == (sample.ts, sample.values):
+                    continue
+                sent[key] = (sample.ts, sample.values)
             await self._emit(sample)
         await self._diagnose(target, readout, received)
         if restored:
@@ -209,7 +217,8 @@ class MBusPoller:
         if lost:
             await self._emit(Event(self._clock(), target.meter_id, EventKind.COMM_LOST, Severity.WARNING, str(err)))
 
-    def _samples(self, target: MBusTarget, readout: Readout, ts: datetime, received: datetime) -> list[RawObjects]:
+    def _samples(self, target: MBusTarget, readout: Readout, ts: datetime, received: datetime
+                 ) -> list[tuple[tuple[int, int], RawObjects]]:
         """One RawObjects per storage number with a time: storage 0 at `ts`, the others at the
         date of their own time-point record (without one they cannot be placed and are kept raw)."""
         by_storage: dict[tuple[int, int], list[Record]] = {}
@@ -226,7 +235,8 @@ class MBusPoller:
             at = ts if storage == 0 else _time_of(recs)
             if at is None:
                 continue
-            out.append(RawObjects(target.meter_id, at, received, tuple(values), raw.hex(" ").encode()))
+            out.append(((storage, _subunit), RawObjects(target.meter_id, at, received, tuple(values),
+                                                        raw.hex(" ").encode())))
         return out
 
     async def _diagnose(self, target: MBusTarget, readout: Readout, received: datetime) -> None:

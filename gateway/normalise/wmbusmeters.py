@@ -84,6 +84,8 @@ class WmbusmetersReader:
     def __init__(self) -> None:
         self._readers: dict[str, ObjectReader] = {}
         self._active: dict[str, frozenset[str]] = {}
+        #: Per meter, the due-day values last read: repeated in every telegram, read once per change.
+        self._historic: dict[str, dict[datetime, tuple[ObjectValue, ...]]] = {}
 
     def read(self, raw: RawPayload, meter_reader: ObjectReader | None) -> Batch:
         batch = Batch()
@@ -122,7 +124,14 @@ class WmbusmetersReader:
                 now.append((key, number, None))
         text = raw.payload[:PAYLOAD_KEEP]
         samples = [RawObjects(raw.meter_id, ts, raw.received_at, tuple(now), text)]
-        samples += [RawObjects(raw.meter_id, at, raw.received_at, tuple(vals), text) for at, vals in earlier.items()]
+        seen = self._historic.setdefault(raw.meter_id, {})
+        for at, vals in earlier.items():
+            if seen.get(at) != tuple(vals):
+                seen[at] = tuple(vals)
+                samples.append(RawObjects(raw.meter_id, at, raw.received_at, tuple(vals), text))
+        if len(seen) > 16:  # a meter's due dates over years: keep the recent ones
+            for old in sorted(seen)[:-16]:
+                del seen[old]
         words = status_words(doc)
         tamper = any(classify(w)[0] is EventKind.TAMPER for w in words)
         for sample in samples:

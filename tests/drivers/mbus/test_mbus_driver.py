@@ -75,12 +75,14 @@ async def test_water_and_heat_meters_over_tcp_primary_and_secondary() -> None:
         poller = MBusPoller("cellar", link, [MBusTarget("W-1", 5, None, 0.2),
                                              MBusTarget("H-1", None, "87654321", 0.2)], got, timeout=0.5)
         async with polling(poller):
-            await wait_until(lambda: len(got.of(RawObjects, "H-1")) >= 2 and bool(got.of(RawObjects, "W-1")), 10,
+            await wait_until(lambda: len(got.of(RawObjects, "H-1")) >= 2 and len(got.of(RawObjects, "W-1")) >= 3, 10,
                              "reads")
     water_values = readings(got, "W-1", "mbus_water")
     heat_values = readings(got, "H-1", "mbus_heat")
     due = datetime(2026, 1, 1, tzinfo=UTC)
     assert water_values[(Channel.VOLUME, due)] == 10.0  # storage 1: the due-day value at its own date
+    # ... sent once, not with every read (it has not changed)
+    assert len([r for r in got.of(RawObjects, "W-1") if r.ts == due]) == 1
     now_volume = [v for (c, ts), v in water_values.items() if c is Channel.VOLUME and ts != due]
     assert now_volume and set(now_volume) == {54.321}
     assert repr(now_volume[0]) == "54.321"  # exact: litres x 10^-3, as the meter shows

@@ -114,3 +114,26 @@ wmbus_map = "nope"
     with pytest.raises(ConfigError) as info:
         parse_config(text.replace('"nope"', '"wmbusmeters"'), "t.toml", env={})
     assert any("payload_format 'wmbusmeters'" in str(p) for p in info.value.problems)
+
+
+def test_due_day_values_are_read_once_per_change() -> None:
+    """wmbusmeters repeats target_m3 in every telegram: one reading at target_date, until it changes."""
+    from drivers.mbus.maps import object_maps
+    from gateway.model import Source
+    from gateway.model.samples import RawPayload
+    from gateway.normalise.objects import ObjectReader
+    from gateway.normalise.wmbusmeters import WmbusmetersReader
+    from simulators.mqtt.publisher import to_json
+
+    meter = WmbusMeter("W", "1", total=Decimal("6.408"))
+    reader, objects = WmbusmetersReader(), ObjectReader(object_maps()["wmbusmeters"], Source.MQTT)
+    at = datetime(2026, 12, 7, 18, 0, tzinfo=UTC)
+
+    def dated(doc_at: datetime) -> list[float]:
+        raw = RawPayload("wmbusmeters/W", to_json(meter.doc(doc_at)).encode(), doc_at, "W")
+        return [r.value for r in reader.read(raw, objects).readings if r.ts.date().isoformat() == "2026-11-30"]
+
+    assert dated(at) == [120.001]
+    assert dated(at.replace(minute=1)) == []
+    meter.extra = {"target_m3": Decimal("121.5")}
+    assert dated(at.replace(minute=2)) == [121.5]
