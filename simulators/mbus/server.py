@@ -13,8 +13,19 @@ from simulators.mbus.slave import Bus
 from simulators.mbus.wire import split
 
 
-async def serve_tcp(bus: Bus, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
-    """Serve `bus` on TCP; the caller closes the server. Port 0: the OS picks (server.sockets)."""
+#: Bits per character on the M-Bus wire: start, 8 data, even parity, stop.
+BITS_PER_BYTE = 11
+
+
+def wire_time(n_bytes: int, baud: int) -> float:
+    """Seconds `n_bytes` take on an M-Bus line at `baud` (11 bits a character)."""
+    return n_bytes * BITS_PER_BYTE / baud
+
+
+async def serve_tcp(bus: Bus, host: str = "127.0.0.1", port: int = 0, baud: int | None = None) -> asyncio.Server:
+    """Serve `bus` on TCP; the caller closes the server. Port 0: the OS picks (server.sockets).
+    `baud`: each exchange takes the time its request and answer would take on a line at that
+    speed (a converter in front of a 2400 baud bus), so benchmarks see the bus's own limit."""
 
     async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         buf = bytearray()
@@ -23,6 +34,8 @@ async def serve_tcp(bus: Bus, host: str = "127.0.0.1", port: int = 0) -> asyncio
                 buf += chunk
                 for request in split(buf):
                     answer = bus.handle(request)
+                    if baud:
+                        await asyncio.sleep(wire_time(request.size + len(answer), baud))
                     if answer:
                         writer.write(answer)
                         await writer.drain()
@@ -62,4 +75,4 @@ async def serve_pty(bus: Bus, path: str) -> None:
         os.close(fd)
 
 
-__all__ = ["serve_pty", "serve_tcp"]
+__all__ = ["BITS_PER_BYTE", "serve_pty", "serve_tcp", "wire_time"]

@@ -18,6 +18,11 @@ class Request:
     ci: int | None = None  # None: a short frame
     data: bytes = b""
 
+    @property
+    def size(self) -> int:
+        """Its length on the wire."""
+        return 5 if self.ci is None else len(self.data) + 9
+
 
 def long_frame(c: int, a: int, ci: int, data: bytes) -> bytes:
     body = bytes((c, a, ci)) + data
