@@ -42,6 +42,7 @@ async def test_gateway_reads_mbus_meters_into_the_store(tmp_path: Path, serial_p
             h1 = await eventually(lambda: latest("H-1", 5))
             w2 = await eventually(lambda: latest("W-2", 2))
             diag = (await api.get("/v1/diag/meters/H-1")).json()
+            poll = (await api.post("/v1/diag/meters/W-1/poll")).json()
             status = gw.status()
     finally:
         serving.cancel()
@@ -54,6 +55,9 @@ async def test_gateway_reads_mbus_meters_into_the_store(tmp_path: Path, serial_p
     assert h1["power"]["value"] == 1.5
     assert diag["protocol"] == "mbus" and diag["state"] == "ok", diag
     assert "secondary 87654321" in diag["where"]
+    # A technician's poll: the meter read at once, decoded through its map, nothing stored.
+    assert {(r["channel"], r["value"]) for r in poll["values"]} == {("volume", 54.321), ("flow", 0.0)}, poll
+    assert not poll["problems"]
     mbus = status["mbus"]
     assert set(mbus) == {"cellar", "tty"}
     assert mbus["cellar"]["H-1"]["last_read"]["manufacturer_data"] == "01 02 03"
