@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
 from typing import Any
 
@@ -71,6 +71,7 @@ class MBusPoller:
 
     def __init__(self, bus: str, link: LinkSettings, targets: Sequence[MBusTarget], emit: Emit, *,
                  timeout: float = 1.0, breaker: BreakerPolicy | None = None, failures_before_lost: int = 3,
+                 zone: tzinfo = UTC,
                  clock: Callable[[], datetime] = _utc_now, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.bus = bus
         self.link = link
@@ -81,6 +82,7 @@ class MBusPoller:
         self._lost_after = failures_before_lost
         self._master = Master(Link(link), timeout, bus)
         self._lock = BusLock()
+        self._zone = zone  # the meters' clocks: their dates and times are local
         self._health = {t.meter_id: MeterHealth(t.meter_id, t.primary if t.primary is not None else 0xFD)
                         for t in targets}
         self._latency = {t.meter_id: LatencyWindow() for t in targets}
@@ -232,7 +234,7 @@ class MBusPoller:
                                          if isinstance(r.value, Decimal)]
             if not values:
                 continue
-            at = ts if storage == 0 else _time_of(recs)
+            at = ts if storage == 0 else _time_of(recs, self._zone)
             if at is None:
                 continue
             out.append(((storage, _subunit), RawObjects(target.meter_id, at, received, tuple(values),
@@ -272,12 +274,14 @@ class MBusPoller:
         }
 
 
-def _time_of(records: list[Record]) -> datetime | None:
+def _time_of(records: list[Record], zone: tzinfo) -> datetime | None:
+    """The time of a storage number's values: its date-time record, else its date at 00:00, in the
+    meters' zone (a due day is midnight where the meter is)."""
     for r in records:
         if isinstance(r.value, datetime):
-            return r.value
+            return r.value.replace(tzinfo=zone).astimezone(UTC)
         if isinstance(r.value, date):
-            return datetime(r.value.year, r.value.month, r.value.day, tzinfo=UTC)
+            return datetime(r.value.year, r.value.month, r.value.day, tzinfo=zone).astimezone(UTC)
     return None
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 import numpy as np
@@ -131,7 +131,8 @@ def _date_g(data: bytes) -> date | str:
 
 
 def _datetime(data: bytes) -> datetime | str:
-    """Type F (4 bytes) or type I (6 bytes, with seconds); the meter's local time, as it shows it."""
+    """Type F (4 bytes) or type I (6 bytes, with seconds): naive, the meter's local time as it shows it
+    (the driver knows the meters' zone, [mbus] meter_timezone)."""
     second, data = (data[0] & 0x3F, data[1:]) if len(data) == 6 else (0, data)
     minute, hour, day, month = data[0] & 0x3F, data[1] & 0x1F, data[2] & 0x1F, data[3] & 0x0F
     year = _year(data[2], data[3])
@@ -139,7 +140,7 @@ def _datetime(data: bytes) -> datetime | str:
     try:
         if invalid:
             raise ValueError
-        return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+        return datetime(year, month, day, hour, minute, second)  # naive: local to the meter
     except ValueError:
         return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d} (invalid)"
 

@@ -28,9 +28,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from annotated_types import Ge, Gt, Le
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Section(BaseModel):
@@ -70,7 +71,19 @@ class MBusSection(_Section):
     breaker_cooldown: float = Field(default=30.0, gt=0)
     breaker_max_cooldown: float = Field(default=900.0, gt=0)
     map_dirs: list[Path] = Field(default_factory=list, description="Folders of more object maps (*.toml)")
+    meter_timezone: str = Field(default="UTC", description=(
+        "The zone the meters' clocks keep (IANA, e.g. Europe/Berlin): their due-day dates and times are local"))
     buses: list[BusSection] = Field(default_factory=list)
+
+    @field_validator("meter_timezone")
+    @classmethod
+    def _zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            msg = f"unknown time zone {name!r} (an IANA name such as Europe/Berlin, or UTC)"
+            raise ValueError(msg) from None
+        return name
 
 
 @dataclass(frozen=True, slots=True)

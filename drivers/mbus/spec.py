@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from drivers.base import BuildContext, Driver, DriverSpec, LinkMetric, MeterFacts, Problem
 from drivers.mbus.link import LinkSettings
@@ -98,7 +99,7 @@ def build(ctx: BuildContext) -> list[MBusPoller]:
     breaker = BreakerPolicy(s.breaker_failures, s.breaker_cooldown, s.breaker_max_cooldown)
     times: dict[str, Any] = {k: v for k, v in (("clock", ctx.clock), ("monotonic", ctx.monotonic)) if v is not None}
     return [MBusPoller(bus.name, _link(bus), by_bus[bus.name], ctx.emit, timeout=bus.timeout, breaker=breaker,
-                       failures_before_lost=s.failures_before_lost, **times)
+                       failures_before_lost=s.failures_before_lost, zone=ZoneInfo(s.meter_timezone), **times)
             for bus in s.buses if by_bus.get(bus.name)]
 
 

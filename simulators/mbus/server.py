@@ -12,7 +12,6 @@ import tty
 from simulators.mbus.slave import Bus
 from simulators.mbus.wire import split
 
-
 #: Bits per character on the M-Bus wire: start, 8 data, even parity, stop.
 BITS_PER_BYTE = 11
 

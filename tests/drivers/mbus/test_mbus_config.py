@@ -67,6 +67,7 @@ def test_buses_and_meters_load() -> None:
     (('host = "10.0.0.9"', 'hots = "10.0.0.9"'), "hots"),
     (('serial_port = "/dev/ttyUSB0"', 'serial_port = "/dev/ttyUSB0"\nparity = "X"'), "parity"),
     (('host = "10.0.0.9"', 'serial_port = "/dev/ttyUSB0"'), "mbus.buses[1].serial_port"),
+    (("default_interval = 900", 'default_interval = 900\nmeter_timezone = "Mars/Olympus"'), "mbus.meter_timezone"),
 ])
 def test_mistakes_name_the_key(change: tuple[str, str], expected: str) -> None:
     found = problems(CONFIG.replace(*change))

@@ -163,3 +163,14 @@ async def test_serial_line_over_a_socat_pty_pair(serial_pair: tuple[str, str]) -
             await serving
     assert ("volume", Decimal("0.042"), "m3") in got.of(RawObjects, "W")[0].values
     assert not got.of(PollFailure)
+
+
+async def test_due_days_are_midnight_in_the_meters_zone() -> None:
+    from zoneinfo import ZoneInfo
+
+    got = Got()
+    async with tcp_bus(Bus([water(5, 12345678)])) as link, polling(MBusPoller(
+            "b", link, [MBusTarget("W", 5, None, 0.1)], got, timeout=0.3, zone=ZoneInfo("Europe/Berlin"))):
+        await wait_until(lambda: len(got.of(RawObjects)) >= 2, 10, "reads")
+    due = [r for r in got.of(RawObjects) if r.ts.year == 2025]
+    assert [r.ts for r in due] == [datetime(2025, 12, 31, 23, 0, tzinfo=UTC)]  # 2026-01-01 00:00 in Berlin
