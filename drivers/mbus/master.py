@@ -8,14 +8,18 @@ bus lock around it, so one request is on the wire at a time.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from drivers.mbus import frame
 from drivers.mbus.link import Link
 from drivers.mbus.records import Telegram, decode
 from gateway.errors import MeterTimeout
 
+T = TypeVar("T")
 #: Telegrams of one multi-telegram answer we follow before calling it a loop.
 MAX_TELEGRAMS = 16
 
@@ -43,10 +47,14 @@ def secondary_pattern(secondary: str) -> bytes:
 
 
 class Master:
-    def __init__(self, link: Link, timeout: float, name: str) -> None:
+    def __init__(self, link: Link, timeout: float, name: str, retries: int = 0) -> None:
         self.link = link
         self.timeout = timeout
         self.name = name
+        #: Requests sent again after no answer or a garbled one; a REQ_UD2 goes again with the same
+        #: FCB, so the slave repeats the telegram it sent rather than moving on to its next one.
+        self.retries = retries
+        self.retried = 0
 
     async def _ensure_open(self) -> None:
         if not self.link.is_open:
@@ -64,9 +72,14 @@ class Master:
         if answer != bytes((frame.ACK,)):
             raise frame.FrameError(where, f"expected the single character 0xE5, got {answer.hex(' ')}", answer)
 
-    async def select(self, secondary: str, where: str) -> None:
-        """Select one slave by its secondary address: it then answers at address 0xFD."""
-        await self._ack(frame.select_secondary(secondary_pattern(secondary)), where)
+    async def select(self, secondary: str, where: str, retries: bool = False) -> None:
+        """Select one slave by its secondary address: it then answers at address 0xFD. A scan's
+        wildcard selects are not repeated (silence and collisions are what it looks for)."""
+        request = frame.select_secondary(secondary_pattern(secondary))
+        if retries:
+            await self._again(lambda: self._ack(request, where))
+        else:
+            await self._ack(request, where)
 
     async def read(self, address: int, where: str) -> Readout:
         """SND_NKE, then REQ_UD2 until the slave has no more records (FCB toggled per telegram).
@@ -74,17 +87,12 @@ class Master:
         started = time.monotonic()
         if address != frame.ADDRESS_SELECTED:
             # The select is itself the reset of a secondary-addressed slave; NKE to 0xFD would deselect it.
-            await self._ack(frame.snd_nke(address), where)
+            await self._again(lambda: self._ack(frame.snd_nke(address), where))
         fcb = True  # the first REQ_UD2 after SND_NKE has FCB set; each next telegram toggles it
         telegrams: list[Telegram] = []
         frames: list[bytes] = []
         for _ in range(MAX_TELEGRAMS):
-            raw = await self._ask(frame.req_ud2(address, fcb), where)
-            parsed = frame.parse(raw)
-            if not isinstance(parsed, frame.LongFrame) or parsed.c & 0xCF != frame.RSP_UD:
-                raise frame.FrameError(where, f"expected RSP_UD, got {raw.hex(' ')}", raw)
-            if address not in (frame.ADDRESS_SELECTED, frame.ADDRESS_BROADCAST_REPLY) and parsed.a != address:
-                raise frame.FrameError(where, f"answer from address {parsed.a}, asked {address}", raw)
+            raw, parsed = await self._again(functools.partial(self._rsp_ud, address, fcb, where))
             try:
                 telegram = decode(parsed.ci, parsed.data, where)
             except frame.FrameError as exc:
@@ -95,6 +103,26 @@ class Master:
                 return Readout(tuple(telegrams), tuple(frames), time.monotonic() - started)
             fcb = not fcb
         raise frame.FrameError(where, f"more than {MAX_TELEGRAMS} telegrams in one answer", b"".join(frames))
+
+    async def _again(self, exchange: Callable[[], Awaitable[T]]) -> T:
+        """`exchange`, repeated up to `retries` times after a timeout or a garbled frame."""
+        for attempt in range(self.retries + 1):
+            try:
+                return await exchange()
+            except (MeterTimeout, frame.FrameError):
+                if attempt == self.retries:
+                    raise
+                self.retried += 1
+        raise AssertionError("unreachable")
+
+    async def _rsp_ud(self, address: int, fcb: bool, where: str) -> tuple[bytes, frame.LongFrame]:
+        raw = await self._ask(frame.req_ud2(address, fcb), where)
+        parsed = frame.parse(raw)
+        if not isinstance(parsed, frame.LongFrame) or parsed.c & 0xCF != frame.RSP_UD:
+            raise frame.FrameError(where, f"expected RSP_UD, got {raw.hex(' ')}", raw)
+        if address not in (frame.ADDRESS_SELECTED, frame.ADDRESS_BROADCAST_REPLY) and parsed.a != address:
+            raise frame.FrameError(where, f"answer from address {parsed.a}, asked {address}", raw)
+        return raw, parsed
 
     async def probe(self, address: int, where: str) -> bool:
         """Whether a slave answers SND_NKE at `address` (a scan); a garbled answer counts (someone is there)."""

@@ -71,7 +71,7 @@ class MBusPoller:
 
     def __init__(self, bus: str, link: LinkSettings, targets: Sequence[MBusTarget], emit: Emit, *,
                  timeout: float = 1.0, breaker: BreakerPolicy | None = None, failures_before_lost: int = 3,
-                 zone: tzinfo = UTC,
+                 zone: tzinfo = UTC, retries: int = 1,
                  clock: Callable[[], datetime] = _utc_now, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.bus = bus
         self.link = link
@@ -80,7 +80,7 @@ class MBusPoller:
         self._clock = clock
         self._monotonic = monotonic
         self._lost_after = failures_before_lost
-        self._master = Master(Link(link), timeout, bus)
+        self._master = Master(Link(link), timeout, bus, retries)
         self._lock = BusLock()
         self._zone = zone  # the meters' clocks: their dates and times are local
         self._health = {t.meter_id: MeterHealth(t.meter_id, t.primary if t.primary is not None else 0xFD)
@@ -117,7 +117,7 @@ class MBusPoller:
                             connected=self.connected, rate=rate, rate_unit="polls/s",
                             errors_by_kind=dict(observed.poll_failures(self.bus)), meters=len(self._targets),
                             detail={"bus": self.bus, "transport": self.link.transport, "address": self.link.address,
-                                    "frame_errors": self.frame_errors})
+                                    "frame_errors": self.frame_errors, "retries": self._master.retried})
 
     def meter_health(self, meter_id: str) -> MeterHealth | None:
         h = self._health.get(meter_id)
@@ -156,7 +156,7 @@ class MBusPoller:
             if target.primary is not None:
                 return await self._master.read(target.primary, where)
             assert target.secondary is not None
-            await self._master.select(target.secondary, where)
+            await self._master.select(target.secondary, where, retries=True)
             return await self._master.read(frame.ADDRESS_SELECTED, where)
 
     async def _loop(self, target: MBusTarget) -> None:

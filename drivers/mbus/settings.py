@@ -52,6 +52,8 @@ class BusSection(_Section):
     parity: Literal["N", "E", "O"] = "E"
     stopbits: Literal[1, 2] = 1
     timeout: float = Field(default=1.0, gt=0, le=60, description="Seconds to wait for each answer (a frame)")
+    retries: int = Field(default=1, ge=0, le=5, description="Requests sent again after no answer or a garbled one "
+                         "(a REQ_UD2 with the same FCB: the slave repeats its telegram)")
 
     @property
     def kind(self) -> Literal["tcp", "serial"]:

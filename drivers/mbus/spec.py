@@ -98,7 +98,8 @@ def build(ctx: BuildContext) -> list[MBusPoller]:
                                                            m.interval or s.default_interval))
     breaker = BreakerPolicy(s.breaker_failures, s.breaker_cooldown, s.breaker_max_cooldown)
     times: dict[str, Any] = {k: v for k, v in (("clock", ctx.clock), ("monotonic", ctx.monotonic)) if v is not None}
-    return [MBusPoller(bus.name, _link(bus), by_bus[bus.name], ctx.emit, timeout=bus.timeout, breaker=breaker,
+    return [MBusPoller(bus.name, _link(bus), by_bus[bus.name], ctx.emit, timeout=bus.timeout, retries=bus.retries,
+                       breaker=breaker,
                        failures_before_lost=s.failures_before_lost, zone=ZoneInfo(s.meter_timezone), **times)
             for bus in s.buses if by_bus.get(bus.name)]
 

@@ -26,6 +26,7 @@ class Faults:
     garbage: bytes = b""  # sent before each answer (noise on the line)
     truncate: int = 0  # answers cut to this many bytes (0: whole)
     status: int = 0  # the status byte of its telegrams (0x04 power low, 0x08 permanent error, 0x10 temporary)
+    drop_after: int = -1  # >= 0: answer that many more times, then lose one answer (a lost telegram)
 
 
 def bcd(value: int, size: int) -> bytes:
@@ -122,6 +123,13 @@ class Slave:
         return f.garbage + answer
 
 
+def _dropped(f: Faults) -> bool:
+    if f.drop_after < 0:
+        return False
+    f.drop_after -= 1
+    return f.drop_after == -1
+
+
 class Bus:
     """The slaves of one line: request bytes in, the bytes on the wire out (b"": silence)."""
 
@@ -130,7 +138,7 @@ class Bus:
         self.requests = 0
 
     def _answer_all(self, answers: list[tuple[Slave, bytes]]) -> bytes:
-        heard = [(s, a) for s, a in answers if not s.faults.silent]
+        heard = [(s, a) for s, a in answers if not s.faults.silent and not _dropped(s.faults)]
         if not heard:
             return b""
         if len(heard) > 1:

@@ -174,3 +174,31 @@ async def test_due_days_are_midnight_in_the_meters_zone() -> None:
         await wait_until(lambda: len(got.of(RawObjects)) >= 2, 10, "reads")
     due = [r for r in got.of(RawObjects) if r.ts.year == 2025]
     assert [r.ts for r in due] == [datetime(2025, 12, 31, 23, 0, tzinfo=UTC)]  # 2026-01-01 00:00 in Berlin
+
+
+async def test_a_lost_telegram_is_asked_again_with_the_same_fcb() -> None:
+    """The second of three telegrams is lost: the master repeats REQ_UD2 with the same FCB, so the
+    slave sends that telegram again, not its third; without retries the read fails."""
+    from drivers.mbus.link import Link
+    from drivers.mbus.master import Master
+    from gateway.errors import MeterTimeout
+
+    slave = heat(7, 87654321)
+    slave.per_telegram = 3
+    async with tcp_bus(Bus([slave])) as settings:
+        master = Master(Link(settings), 0.2, "t", retries=1)
+        clean = await master.read(7, "t")
+        slave.faults.drop_after = 2  # SND_NKE's E5 and the first telegram get through, the second is lost
+        again = await master.read(7, "t")
+        assert master.retried == 1
+        assert [r.code for t in again.telegrams for r in t.records] == [r.code for t in clean.telegrams for r in t.records]
+        assert len(again.telegrams) == 3
+        slave.faults.drop_after = 2
+        master.retries = 0
+        try:
+            await master.read(7, "t")
+        except MeterTimeout:
+            pass
+        else:
+            raise AssertionError("a lost telegram without retries must fail the read")
+        master.link.close()
