@@ -271,6 +271,9 @@ def decode_records(data: bytes, where: str = "records") -> tuple[tuple[Record, .
             continue
         if dif in (0x0F, 0x1F):
             return tuple(records), bytes(r.data[r.pos:]), dif
+        if dif & 0x0F == 0x0F:  # 0x3F..0x6F reserved, 0x7F a master's global readout request
+            raise FrameError(where, f"DIF {dif:#04x} at offset {r.pos - 1} is a special function a slave does "
+                             "not send", data)
         records.append(_record(r, dif))
     return tuple(records), b"", 0
 
@@ -308,7 +311,8 @@ def _fixed(ci: int, data: bytes, where: str) -> Telegram:
         # the counter as sent: no object map reads these old meters yet.
         unit = Quantity(f"counter{i + 1}_unit_{data[6 + i] & 0x3F:#04x}", "")
         value = _bcd(chunk) if bcd else Decimal(struct.unpack("<I", chunk)[0])
-        counters.append(Record(0, (), 0, (), i, 0, 0, 0, unit, (), value, bytes(chunk)))
+        problem = "" if value is not None else f"BCD {bcd_digits(chunk)} has non-decimal digits"
+        counters.append(Record(0, (), 0, (), i, 0, 0, 0, unit, (), value, bytes(chunk), problem))
     medium = ((data[7] & 0xC0) >> 4) | ((data[6] & 0xC0) >> 6)
     return Telegram(ci, ident, "", 0, medium, data[4], status, tuple(counters))
 
