@@ -60,6 +60,9 @@ def check(settings: MqttSection, meters: Sequence[MeterBinding], profiles: Mappi
         elif wmbus_map not in maps:
             yield ("meters", b.index, "wmbus_map"), (f"unknown object map {wmbus_map!r} "
                                                      f"(known: {', '.join(sorted(maps))})")
+        elif getattr(b.section, "payg", False):
+            yield ("meters", b.index, "payg"), (f"meter {b.meter_id}: a wmbusmeters meter sends readings, not "
+                                                "balances (payg = true contradicts wmbus_map)")
         elif not any(s.payload_format == "wmbusmeters" for s in m.sources) and m.payload_format != "wmbusmeters":
             yield ("meters", b.index, "wmbus_map"), ("a wmbusmeters meter needs a topic of payload_format "
                                                      "'wmbusmeters' ([[mqtt.sources]])")
@@ -149,10 +152,13 @@ def details(drivers: Sequence[Driver]) -> dict[str, Any] | None:
 
 
 def config_rows(settings: MqttSection, meters: Sequence[MeterBinding]) -> list[tuple[str, str]]:
-    """`config check`'s summary: PAYG meters and the broker."""
-    payg = sum(1 for b in meters if b.protocol == SPEC.protocol)
-    return [("PAYG (MQTT) meters", str(payg)),
-            ("mqtt", f"{settings.host}:{settings.port}" if settings.enabled else "off")]
+    """`config check`'s summary: PAYG meters, wmbusmeters meters (when there are any) and the broker."""
+    mine = [b for b in meters if b.protocol == SPEC.protocol]
+    wmbus = sum(1 for b in mine if b.fields.wmbus_map is not None)
+    rows = [("PAYG (MQTT) meters", str(len(mine) - wmbus))]
+    if wmbus:
+        rows.append(("wmbusmeters (MQTT) meters", str(wmbus)))
+    return [*rows, ("mqtt", f"{settings.host}:{settings.port}" if settings.enabled else "off")]
 
 
 SPEC = DriverSpec(

@@ -114,6 +114,9 @@ wmbus_map = "nope"
     with pytest.raises(ConfigError) as info:
         parse_config(text.replace('"nope"', '"wmbusmeters"'), "t.toml", env={})
     assert any("payload_format 'wmbusmeters'" in str(p) for p in info.value.problems)
+    with pytest.raises(ConfigError) as info:
+        parse_config(text.replace('"nope"', '"wmbusmeters"\npayg = true'), "t.toml", env={})
+    assert any("meters[0].payg" in str(p) and "contradicts" in str(p) for p in info.value.problems)
 
 
 def test_due_day_values_are_read_once_per_change() -> None:
