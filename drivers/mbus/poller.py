@@ -256,6 +256,13 @@ class MBusPoller:
                 text = ", ".join(t for t, _ in cleared)
                 await self._emit(Event(received, target.meter_id, EventKind.ANOMALY, Severity.INFO,
                                        f"M-Bus status {first.status:#04x}: cleared {text}"))
+        before_id = self.last.get(target.meter_id, {}).get("secondary")
+        if before_id is not None and before_id != first.secondary():
+            # Another meter answers at this address: an exchange (its counter starts again) or a
+            # wrong address. VEE will see the counter drop; this says why.
+            await self._emit(Event(received, target.meter_id, EventKind.ANOMALY, Severity.WARNING,
+                                   f"M-Bus {target.where} now answers as {first.secondary()}, was {before_id}: "
+                                   "meter exchanged or readdressed"))
         seen = self._unknown[target.meter_id]
         for t in readout.telegrams:
             for rec in t.records:

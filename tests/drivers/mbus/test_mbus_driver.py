@@ -202,3 +202,18 @@ async def test_a_lost_telegram_is_asked_again_with_the_same_fcb() -> None:
         else:
             raise AssertionError("a lost telegram without retries must fail the read")
         master.link.close()
+
+
+async def test_a_meter_exchange_is_an_event() -> None:
+    """The meter at primary 5 is exchanged: a new id, its counter from zero. The read goes on (the
+    readings are what the new meter shows) and an anomaly says what happened."""
+    meter = water(5, 12345678, volume_l=99000)
+    got = Got()
+    async with tcp_bus(Bus([meter])) as link, polling(MBusPoller("b", link, [MBusTarget("W", 5, None, 0.1)], got,
+                                                                 timeout=0.3)):
+        await wait_until(lambda: len(got.of(RawObjects)) >= 2, 10, "reads")
+        meter.ident, meter.values["volume_l"] = 87650000, 3
+        await wait_until(lambda: any("exchanged" in e.detail for e in got.of(Event)), 10, "exchange event")
+    event = next(e for e in got.of(Event) if "exchanged" in e.detail)
+    assert "87650000" in event.detail and "12345678" in event.detail and event.kind is EventKind.ANOMALY
+    assert ("volume", Decimal("0.003"), "m3") in got.of(RawObjects)[-1].values
