@@ -42,11 +42,10 @@ class ObjectReader:
             if isinstance(factor, str):
                 batch.deadletters.append(self._dead(raw, code, value, "unit", factor))
                 continue
-            number = _number(value)
+            number = _scaled(value, spec.scale, factor)
             if number is None:
                 batch.deadletters.append(self._dead(raw, code, value, "decode", f"{code}: {value!r:.60} is no number"))
                 continue
-            number = number * spec.scale * factor
             if not math.isfinite(number):
                 batch.deadletters.append(self._dead(raw, code, value, "non_finite", f"{code} decoded to {number}"))
                 continue
@@ -80,6 +79,20 @@ def _number(value: Decimal | float | str) -> float | None:
         return float(value) if isinstance(value, (int, float, Decimal)) else float(value.strip())
     except (AttributeError, ValueError, OverflowError):
         return None
+
+
+def _scaled(value: Decimal | float | str, scale: float, factor: float) -> float | None:
+    """The value times the map's scale and the unit's factor. A decimal (P1's "000123.456", SML's
+    value x 10^scaler) is multiplied exactly, each factor read as its shortest decimal (Wh -> kWh is
+    0.001), so 6545766 Wh is 6545.766 kWh, not 6545.766000000001; a float as before."""
+    if isinstance(value, (Decimal, int)) and not isinstance(value, bool):
+        try:
+            exact = Decimal(value) * Decimal(repr(scale)) * Decimal(repr(factor))
+            return float(exact)
+        except (ArithmeticError, ValueError):  # sNaN, an exponent past any context
+            return None
+    number = _number(value)
+    return None if number is None else number * scale * factor
 
 
 def reader_table(maps: dict[str, tuple[ObjectMap, Source]]) -> dict[str, ObjectReader]:
