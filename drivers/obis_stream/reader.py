@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from drivers.base import DriverStatus, Emit, Observed
 from drivers.obis_stream import p1, sml
+from drivers.obis_stream.cipher import CipherFramer, decrypt
 from drivers.obis_stream.link import Link, open_link
 from drivers.obis_stream.p1 import Chunk
 from drivers.obis_stream.settings import DSMR_LINE, SML_LINE, PortSection, StreamSection
@@ -43,7 +44,7 @@ class Codec:
     """How one protocol frames and decodes, and how its bad bytes are shown."""
 
     protocol: str
-    framer: Callable[[], p1.P1Framer | sml.SmlFramer]
+    framer: Callable[[], p1.P1Framer | sml.SmlFramer | CipherFramer]
     decode: Callable[[bytes], Readout]
     show: Callable[[bytes], str]
     line: Callable[[PortSection], tuple[int, int, str, int]]
@@ -75,6 +76,36 @@ def _hex(raw: bytes) -> str:
 
 P1 = Codec("p1", p1.P1Framer, _p1_decode, _text, lambda port: DSMR_LINE[port.dsmr])
 SML = Codec("sml", sml.SmlFramer, _sml_decode, _hex, lambda port: SML_LINE)
+#: The Luxembourg specification's authentication key (public; dsmr-parser's LUXEMBOURG_SMARTY too).
+LUXEMBOURG_AUTH_KEY = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
+
+
+def encrypted_p1(port: PortSection, env: Mapping[str, str]) -> Codec:
+    """P1 for a port whose meter encrypts: keys from `env` (by the port's variable names). A key
+    that is missing or not hex makes every telegram a dead letter saying which variable to set."""
+    problem = None
+    key = auth = b""
+    try:
+        name = port.encryption_key_env or ""
+        key = bytes.fromhex(env[name])
+        auth = bytes.fromhex(env[port.authentication_key_env]) if port.authentication_key_env else LUXEMBOURG_AUTH_KEY
+        if len(key) != 16 or len(auth) != 16:
+            problem = f"the keys in {name}/{port.authentication_key_env or '(default)'} must be 32 hex digits"
+    except KeyError as exc:
+        problem = f"environment variable {exc.args[0]} is not set"
+    except ValueError:
+        problem = "the key is not hex"
+
+    def decode(raw: bytes) -> Readout:
+        if problem is not None:
+            raise FrameError("decrypt", f"cannot decrypt: {problem}")
+        try:
+            plain = decrypt(raw, key, auth)
+        except p1.P1Error as exc:
+            raise FrameError(exc.reason, exc.detail) from None
+        return _p1_decode(plain)
+
+    return Codec("p1", CipherFramer, decode, _hex, P1.line)
 
 
 class StreamReader:

@@ -51,6 +51,12 @@ class PortSection(_Section):
     tcp: str | None = Field(default=None, description="host:port of a serial-to-TCP server (ser2net)")
     dsmr: Literal["2.2", "3", "4", "5"] = Field(default="5", description="P1 only: the DSMR version; sets the "
                                                 "serial defaults (4/5: 115200 8N1, 2.2/3: 9600 7E1)")
+    encryption_key_env: str | None = Field(
+        default=None, description="P1 only: the environment variable holding the meter's AES-128 key (32 hex "
+        "digits), for encrypted telegrams (Luxembourg, Austria)")
+    authentication_key_env: str | None = Field(
+        default=None, description="P1 only: the variable holding its authentication key; default the public "
+        "key of the Luxembourg specification")
     baudrate: int | None = Field(default=None, ge=300, le=1_000_000, description="Default by protocol/DSMR version")
     bytesize: Literal[7, 8] | None = None
     parity: Literal["N", "E", "O"] | None = None

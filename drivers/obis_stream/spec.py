@@ -3,13 +3,14 @@ meter means to the stages (its object map), and one StreamReader per port with m
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from drivers.base import BuildContext, Driver, DriverSpec, LinkMetric, MeterFacts, Problem
 from drivers.obis_stream.link import split_tcp
 from drivers.obis_stream.maps import object_maps
-from drivers.obis_stream.reader import P1, SML, Codec, StreamReader
+from drivers.obis_stream.reader import P1, SML, Codec, StreamReader, encrypted_p1
 from drivers.obis_stream.settings import P1Section, SmlSection, StreamMeter, StreamSection
 from gateway.model import Protocol, Source
 from gateway.model.meters import MeterBinding
@@ -34,6 +35,8 @@ def _check(protocol: str) -> Any:
             names.setdefault(port.name, i)
             if (port.device is None) == (port.tcp is None):
                 yield (protocol, "ports", i), f"port {port.name!r} needs one of device or tcp"
+            if protocol != "p1" and port.encryption_key_env is not None:
+                yield (protocol, "ports", i, "encryption_key_env"), "only P1 telegrams are encrypted"
             if port.tcp is not None:
                 try:
                     split_tcp(port.tcp)
@@ -92,7 +95,9 @@ def _build(codec: Codec) -> Any:
             meters = {b.fields.mbus_channel or 0: b.meter_id for b in _mine(codec.protocol, ctx.meters)
                       if b.active and b.fields.port == port.name}
             if meters:
-                out.append(StreamReader(codec, port, s, meters, ctx.emit, ctx.clock))
+                # Keys come from the environment when the drivers are built, never from the file.
+                mine = encrypted_p1(port, os.environ) if codec is P1 and port.encryption_key_env else codec
+                out.append(StreamReader(mine, port, s, meters, ctx.emit, ctx.clock))
         return out
     return build
 

@@ -9,9 +9,10 @@ import asyncio
 import contextlib
 from decimal import Decimal
 
-from drivers.obis_stream.reader import P1, SML
+from drivers.obis_stream.reader import P1, SML, encrypted_p1
 from drivers.obis_stream.settings import PortSection
 from gateway.model import Source
+from simulators.p1.cipher import encrypt
 from simulators.p1.meter import Faults, SimP1Meter
 from simulators.sml.meter import SimSmlMeter
 from simulators.stream import TelegramServer, write_serial
@@ -104,3 +105,44 @@ async def test_p1_over_a_serial_pty(serial_pair: tuple[str, str]) -> None:
     assert [d.reason for d in got.dead][:1] == ["crc"]
     assert got.objects[0].meter_id == "E-9"
     assert canonical(got.objects[0], "dsmr_p1", Source.P1)["energy_import_t2"] == Decimal("245.467")
+
+
+KEY = bytes.fromhex("000102030405060708090A0B0C0D0E0F")
+AUTH = bytes.fromhex("00112233445566778899AABBCCDDEEFF")  # the Luxembourg specification's public key
+
+
+async def test_encrypted_p1_telegrams_decrypt_with_the_key_from_the_environment() -> None:
+    meter = SimP1Meter(faults=Faults(bad_crc=frozenset({3})))
+    counter = iter(range(1, 1000))
+
+    def source() -> bytes:
+        wire = meter.telegram()
+        n = next(counter)
+        if n == 2:  # a telegram altered on the way: GCM authentication fails
+            sealed = bytearray(encrypt(wire, KEY, AUTH, b"SAG12345", n))
+            sealed[40] ^= 1
+            return bytes(sealed)
+        return encrypt(wire, KEY, AUTH, b"SAG12345", n)
+
+    got = Got()
+    async with TelegramServer(source, interval=0.02) as server:
+        port = PortSection(name="lux", tcp=server.address, encryption_key_env="P1_KEY_LUX")
+        codec = encrypted_p1(port, {"P1_KEY_LUX": KEY.hex()})
+        async with reading(codec, port, {0: "E-LU"}, got) as reader:
+            await eventually(lambda: reader.telegrams >= 3)
+    assert [d.reason for d in got.dead][:2] == ["decrypt", "crc"]
+    assert got.dead[0].payload.startswith("db08")  # the ciphered bytes, in hex
+    first = canonical(got.objects[0], "dsmr_p1", Source.P1)
+    assert first["energy_import_t2"] == Decimal("245.467")
+
+
+async def test_a_missing_key_dead_letters_naming_the_variable() -> None:
+    meter = SimP1Meter()
+    got = Got()
+    async with TelegramServer(lambda: encrypt(meter.telegram(), KEY, AUTH, b"SAG12345", 1), interval=0.02) as server:
+        port = PortSection(name="lux", tcp=server.address, encryption_key_env="P1_KEY_LUX")
+        async with reading(encrypted_p1(port, {}), port, {0: "E-LU"}, got):
+            await eventually(lambda: got.dead)
+    assert got.dead[0].reason == "decrypt"
+    assert got.dead[0].detail == "cannot decrypt: environment variable P1_KEY_LUX is not set"
+    assert got.objects == []
