@@ -217,7 +217,8 @@ def decode(raw: bytes) -> Telegram:
             code = code[:-4]
         a, _, rest = code.partition(":")
         if len(groups) == 1:
-            value, unit = _value(groups[0])
+            # Equipment ids (0-n:96.1.x) stay text: "0A01..." or "00000000000000" are no numbers.
+            value, unit = (groups[0], None) if ":96.1." in code else _value(groups[0])
             if code == "0-0:1.0.0":
                 ts = tst(groups[0])
                 continue

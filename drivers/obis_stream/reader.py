@@ -108,16 +108,40 @@ def encrypted_p1(port: PortSection, env: Mapping[str, str]) -> Codec:
     return Codec("p1", CipherFramer, decode, _hex, P1.line)
 
 
+#: Where a telegram names its meter: DSMR's equipment id, SML's server id / device id.
+ID_CODES = ("0-0:96.1.1", "0-0:96.1.0", "1-0:0.0.9", "1-0:96.1.0")
+
+
+def identity(values: Sequence[ObjectValue]) -> str | None:
+    return next((str(v) for code, v, _ in values if code in ID_CODES and str(v)), None)
+
+
+def shown_id(sent: str) -> str:
+    """DSMR 4+ writes the equipment id as hex of its ASCII: show the ASCII when it is that."""
+    try:
+        text = bytes.fromhex(sent).decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        return sent
+    return text if text.isprintable() else sent
+
+
+def same_device(sent: str, expected: str) -> bool:
+    return expected.casefold() in (sent.casefold(), shown_id(sent).casefold())
+
+
 class StreamReader:
     """One port: a Driver (drivers/base.py) that pushes, so it has no poll health."""
 
     def __init__(self, codec: Codec, port: PortSection, settings: StreamSection, meters: Mapping[int, str],
-                 emit: Emit, clock: Callable[[], datetime] | None = None) -> None:
+                 emit: Emit, clock: Callable[[], datetime] | None = None,
+                 device_numbers: Mapping[str, str] | None = None) -> None:
         self.codec = codec
         self.port = port
         self.settings = settings
         self._meters = dict(meters)  # M-Bus channel (0: the meter on the port) -> meter id
         self._emit = emit
+        #: Meter id -> the device number configured for it: a telegram from another meter is not its.
+        self._devices = {m: d for m, d in (device_numbers or {}).items() if d}
         self._clock = clock or (lambda: datetime.now(UTC))
         self.connected = False
         self.telegrams = 0
@@ -209,6 +233,14 @@ class StreamReader:
         self._recent.append(time.monotonic())
         if meter is None:
             await self._dead(received, None, "unknown_meter", f"no meter configured on {self.port.name}", chunk.data)
+            return True
+        expected = self._devices.get(meter)
+        sent = identity(readout[0][2]) if readout else None
+        if expected is not None and sent is not None and not same_device(sent, expected):
+            await self._dead(received, meter, "unknown_meter",
+                             f"telegram from meter {shown_id(sent)} on {self.port.name}, which is configured for "
+                             f"{meter} (device_number {expected}): a meter exchange? update the configuration",
+                             chunk.data)
             return True
         for channel, ts, values in readout:
             meter_id = self._meters.get(channel)

@@ -9,8 +9,8 @@ import asyncio
 import contextlib
 from decimal import Decimal
 
-from drivers.obis_stream.reader import P1, SML, encrypted_p1
-from drivers.obis_stream.settings import PortSection
+from drivers.obis_stream.reader import P1, SML, StreamReader, encrypted_p1
+from drivers.obis_stream.settings import PortSection, StreamSection
 from gateway.model import Source
 from simulators.p1.cipher import encrypt
 from simulators.p1.meter import Faults, SimP1Meter
@@ -146,3 +146,24 @@ async def test_a_missing_key_dead_letters_naming_the_variable() -> None:
     assert got.dead[0].reason == "decrypt"
     assert got.dead[0].detail == "cannot decrypt: environment variable P1_KEY_LUX is not set"
     assert got.objects == []
+
+
+async def test_a_telegram_from_another_meter_than_the_configured_one_is_dead_lettered() -> None:
+    # The meter on the port is replaced (telegram 3 on): its telegrams name a new equipment id.
+    meter = SimP1Meter(equipment="E0043007382246019", faults=Faults(exchange=frozenset({3})))
+    got = Got()
+    async with TelegramServer(meter.telegram, interval=0.02) as server:
+        port = PortSection(name="p1-a", tcp=server.address)
+        reader_ = StreamReader(P1, port, StreamSection(ports=[port]), {0: "E-1"}, got,
+                               device_numbers={"E-1": "E0043007382246019"})
+        task = asyncio.create_task(reader_.run())
+        try:
+            await eventually(lambda: len(got.dead) >= 2)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert len(got.objects) == 2 and all(o.meter_id == "E-1" for o in got.objects)
+    dead = got.dead[0]
+    assert dead.reason == "unknown_meter" and dead.meter_id == "E-1"
+    assert dead.detail.startswith(f"telegram from meter {meter.equipment} on p1-a, which is configured for E-1")
