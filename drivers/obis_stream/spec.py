@@ -97,8 +97,9 @@ def _build(codec: Codec) -> Any:
             if meters:
                 # Keys come from the environment when the drivers are built, never from the file.
                 mine = encrypted_p1(port, os.environ) if codec is P1 and port.encryption_key_env else codec
-                devices = {b.meter_id: getattr(b.section, "device_number", None) for b in ctx.meters
-                           if b.meter_id in meters.values() and not b.fields.mbus_channel}
+                devices = {b.meter_id: str(b.section.device_number) for b in ctx.meters
+                           if b.meter_id in meters.values() and not b.fields.mbus_channel
+                           and getattr(b.section, "device_number", None)}
                 out.append(StreamReader(mine, port, s, meters, ctx.emit, ctx.clock, device_numbers=devices))
         return out
     return build
