@@ -3,14 +3,19 @@ writing them into a serial device (one end of a socat pty pair).
 
 `source()` gives the next telegram's bytes (b"" for one not sent); every `interval` seconds each
 connected client gets it, so a client that connects mid-stream starts at the next telegram.
+
+    python -m simulators.stream p1 --meters 3 --port 2001 --interval 1 --bad-crc-every 10
+    python -m simulators.stream sml --port 2101 --exchange-at 60
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 Source = Callable[[], bytes]
 
@@ -95,4 +100,51 @@ async def write_serial(device: str, source: Source, interval: float = 1.0, count
         os.close(fd)
 
 
-__all__ = ["TelegramServer", "write_serial"]
+def _every(n: int | None, limit: int = 1_000_000) -> frozenset[int]:
+    return frozenset(range(n, limit, n)) if n else frozenset()
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    from simulators.p1.meter import Faults, SimP1Meter
+    from simulators.sml.meter import SimSmlMeter
+
+    faults = Faults(bad_crc=_every(args.bad_crc_every), missing=_every(args.missing_every),
+                    garbage=_every(args.garbage_every), truncated=_every(args.truncated_every),
+                    exchange=frozenset({args.exchange_at}) if args.exchange_at else frozenset())
+    async with contextlib.AsyncExitStack() as stack:
+        for i in range(args.meters):
+            if args.protocol == "p1":
+                meter = SimP1Meter(equipment=f"E{i:016d}", faults=faults,
+                                   clock=datetime.now(UTC).replace(microsecond=0), step=timedelta(seconds=args.interval))
+                source: Source = meter.telegram
+            else:
+                source = SimSmlMeter(faults=faults).frame
+            port = args.port + i if args.port else 0
+            server = await stack.enter_async_context(TelegramServer(source, args.interval, args.host, port))
+            print(f"{args.protocol} meter {i + 1}: tcp {server.address}", flush=True)
+        print("ready; Ctrl-C stops", flush=True)
+        await asyncio.Event().wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m simulators.stream p1|sml`: meters on consecutive TCP ports, with faults."""
+    parser = argparse.ArgumentParser(prog="python -m simulators.stream", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("protocol", choices=("p1", "sml"))
+    parser.add_argument("--meters", type=int, default=1)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="first TCP port (the next meters take the next ones); 0: any")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between telegrams (DSMR 5: 1, DSMR 4: 10)")
+    for fault in ("bad-crc", "missing", "garbage", "truncated"):
+        parser.add_argument(f"--{fault}-every", type=int, default=None, metavar="N", help=f"every Nth telegram: {fault}")
+    parser.add_argument("--exchange-at", type=int, default=None, metavar="N",
+                        help="replace the meter before telegram N (registers restart near zero, new id)")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["TelegramServer", "main", "write_serial"]
