@@ -74,6 +74,7 @@ async def test_p1_and_sml_meters_are_stored_with_their_decimals(tmp_path: Path) 
             g = await eventually(lambda: _has(stored("G-1"), "volume"))
             s = await eventually(lambda: _has(stored("S-1"), "energy_import", "energy_export", "power"))
             status = (await api.get("/v1/diag/status")).json()
+            gas = (await api.get("/v1/diag/meters/G-1")).json()
     # The values as the meters show them: repr of the stored float is the meter's decimal.
     assert Decimal(repr(e["energy_import_t2"]["value"])) == Decimal("245.467")
     assert e["energy_import"]["kind"] == "cumulative" and e["energy_import"]["source"] == "p1"
@@ -83,6 +84,7 @@ async def test_p1_and_sml_meters_are_stored_with_their_decimals(tmp_path: Path) 
     assert s["power"]["source"] == "sml"
     [link] = status["drivers"]["p1"]
     assert link["label"] == "p1 p1-a" and link["connected"] is True and link["meters"] == 2
+    assert gas["protocol"] == "p1" and gas["where"] == f"p1 port p1-a (tcp {p1.address}) M-Bus channel 1"
 
 
 async def _has(rows: Any, *channels: str) -> dict[str, Any] | None:
