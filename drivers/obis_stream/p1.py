@@ -25,9 +25,6 @@ from gateway.model.samples import ObjectValue
 #: Telegrams have no stated upper size; DSMR 5 with four M-Bus devices stays under 3 kB.
 MAX_TELEGRAM = 8192
 
-_CRC_TABLE: tuple[int, ...] = ()
-
-
 def _table() -> tuple[int, ...]:
     out = []
     for i in range(256):
@@ -38,7 +35,7 @@ def _table() -> tuple[int, ...]:
     return tuple(out)
 
 
-_CRC_TABLE = _table()
+_CRC_TABLE: tuple[int, ...] = _table()
 
 
 def crc16(data: bytes) -> int:
@@ -181,11 +178,14 @@ def _value(text: str) -> tuple[Decimal | str, str | None]:
     return text, None
 
 
-def check_crc(raw: bytes) -> None:
-    """P1Error("crc") unless the four hex digits after "!" are the CRC; nothing to check before DSMR 4."""
+def check_crc(raw: bytes, required: bool = False) -> None:
+    """P1Error("crc") unless the hex digits after "!" are the CRC. DSMR 2.2/3 send none; from DSMR 4
+    on (`required`) a telegram without one is cut off before its end."""
     bang = raw.rfind(b"!")
     tail = raw[bang + 1:].strip()
     if not tail:
+        if required:
+            raise P1Error("crc", "no CRC after '!' (DSMR 4 and later always send one)")
         return
     try:
         stated = int(tail, 16)
@@ -198,11 +198,11 @@ def check_crc(raw: bytes) -> None:
         raise P1Error("crc", f"CRC {stated:04X} stated, {actual:04X} computed")
 
 
-def decode(raw: bytes) -> Telegram:
+def decode(raw: bytes, require_crc: bool = False) -> Telegram:
     """One framed telegram (from "/" to the line after "!"); P1Error when its CRC fails or it is not
     a telegram. Lines of several groups that are not an M-Bus reading (logs, profiles) are kept
     whole as text."""
-    check_crc(raw)
+    check_crc(raw, require_crc)
     try:
         text_ident = raw[1:raw.index(b"\n")].strip().decode("ascii")
     except (ValueError, UnicodeDecodeError):

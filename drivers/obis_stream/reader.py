@@ -50,9 +50,9 @@ class Codec:
     line: Callable[[PortSection], tuple[int, int, str, int]]
 
 
-def _p1_decode(raw: bytes) -> Readout:
+def _p1_decode(raw: bytes, require_crc: bool = False) -> Readout:
     try:
-        t = p1.decode(raw)
+        t = p1.decode(raw, require_crc)
     except p1.P1Error as exc:
         raise FrameError(exc.reason, exc.detail) from None
     return [(0, t.ts, t.values), *((ch, when, values) for ch, when, values in t.mbus)]
@@ -80,6 +80,15 @@ SML = Codec("sml", sml.SmlFramer, _sml_decode, _hex, lambda port: SML_LINE)
 LUXEMBOURG_AUTH_KEY = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
 
 
+def p1_codec(port: PortSection, env: Mapping[str, str]) -> Codec:
+    """P1 as the port's meter sends it: encrypted or plain; from DSMR 4 on, a CRC is required."""
+    if port.encryption_key_env:
+        return encrypted_p1(port, env)
+    if port.dsmr in ("4", "5"):
+        return Codec("p1", p1.P1Framer, lambda raw: _p1_decode(raw, require_crc=True), _text, P1.line)
+    return P1
+
+
 def encrypted_p1(port: PortSection, env: Mapping[str, str]) -> Codec:
     """P1 for a port whose meter encrypts: keys from `env` (by the port's variable names). A key
     that is missing or not hex makes every telegram a dead letter saying which variable to set."""
@@ -103,7 +112,7 @@ def encrypted_p1(port: PortSection, env: Mapping[str, str]) -> Codec:
             plain = decrypt(raw, key, auth)
         except p1.P1Error as exc:
             raise FrameError(exc.reason, exc.detail) from None
-        return _p1_decode(plain)
+        return _p1_decode(plain, require_crc=True)
 
     return Codec("p1", CipherFramer, decode, _hex, P1.line)
 
@@ -126,7 +135,9 @@ def shown_id(sent: str) -> str:
 
 
 def same_device(sent: str, expected: str) -> bool:
-    return expected.casefold() in (sent.casefold(), shown_id(sent).casefold())
+    """As printed on the meter, spaces aside ("1 EMH00 1059 7059" is 1EMH0010597059)."""
+    want = expected.replace(" ", "").casefold()
+    return want in (sent.replace(" ", "").casefold(), shown_id(sent).replace(" ", "").casefold())
 
 
 class StreamReader:
@@ -231,10 +242,7 @@ class StreamReader:
             return False
         self.telegrams += 1
         self._recent.append(time.monotonic())
-        if meter is None:
-            await self._dead(received, None, "unknown_meter", f"no meter configured on {self.port.name}", chunk.data)
-            return True
-        expected = self._devices.get(meter)
+        expected = self._devices.get(meter) if meter is not None else None
         sent = identity(readout[0][2]) if readout else None
         if expected is not None and sent is not None and not same_device(sent, expected):
             await self._dead(received, meter, "unknown_meter",
@@ -256,4 +264,4 @@ class StreamReader:
                                     payload=self.codec.show(data), meter_id=meter))
 
 
-__all__ = ["P1", "SML", "Codec", "FrameError", "StreamReader"]
+__all__ = ["P1", "SML", "Codec", "FrameError", "StreamReader", "encrypted_p1", "p1_codec"]

@@ -130,7 +130,8 @@ def decode(frame: bytes) -> SmlReadout:
     try:
         messages = pysml.SmlFrame(body)
     except pysml.SmlParserError as exc:
-        raise SmlError("decode", str(exc)) from None
+        # A message's own CRC (inside a frame whose transport CRC held) is a CRC failure too.
+        raise SmlError("crc" if "CRC" in str(exc) else "decode", str(exc)) from None
     except Exception as exc:  # bitstring's read past the end, pysml's asserts: the frame is wrong
         raise SmlError("decode", f"{type(exc).__name__}: {exc}") from None
     values: list[ObjectValue] = []

@@ -10,7 +10,7 @@ from typing import Any
 from drivers.base import BuildContext, Driver, DriverSpec, LinkMetric, MeterFacts, Problem
 from drivers.obis_stream.link import split_tcp
 from drivers.obis_stream.maps import object_maps
-from drivers.obis_stream.reader import P1, SML, Codec, StreamReader, encrypted_p1
+from drivers.obis_stream.reader import P1, SML, Codec, StreamReader, p1_codec
 from drivers.obis_stream.settings import P1Section, SmlSection, StreamMeter, StreamSection
 from gateway.model import Protocol, Source
 from gateway.model.meters import MeterBinding
@@ -96,7 +96,7 @@ def _build(codec: Codec) -> Any:
                       if b.active and b.fields.port == port.name}
             if meters:
                 # Keys come from the environment when the drivers are built, never from the file.
-                mine = encrypted_p1(port, os.environ) if codec is P1 and port.encryption_key_env else codec
+                mine = p1_codec(port, os.environ) if codec is P1 else codec
                 devices = {b.meter_id: str(b.section.device_number) for b in ctx.meters
                            if b.meter_id in meters.values() and not b.fields.mbus_channel
                            and getattr(b.section, "device_number", None)}

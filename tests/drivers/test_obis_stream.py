@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 from decimal import Decimal
 
-from drivers.obis_stream.reader import P1, SML, StreamReader, encrypted_p1
+from drivers.obis_stream.reader import P1, SML, StreamReader, encrypted_p1, p1_codec
 from drivers.obis_stream.settings import PortSection, StreamSection
 from gateway.model import Source
 from simulators.p1.cipher import encrypt
@@ -167,3 +167,19 @@ async def test_a_telegram_from_another_meter_than_the_configured_one_is_dead_let
     dead = got.dead[0]
     assert dead.reason == "unknown_meter" and dead.meter_id == "E-1"
     assert dead.detail.startswith(f"telegram from meter {meter.equipment} on p1-a, which is configured for E-1")
+
+
+async def test_a_dsmr5_telegram_without_its_crc_is_dead_lettered_and_a_port_may_carry_only_a_gas_meter() -> None:
+    meter = SimP1Meter()
+
+    def source() -> bytes:
+        wire = meter.telegram()
+        return wire[: wire.rindex(b"!") + 1] + b"\r\n" if meter.count == 2 else wire  # telegram 2 loses its CRC
+
+    got = Got()
+    async with TelegramServer(source, interval=0.02) as server:
+        port = PortSection(name="p1-a", tcp=server.address)  # dsmr = "5", the default
+        async with reading(p1_codec(port, {}), port, {1: "G-1"}, got) as reader:
+            await eventually(lambda: reader.telegrams >= 2)
+    assert [(d.reason, d.detail) for d in got.dead] == [("crc", "no CRC after '!' (DSMR 4 and later always send one)")]
+    assert {o.meter_id for o in got.objects} == {"G-1"}  # the electricity values: nobody's, not dead letters
