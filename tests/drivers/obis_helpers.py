@@ -1,15 +1,11 @@
-"""Helpers of the P1/SML driver tests: a reader on a port, what it emitted, the shared fixtures."""
+"""Helpers of the P1/SML driver tests: a reader on a port, what it emitted, its readings."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
-
-import pytest
 
 from drivers.obis_stream.reader import Codec, StreamReader
 from drivers.obis_stream.settings import PortSection, StreamSection
@@ -17,20 +13,6 @@ from gateway.config.objects import load_object_maps
 from gateway.model import DeadLetter, Source
 from gateway.model.samples import RawObjects, Sample
 from gateway.normalise.objects import ObjectReader
-
-#: Recorded telegrams of public test suites, laid beside the project (never copied into it).
-SHARED = Path(os.environ.get("METER_GATEWAY_SHARED", Path(__file__).resolve().parents[3] / "shared")) / "fixtures"
-
-
-def shared_fixtures(sub: str) -> Path:
-    """The folder, or a skip saying why; under CI (CI=true) a missing folder fails instead."""
-    folder = SHARED / sub
-    if not folder.is_dir():
-        why = f"recorded telegrams not found at {folder} (shared/fixtures/{sub})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(why)
-        pytest.skip(why)
-    return folder
 
 
 class Got:

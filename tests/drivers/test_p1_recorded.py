@@ -19,8 +19,9 @@ from drivers.obis_stream.reader import P1
 from drivers.obis_stream.settings import PortSection
 from gateway.model import Source
 from simulators.stream import TelegramServer
-from tests.drivers.obis_helpers import Got, canonical, reading, shared_fixtures
+from tests.drivers.obis_helpers import Got, canonical, reading
 from tests.fixtures.gateway import eventually
+from tests.fixtures.shared import shared_fixture
 
 SPECS: dict[str, Any] = {
     "telegram_v2_2.txt": specs.V2_2, "telegram_v3.txt": specs.V3, "telegram_v4_2.txt": specs.V4,
@@ -33,7 +34,7 @@ SPECS: dict[str, Any] = {
 
 
 def fixture(name: str) -> bytes:
-    return (shared_fixtures("p1/dsmr_parser") / name).read_bytes()
+    return shared_fixture("p1", "dsmr_parser", name).read_bytes()
 
 
 def telegram_part(raw: bytes) -> bytes:
