@@ -4,7 +4,7 @@ in random pieces."""
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drivers.obis_stream import p1, sml
@@ -42,7 +42,7 @@ def pieces(data: bytes, cuts: list[int]) -> list[bytes]:
     return [*out, data[at:]]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated(P1_WIRE))
 def test_p1_bytes_give_telegrams_or_typed_errors(case: tuple[bytes, list[int]]) -> None:
     data, cuts = case
@@ -56,7 +56,7 @@ def test_p1_bytes_give_telegrams_or_typed_errors(case: tuple[bytes, list[int]]) 
                     pass
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated(SML_WIRE))
 def test_sml_bytes_give_frames_or_typed_errors(case: tuple[bytes, list[int]]) -> None:
     data, cuts = case
@@ -70,7 +70,7 @@ def test_sml_bytes_give_frames_or_typed_errors(case: tuple[bytes, list[int]]) ->
                     pass
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated(LUX_WIRE))
 def test_ciphered_bytes_give_telegrams_or_typed_errors(case: tuple[bytes, list[int]]) -> None:
     data, cuts = case
@@ -85,6 +85,7 @@ def test_ciphered_bytes_give_telegrams_or_typed_errors(case: tuple[bytes, list[i
                     pass
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=600))
 def test_random_bytes_never_escape_as_another_exception(data: bytes) -> None:
     for framer, decode, error in ((p1.P1Framer(), p1.decode, p1.P1Error), (sml.SmlFramer(), sml.decode, sml.SmlError)):
