@@ -21,7 +21,7 @@ from drivers.obis_stream.p1 import Chunk
 from drivers.obis_stream.settings import DSMR_LINE, SML_LINE, PortSection, StreamSection
 from drivers.polling.health import MeterHealth
 from gateway.backoff import Backoff
-from gateway.model import DeadLetter
+from gateway.model import DeadLetter, Event, EventKind, Severity
 from gateway.model.samples import ObjectValue, RawObjects
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,8 @@ class StreamReader:
         self.errors: collections.Counter[str] = collections.Counter()
         self.last_error: str | None = None
         self._recent: collections.deque[float] = collections.deque(maxlen=600)
+        self._up = False  # a telegram came since the link was last lost: losing it is news
+        self._outage = False  # comm_lost was said: the next telegram is comm_restored
 
     # -- the Driver contract -------------------------------------------------------------------
 
@@ -192,6 +194,7 @@ class StreamReader:
                 link = await open_link(self.port, self.codec.line(self.port))
             except (OSError, TimeoutError, ValueError) as exc:
                 self._fail("connect", f"cannot open {self.port.address}: {exc}")
+                await self._lost()
                 await asyncio.sleep(backoff.next())
                 continue
             self.connected = True
@@ -203,7 +206,16 @@ class StreamReader:
             finally:
                 self.connected = False
                 link.close()
+            await self._lost()
             await asyncio.sleep(backoff.next())
+
+    async def _lost(self) -> None:
+        """comm_lost for the port's meters, once per outage (the link dropped or fell silent)."""
+        if self._up:
+            self._up, self._outage = False, True
+            for meter_id in self._meters.values():
+                await self._emit(Event(self._clock(), meter_id, EventKind.COMM_LOST, Severity.WARNING,
+                                       f"{self.codec.protocol} port {self.port.name}: {self.last_error}"))
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -242,6 +254,11 @@ class StreamReader:
             return False
         self.telegrams += 1
         self._recent.append(time.monotonic())
+        if not self._up:
+            self._up, restored, self._outage = True, self._outage, False
+            for each in self._meters.values() if restored else ():
+                await self._emit(Event(received, each, EventKind.COMM_RESTORED, Severity.INFO,
+                                       f"{self.codec.protocol} port {self.port.name}: telegrams again"))
         expected = self._devices.get(meter) if meter is not None else None
         sent = identity(readout[0][2]) if readout else None
         if expected is not None and sent is not None and not same_device(sent, expected):

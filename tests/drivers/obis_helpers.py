@@ -10,7 +10,7 @@ from decimal import Decimal
 from drivers.obis_stream.reader import Codec, StreamReader
 from drivers.obis_stream.settings import PortSection, StreamSection
 from gateway.config.objects import load_object_maps
-from gateway.model import DeadLetter, Source
+from gateway.model import DeadLetter, Event, Source
 from gateway.model.samples import RawObjects, Sample
 from gateway.normalise.objects import ObjectReader
 
@@ -21,12 +21,15 @@ class Got:
     def __init__(self) -> None:
         self.objects: list[RawObjects] = []
         self.dead: list[DeadLetter] = []
+        self.events: list[Event] = []
 
     async def __call__(self, sample: Sample) -> None:
         if isinstance(sample, RawObjects):
             self.objects.append(sample)
         elif isinstance(sample, DeadLetter):
             self.dead.append(sample)
+        elif isinstance(sample, Event):
+            self.events.append(sample)
 
 
 @contextlib.asynccontextmanager

@@ -183,3 +183,26 @@ async def test_a_dsmr5_telegram_without_its_crc_is_dead_lettered_and_a_port_may_
             await eventually(lambda: reader.telegrams >= 2)
     assert [(d.reason, d.detail) for d in got.dead] == [("crc", "no CRC after '!' (DSMR 4 and later always send one)")]
     assert {o.meter_id for o in got.objects} == {"G-1"}  # the electricity values: nobody's, not dead letters
+
+
+async def test_a_silent_port_is_comm_lost_once_and_restored_when_telegrams_come_again() -> None:
+    meter = SimP1Meter()
+    quiet = False
+    got = Got()
+
+    def source() -> bytes:
+        return b"" if quiet else meter.telegram()
+
+    async with TelegramServer(source, interval=0.02) as server:
+        port = PortSection(name="p1-a", tcp=server.address)
+        async with reading(P1, port, {0: "E-1", 1: "G-1"}, got, idle_timeout=0.3,
+                           reconnect_min_delay=0.05, reconnect_max_delay=0.1) as reader:
+            await eventually(lambda: reader.telegrams >= 2)
+            quiet = True
+            await eventually(lambda: got.events)
+            await eventually(lambda: reader.errors["idle"] >= 2)  # still silent after reconnecting
+            quiet = False
+            await eventually(lambda: len(got.events) >= 4)
+    kinds = [(e.kind.value, e.meter_id) for e in got.events]
+    assert kinds == [("comm_lost", "E-1"), ("comm_lost", "G-1"), ("comm_restored", "E-1"), ("comm_restored", "G-1")]
+    assert "nothing for 0.3 s" in got.events[0].detail
