@@ -77,6 +77,8 @@ def decrypt(apdu: bytes, key: bytes, auth_key: bytes) -> bytes:
         plain = bytes(cipher.to_plain_apdu(key, auth_key))
     except DecryptionError:
         raise P1Error("decrypt", "authentication failed: wrong key, or the telegram was altered") from None
+    except NotImplementedError as exc:  # dlms-cosem: a security control byte it does not handle
+        raise P1Error("decrypt", f"unsupported security: {exc}") from None
     except (ValueError, IndexError, KeyError, TypeError) as exc:
         raise P1Error("decrypt", f"not a ciphered telegram: {exc}") from None
     if not plain.startswith(b"/"):

@@ -95,3 +95,19 @@ def test_random_bytes_never_escape_as_another_exception(data: bytes) -> None:
                     decode(chunk.data)
                 except error:
                     pass
+
+
+def test_a_security_control_byte_dlms_cosem_does_not_handle_is_a_decrypt_error() -> None:
+    # Found by the property above: dlms-cosem raises NotImplementedError for a telegram that is
+    # neither authenticated nor encrypted (security control 0x00 instead of 0x30).
+    wire = bytearray(LUX_WIRE)
+    assert wire[13] == 0x30
+    wire[13] = 0x00
+    codec = encrypted_p1(PortSection(name="lux", tcp="h:1", encryption_key_env="K"), {"K": KEY.hex()})
+    [chunk] = CipherFramer().feed(bytes(wire))
+    try:
+        codec.decode(chunk.data)
+    except FrameError as exc:
+        assert exc.reason == "decrypt" and exc.detail.startswith("unsupported security")
+    else:
+        raise AssertionError("decoded a telegram with no security")
