@@ -39,7 +39,8 @@ class TelegramServer:
     async def __aexit__(self, *exc: object) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # A source that raised has ended the ticks already: still close every client below.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         for w in list(self._clients):
             w.close()

@@ -35,7 +35,8 @@ async def open_link(port: PortSection, line: tuple[int, int, str, int], timeout:
     """The port opened for reading; OSError (or TimeoutError) when it cannot be."""
     if port.tcp:
         host, number = split_tcp(port.tcp)
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, number), timeout)
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, number)
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)

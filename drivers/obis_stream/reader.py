@@ -231,7 +231,10 @@ class StreamReader:
         good = False
         while True:
             try:
-                data = await asyncio.wait_for(link.reader.read(4096), self.settings.idle_timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+                # meets a read completing, and the reader would outlive its task's cancel().
+                async with asyncio.timeout(self.settings.idle_timeout):
+                    data = await link.reader.read(4096)
             except TimeoutError:
                 self._fail("idle", f"{self.port.address}: nothing for {self.settings.idle_timeout:g} s")
                 return good
