@@ -10,8 +10,10 @@ from drivers.base import DriverSpec
 from drivers.mbus.spec import SPEC as MBUS
 from drivers.modbus.spec import SPEC as MODBUS
 from drivers.mqtt.spec import SPEC as MQTT
+from drivers.obis_stream.spec import P1_SPEC as P1
+from drivers.obis_stream.spec import SML_SPEC as SML
 
 #: By protocol (meters[].protocol, the [<protocol>] section); the first is a meter's default.
-DRIVERS: Mapping[str, DriverSpec] = {s.protocol: s for s in (MODBUS, MQTT, MBUS)}
+DRIVERS: Mapping[str, DriverSpec] = {s.protocol: s for s in (MODBUS, MQTT, MBUS, P1, SML)}
 
 __all__ = ["DRIVERS"]
