@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from drivers.mbus import frame, records
-from tests.fixtures.shared_dir import shared_fixture
+from tests.fixtures.shared import shared_fixture
 
 LIBMBUS = "mbus/libmbus"
 # libmbus' normalised quantity -> ours, with the factor from our unit to libmbus' (Wh, J, m^3, s ...).
