@@ -123,7 +123,9 @@ def meter_reading(meter: Meter, usage_point: str | None, readings: Iterable[Read
         for b in block.buckets:
             if b.value is None:
                 continue
-            quality = '<m:ReadingQualities><m:ReadingQualityType ref="3.8.0"/></m:ReadingQualities>' if b.estimated else ""
+            codes = (["3.8.0"] if b.estimated else []) + (["3.5.258"] if b.suspect else [])
+            quality = "".join(f'<m:ReadingQualities><m:ReadingQualityType ref="{c}"/></m:ReadingQualities>'
+                              for c in codes)
             yield (f"<m:IntervalReadings>{_el('m:timeStamp', when(b.end))}{_el('m:value', text(b.value))}{quality}"
                    f"<m:timePeriod>{_el('m:end', when(b.end))}{_el('m:start', when(b.start))}</m:timePeriod>"
                    "</m:IntervalReadings>")

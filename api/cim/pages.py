@@ -82,7 +82,14 @@ async def fill(store: ApiStore, targets: Sequence[Target], *, channels: frozense
             raise InvalidRequest(msg)
         index = parts[0]
         if parts[1] is not None:
-            after = (datetime.fromisoformat(str(parts[1])), str(parts[2]))
+            try:
+                at = datetime.fromisoformat(parts[1]) if isinstance(parts[1], str) else None
+            except ValueError:
+                at = None
+            if at is None or at.tzinfo is None or not isinstance(parts[2], str):
+                msg = "cursor does not belong to this query"
+                raise InvalidRequest(msg)
+            after = (at, parts[2])
     sections: list[Section] = []
     unmapped: set[str] = set()
     budget = limit

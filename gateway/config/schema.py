@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
@@ -204,6 +204,9 @@ class MeterSection(_Section):
 class SpecialReadsSection(_Section):
     timeout: float = Field(default=30.0, gt=0, le=3600, description="Seconds a polled meter has to answer a "
                            "special read (POST /v1/meters/{id}/reads) before it is timed_out")
+    timeouts: dict[str, Annotated[float, Field(gt=0, le=3600)]] = Field(
+        default_factory=dict, description="Per driver protocol, a timeout other than `timeout`, e.g. "
+        "{ dlms = 60, mbus = 120 } (a slow bus, an association to set up)")
     max_age: float = Field(default=900.0, gt=0, le=86_400 * 7, description="A meter that pushes its data (PAYG "
                            "over MQTT) cannot be asked: its latest message no older than this many seconds "
                            "answers a special read, and the result says so")

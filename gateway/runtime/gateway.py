@@ -124,7 +124,7 @@ class Gateway:
         self.diag = Diagnostics(self, self.health)
         self.payg_checker = payg_checker(config, drivers)
         self.commands = CommandDesk(self, self.payg_checker.command_replied)
-        self.reads = ReadDesk(self, timeout=config.special_reads.timeout, max_age=config.special_reads.max_age)
+        self.reads = ReadDesk.configured(self, config.special_reads)
         self.special_read = self.reads.request  # the API's port (api.ports.GatewayPort)
 
     # -- the drivers -------------------------------------------------------------------------------

@@ -150,6 +150,8 @@ async def test_a_consumers_document_has_its_usage_point_and_hourly_interval_bloc
     ({"meter": "M-0001", "from": "2150-01-01T00:00:00Z", "to": "2150-01-02T00:00:00Z"}, 400, "in the future"),
     ({"meter": "M-0001", "cursor": "WzEsMiwzXQ"}, 400, "cursor"),
     ({"meter": "M-0001", "cursor": "bm9wZQ"}, 400, "cursor"),
+    ({"meter": "M-0001", "cursor": "WzAsIngiLCJ5Il0"}, 400, "cursor"),  # [0,"x","y"]: decodes, not ours
+    ({"meter": "M-0001", "cursor": "WzAsIjIwMjYtMDEtMDFUMDA6MDA6MDAiLCJ5Il0"}, 400, "cursor"),  # a naive time
 ])
 async def test_a_bad_request_is_a_failed_reply_saying_what(api: httpx.AsyncClient, params: dict[str, Any],
                                                          status: int, words: str) -> None:

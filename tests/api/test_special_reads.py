@@ -19,6 +19,7 @@ from simulators.modbus import SimFleet
 from simulators.mqtt.payg import PaygFleet
 from tests.api.helpers import fails, ok
 from tests.fixtures.gateway import eventually, gateway_config, running_gateway
+from tests.fixtures.ports import free_port
 
 MR = "{http://iec.ch/TC57/2011/MeterReadings#}"
 
@@ -121,6 +122,43 @@ async def test_a_payg_meter_answers_from_its_latest_message_and_says_so(tmp_path
             never = await finished(api, (await ok(api.post("/v1/meters/P-0002/reads", json={"reason": "inquiry"}),
                                                   202))["correlation_id"])
             assert never["state"] == "failed" and "nothing arrived within the last 60 s" in never["detail"]
+
+
+async def test_two_requests_at_once_make_one_read(tmp_path: Path) -> None:
+    async with SimFleet(load_profiles()["generic"], 1, seed=5, speedup=60) as fleet:
+        cfg = gateway_config(tmp_path / "gw", modbus_port=fleet.port, n_modbus=1, interval=30.0)
+        async with running_gateway(cfg) as (_, api):
+            await eventually(lambda: _has_reads(api, "M-0001"), timeout=30)
+            fleet.set_fault("M-0001", "slow", delay=0.3)
+            answers = await asyncio.gather(*(api.post("/v1/meters/M-0001/reads", json={"reason": "inquiry"})
+                                             for _ in range(4)))
+            assert sorted(a.status_code for a in answers) == [202, 409, 409, 409]
+            (taken,) = [a.json() for a in answers if a.status_code == 202]
+            assert (await finished(api, taken["correlation_id"]))["state"] == "completed"
+            # Once it is done, the meter can be read again.
+            await ok(api.post("/v1/meters/M-0001/reads", json={"reason": "inquiry"}), 202)
+
+
+async def test_a_read_a_stopped_gateway_left_open_is_closed_at_the_next_start(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from gateway.model.reads import ReadReason, ReadState, SpecialRead
+
+    cfg = gateway_config(tmp_path / "gw", modbus_port=free_port(), n_modbus=1, interval=30.0)
+    async with running_gateway(cfg) as (gw, api):
+        assert gw.store is not None
+        left = SpecialRead("left-open", "M-0001", ReadReason.MOVE_OUT, datetime.now(UTC), state=ReadState.IN_PROGRESS)
+        await gw.store.save_special_read(left)
+        await fails(api.post("/v1/meters/M-0001/reads", json={"reason": "inquiry"}), 409, "conflict",
+                    "left-open")
+    async with running_gateway(cfg) as (_, api):
+        async def closed() -> dict[str, Any] | None:
+            body: dict[str, Any] = await ok(api.get("/v1/reads/left-open"))
+            return body if body["state"] == "failed" else None
+
+        got = await eventually(closed, timeout=30)
+        assert "interrupted" in got["detail"]
+        await ok(api.post("/v1/meters/M-0001/reads", json={"reason": "inquiry"}), 202)
 
 
 async def test_requests_that_cannot_be_served_say_why(tmp_path: Path) -> None:
