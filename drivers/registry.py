@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from drivers.base import DriverSpec
+from drivers.dlms.spec import SPEC as DLMS
 from drivers.modbus.spec import SPEC as MODBUS
 from drivers.mqtt.spec import SPEC as MQTT
 
 #: By protocol (meters[].protocol, the [<protocol>] section); the first is a meter's default.
-DRIVERS: Mapping[str, DriverSpec] = {s.protocol: s for s in (MODBUS, MQTT)}
+DRIVERS: Mapping[str, DriverSpec] = {s.protocol: s for s in (MODBUS, MQTT, DLMS)}
 
 __all__ = ["DRIVERS"]

@@ -42,11 +42,12 @@ class ObjectReader:
             if isinstance(factor, str):
                 batch.deadletters.append(self._dead(raw, code, value, "unit", factor))
                 continue
-            number = _number(value)
+            number = _exact(value, spec.scale, factor) if isinstance(value, Decimal) else _number(value)
             if number is None:
                 batch.deadletters.append(self._dead(raw, code, value, "decode", f"{code}: {value!r:.60} is no number"))
                 continue
-            number = number * spec.scale * factor
+            if not isinstance(value, Decimal):
+                number = number * spec.scale * factor
             if not math.isfinite(number):
                 batch.deadletters.append(self._dead(raw, code, value, "non_finite", f"{code} decoded to {number}"))
                 continue
@@ -79,6 +80,24 @@ def _number(value: Decimal | float | str) -> float | None:
         # A signalling NaN (Decimal("sNaN")) raises ValueError, an int past any float OverflowError.
         return float(value) if isinstance(value, (int, float, Decimal)) else float(value.strip())
     except (AttributeError, ValueError, OverflowError):
+        return None
+
+
+def _exact(value: Decimal, scale: float, factor: float) -> float | None:
+    """A decimal the meter sent (a DLMS register's value x 10^scaler) times the map's scale and the
+    unit's factor, in decimal arithmetic, as the float64 nearest to the exact product: 12345678 Wh
+    with scaler -3 and Wh -> kWh reads 12345.678, never 12345.678000000001. The factors are taken
+    at their shortest repr (1e-3 is 0.001), which is the decimal they stand for."""
+    if not value.is_finite():
+        return None
+    exact = value
+    if scale != 1.0:
+        exact *= Decimal(repr(scale))
+    if factor != 1.0:
+        exact *= Decimal(repr(factor))
+    try:
+        return float(exact)
+    except OverflowError:
         return None
 
 
