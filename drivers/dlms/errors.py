@@ -27,6 +27,8 @@ class AssociationRefused(DriverError):
 
     def __init__(self, meter_id: str | None, where: str, reason: str) -> None:
         self.reason = reason
+        #: What the meter's AARE said, when the reason is read from it ("rejected permanent, ...").
+        self.said = reason
         super().__init__(meter_id, where, f"association refused: {reason}")
 
 

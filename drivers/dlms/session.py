@@ -23,6 +23,9 @@ from drivers.dlms.errors import AccessError, AssociationRefused, FrameError
 from drivers.dlms.links import Link
 
 log = logging.getLogger(__name__)
+# dlms-cosem 21.3.2 logs every deciphered APDU at WARNING ("apdu_bytes: ...") and every APDU sent
+# at INFO: the plaintext of ciphered traffic must not reach the gateway's logs.
+logging.getLogger("dlms_cosem").setLevel(logging.ERROR)
 
 AUTH = {"lowest": enumerations.AuthenticationMechanism.NONE, "low": enumerations.AuthenticationMechanism.LLS,
         "hls_gmac": enumerations.AuthenticationMechanism.HLS_GMAC}
@@ -90,7 +93,16 @@ class Session:
         if not isinstance(aare, acse.ApplicationAssociationResponse):
             raise FrameError(self.meter_id, self.where, f"expected an AARE, got {type(aare).__name__}", self.last_raw)
         if aare.result is not enumerations.AssociationResult.ACCEPTED:
-            raise AssociationRefused(self.meter_id, self.where, _refusal(aare))
+            said = _refusal(aare)
+            # A meter that cannot decipher or authenticate our AARQ often gives no reason (Gurux,
+            # IDIS meters: "rejected permanent, no reason given"): with a secret in the AARQ, that is
+            # a key or password the meter does not share. What it said is kept on the error.
+            secret = self.security.ciphered or self.security.authentication != "lowest"
+            vague = aare.result_source_diagnostics in (enumerations.AcseServiceUserDiagnostics.NULL,
+                                                       enumerations.AcseServiceUserDiagnostics.NO_REASON_GIVEN)
+            error = AssociationRefused(self.meter_id, self.where, "authentication failure" if secret and vague else said)
+            error.said = said
+            raise error
         if self.conn.state.current_state == dlms_state.SHOULD_SEND_HLS_SEVER_CHALLENGE_RESULT:
             await self._hls()
 
