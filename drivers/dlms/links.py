@@ -19,13 +19,13 @@ import termios
 import tty
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from dlms_cosem.hdlc import address as hdlc_address
 from dlms_cosem.hdlc import connection as hdlc_connection
 from dlms_cosem.hdlc import frames as hdlc_frames
 from dlms_cosem.hdlc import state as hdlc_state
-from dlms_cosem.hdlc.exceptions import HdlcException
+from dlms_cosem.hdlc.exceptions import HdlcException, LocalProtocolError
 
 from drivers.dlms.errors import FrameError
 
@@ -85,12 +85,38 @@ def serial_opener(line: SerialLine) -> Opener:
         reader = asyncio.StreamReader()
         read_file = os.fdopen(fd, "rb", buffering=0, closefd=True)
         write_file = os.fdopen(os.dup(fd), "wb", buffering=0, closefd=True)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), read_file)
-        transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, write_file)
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-        return reader, writer
+        read_transport: asyncio.BaseTransport | None = None
+        try:
+            read_transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), read_file)
+            transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, write_file)
+        except BaseException:  # a cancel or timeout mid-open must not leak the line's descriptors
+            if read_transport is not None:
+                read_transport.close()
+            read_file.close()
+            write_file.close()
+            raise
+        return reader, _SerialWriter(transport, protocol, reader, loop, read_transport)
 
     return open_serial
+
+
+class _SerialWriter(asyncio.StreamWriter):
+    """The write side of a serial line; closing it closes the read side too (one device, two pipes)."""
+
+    def __init__(self, transport: asyncio.WriteTransport, protocol: asyncio.BaseProtocol,
+                 reader: asyncio.StreamReader, loop: asyncio.AbstractEventLoop,
+                 read_transport: asyncio.BaseTransport) -> None:
+        super().__init__(transport, protocol, reader, loop)
+        self._read_transport = read_transport
+
+    def close(self) -> None:
+        self._read_transport.close()
+        super().close()
+
+    async def wait_closed(self) -> None:
+        # A pipe's protocol has no close waiter (StreamWriter.wait_closed would raise): closing
+        # a pipe transport is immediate, one loop turn is all it takes.
+        await asyncio.sleep(0)
 
 
 class _StreamLink:
@@ -189,14 +215,15 @@ class HdlcLink(_StreamLink):
         await self._frame()
 
     async def close(self) -> None:
-        if self.is_open and self._hdlc.state.current_state == hdlc_state.IDLE:
-            try:
+        try:
+            if self.is_open and self._hdlc.state.current_state == hdlc_state.IDLE:
                 self._send(hdlc_frames.DisconnectFrame(destination_address=self.server, source_address=self.client))
                 async with asyncio.timeout(min(self.timeout, _DISC_WAIT)):
                     await self._frame()
-            except (OSError, TimeoutError, FrameError, HdlcException):
-                pass  # closing anyway
-        await super().close()
+        except (OSError, TimeoutError, FrameError, HdlcException, LocalProtocolError):
+            pass  # closing anyway
+        finally:  # a cancel during the DISC still closes the line
+            await super().close()
 
     async def exchange(self, apdu: bytes) -> bytes:
         data = _LLC_COMMAND + apdu
@@ -227,22 +254,40 @@ class HdlcLink(_StreamLink):
         return bytes(answer[3:])
 
     def _send(self, frame: object) -> None:
-        self._io()[1].write(self._hdlc.send(frame))
+        try:
+            data = self._hdlc.send(frame)
+        except (HdlcException, LocalProtocolError) as exc:
+            raise FrameError(None, self.where, f"HDLC state does not allow {type(frame).__name__}: {exc}") from None
+        self._io()[1].write(data)
 
     async def _frame(self) -> object:
         """The next frame from the server, checked (flags, length, HCS, FCS) before the state machine sees it."""
         async with asyncio.timeout(self.timeout):
             await self._io()[1].drain()
             raw = await self._read_frame()
-        self._hdlc.receive_data(raw)
-        try:
-            event = self._hdlc.next_event()
-        except (HdlcException, ValueError) as exc:
-            raise FrameError(None, self.where, f"HDLC frame refused: {exc}", raw) from None
-        if event is hdlc_state.NEED_DATA:
-            self._hdlc.buffer.clear()
+        # Parsed from the exact bytes the length field spans, not by dlms-cosem's flag search
+        # (HDLC in DLMS does not stuff bytes: a 0x7e inside a segment is data).
+        state = self._hdlc.state.current_state
+        kinds: tuple[Any, ...] = ((hdlc_frames.UnNumberedAcknowledgmentFrame,)
+                                  if state in (hdlc_state.AWAITING_CONNECTION, hdlc_state.AWAITING_DISCONNECT)
+                                  else (hdlc_frames.InformationFrame, hdlc_frames.ReceiveReadyFrame))
+        frame = None
+        for kind in kinds:
+            try:
+                frame = kind.from_bytes(raw)
+                break
+            except (HdlcException, ValueError, IndexError):
+                continue
+        if frame is None:
             raise FrameError(None, self.where, "not a valid HDLC frame here (bad HCS/FCS or frame type)", raw)
-        return event
+        try:
+            self._hdlc.state.process_frame(frame)
+            if isinstance(frame, hdlc_frames.InformationFrame):
+                self._hdlc.handle_sequence_numbers(frame_ssn=frame.send_sequence_number,
+                                                   frame_rsn=frame.receive_sequence_number, response=True)
+        except (HdlcException, LocalProtocolError, ValueError) as exc:
+            raise FrameError(None, self.where, f"HDLC frame refused: {exc}", raw) from None
+        return frame
 
     async def _read_frame(self) -> bytes:
         # Skip to an opening flag; a run of flags between frames is allowed.

@@ -231,7 +231,8 @@ class DlmsPoller:
                                    f"no answer within {self.endpoint.timeout:g} s") from None
             except FrameError as err:
                 self.frames_bad += 1
-                err.meter_id = target.meter_id
+                if err.meter_id is None:  # raised by the link, which knows no meter: name it
+                    raise FrameError(target.meter_id, err.where, err.detail, err.raw) from None
                 raise
             except OSError as exc:
                 raise ConnectionFailed(target.meter_id, self.endpoint.name, f"link lost: {exc}") from None

@@ -155,3 +155,12 @@ def test_register_decimals_survive_the_normaliser(value: Decimal, unit: str, cha
     [reading] = batch.readings
     assert (reading.channel, repr(reading.value)) == (channel, expected)
     assert reading.source is Source.DLMS
+
+
+def test_a_value_of_the_wrong_type_is_a_dead_letter_with_the_apdu_in_hex() -> None:
+    apdu = bytes.fromhex("c401c1000a03414243")  # GET response: visible-string "ABC" for an energy register
+    batch = ObjectReader(object_maps()["dlms_generic"], Source.DLMS).read(
+        RawObjects("E-1", T, T, (("1-0:1.8.0", "ABC", "Wh"), ("1-0:32.7.0", Decimal("230.1"), "V")), apdu))
+    [dead] = batch.deadletters
+    assert (dead.meter_id, dead.reason, dead.payload, dead.source) == ("E-1", "decode", "c401c1000a03414243", "dlms")
+    assert [r.channel for r in batch.readings] == [Channel.VOLTAGE_L1]

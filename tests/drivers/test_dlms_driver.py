@@ -199,11 +199,14 @@ async def test_the_invocation_counter_survives_a_restart(tmp_path: Path, make_dl
     async with polling(cfg) as (_, got):  # a restarted gateway: starts from the file
         await eventually(lambda: len(_raws(got, "E-1")) >= 1)
         assert not [s for s in got if isinstance(s, PollFailure)]
-    assert int((tmp_path / "dlms" / "E-1.invocation").read_text()) > saved
+    again = int((tmp_path / "dlms" / "E-1.invocation").read_text())
+    assert again > saved
     (tmp_path / "dlms" / "E-1.invocation").unlink()  # a lost file: the meter's frame counter says where to go on
     async with polling(cfg) as (_, got):
         await eventually(lambda: len(_raws(got, "E-1")) >= 1)
         assert not [s for s in got if isinstance(s, PollFailure)]
+    # Started above the last counter the meter received, not from 0 (one poll uses far fewer than `again`).
+    assert int((tmp_path / "dlms" / "E-1.invocation").read_text()) > again
 
 
 async def test_garbage_from_a_meter_is_a_dead_letter_in_hex_and_the_meter_goes_on_failing(tmp_path: Path,
@@ -257,3 +260,16 @@ async def test_a_gateway_run_stores_the_meters_decimals(tmp_path: Path, dlms_pee
     assert diag["protocol"] == "dlms"
     text = repr(diag)
     assert dlms_peer_hls.settings.block_cipher_key not in text and dlms_peer_hls.settings.authentication_key not in text
+
+
+async def test_the_meters_clock_offset_moves_the_timestamp_for_vee(tmp_path: Path, make_dlms_peer: MakeDlmsPeer) -> None:
+    peer = make_dlms_peer("none", clock_offset_s=600)  # the meter's clock runs 10 minutes ahead
+    cfg = _config(tmp_path, {"E-1": peer}, {})
+    async with polling(cfg) as (pollers, got):
+        await eventually(lambda: len(_raws(got, "E-1")) >= 1)
+        offset = pollers[0].clock_offset("E-1")
+    raw = _raws(got, "E-1")[0]
+    # ts = the poll's time + the meter's offset: VEE's time tolerance sees a device clock 10 min ahead
+    # (CLOCK_SKEW beyond vee.skew_seconds, FUTURE_TS beyond its future limit).
+    assert offset is not None and 540 < offset < 660
+    assert 540 < (raw.ts - raw.received_at).total_seconds() < 660
