@@ -60,6 +60,7 @@ class DlmsTarget:
     align: bool = True
     counter: CounterFile | None = None
     frame_counter: str | None = None
+    fixed: frozenset[str] = frozenset()  # codes whose class the configuration states (never guessed)
 
 
 @dataclass(slots=True)
@@ -191,7 +192,9 @@ class DlmsPoller:
                       code: str) -> ObjectRead | None:
         """One mapped object; a missing one is dead-lettered once per run and skipped, not the poll."""
         try:
-            return await state.reader.read(session, interface, code)
+            if code in target.fixed:
+                return await state.reader.read(session, interface, code)
+            return await state.reader.read_guessed(session, interface, code)
         except AccessError as err:
             if code not in state.missing:
                 state.missing.add(code)

@@ -24,10 +24,12 @@ from dlms_cosem.cosem.selective_access import RangeDescriptor
 
 from drivers.dlms import axdr
 from drivers.dlms.cosem import MeterTime, ScalerUnit, date_time, obis_bytes, obis_code, scaled
-from drivers.dlms.errors import FrameError
+from drivers.dlms.errors import AccessError, FrameError
 from drivers.dlms.session import Session
 
 DATA, REGISTER, EXTENDED_REGISTER, PROFILE_GENERIC, CLOCK = 1, 3, 4, 7, 8
+#: Access results that may mean "not under this class" (IEC 62056-5-3 Data-Access-Result).
+_WRONG_CLASS = ("object undefined", "object class inconsistent", "object unavailable", "type unmatched")
 CLOCK_CODE = "0-0:1.0.0"
 
 
@@ -57,6 +59,28 @@ class Reader:
 
     def __init__(self) -> None:
         self._scalers: dict[str, ScalerUnit] = {}
+        self._classes: dict[str, int] = {}  # the class a guessed object turned out to have
+
+    async def read_guessed(self, session: Session, interface: int, code: str) -> ObjectRead:
+        """`read`, for an object whose class was guessed (guess_class): a meter that has the object
+        under another class says so (object undefined / class inconsistent), and the other value
+        classes are tried once; the one that answers is remembered."""
+        first = self._classes.get(code, interface)
+        try:
+            return await self.read(session, first, code)
+        except AccessError as err:
+            if code in self._classes or err.result not in _WRONG_CLASS:
+                raise
+            for other in (REGISTER, EXTENDED_REGISTER, DATA):
+                if other == first:
+                    continue
+                try:
+                    found = await self.read(session, other, code)
+                except AccessError:
+                    continue
+                self._classes[code] = other
+                return found
+            raise
 
     async def value(self, session: Session, interface: int, code: str) -> axdr.Value:
         raw = await session.get(interface, obis_bytes(code), 2)

@@ -156,7 +156,8 @@ def build(ctx: BuildContext) -> list[DlmsPoller]:
             security=security_for(b.meter_id, m.authentication, m.ciphering, title, secrets, os.environ),
             objects=tuple(codes_to_read(codes, classes)), interval=m.interval or s.default_interval,
             align=s.default_align if m.align is None else m.align,
-            counter=CounterFile(s.state_dir / f"{b.meter_id}.invocation"), frame_counter=m.frame_counter))
+            counter=CounterFile(s.state_dir / f"{b.meter_id}.invocation"), frame_counter=m.frame_counter,
+            fixed=frozenset(classes)))
     breaker = BreakerPolicy(s.breaker_failures, s.breaker_cooldown, s.breaker_max_cooldown)
     times: dict[str, Any] = {k: v for k, v in (("clock", ctx.clock), ("monotonic", ctx.monotonic)) if v is not None}
     return [DlmsPoller(ep, by_endpoint[ep.name], ctx.emit, breaker=breaker, failures_before_lost=s.failures_before_lost,

@@ -273,3 +273,11 @@ async def test_the_meters_clock_offset_moves_the_timestamp_for_vee(tmp_path: Pat
     # (CLOCK_SKEW beyond vee.skew_seconds, FUTURE_TS beyond its future limit).
     assert offset is not None and 540 < offset < 660
     assert 540 < (raw.ts - raw.received_at).total_seconds() < 660
+
+
+async def test_a_wrongly_guessed_class_is_found_and_remembered(dlms_peer: DlmsPeer) -> None:
+    reader = Reader()
+    async with associated(dlms_peer, security(dlms_peer)) as session:
+        read = await reader.read_guessed(session, EXTENDED_REGISTER, "1-0:1.8.0")  # it is a Register (class 3)
+        again = await reader.read_guessed(session, EXTENDED_REGISTER, "1-0:1.8.0")
+    assert read == again and (read.value, read.unit) == (Decimal("12345678"), "Wh")
