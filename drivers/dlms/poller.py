@@ -170,9 +170,13 @@ class DlmsPoller:
 
         async def work(session: Session) -> tuple[list[ObjectRead], float]:
             before = self._clock()
-            meter_time = await state.reader.clock(session)
-            after = self._clock()
-            offset = (meter_time.at - (before + (after - before) / 2)).total_seconds()
+            try:
+                meter_time = await state.reader.clock(session)
+            except AccessError:  # a meter without a readable clock: its readings keep the slot's time
+                offset = 0.0
+            else:
+                after = self._clock()
+                offset = (meter_time.at - (before + (after - before) / 2)).total_seconds()
             values = [await self._object(session, state, target, interface, code)
                       for interface, code in target.objects]
             return [v for v in values if v is not None], offset

@@ -281,3 +281,38 @@ async def test_a_wrongly_guessed_class_is_found_and_remembered(dlms_peer: DlmsPe
         read = await reader.read_guessed(session, EXTENDED_REGISTER, "1-0:1.8.0")  # it is a Register (class 3)
         again = await reader.read_guessed(session, EXTENDED_REGISTER, "1-0:1.8.0")
     assert read == again and (read.value, read.unit) == (Decimal("12345678"), "Wh")
+
+
+async def test_a_meter_that_goes_away_is_lost_then_restored(tmp_path: Path, make_dlms_peer: MakeDlmsPeer) -> None:
+    peer, other = make_dlms_peer("none"), make_dlms_peer("none")
+    cfg = _config(tmp_path, {"E-1": peer, "E-2": other}, {}, reconnect_initial=0.2, reconnect_max=0.5,
+                  failures_before_lost=2, breaker_failures=100)
+    async with polling(cfg) as (pollers, got):
+        await eventually(lambda: len(_raws(got, "E-1")) >= 1)
+        peer.stop()
+        await eventually(lambda: any(isinstance(s, Event) and s.kind is EventKind.COMM_LOST and s.meter_id == "E-1"
+                                     for s in got))
+        failures = [s for s in got if isinstance(s, PollFailure) and s.meter_id == "E-1"]
+        assert failures and all(f.error.kind in ("connection", "timeout") for f in failures)
+        e1 = next(p for p in pollers if "E-1" in p.meter_ids())
+        assert e1.status(_NoObserved()).connected is False
+        before = len(_raws(got, "E-2"))
+        await eventually(lambda: len(_raws(got, "E-2")) > before)  # the other meter goes on meanwhile
+        peer.start()
+        await eventually(lambda: any(isinstance(s, Event) and s.kind is EventKind.COMM_RESTORED and s.meter_id == "E-1"
+                                     for s in got))
+    assert not any(isinstance(s, PollFailure) and s.meter_id == "E-2" for s in got)
+
+
+class _NoObserved:
+    def polls_per_second(self, endpoint: str) -> float:
+        return 0.0
+
+    def poll_failures(self, endpoint: str) -> dict[str, int]:
+        return {}
+
+    def messages_per_second(self) -> float:
+        return 0.0
+
+    def message_failures(self) -> dict[str, int]:
+        return {}
