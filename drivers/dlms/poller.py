@@ -315,6 +315,13 @@ class DlmsPoller:
         except DriverError as err:
             await self._failed(target, state, ts, err)
             return
+        except Exception as exc:  # a case no typed error covers: this meter's failure, not the fleet's
+            log.debug("meter %s: unexpected %s", target.meter_id, type(exc).__name__, exc_info=True,
+                      extra={"meter_id": target.meter_id})
+            await self._failed(target, state, ts, FrameError(target.meter_id, self.endpoint.name,
+                                                             f"unexpected {type(exc).__name__}: {exc}",
+                                                             state.last_apdu))
+            return
         restored, failed_before = h.comm_lost, h.consecutive_failures
         state.breaker.success()
         h.last_success, h.consecutive_failures, h.comm_lost = raw.received_at, 0, False

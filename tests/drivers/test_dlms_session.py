@@ -7,6 +7,7 @@ scripted one, its APDUs built with dlms-cosem's classes.)"""
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -16,7 +17,7 @@ from dlms_cosem import enumerations
 from dlms_cosem.protocol import acse, xdlms
 from dlms_cosem.protocol.xdlms.conformance import Conformance
 
-from drivers.dlms.errors import AccessError, FrameError
+from drivers.dlms.errors import AccessError, AssociationRefused, FrameError
 from drivers.dlms.links import WrapperLink, tcp_opener, wrap
 from drivers.dlms.reads import REGISTER, Reader
 from drivers.dlms.session import Security, Session
@@ -93,3 +94,42 @@ async def test_bad_answers_are_typed_errors_with_the_bytes(answer: bytes, error:
         await link.close()
     if isinstance(info.value, FrameError):  # the bytes that are wrong: the data, or the whole APDU
         assert info.value.raw in (answer, answer[4:])
+
+
+def _garbage(rng: random.Random, n: int) -> list[bytes]:
+    """Answers a meter should never send: random bytes, and real APDUs cut short or bit-flipped."""
+    real = [AARE, bytes.fromhex("c401c1000600bc614e"), bytes.fromhex("c401c100020212fffd161e"),
+            xdlms.GetResponseWithBlock(data=b"\x06\x00", block_number=1).to_bytes()]
+    out = []
+    for i in range(n):
+        base = real[i % len(real)]
+        kind = i % 3
+        if kind == 0:
+            out.append(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40))))
+        elif kind == 1:
+            out.append(base[:rng.randrange(1, len(base))])
+        else:
+            flipped = bytearray(base)
+            flipped[rng.randrange(len(flipped))] ^= 1 << rng.randrange(8)
+            out.append(bytes(flipped))
+    return out
+
+
+async def test_garbage_answers_end_in_typed_errors_only() -> None:
+    """Every answer a broken or hostile meter could give ends the read in one of the driver's typed
+    errors (which the poller counts and dead-letters), never in another exception."""
+    rng = random.Random(17)
+    for answer in _garbage(rng, 150):
+        async with meter([[answer] * 4]) as (port, _):  # every further request gets the same
+            link = WrapperLink(tcp_opener("127.0.0.1", port), "ep", 16, 1, 0.5)
+            await link.open()
+            try:
+                session = Session(link, Security(), meter_id="E-1", where="ep")
+                await session.associate()
+                await Reader().read(session, REGISTER, "1-0:1.8.0")
+            # TimeoutError: an answer that happened to be an accepted AARE, then no answer to the GET
+            # (the poller makes it a MeterTimeout).
+            except (FrameError, AccessError, AssociationRefused, TimeoutError):
+                pass
+            finally:
+                await link.close()
