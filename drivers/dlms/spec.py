@@ -26,6 +26,7 @@ from drivers.dlms.settings import DlmsMeter, DlmsSection
 from drivers.polling.breaker import BreakerPolicy
 from drivers.polling.health import health_dict
 from gateway.backoff import Backoff
+from gateway.errors import ConfigError, ConfigProblem
 from gateway.model import Protocol, Source
 from gateway.model.meters import MeterBinding
 from gateway.model.profiles import DeviceProfile, ObjectMap
@@ -81,14 +82,17 @@ def check(settings: DlmsSection, meters: Sequence[MeterBinding], profiles: Mappi
             yield ("dlms", "system_title"), "not hex"
     mine = list(_mine(meters))
     secrets: Mapping[str, Mapping[str, str]] = {}
+    file_ok = True  # a refused key file is one problem, not one more per meter whose keys it holds
     if settings.key_file is not None and mine:
         problem = key_file_problem(settings.key_file)
         if problem:
+            file_ok = False
             yield ("dlms", "key_file"), problem
         else:
             try:
                 secrets = load_key_file(settings.key_file)
             except SecretError as exc:
+                file_ok = False
                 yield ("dlms", "key_file"), str(exc)
     try:
         maps = object_maps(tuple(settings.object_dirs))
@@ -118,7 +122,7 @@ def check(settings: DlmsSection, meters: Sequence[MeterBinding], profiles: Mappi
                 yield ("meters", i, "classes"), f"{code}: class {cls} is not read as a value (1, 3 or 4)"
         if m.authentication == "hls_gmac" and m.ciphering is False:
             yield ("meters", i, "ciphering"), "hls_gmac needs the keys of global ciphering; leave ciphering on"
-        if m.authentication != "lowest" or m.ciphering:
+        if file_ok and (m.authentication != "lowest" or m.ciphering):
             try:
                 security_for(b.meter_id, m.authentication, m.ciphering, b"\0" * 8, secrets, os.environ)
             except SecretError as exc:
@@ -140,6 +144,13 @@ def facts(binding: MeterBinding, settings: DlmsSection, profiles: Mapping[str, D
 
 def build(ctx: BuildContext) -> list[DlmsPoller]:
     """One poller per endpoint with active meters. Secrets are read here (key file, environment)."""
+    try:
+        return _build(ctx)
+    except SecretError as exc:  # the key file changed since the config was checked
+        raise ConfigError("[dlms]", [ConfigProblem("dlms.key_file", None, str(exc))]) from None
+
+
+def _build(ctx: BuildContext) -> list[DlmsPoller]:
     s: DlmsSection = ctx.settings
     maps = object_maps(tuple(s.object_dirs))
     mine = [(b, m) for b, m in _mine(ctx.meters) if b.active]
