@@ -12,13 +12,27 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from api import errors
 from api.admission import Admission, AdmissionCounts, AdmissionLimits
 from api.auth import KeyCache
+from api.cim.tables import CimTables, load_tables
 from api.deps import ApiStore
 from api.guard import RequestGuard
 from api.headers import SecurityHeaders
 from api.methods import MethodTable, OptionsResponder
 from api.ports import GatewayPort
 from api.ratelimit import BusLimiter
-from api.routes import accounts, diag, docs, events, health, imports, meters, payg, readings, status_page
+from api.routes import (
+    accounts,
+    cim,
+    diag,
+    docs,
+    events,
+    greenbutton,
+    health,
+    imports,
+    meters,
+    payg,
+    readings,
+    status_page,
+)
 from api.schemas.common import ERRORS
 from gateway import __version__
 
@@ -34,7 +48,7 @@ def create_app(store: ApiStore, gateway: GatewayPort | None = None, *, key_cache
                raw_reads_per_second: float = 2.0, raw_read_burst: int = 4,
                clock: Callable[[], datetime] = _utcnow, key_mirror: Path | None = None,
                max_body_bytes: int = DEFAULT_MAX_BODY, allowed_hosts: Sequence[str] = (),
-               admission: AdmissionLimits | None = None) -> FastAPI:
+               admission: AdmissionLimits | None = None, cim_tables: CimTables | None = None) -> FastAPI:
     """The API over `store` (and the running `gateway`, when there is one).
 
     `key_cache_ttl`: seconds a looked-up API key is trusted before it is read again, so a
@@ -46,6 +60,7 @@ def create_app(store: ApiStore, gateway: GatewayPort | None = None, *, key_cache
     `max_body_bytes`: the largest request body of a JSON route (the CSV import has its own limit).
     `allowed_hosts`: the Host names the API answers to (patterns as '*.example.com'); empty: any.
     `admission`: how many requests are worked on at once; more are answered 503 (api.admission).
+    `cim_tables`: the CIM code tables (api.cim.tables; default: the shipped ones).
     """
     app = FastAPI(
         title="meter-gateway",
@@ -63,8 +78,10 @@ def create_app(store: ApiStore, gateway: GatewayPort | None = None, *, key_cache
     app.state.clock = clock
     app.state.bus_limiter = BusLimiter(raw_reads_per_second, raw_read_burst)
     app.state.admission = AdmissionCounts()
+    app.state.cim_tables = cim_tables or load_tables()
     app.include_router(health.router)
-    for router in (imports.router, meters.router, readings.router, accounts.router, payg.router, events.router):
+    for router in (imports.router, meters.router, readings.router, accounts.router, payg.router, events.router,
+                   cim.router, greenbutton.router):
         app.include_router(router, responses=ERRORS)
     app.include_router(diag.router, responses=ERRORS)
     app.include_router(status_page.router, responses=ERRORS)

@@ -1,4 +1,4 @@
-"""`meter-gateway simulate modbus|payg`: the simulated meter fleets alone (no gateway)."""
+"""`meter-gateway simulate modbus|payg|dlms`: the simulated meter fleets alone (no gateway)."""
 
 from __future__ import annotations
 
@@ -124,3 +124,86 @@ def simulate_payg(
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
     eventloop.run(run_until_signal(lambda stop: run_payg(options, stop, out)))
+
+
+def _hex_key(name: str, text: str) -> bytes:
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 16:
+        raise ValueError(f"{name}: want 32 hex digits (an AES-128 key), got {len(text)} characters")
+    return key
+
+
+@simulate_app.command("dlms")
+def simulate_dlms(
+    meters: Annotated[int, typer.Option(help="Number of meters, D-0001..D-N")] = 10,
+    port: Annotated[int, typer.Option(help="First TCP port; meter k listens on port+k-1 (0 = free ports)")] = 4059,
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    cipher: Annotated[bool, typer.Option(help="Security suite 0: the management client (SAP 1) must use "
+                                              "HLS-GMAC with ciphered APDUs; without it, LLS (password)")] = False,
+    password: Annotated[str, typer.Option(envvar="METER_GATEWAY_DLMS_PASSWORD",
+                                          help="LLS password of the management client")] = "12345678",
+    key: Annotated[str, typer.Option(envvar="METER_GATEWAY_DLMS_EK",
+                                     help="Global unicast encryption key (hex); default: the Green Book's test key")]
+    = "000102030405060708090A0B0C0D0E0F",
+    auth_key: Annotated[str, typer.Option(envvar="METER_GATEWAY_DLMS_AK",
+                                          help="Global authentication key (hex); default: the Green Book's test key")]
+    = "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF",
+    seed: Annotated[int, typer.Option(help="Same seed, same consumption and profile history")] = 1,
+    history_days: Annotated[int, typer.Option(help="Days of 15-minute load profile each meter holds")] = 30,
+    speedup: Annotated[float, typer.Option(help="Simulated seconds per real second")] = 1.0,
+    push: Annotated[str | None, typer.Option(help="HOST:PORT of a head-end listener: every meter pushes a "
+                                                  "DataNotification there each --push-interval")] = None,
+    push_interval: Annotated[float, typer.Option(help="Seconds between a meter's pushes")] = 60.0,
+    fault: Annotated[list[str] | None, typer.Option(help="METER=FAULT, repeatable (several per meter), e.g. "
+                                                         "D-0003=wrong_key (timeout, refuse, wrong_key, drift, "
+                                                         "gaps, tamper, garbage)")] = None,
+) -> None:
+    """Serve a fleet of simulated DLMS/COSEM meters (TCP, IEC 62056-47 wrapper) until Ctrl-C."""
+    from simulators.dlms import DlmsFleet, FleetOptions, Secrets, parse_faults
+
+    try:
+        if meters < 1 or history_days < 1 or push_interval <= 0 or speedup < 0:
+            raise ValueError("--meters and --history-days must be at least 1, --push-interval above 0")
+        secrets = Secrets(password=password.encode(), cipher=cipher, encryption_key=_hex_key("--key", key),
+                          authentication_key=_hex_key("--auth-key", auth_key))
+        push_to = None
+        if push:
+            push_host, _, push_port = push.rpartition(":")
+            if not push_host or not push_port.isdigit():
+                raise ValueError(f"--push {push!r}: want HOST:PORT")
+            push_to = (push_host, int(push_port))
+        options = FleetOptions(meters=meters, host=host, port=port, seed=seed, secrets=secrets,
+                               history_days=history_days, speedup=speedup, push=push_to, push_interval=push_interval)
+        options = replace(options, faults=parse_faults(fault or [], options.meter_ids()))
+        fleet = DlmsFleet(options)
+    except ValueError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+    async def go(stop: asyncio.Event) -> None:
+        try:
+            async with fleet:
+                ids = list(fleet.meters)
+                first, last = fleet.meters[ids[0]], fleet.meters[ids[-1]]
+                security = "HLS-GMAC, suite 0 (ciphered)" if cipher else "LLS (password)"
+                out.print(f"{meters} simulated DLMS meters {ids[0]}..{ids[-1]} on {host} ports {first.port}.."
+                          f"{last.port} (one meter per port, wrapper, server address 1); public client 16 "
+                          f"(lowest), management client 1 ({security})", highlight=False, markup=False)
+                if meters <= 20 or not port:
+                    for meter_id, meter in fleet.meters.items():
+                        out.print(f"  {meter_id} {host}:{meter.port} system title {meter.state.spec.system_title.hex()}",
+                                  highlight=False, markup=False)
+                for meter_id, names in options.faults.items():
+                    out.print(f"  fault {meter_id}={','.join(sorted(names))}", highlight=False, markup=False)
+                if push_to:
+                    out.print(f"  pushing DataNotifications to {push} every {push_interval:g} s", highlight=False,
+                              markup=False)
+                out.print("ready; Ctrl-C stops", highlight=False)
+                await stop.wait()
+        except OSError as exc:
+            err.print(f"[bold red]error:[/] cannot listen on {host}:{port}..: {exc}", highlight=False)
+
+    eventloop.run(run_until_signal(go))

@@ -236,6 +236,10 @@ class Registry(Protocol):
         """Which of `meter_ids` exist, and which meter holds each of `devices`, (utility, device
         number) pairs (a Utility is a str: its value or the member itself)."""
 
+    async def installation_dates(self, meter_ids: Sequence[str]) -> dict[str, datetime]:
+        """The installed_at of those of `meter_ids` that have one (the API sets it), one statement
+        whatever their number: the runtime's installation floors (gateway/runtime/installed.py)."""
+
     async def shared_device_numbers(self) -> list[SharedDeviceNumber]:
         """Device numbers on more than one meter of a utility (only a store upgraded from
         before they were unique can hold them), by utility and device number."""

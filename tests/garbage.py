@@ -3,7 +3,7 @@ and more, each with the dead-letter reason normalise must give it and a part of 
 says. Shared by the unit tests, the both-stores test and the property tests.
 
 `{now}` is replaced by the epoch seconds of the test's clock, so only the field under test is
-wrong; a byte that is not UTF-8 is written as its surrogate escape ("\\udcff" is 0xFF).
+wrong (`{hour}`: an hour later, past [mqtt] max_future and within [plausibility] max_ahead); a byte that is not UTF-8 is written as its surrogate escape ("\\udcff" is 0xFF).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ class Garbage:
     unknown_meter: bool = False
 
     def payload(self, now: int) -> bytes:
-        return self.template.replace("{now}", str(now)).encode("utf-8", "surrogateescape")
+        return self.template.replace("{now}", str(now)).replace("{hour}", str(now + 3600)).encode(
+            "utf-8", "surrogateescape")
 
 
 MEGABYTE = '{"ts": {now}, "balance": 1, "pad": "' + "x" * (1 << 20) + '"}'
@@ -41,8 +42,10 @@ ISSUE = [
             "field 'ts' 1969-12-31T00:00:00+00:00 is before 2010-01-01T00:00:00+00:00"),
     Garbage("huge negative epoch", '{"ts": -99999999999999, "balance": 1}', "bad_timestamp",
             "outside the years 1 to 9999"),
-    Garbage("far-future epoch", '{"ts": 4102444800, "balance": 1}', "future_ts", "after receipt"),
-    Garbage("far-future ISO", '{"ts": "2999-01-01T00:00:00Z", "balance": 1}', "future_ts", "after receipt"),
+    Garbage("far-future epoch", '{"ts": 4102444800, "balance": 1}', "implausible_ts",
+            "field 'ts' 2100-01-01T00:00:00+00:00 is more than 86400 s after receipt"),
+    Garbage("far-future ISO", '{"ts": "2999-01-01T00:00:00Z", "balance": 1}', "implausible_ts",
+            "([plausibility] max_ahead)"),
     Garbage("unknown meter", '{"ts": {now}, "balance": 1}', "unknown_meter", "no PAYG meter configured",
             unknown_meter=True),
     Garbage("balance of the wrong type", '{"ts": {now}, "balance": {"value": 1}}', "wrong_type",
@@ -99,7 +102,10 @@ MORE = [
     Garbage("ts year 1", '{"ts": "0001-01-01T00:00:00Z", "balance": 1}', "implausible_ts", "before 2010"),
     Garbage("epoch milliseconds of 1970", '{"ts": 100000000000, "balance": 1}', "implausible_ts", "1973-03-03"),
     Garbage("top-up ts in the far future", '{"ts": {now}, "balance": 1, "last_topup": {"amount": 5, '
-            '"ts": "2999-01-01T00:00:00Z"}}', "future_ts", "field 'last_topup_ts' 2999-01-01"),
+            '"ts": "2999-01-01T00:00:00Z"}}', "implausible_ts", "field 'last_topup_ts' 2999-01-01"),
+    Garbage("ts an hour ahead", '{"ts": {hour}, "balance": 1}', "future_ts", "is more than 300 s after receipt"),
+    Garbage("top-up ts an hour ahead", '{"ts": {now}, "balance": 1, "last_topup": {"amount": 5, "ts": {hour}}}',
+            "future_ts", "field 'last_topup_ts'"),
     Garbage("top-up ts before the floor", '{"ts": {now}, "balance": 1, "last_topup": {"amount": 5, "ts": 0}}',
             "implausible_ts", "field 'last_topup_ts' 1970-01-01"),
     Garbage("ts 1e1000000", '{"ts": 1e1000000, "balance": 1}', "bad_timestamp", "outside the years 1 to 9999"),

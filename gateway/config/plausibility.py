@@ -9,11 +9,15 @@ Example::
     extra_decimals = 2                   # decimals beyond the currency's minor unit
     currencies = []                      # allow-list; empty: every ISO 4217 code
     ts_floor = 2010-01-01T00:00:00Z      # nothing measured before this
+    max_ahead = 86400                    # seconds a meter's time may lie after receipt
+    installed_refresh = 30               # seconds between reads of the registry's installed_at
 
     [plausibility.channels]
     voltage_l1 = [0, 1000]               # low, high in the canonical unit (V)
 
-A meter's `installed_at` ([[meters]]) raises the floor for that meter.
+A meter's installation raises the floor for that meter: the later of its `[[meters]] installed_at`
+and the registry's `installed_at` (set through the API, `PATCH /v1/meters/{id}`), which the gateway
+reads at start and every `installed_refresh` seconds (gateway/runtime/installed.py).
 """
 
 from __future__ import annotations
@@ -51,6 +55,14 @@ class PlausibilitySection(BaseModel):
     ts_floor: datetime = Field(default=datetime(2010, 1, 1, tzinfo=UTC), description=(
         "Nothing measured before this time is data (default 2010-01-01T00:00:00Z, after the 1970 and 2000 "
         "resets of meters' clocks); a time without a zone is UTC. Earlier is implausible_ts"))
+    max_ahead: float = Field(default=86400.0, gt=0, allow_inf_nan=False, description=(
+        "Seconds a time a meter stamps (a balance's ts and last top-up ts, a coded value's telegram time) may lie "
+        "after the gateway received it (default 86400: 1 day); beyond it the message is implausible_ts. VEE flags "
+        "readings a little ahead (future_ts, [vee] future_seconds); [mqtt] max_future refuses balances a little ahead"))
+    installed_refresh: float = Field(default=30.0, gt=0, le=86400, allow_inf_nan=False, description=(
+        "Seconds between reads of the registry's installation dates (installed_at, set through the API): a date set "
+        "or moved takes effect within this time. A meter's floor is the later of that date and its [[meters]] "
+        "installed_at"))
     channels: dict[Channel, tuple[float, float]] = Field(default_factory=dict, description=(
         "Physical range [low, high] of a channel in its canonical unit, overriding the built-in one "
         "(e.g. voltage_l1 = [0, 2e6]); outside it a reading is implausible_value, before VEE"))

@@ -74,6 +74,9 @@ class ApiSection(_Section):
                                "before their key or body is looked at")
     retry_after: int = Field(default=1, ge=1, le=3600, description="Seconds a client refused by max_in_flight "
                              "is told to wait (the Retry-After header)")
+    cim_tables: Path | None = Field(default=None, description="A folder whose reading_types.toml, "
+                                    "reading_qualities.toml and event_types.toml replace rows of the shipped IEC "
+                                    "61968-9 code tables (api/cim/tables/) row by row")
     nice: int = Field(default=10, ge=0, le=19, description="Scheduling niceness of the API process under "
                       "`meter-gateway run` (0: the core's own): when the machine is busy the core's pollers "
                       "get the CPU first, the API what is left")
@@ -159,7 +162,7 @@ class MeterSection(_Section):
     installed_at: datetime | None = Field(default=None, description="When the meter was installed (a time "
                                           "without a zone is UTC): nothing it measured before is data "
                                           "([plausibility]). Not written to the registry, whose installed_at "
-                                          "the API sets")
+                                          "the API sets; the later of the two is the meter's floor")
     tags: dict[str, str] = Field(default_factory=dict, description="At most 50; keys are identifiers, values "
                                  "at most 256 printable characters")
 

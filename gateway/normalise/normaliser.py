@@ -86,6 +86,10 @@ class Normaliser:
         the same results; this one-poll form is for previews (diagnostics' "poll now")."""
         batch = Batch()
         profile = self._profiles.get(raw.meter_id)
+        early = self.too_early(raw)
+        if early is not None:
+            batch.deadletters.append(early)
+            return batch
         if profile is None:
             batch.deadletters.append(poll_dead_letter(raw, "unknown_meter", "no profile configured for this meter"))
             return batch
@@ -108,6 +112,17 @@ class Normaliser:
                 quality=quality, source=RawRegisters.SOURCE, received_at=raw.received_at,
             ))
         return batch
+
+    def too_early(self, raw: RawRegisters) -> DeadLetter | None:
+        """The dead letter of a poll made before the meter's installation or the ts floor (a gateway
+        clock that reset), or None: none of its registers is data. A poll is stamped with the
+        gateway's clock, so it is never ahead ([plausibility] max_ahead is for meters' clocks)."""
+        bounds = self.bounds
+        installed = bounds.installed.get(raw.meter_id)
+        if raw.ts >= bounds.ts_floor and (installed is None or raw.ts >= installed):
+            return None  # the usual case, on the pipeline's path for every poll: no more calls than this
+        refused = bounds.stamped(raw.meter_id, "poll: ts", raw.ts)
+        return None if refused is None else poll_dead_letter(raw, refused.reason, str(refused))
 
     def _placed(self, profile: DeviceProfile, raw: RawRegisters) -> list[tuple[RegisterSpec, int, int, float]]:
         """Where each register sits in this poll's blocks, and its unit factor; computed once per
@@ -158,7 +173,8 @@ class Normaliser:
         fmt = self._formats.get(raw.template, self._default)
         try:
             update = fmt.parse(raw.payload, raw.topic, raw.meter_id, received_at=raw.received_at,
-                               low_credit_threshold=opts.low_credit_threshold, currency=opts.currency)
+                               low_credit_threshold=opts.low_credit_threshold, currency=opts.currency,
+                               max_ahead=self.bounds.max_ahead)
             self.bounds.balance(update, configured=opts.currency, max_future=fmt.max_future,
                                 decimals=opts.currency_decimals)
         except (PayloadError, Refused) as exc:

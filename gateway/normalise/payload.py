@@ -49,7 +49,7 @@ from gateway.model.payloads import (
     value_key,
 )
 from gateway.model.text import unstorable_at
-from gateway.normalise.plausibility import too_deep
+from gateway.normalise.plausibility import ahead, too_deep
 
 __all__ = [
     "DEFAULT_MAPPING",
@@ -64,7 +64,7 @@ __all__ = [
 #: Stable reason names carried by PayloadError.reason (the dead-letter list groups by them).
 REASONS = frozenset(
     {"oversized", "malformed_json", "not_an_object", "missing_field", "wrong_type", "future_ts", "bad_timestamp",
-     "bad_text", "bad_number", "unmapped_value"}
+     "bad_text", "bad_number", "unmapped_value", "implausible_ts"}
 )
 
 Format = Literal["json", "number"]
@@ -176,8 +176,10 @@ class PayloadFormat:
         received_at: datetime,
         low_credit_threshold: Decimal = Decimal("5"),
         currency: str = "XXX",
+        max_ahead: timedelta | None = None,
     ) -> BalanceUpdate:
-        """Decode one message, or raise PayloadError(topic, reason, message); see parse_balance."""
+        """Decode one message, or raise PayloadError(topic, reason, message); see parse_balance.
+        `max_ahead`: [plausibility] max_ahead (beyond it a ts is implausible_ts, before max_future)."""
         if len(payload) > self.max_bytes:
             msg = f"payload is {len(payload)} bytes, more than the {self.max_bytes} allowed"
             raise PayloadError(topic, "oversized", msg)
@@ -208,12 +210,9 @@ class PayloadFormat:
             found = r.timestamp("ts", self.timestamp, required=True)
             assert found is not None
             ts = found
-        if ts > received_at + self.max_future:
-            msg = (
-                f"{r.where('ts')} {ts.isoformat()} is more than {self.max_future.total_seconds():g} s after receipt "
-                f"({received_at.isoformat()})"
-            )
-            raise PayloadError(topic, "future_ts", msg)
+        refused = ahead(r.where("ts"), ts, received_at, max_ahead, self.max_future)
+        if refused is not None:
+            raise PayloadError(topic, refused.reason, str(refused))
         return _build(
             meter_id,
             ts,

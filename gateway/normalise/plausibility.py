@@ -11,8 +11,13 @@ nothing is left for a database to reject:
 - the currency: three capital letters (ISO 4217's shape) and on the allow-list (default: the
   ISO 4217 table; each meter's configured currency is always allowed);
 - timestamps: not before `ts_floor` (default 2010-01-01, after the RTC resets of 1970 and 2000)
-  or the meter's `installed_at`; the future limit stays the payload format's `max_future`, and
-  now holds for the last top-up's time too;
+  or the meter's installation (`installed`: the later of its `[[meters]] installed_at` and the
+  registry's, which the runtime refreshes: gateway/runtime/installed.py); not more than
+  `max_ahead` (default 1 day) after receipt, for every time a meter's clock stamps: a balance's
+  `ts` and `last_topup_ts`, a coded value's (RawObjects) telegram time (`ahead`). A PAYG payload
+  format's tighter `max_future` ([mqtt], 300 s) is the same check: beyond it a balance would
+  shadow every later one (`future_ts`). Polled registers carry the gateway's time, not the
+  meter's: none is ahead, but one polled before the meter's installation is refused too;
 - readings: within the channel's physical range (`channels`, canonical units), before VEE.
   These are far wider than VEE's limits: VEE's ``out_of_range`` stays for values a meter can
   read but should not (a 300 V phase); these are values no meter reads (3.4e38 V).
@@ -39,7 +44,8 @@ from gateway.model.frame import F64
 from gateway.model.payg import BalanceUpdate
 from gateway.model.readings import TOU_CHANNELS, UNITS, Channel
 
-__all__ = ["CHANNEL_LIMITS", "REASONS", "Bounds", "Limits", "Refused", "limits_of", "outside_range", "too_deep"]
+__all__ = ["CHANNEL_LIMITS", "REASONS", "Bounds", "Limits", "Refused", "ahead", "limits_of", "outside_range",
+           "too_deep"]
 
 #: Stable dead-letter reasons of these checks.
 REASONS = frozenset({"implausible_amount", "implausible_decimals", "bad_currency", "implausible_ts",
@@ -101,8 +107,11 @@ class Bounds:
     #: Allowed currency codes; None: every code of the ISO 4217 table.
     currencies: frozenset[str] | None = None
     ts_floor: datetime = datetime(2010, 1, 1, tzinfo=UTC)
-    #: Per meter: its installation; nothing it measured is older.
+    #: Per meter: its installation; nothing it measured is older. The runtime swaps a new Bounds in
+    #: when the registry's dates change, so a Bounds itself never changes.
     installed: Mapping[str, datetime] = field(default_factory=dict)
+    #: Nothing a meter's clock stamps lies further after its receipt.
+    max_ahead: timedelta = timedelta(days=1)
     channels: Mapping[Channel, tuple[float, float]] = field(default_factory=lambda: dict(CHANNEL_LIMITS))
 
     def __post_init__(self) -> None:
@@ -113,6 +122,8 @@ class Bounds:
             problems.append(f"extra_decimals must be >= 0, got {self.extra_decimals}")
         if self.ts_floor.tzinfo is None:
             problems.append("ts_floor needs a time zone")
+        if self.max_ahead <= timedelta(0):
+            problems.append(f"max_ahead must be > 0, got {self.max_ahead}")
         problems += [f"channels.{c.value}: low {lo} is above high {hi}" for c, (lo, hi) in self.channels.items()
                      if not lo <= hi]
         if problems:
@@ -159,37 +170,42 @@ class Bounds:
             if places > most:
                 raise Refused("implausible_decimals", f"field '{name}' {_show(amount)} has {places} decimal places; "
                               f"{currency} allows at most {most} (its minor unit + [plausibility] extra_decimals)")
-        floor = self.floor(update.meter_id)
-        if update.ts < floor:
-            raise Refused("implausible_ts", f"field 'ts' {update.ts.isoformat()} is before {floor.isoformat()} "
-                          f"({self._floor_key(update.meter_id)})")
+        # The ts's distance ahead of receipt is the payload format's check (PayloadFormat.parse), by `ahead`.
+        refused = self.stamped(update.meter_id, "field 'ts'", update.ts)
+        if refused is not None:
+            raise refused
         topup = update.last_topup_ts
         if topup is not None:
-            received = update.received_at or update.ts
             if topup < self.ts_floor:
                 raise Refused("implausible_ts", f"field 'last_topup_ts' {topup.isoformat()} is before "
                               f"{self.ts_floor.isoformat()} ([plausibility] ts_floor)")
-            if topup > received + max_future:
-                raise Refused("future_ts", f"field 'last_topup_ts' {topup.isoformat()} is more than "
-                              f"{max_future.total_seconds():g} s after receipt ({received.isoformat()})")
+            refused = ahead("field 'last_topup_ts'", topup, update.received_at or update.ts, self.max_ahead, max_future)
+            if refused is not None:
+                raise refused
 
     def _floor_key(self, meter_id: str) -> str:
         return "the meter's installed_at" if self.floor(meter_id) != self.ts_floor else "[plausibility] ts_floor"
 
     # -- readings --------------------------------------------------------------------------------
     def reading(self, r: Reading) -> Refused | None:
-        """The bound one reading breaks, or None."""
-        return self._value(r.meter_id, r.channel, r.ts, r.value)
+        """The bound one reading breaks, or None. Its ts is the meter's clock (a coded value's
+        telegram time): VEE flags one a little ahead (future_ts), this refuses one far ahead."""
+        return self._value(r.meter_id, r.channel, r.ts, r.value, r.received_at)
 
-    def _value(self, meter_id: str, channel: Channel, ts: datetime, value: float) -> Refused | None:
+    def _value(self, meter_id: str, channel: Channel, ts: datetime, value: float,
+               received: datetime | None = None) -> Refused | None:
         low, high = self.channels.get(channel, (-math.inf, math.inf))
         if not low <= value <= high:
             return self._out_of_range(channel, value, low, high)
+        return self.stamped(meter_id, f"{channel.value}: ts", ts, received)
+
+    def stamped(self, meter_id: str, what: str, ts: datetime, received: datetime | None = None) -> Refused | None:
+        """The time bound `ts` breaks (before the meter's floor, or `max_ahead` after `received`), or None."""
         floor = self.floor(meter_id)
         if ts < floor:
-            return Refused("implausible_ts", f"{channel.value}: ts {ts.isoformat()} is before {floor.isoformat()} "
+            return Refused("implausible_ts", f"{what} {ts.isoformat()} is before {floor.isoformat()} "
                            f"({self._floor_key(meter_id)})")
-        return None
+        return None if received is None else ahead(what, ts, received, self.max_ahead)
 
     def readings(self, readings: list[Reading]) -> tuple[list[Reading], list[DeadLetter]]:
         """The readings within bounds, and a dead letter for each of the others."""
@@ -205,6 +221,20 @@ class Bounds:
     @staticmethod
     def _out_of_range(channel: Channel, value: float, low: float, high: float) -> Refused:
         return Refused("implausible_value", outside_range(channel, value, low, high))
+
+
+def ahead(what: str, ts: datetime, received: datetime, max_ahead: timedelta | None,
+          max_future: timedelta | None = None) -> Refused | None:
+    """The refusal of a time `ts` too far after its receipt, or None: the one rule of every sample
+    kind and time field. Beyond `max_ahead` ([plausibility]; None: no bound) no meter's clock meant
+    it: implausible_ts. Beyond a PAYG format's tighter `max_future` ([mqtt]) a balance would shadow
+    every later update: future_ts."""
+    for limit, reason, key in ((max_ahead, "implausible_ts", " ([plausibility] max_ahead)"),
+                               (max_future, "future_ts", "")):
+        if limit is not None and ts > received + limit:
+            return Refused(reason, f"{what} {ts.isoformat()} is more than {limit.total_seconds():g} s after receipt "
+                           f"({received.isoformat()}){key}")
+    return None
 
 
 def outside_range(channel: Channel, value: float, low: float, high: float) -> str:

@@ -24,8 +24,10 @@ from fastapi import FastAPI
 
 from api.admission import AdmissionLimits
 from api.app import create_app
+from api.cim.tables import TableError, load_tables
 from api.ports import GatewayPort
 from gateway.config.schema import GatewayConfig
+from gateway.errors import ConfigError, ConfigProblem
 from gateway.runtime.control import CoreClient
 from gateway.runtime.remote import RemoteGateway
 from gateway.runtime.store import key_mirror, open_configured_store
@@ -55,7 +57,11 @@ class QuietServer(uvicorn.Server):
 
 def configured_app(cfg: GatewayConfig, store: Store, gateway: GatewayPort) -> FastAPI:
     """The API as the configuration sets it up (the same in one process or two)."""
-    return create_app(store, gateway, raw_reads_per_second=cfg.diag.raw_reads_per_second,
+    try:
+        tables = load_tables(cfg.api.cim_tables) if cfg.api.cim_tables is not None else None
+    except TableError as exc:
+        raise ConfigError("[api] cim_tables", [ConfigProblem("api.cim_tables", None, str(exc))]) from None
+    return create_app(store, gateway, raw_reads_per_second=cfg.diag.raw_reads_per_second, cim_tables=tables,
                       raw_read_burst=cfg.diag.raw_read_burst, key_mirror=key_mirror(cfg),
                       max_body_bytes=cfg.api.max_body_bytes, allowed_hosts=cfg.api.allowed_hosts,
                       admission=AdmissionLimits(max_in_flight=cfg.api.max_in_flight,

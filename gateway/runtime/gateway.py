@@ -1,13 +1,12 @@
 """The composition root: builds every stage, connects them, owns every task.
 
-Start order: spool, store (connected in the background, so a database that is down at
-start only delays forwarding), pipeline, forwarder, drivers, API. Stop order (SIGTERM):
-drivers first, then the pipeline drains its queue into the spool, then the forwarder
+Start order: spool, store (connected in the background, so a database that is down at start only delays
+forwarding; the meters' installation floors are read from it before any driver runs), pipeline, forwarder, drivers,
+API. Stop order (SIGTERM): drivers first, then the pipeline drains its queue into the spool, then the forwarder
 drains the spool into the store until the deadline, then the API stops.
 
-The drivers come from a registry (`drivers.registry.DRIVERS` unless told otherwise): each spec
-builds its drivers from its own section, and says what its meters mean to the stages. Nothing
-here names a protocol.
+The drivers come from a registry (`drivers.registry.DRIVERS` unless told otherwise): each spec builds its drivers
+from its own section, and says what its meters mean to the stages. Nothing here names a protocol.
 """
 
 from __future__ import annotations
@@ -53,6 +52,7 @@ from gateway.runtime.control import ControlServer
 from gateway.runtime.core import ProcessBook, hello
 from gateway.runtime.diag import Diagnostics, watched_meters
 from gateway.runtime.health import HealthBook
+from gateway.runtime.installed import InstallationFloors
 from gateway.runtime.metrics import GatewayMetrics
 from gateway.runtime.pipeline import Pipeline
 from gateway.runtime.plan import (
@@ -189,6 +189,7 @@ class Gateway:
         cfg = self.config
         validator = build_validator(cfg, self.profiles, self.facts, self.registry)
         normaliser = build_normaliser(cfg, self.facts, self.registry)
+        floors = InstallationFloors(normaliser, self.facts, cfg.plausibility.installed_refresh)
 
         # Readings, balances, keys: nobody else on the box reads them (the files in it are 0600).
         private_dir(cfg.gateway.data_dir, narrow_existing=True)
@@ -206,17 +207,16 @@ class Gateway:
             await self._seed_payg_from_spool()
             self.forwarder = Forwarder(self.spool, self.store, batch_items=cfg.spool.batch_size,
                                        linger=cfg.spool.linger)
-            self.forwarder.state.on_write.append(
-                lambda result, seconds: self.metrics.observe_sink(
-                    result.readings_inserted + result.balances_inserted + result.events_inserted
-                    + result.deadletters_inserted, seconds))
+            self.forwarder.state.on_write.append(lambda result, seconds: self.metrics.observe_sink(
+                result.readings_inserted + result.balances_inserted + result.events_inserted
+                + result.deadletters_inserted, seconds))
             self.metrics.attach(self)
             self._build_drivers()
             async with asyncio.TaskGroup() as tg:
-                keeper = tg.create_task(self._keep_store(validator), name="store-keeper")
-                maintenance_task = tg.create_task(maintain(self.store, cfg.storage, self.store_ready),
-                                                  name="maintenance")
-                spool_watch = tg.create_task(self.spool.watch(cfg.spool.check_interval), name="spool-watch")
+                background = [tg.create_task(self._keep_store(validator, floors), name="store-keeper"),
+                              tg.create_task(maintain(self.store, cfg.storage, self.store_ready), name="maintenance"),
+                              tg.create_task(self.spool.watch(cfg.spool.check_interval), name="spool-watch"),
+                              tg.create_task(floors.run(self.store, self.store_ready), name="installation-floors")]
                 pipeline_task = tg.create_task(self.pipeline.run(), name="pipeline")
                 forwarder_task = tg.create_task(self._forward(), name="forwarder")
                 drivers_task = tg.create_task(self._run_drivers(), name="drivers")
@@ -254,15 +254,14 @@ class Gateway:
                     if not drained:
                         log.warning("shutdown deadline reached with %d batches still spooled; they are kept on disk "
                                     "and forwarded at the next start", self.spool.stats().rows)
-                keeper.cancel()
-                maintenance_task.cancel()
-                spool_watch.cancel()
+                for task in background:
+                    task.cancel()
                 if self.api_server is not None:
                     self.api_server.should_exit = True
         log.info("stopped")
 
-    async def _keep_store(self, validator: Validator) -> None:
-        """Connect and migrate the store, retrying while it is down; then seed VEE history."""
+    async def _keep_store(self, validator: Validator, floors: InstallationFloors) -> None:
+        """Connect and migrate the store, retrying while it is down; then seed VEE history and the floors."""
         assert self.store is not None
         backoff = Backoff(0.5, 15.0)
         while True:
@@ -291,6 +290,7 @@ class Gateway:
         validator.seed_inspections(inspections)
         self.payg_checker.seed(balances)
         await self.commands.restore()
+        await floors.refresh(self.store)
         self.migrated = True
         log.info("store ready: %s", self.store.mode)
         self.store_ready.set()

@@ -121,8 +121,17 @@ class Pipeline:
         coded: list[Reading] = []
         for item in items:
             if isinstance(item, RawRegisters):
-                polls.append(item)
                 self.counters.polls_ok += 1
+                try:
+                    # Before the meter's installation: one dead letter, not a frame row per register.
+                    early = self.normaliser.too_early(item)
+                except Exception as exc:
+                    batch.deadletters.append(self._failed(item, "normalise", exc))
+                    continue
+                if early is None:
+                    polls.append(item)
+                else:
+                    batch.deadletters.append(early)
                 continue
             if isinstance(item, RawPayload):
                 self.counters.payloads += 1

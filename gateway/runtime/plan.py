@@ -8,6 +8,7 @@ interval or not, balance terms or not. The registry comes in as an argument (def
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 
 from drivers.base import DriverSpec, MeterFacts
 from drivers.registry import DRIVERS
@@ -96,7 +97,7 @@ def bounds(config: GatewayConfig) -> Bounds:
     return Bounds(money_max=p.money_max, money_max_by_currency=dict(p.money_max_by_currency),
                   extra_decimals=p.extra_decimals, currencies=frozenset(p.currencies) if p.currencies else None,
                   ts_floor=p.ts_floor, installed={m.meter_id: m.installed_at for m in config.meters if m.installed_at},
-                  channels={**CHANNEL_LIMITS, **p.channels})
+                  max_ahead=timedelta(seconds=p.max_ahead), channels={**CHANNEL_LIMITS, **p.channels})
 
 
 def payg_checker(config: GatewayConfig, drivers: Registry = DRIVERS) -> PaygChecker:

@@ -6,6 +6,7 @@ each engine's own SQL (`_activity`: an index probe per meter, shaped per engine)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from itertools import groupby
 from typing import Any, ClassVar
 
@@ -54,6 +55,14 @@ class SqlRegistry(SqlBase):
             if part == 1:  # the holder: not exempted by the upgrade, else the first registered
                 holders.setdefault((utility, device_number), meter_id)
         return TakenIdentifiers(frozenset(r[1] for r in found if r[0] == 0), holders)
+
+    async def installation_dates(self, meter_ids: Sequence[str]) -> dict[str, datetime]:
+        found = await self._select(
+            "installation dates",
+            "SELECT meter_id, installed_at FROM meters WHERE installed_at IS NOT NULL"
+            f" AND {self.dialect.any_of('meter_id', 'ids')}",
+            {"ids": self.dialect.ids(meter_ids)})
+        return {r[0]: self.dialect.dt(r[1]) for r in found}
 
     async def shared_device_numbers(self) -> list[SharedDeviceNumber]:
         found = await self._select(

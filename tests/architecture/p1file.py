@@ -8,6 +8,9 @@ A telegram file holds one value per line, "code value [unit]", e.g.::
 
     1-0:1.8.0 12345678 Wh
     1-0:1.7.0 1500
+
+A `0-0:1.0.0` line (P1's timestamp object) holds the meter's clock as ISO 8601: the telegram's ts
+(else its receipt).
 """
 
 from __future__ import annotations
@@ -72,6 +75,14 @@ def facts(binding: MeterBinding, settings: P1FileSettings, profiles: Mapping[str
                       objects=objects)
 
 
+#: P1's timestamp object: the meter's clock when it sent the telegram.
+CLOCK = "0-0:1.0.0"
+
+
+def meter_time(values: tuple[ObjectValue, ...]) -> datetime | None:
+    return next((datetime.fromisoformat(str(v)) for code, v, _ in values if code == CLOCK), None)
+
+
 def parse(text: str) -> tuple[ObjectValue, ...]:
     out = []
     for line in text.splitlines():
@@ -117,7 +128,8 @@ class P1FileReader:
                 if raw and raw != self._seen.get(meter_id):
                     self._seen[meter_id] = raw
                     now = datetime.now(UTC)
-                    await self._emit(RawObjects(meter_id, now, now, parse(raw.decode()), raw))
+                    values = parse(raw.decode())
+                    await self._emit(RawObjects(meter_id, meter_time(values) or now, now, values, raw))
                     self.readouts += 1
             await asyncio.sleep(self.settings.interval)
 

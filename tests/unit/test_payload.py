@@ -229,7 +229,8 @@ def test_errors(payload: bytes, reason: str, message: str) -> None:
 
 def test_every_reason_is_covered() -> None:
     # A value map's refusal needs a layout with a map: tests/unit/test_payload_vocabulary.py covers it.
-    assert {reason for _, reason, _ in ERRORS} | {"unmapped_value"} == REASONS
+    # Beyond [plausibility] max_ahead, which only the normaliser passes: below.
+    assert {reason for _, reason, _ in ERRORS} | {"unmapped_value", "implausible_ts"} == REASONS
 
 
 def test_future_ts_within_allowance_is_accepted() -> None:
@@ -237,6 +238,21 @@ def test_future_ts_within_allowance_is_accepted() -> None:
     assert update.ts == datetime(2024, 5, 1, 10, 4, tzinfo=UTC)
     with pytest.raises(PayloadError) as info:
         parse({"ts": "2024-05-01T10:04:00Z", "balance": 1}, max_future=timedelta(minutes=1))
+    assert info.value.reason == "future_ts"
+
+
+def test_a_ts_beyond_max_ahead_is_implausible_before_it_is_future() -> None:
+    # One rule (plausibility.ahead) with both limits: [plausibility] max_ahead first, the format's max_future after.
+    fmt = PayloadFormat(max_future=timedelta(hours=2))
+    doc = b'{"ts": "2024-05-01T11:00:30Z", "balance": 1}'
+    assert fmt.parse(doc, TOPIC, "M-1", received_at=RECEIVED).ts == datetime(2024, 5, 1, 11, 0, 30, tzinfo=UTC)
+    with pytest.raises(PayloadError) as info:
+        fmt.parse(doc, TOPIC, "M-1", received_at=RECEIVED, max_ahead=timedelta(minutes=30))
+    assert (info.value.reason, str(info.value)) == ("implausible_ts", (
+        f"topic {TOPIC}: field 'ts' 2024-05-01T11:00:30+00:00 is more than 1800 s after receipt "
+        "(2024-05-01T10:00:30+00:00) ([plausibility] max_ahead)"))
+    with pytest.raises(PayloadError) as info:
+        PayloadFormat().parse(doc, TOPIC, "M-1", received_at=RECEIVED, max_ahead=timedelta(days=1))
     assert info.value.reason == "future_ts"
 
 

@@ -4,19 +4,25 @@ bound; the edges of every bound are accepted; each bound follows its configurati
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
-from gateway.model import Channel, Source
+from drivers.modbus.plan import plan_reads
+from gateway.config.profiles import load_profiles
+from gateway.model import Batch, Channel, Source
 from gateway.model.profiles import ObjectMap
-from gateway.model.samples import RawObjects, RawPayload
+from gateway.model.samples import RawObjects, RawPayload, RawRegisters, RegisterBlock
 from gateway.normalise.normaliser import Normaliser, PaygOptions
 from gateway.normalise.plausibility import Bounds
+from gateway.runtime.pipeline import Pipeline
+from gateway.validate.validator import Validator
 from tests.garbage import GARBAGE, Garbage
+from tests.unit.test_pipeline_frames import Spooled
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 EPOCH = int(NOW.timestamp())
@@ -102,6 +108,7 @@ def test_each_bound_follows_its_configuration() -> None:
     ({"extra_decimals": -1}, "extra_decimals must be >= 0, got -1"),
     ({"ts_floor": datetime(2020, 1, 1)}, "ts_floor needs a time zone"),
     ({"channels": {Channel.POWER: (5.0, 1.0)}}, "channels.power: low 5.0 is above high 1.0"),
+    ({"max_ahead": timedelta(0)}, "max_ahead must be > 0, got 0:00:00"),
 ])
 def test_bounds_that_make_no_sense_are_refused(changes: dict[str, object], says: str) -> None:
     with pytest.raises(ValueError, match=says):
@@ -128,3 +135,49 @@ def test_coded_values_outside_their_channels_physical_range_or_before_the_floor_
     assert batch.readings == [] and [d.reason for d in batch.deadletters] == ["implausible_ts"]
     assert "voltage_l1: ts 2001-03-02T12:00:00+00:00 is before 2010-01-01" in batch.deadletters[0].detail
     assert batch.deadletters[0].ts == NOW  # stamped with its receipt
+
+
+def test_a_time_a_meter_stamps_beyond_max_ahead_is_implausible_for_every_kind() -> None:
+    # Coded values (the meter's clock): a little ahead is VEE's future_ts flag, beyond max_ahead no data.
+    normaliser = Normaliser({}, {"G-1": PaygOptions("KES")}, objects={"E-1": (MAP, Source.P1)},
+                            bounds=Bounds(max_ahead=timedelta(hours=1)))
+    soon, far = NOW + timedelta(minutes=59), NOW + timedelta(hours=1, seconds=1)
+    batch = normaliser.sample(RawObjects("E-1", soon, NOW, (("1-0:32.7.0", 230, "V"),)))
+    assert [r.ts for r in batch.readings] == [soon] and batch.deadletters == []
+    batch = normaliser.sample(RawObjects("E-1", far, NOW, (("1-0:32.7.0", 230, "V"),)))
+    assert batch.readings == [] and [(d.reason, d.detail) for d in batch.deadletters] == [(
+        "implausible_ts", "voltage_l1: ts 2026-03-02T13:00:01+00:00 is more than 3600 s after receipt "
+                          "(2026-03-02T12:00:00+00:00) ([plausibility] max_ahead)")]
+    # Balances: the same rule, before the payload format's tighter max_future (future_ts).
+    assert send(f'{{"ts": {EPOCH + 3601}, "balance": 1}}', normaliser) == (
+        "implausible_ts", f"topic {TOPIC}: field 'ts' 2026-03-02T13:00:01+00:00 is more than 3600 s after receipt "
+                          "(2026-03-02T12:00:00+00:00) ([plausibility] max_ahead)")
+    assert send(f'{{"ts": {EPOCH + 3600}, "balance": 1}}', normaliser)[0] == "future_ts"
+    topup = f'{{"ts": {EPOCH}, "balance": 1, "last_topup": {{"amount": 5, "ts": {EPOCH + 3601}}}}}'
+    assert send(topup, normaliser)[1].endswith("([plausibility] max_ahead)")
+
+
+def test_a_poll_before_the_meters_installation_is_one_dead_letter_and_no_reading() -> None:
+    # Polls carry the gateway's clock: never ahead, but a meter polled before its installation (or a
+    # gateway clock that reset to 1970) measured nothing that is data.
+    profile = load_profiles()["generic"]
+    blocks = tuple(RegisterBlock(b.function.code, b.address, (0,) * (b.end - b.address)) for b in plan_reads(profile))
+    installed = NOW + timedelta(days=1)
+    normaliser = Normaliser({"M-1": profile}, {}, bounds=Bounds(installed={"M-1": installed}))
+    early = RawRegisters("M-1", NOW, NOW, blocks, 0.01)
+    for batch in (normaliser.registers(early), pipelined(normaliser, early)):
+        assert batch.readings == [] and [(d.reason, d.detail, d.ts) for d in batch.deadletters] == [(
+            "implausible_ts", f"poll: ts {NOW.isoformat()} is before {installed.isoformat()} (the meter's installed_at)",
+            NOW)]
+    later = RawRegisters("M-1", installed, installed, blocks, 0.01)
+    assert normaliser.registers(later).readings and pipelined(normaliser, later).readings
+
+
+def pipelined(normaliser: Normaliser, raw: RawRegisters) -> Batch:
+    """What the pipeline spools of one poll (it decodes polls as a frame, not with `registers`)."""
+    spool = Spooled()
+    asyncio.run(Pipeline(normaliser, Validator({}), spool).process([raw]))
+    out = Batch()
+    for batch in spool.batches:
+        out.extend(batch)
+    return out

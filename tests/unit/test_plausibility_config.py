@@ -3,7 +3,7 @@ name the key and its line, and the bounds the gateway builds from them."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -24,6 +24,14 @@ def test_the_defaults_are_the_documented_bounds() -> None:
     assert Bounds().money_max == Decimal(10) ** 9 and Bounds().extra_decimals == 2
     assert Bounds().ts_floor == datetime(2010, 1, 1, tzinfo=UTC) and Bounds().currencies is None
     assert Bounds().channels == CHANNEL_LIMITS
+
+
+def test_max_ahead_and_the_registry_refresh_have_documented_defaults_and_are_configurable() -> None:
+    cfg, _ = parse_config("", "t.toml", env={})
+    assert (cfg.plausibility.max_ahead, cfg.plausibility.installed_refresh) == (86400.0, 30.0)
+    assert Bounds().max_ahead == timedelta(days=1)
+    cfg, _ = parse_config("[plausibility]\nmax_ahead = 3600\ninstalled_refresh = 5\n", "t.toml", env={})
+    assert bounds(cfg).max_ahead == timedelta(hours=1) and cfg.plausibility.installed_refresh == 5.0
 
 
 def test_the_section_and_installed_at_make_the_bounds() -> None:
@@ -68,6 +76,8 @@ def test_the_section_and_installed_at_make_the_bounds() -> None:
      "plausibility.channels at line 1: Value error, voltage_l1 = [10, 1]: low must not be above high"),
     ("[plausibility.channels]\nvoltage_l9 = [10, 100]\n", "plausibility.channels.voltage_l9.[key] at line 2"),
     ("[plausibility]\nmoney = 1\n", "plausibility.money at line 2: unknown key"),
+    ("[plausibility]\nmax_ahead = 0\n", "plausibility.max_ahead at line 2: Input should be greater than 0"),
+    ("[plausibility]\ninstalled_refresh = -1\n", "plausibility.installed_refresh at line 2: Input should be greater"),
     (PAYG + 'installed_at = "soon"\n', "meters[0].installed_at at line 8: Input should be a valid datetime"),
 ])
 def test_a_bad_key_is_named_with_its_line(text: str, problem: str) -> None:

@@ -1,0 +1,1 @@
+"""Green Button (NAESB ESPI) "Download My Data" feeds for a consumer's usage points."""
