@@ -114,7 +114,7 @@ class IntervalBlock:
 
 
 def meter_reading(meter: Meter, usage_point: str | None, readings: Iterable[Reading], blocks: Sequence[IntervalBlock],
-                  tables: CimTables, reasons: dict[tuple[str, str], str] | None = None) -> Iterator[str]:
+                  tables: CimTables, reasons: dict[tuple[str, float], str] | None = None) -> Iterator[str]:
     """One MeterReading: its interval blocks, the meter, its register reads (only channels the table
     names: the caller leaves the others out and says so), the usage point."""
     yield "<m:MeterReading>"
@@ -138,7 +138,7 @@ def meter_reading(meter: Meter, usage_point: str | None, readings: Iterable[Read
         if reading_type is None:
             continue
         parts = ["<m:Readings>"]
-        reason = reasons.get((r.channel.value, r.ts.isoformat())) if reasons else None
+        reason = reasons.get((r.channel.value, r.ts.timestamp())) if reasons else None
         if reason:
             parts.append(_el("m:reason", reason))
         if r.received_at is not None:

@@ -5,7 +5,7 @@ the cursor of the next one, and the interval blocks of a meter's first page."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from api.cim.documents import IntervalBlock, ReplyError
@@ -36,6 +36,8 @@ class Section:
     target: Target
     readings: list[Reading]
     blocks: list[IntervalBlock]
+    #: The reason of each reading a special read took, by (channel, ts as a POSIX time).
+    reasons: dict[tuple[str, float], str] = field(default_factory=dict)
 
 
 async def targets_of(store: ApiStore, meters: Sequence[str], consumers: Sequence[str], start: datetime,
@@ -87,6 +89,9 @@ async def fill(store: ApiStore, targets: Sequence[Target], *, channels: frozense
     for i in range(index, len(targets)):
         target = targets[i]
         section = Section(target, [], [])
+        for read in await store.special_reads(target.meter.meter_id, start=target.start, end=target.end):
+            if read.ts is not None:
+                section.reasons.update({(c.value, read.ts.timestamp()): read.reason.value for c, _ in read.values})
         if after is None and intervals:
             section.blocks = await _blocks(store, target, channels, tables, intervals, now)
         sections.append(section)
