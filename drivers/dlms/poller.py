@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from drivers.base import DriverStatus, Observed
-from drivers.dlms.errors import AccessError, FrameError
+from drivers.dlms.errors import AccessError, AssociationRefused, FrameError
 from drivers.dlms.links import HdlcLink, Link, SerialLine, WrapperLink, serial_opener, tcp_opener
 from drivers.dlms.reads import DATA, ObjectRead, ProfileRows, Reader, read_profile
 from drivers.dlms.secrets import CounterFile
@@ -229,8 +229,7 @@ class DlmsPoller:
                         self.requests += 1
                         if target.security.ciphered:
                             state.counter = session.invocation_counter
-                            if target.counter is not None:
-                                target.counter.save(state.counter)
+                            self._save_counter(target, state.counter)
                 finally:
                     await link.close()
             except TimeoutError:
@@ -245,6 +244,17 @@ class DlmsPoller:
                 raise ConnectionFailed(target.meter_id, self.endpoint.name, f"link lost: {exc}") from None
             return result
 
+    def _save_counter(self, target: DlmsTarget, counter: int) -> None:
+        """Keep the counter for a restart; a disk that refuses is logged (the meter's frame counter,
+        read at the next start, still says where to go on), never this poll's failure."""
+        if target.counter is None:
+            return
+        try:
+            target.counter.save(counter)
+        except OSError as exc:
+            log.warning("meter %s: invocation counter not saved to %s: %s", target.meter_id, target.counter.path,
+                        exc.strerror or exc, extra={"meter_id": target.meter_id})
+
     async def _sync_counter(self, target: DlmsTarget, state: _MeterState) -> None:
         """Read the meter's frame counter with the public client: start above it and above our file."""
         assert target.frame_counter is not None
@@ -256,7 +266,9 @@ class DlmsPoller:
             await session.release()
             state.counter = max(state.counter, int(obj.value) if not isinstance(obj.value, str) else 0)
             state.counter_synced = True
-        except (AccessError, FrameError, ValueError, DriverError) as err:
+        except (AccessError, AssociationRefused, FrameError, ValueError) as err:
+            # The meter answered but will not tell: go on from the saved counter. (A link that is
+            # down or silent is raised: the poll fails and the next one asks again.)
             log.info("meter %s: frame counter %s not read (%s); using the saved counter %d", target.meter_id,
                      target.frame_counter, err, state.counter, extra={"meter_id": target.meter_id})
             state.counter_synced = True
