@@ -66,10 +66,17 @@ def check(settings: DlmsSection, meters: Sequence[MeterBinding], profiles: Mappi
     """Endpoints, the key file's mode, the system title, and each meter's endpoint, addresses,
     object map, classes and secrets."""
     endpoints: dict[str, int] = {}
+    devices: dict[str, int] = {}
     for i, ep in enumerate(settings.endpoints):
         if ep.name in endpoints:
             yield ("dlms", "endpoints", i, "name"), f"endpoint name {ep.name!r} repeats dlms.endpoints[{endpoints[ep.name]}]"
         endpoints.setdefault(ep.name, i)
+        if ep.transport == "hdlc_serial" and ep.device:
+            # One bus lock per line: two endpoints on one device would talk over each other.
+            if ep.device in devices:
+                yield ("dlms", "endpoints", i, "device"), (f"serial line {ep.device} is already dlms.endpoints"
+                                                           f"[{devices[ep.device]}]: put its meters on that endpoint")
+            devices.setdefault(ep.device, i)
         if ep.transport == "hdlc_serial" and not ep.device:
             yield ("dlms", "endpoints", i, "device"), "transport 'hdlc_serial' needs device (e.g. /dev/ttyUSB0)"
         if ep.transport != "hdlc_serial" and not ep.host:

@@ -75,6 +75,8 @@ def test_dlms_meters_are_configured_and_registered() -> None:
     (('server_physical = 17', 'server_physical = 17\nclasses = { "1-0:1.8" = 3 }'),
      "meters[1].classes at line 27: '1-0:1.8' is not an OBIS code"),
     (('transport = "hdlc_serial"', 'transport = "modbus"'), "dlms.endpoints[1].transport at line 10: Input should be"),
+    (('host = "10.0.7.20"', 'transport = "hdlc_serial"\ndevice = "/dev/ttyUSB1"'),
+     "dlms.endpoints[1].device at line 12: serial line /dev/ttyUSB1 is already dlms.endpoints[0]"),
 ])
 def test_dlms_config_mistakes_name_the_key_and_line(change: tuple[str, str], expected: str) -> None:
     text = CONFIG.replace(*change)
