@@ -50,7 +50,9 @@ class HdlcFront:
         self.frames_in = 0
 
     async def serve(self) -> None:
-        reader, writer = await serial_opener(SerialLine(self.device))()
+        await self.serve_streams(*await serial_opener(SerialLine(self.device))())
+
+    async def serve_streams(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         ssn = rsn = 0
         link: WrapperLink | None = None
         request = bytearray()
@@ -115,6 +117,53 @@ async def front(peer: DlmsPeer, device: str) -> AsyncIterator[HdlcFront]:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+@asynccontextmanager
+async def terminal_server(peer: DlmsPeer) -> AsyncIterator[tuple[int, HdlcFront]]:
+    """The same front behind a TCP port: a terminal server in front of a meter's HDLC port."""
+    f = HdlcFront(peer, "")
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await f.serve_streams(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the driver closed the connection after its DISC
+
+    srv = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield srv.sockets[0].getsockname()[1], f
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+
+async def test_hdlc_over_tcp_through_a_terminal_server(tmp_path: Path, dlms_peer: DlmsPeer) -> None:
+    s = dlms_peer.settings
+    async with terminal_server(dlms_peer) as (port, line):
+        cfg = gateway_config(tmp_path / "gw", dlms={"state_dir": str(tmp_path / "dlms"), "endpoints": [
+            {"name": "ts", "transport": "hdlc_tcp", "host": "127.0.0.1", "port": port, "timeout": 5}]})
+        doc: dict[str, Any] = cfg.model_dump(mode="json")
+        doc["meters"] = [{"meter_id": "E-1", "protocol": "dlms", "endpoint": "ts", "client_sap": s.client_address,
+                          "server_logical": s.server_address, "server_physical": 17, "interval": 0.3, "align": False}]
+        cfg = GatewayConfig.model_validate(doc)
+        assert not cross_check(cfg, {}, {})
+        got: list[Sample] = []
+
+        async def emit(sample: Sample) -> None:
+            got.append(sample)
+
+        [poller] = build(BuildContext(settings=cfg.section("dlms"), meters=bindings(cfg), profiles={}, emit=emit,
+                                      gateway_id="test"))
+        task = asyncio.create_task(poller.run())
+        try:
+            raws = await eventually(lambda: [x for x in got if isinstance(x, RawObjects)][:2] or None)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    values = {code: (value, unit) for code, value, unit in raws[0].values}
+    assert values["1-0:1.8.0"] == (Decimal("12345678"), "Wh")
+    assert not [x for x in got if isinstance(x, PollFailure)] and line.frames_in > 5
 
 
 @pytest.mark.parametrize("auth", ["low", "hls_gmac"])
