@@ -42,12 +42,10 @@ class ObjectReader:
             if isinstance(factor, str):
                 batch.deadletters.append(self._dead(raw, code, value, "unit", factor))
                 continue
-            number = _exact(value, spec.scale, factor) if isinstance(value, Decimal) else _number(value)
+            number = _scaled(value, spec.scale, factor)
             if number is None:
                 batch.deadletters.append(self._dead(raw, code, value, "decode", f"{code}: {value!r:.60} is no number"))
                 continue
-            if not isinstance(value, Decimal):
-                number = number * spec.scale * factor
             if not math.isfinite(number):
                 batch.deadletters.append(self._dead(raw, code, value, "non_finite", f"{code} decoded to {number}"))
                 continue
@@ -92,22 +90,18 @@ def _telegram(raw: bytes) -> str:
     return text if text.isprintable() or all(c.isprintable() or c in "\r\n\t" for c in text) else raw.hex()
 
 
-def _exact(value: Decimal, scale: float, factor: float) -> float | None:
-    """A decimal the meter sent (a DLMS register's value x 10^scaler) times the map's scale and the
-    unit's factor, in decimal arithmetic, as the float64 nearest to the exact product: 12345678 Wh
-    with scaler -3 and Wh -> kWh reads 12345.678, never 12345.678000000001. The factors are taken
-    at their shortest repr (1e-3 is 0.001), which is the decimal they stand for."""
-    if not value.is_finite():
-        return None
-    exact = value
-    if scale != 1.0:
-        exact *= Decimal(repr(scale))
-    if factor != 1.0:
-        exact *= Decimal(repr(factor))
-    try:
-        return float(exact)
-    except OverflowError:
-        return None
+def _scaled(value: Decimal | float | str, scale: float, factor: float) -> float | None:
+    """The value times the map's scale and the unit's factor. A decimal (P1's "000123.456", SML's
+    value x 10^scaler) is multiplied exactly, each factor read as its shortest decimal (Wh -> kWh is
+    0.001), so 6545766 Wh is 6545.766 kWh, not 6545.766000000001; a float as before."""
+    if isinstance(value, (Decimal, int)) and not isinstance(value, bool):
+        try:
+            exact = Decimal(value) * Decimal(repr(scale)) * Decimal(repr(factor))
+            return float(exact)
+        except (ArithmeticError, ValueError):  # sNaN, an exponent past any context
+            return None
+    number = _number(value)
+    return None if number is None else number * scale * factor
 
 
 def reader_table(maps: dict[str, tuple[ObjectMap, Source]]) -> dict[str, ObjectReader]:
