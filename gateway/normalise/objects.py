@@ -66,7 +66,7 @@ class ObjectReader:
         return found
 
     def _dead(self, raw: RawObjects, code: str, value: object, reason: str, detail: str) -> DeadLetter:
-        telegram = raw.raw[:RAW_KEEP].decode("utf-8", errors="replace") if raw.raw else f"{code}={value!r}"
+        telegram = _telegram(raw.raw[:RAW_KEEP]) if raw.raw else f"{code}={value!r}"
         return DeadLetter(ts=raw.received_at, source=self.source.value, where=f"{raw.meter_id} {code}",
                           reason=reason, detail=detail, payload=telegram, meter_id=raw.meter_id)
 
@@ -79,6 +79,15 @@ def _number(value: Decimal | float | str) -> float | None:
         return float(value) if isinstance(value, (int, float, Decimal)) else float(value.strip())
     except (AttributeError, ValueError, OverflowError):
         return None
+
+
+def _telegram(raw: bytes) -> str:
+    """A text telegram (P1) as its text; a binary one (a DLMS APDU, an SML file) in hex."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.hex()
+    return text if text.isprintable() or all(c.isprintable() or c in "\r\n\t" for c in text) else raw.hex()
 
 
 def _scaled(value: Decimal | float | str, scale: float, factor: float) -> float | None:
