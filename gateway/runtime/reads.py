@@ -156,7 +156,12 @@ class ReadDesk:
         facts = self.gw.facts[read.meter_id]
         # Which channels the answer holds (a throw-away normaliser, as diagnostics'); what counts is
         # what the store then holds at the read's time.
-        preview = Normaliser({read.meter_id: facts.profile} if facts.profile is not None else {}, {}).sample(raw)
+        serving = self.gw.driver_for(read.meter_id)
+        protocol = serving.name.split(":", 1)[0] if serving is not None else ""
+        objects = ({read.meter_id: (facts.objects, self.gw.registry[protocol].source)}
+                   if facts.objects is not None and protocol in self.gw.registry else {})
+        preview = Normaliser({read.meter_id: facts.profile} if facts.profile is not None else {}, {},
+                             objects=objects).sample(raw)
         ts = preview.readings[0].ts if preview.readings else raw.ts
         pipeline = self.gw.pipeline
         assert pipeline is not None
