@@ -144,6 +144,13 @@ class RawRead(Protocol):
 
 
 @runtime_checkable
+class MeterDetail(Protocol):
+    """Capability: a meter's protocol state for diagnostics (DLMS: last association, last APDU), no secrets."""
+
+    def meter_detail(self, meter_id: str) -> Mapping[str, Any] | None: ...
+
+
+@runtime_checkable
 class Poller(PollNow, Protocol):
     """A driver that polls meters on a schedule: its meters' health by meter id."""
 
@@ -345,6 +352,7 @@ __all__ = [
     "LatencyWindow",
     "LinkMetric",
     "MeterBinding",
+    "MeterDetail",
     "MeterFacts",
     "MeterHealth",
     "Observed",

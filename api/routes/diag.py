@@ -28,6 +28,7 @@ from api.schemas.diag import (
     PollResultOut,
     RegistersOut,
 )
+from api.schemas.diag_dlms import AttributeIn, AttributeOut
 from gateway.errors import DriverError, InvalidRequest, MeterTimeout, ModbusExceptionResponse, NotFound
 from gateway.model.health import MeterState
 from gateway.model.profiles import Function
@@ -164,6 +165,27 @@ async def read_registers(
         return _meter_error(exc)
     return RegistersOut(endpoint=endpoint, unit=unit, function=function.value, address=first, count=count,
                         words=list(got["words"]), hex=[f"{w:#06x}" for w in got["words"]])
+
+
+@router.post("/meters/{meter_id}/attribute", response_model=AttributeOut, responses=_METER_ERRORS)
+async def read_attribute(gateway: Gateway, limiter: Annotated[BusLimiter, Depends(_limiter)], meter_id: MeterId,
+                         body: AttributeIn) -> AttributeOut | JSONResponse:
+    """Read one COSEM attribute of a DLMS meter in its own association (e.g. `{"obis": "1-0:1.8.0.255",
+    "class_id": 3, "attribute": 2}`): the decoded value, scaled for a register, and the raw A-XDR in hex.
+    Read-only; attributes holding secrets are refused. Rate-limited per endpoint like raw register reads."""
+    summary = await gateway.meter_summary(meter_id)
+    if summary.protocol != "dlms" or summary.endpoint is None:
+        msg = (f"meter {meter_id} ({summary.protocol}) has no COSEM attributes: attribute reads are for DLMS meters"
+               + (f"; read its registers on endpoint {summary.endpoint}" if summary.endpoint else ""))
+        raise InvalidRequest(msg)
+    throttled = _throttled(limiter, summary.endpoint)
+    if throttled is not None:
+        return throttled
+    try:
+        got = await gateway.read_raw(summary.endpoint, {"meter_id": meter_id, **body.model_dump()})
+    except DriverError as exc:
+        return _meter_error(exc)
+    return AttributeOut.model_validate({**got, "endpoint": summary.endpoint})
 
 
 @router.get("/deadletters", response_model=DeadLettersOut)

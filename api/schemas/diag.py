@@ -211,6 +211,10 @@ class MeterDiagnosticsOut(MeterSummaryOut):
     last_balance: BalanceOut | None = None
     recent_balances: list[BalanceOut] = Field(description="PAYG balance updates accepted since start, newest last")
     store_reachable: bool
+    protocol_detail: dict[str, Any] | None = Field(default=None, description=(
+        "The driver's own state of the meter, if it keeps one (DLMS: last association, security mechanism, "
+        "latency p50/p90/p99, last error, last APDU received in hex, as sent: ciphered stays ciphered). "
+        "Never keys or passwords"))
 
     @classmethod
     def of_diag(cls, d: MeterDiagnostics) -> MeterDiagnosticsOut:
@@ -224,7 +228,8 @@ class MeterDiagnosticsOut(MeterSummaryOut):
                    open_events=[DiagEventOut.of(e) for e in d.open_events],
                    last_balance=BalanceOut.model_validate(BalanceOut.row(d.last_balance)) if d.last_balance is not None else None,
                    recent_balances=[BalanceOut.model_validate(BalanceOut.row(b)) for b in d.recent_balances],
-                   store_reachable=d.store_reachable)
+                   store_reachable=d.store_reachable,
+                   protocol_detail=dict(d.protocol_detail) if d.protocol_detail is not None else None)
 
 
 class DecodedValueOut(BaseModel):

@@ -20,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from drivers.base import DriverStatus, Observed
+from drivers.dlms import diag
 from drivers.dlms.errors import AccessError, AssociationRefused, FrameError
 from drivers.dlms.links import HdlcLink, Link, SerialLine, WrapperLink, serial_opener, tcp_opener
 from drivers.dlms.reads import DATA, ObjectRead, ProfileRows, Reader, read_profile
@@ -73,6 +74,8 @@ class _MeterState:
     counter_synced: bool = False
     clock_offset_s: float | None = None
     last_apdu: bytes = b""
+    last_association: datetime | None = None  # when the meter last accepted an association (diagnostics)
+    associations: int = 0
     missing: set[str] = field(default_factory=set)
 
 
@@ -139,6 +142,23 @@ class DlmsPoller:
 
     def last_apdu(self, meter_id: str) -> bytes:
         return self._state[meter_id].last_apdu
+
+    def meter_detail(self, meter_id: str) -> dict[str, Any] | None:
+        """The meter's DLMS state for diagnostics (drivers/dlms/diag.py); None for another's meter."""
+        st, t = self._state.get(meter_id), self._targets.get(meter_id)
+        if st is None or t is None:
+            return None
+        return diag.detail(self.meter_health(meter_id), authentication=t.security.authentication,
+                           ciphered=t.security.ciphered, last_association=st.last_association,
+                           associations=st.associations, last_apdu=st.last_apdu, clock_offset_s=st.clock_offset_s)
+
+    async def read_raw(self, request: Mapping[str, Any]) -> Mapping[str, Any]:
+        """One attribute of one meter, in its own association (diagnostics: drivers/dlms/diag.py)."""
+        ask = diag.AttributeRequest.parse(request, self._targets)
+        reader = self._state[ask.meter_id].reader
+        got: dict[str, Any] = await self._session(self._targets[ask.meter_id],
+                                                  lambda s: diag.read_attribute(reader, s, ask))
+        return got
 
     async def run(self) -> None:
         if not self._targets:
@@ -222,6 +242,7 @@ class DlmsPoller:
                                       invocation_counter=state.counter)
                     try:
                         await session.associate()
+                        state.last_association, state.associations = self._clock(), state.associations + 1
                         result = await work(session)
                         await session.release()
                     finally:

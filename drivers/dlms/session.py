@@ -146,11 +146,14 @@ class Session:
         raise FrameError(self.meter_id, self.where, f"GET answer longer than {MAX_BLOCKS} blocks", self.last_raw)
 
     async def release(self) -> None:
-        """RLRQ -> RLRE; errors are not the caller's concern (the link closes next)."""
+        """RLRQ -> RLRE; errors are not the caller's concern (the link closes next). `last_raw` stays
+        the last answer before it (what diagnostics show), not the RLRE."""
+        kept = self.last_raw
         try:
             await self._request(self.conn.get_rlrq())
         except (FrameError, OSError, TimeoutError, AccessError):
             pass
+        self.last_raw = kept
 
     async def _request(self, apdu: Any, *, refusal: bool = False) -> Any:
         try:

@@ -7,9 +7,11 @@ gateway, and it never changes under the reader.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from gateway.model.events import DeadLetter, Event
 from gateway.model.payg import BalanceUpdate
@@ -104,6 +106,8 @@ class MeterDiagnostics:
     recent_balances: tuple[BalanceUpdate, ...] = ()
     #: False when the store could not be asked (events come from this process's memory only).
     store_reachable: bool = True
+    #: The driver's own state of the meter (DLMS: last association, last APDU in hex), if it keeps one.
+    protocol_detail: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

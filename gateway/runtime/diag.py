@@ -13,10 +13,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from drivers.base import MeterFacts, MeterHealth, PollNow, RawRead, Subscriber
+from drivers.base import MeterDetail, MeterFacts, MeterHealth, PollNow, RawRead, Subscriber
 from gateway import __version__
 from gateway.config.schema import GatewayConfig
 from gateway.errors import GatewayError, InvalidRequest, NotFound, SinkError
@@ -206,9 +207,12 @@ class Diagnostics:
         if watched is None:
             raise NotFound("meter", meter_id)
         stored, reachable = await self._from_store(lambda s: s.events(meter_id=meter_id, limit=50))
-        return self.book.diagnostics(meter_id, self.driver_health().get(meter_id),
-                                     payloads=self.recent_payloads(meter_id), stored_events=stored or (),
-                                     store_reachable=reachable)
+        found = self.book.diagnostics(meter_id, self.driver_health().get(meter_id),
+                                      payloads=self.recent_payloads(meter_id), stored_events=stored or (),
+                                      store_reachable=reachable)
+        driver = self.gw.driver_for(meter_id)
+        detail = driver.meter_detail(meter_id) if isinstance(driver, MeterDetail) else None
+        return replace(found, protocol_detail=dict(detail)) if detail is not None else found
 
     async def recent_values(self, meter_id: str, channel: Channel) -> tuple[list[Reading], bool]:
         """One channel of a meter over its last CHART_POLLS polls (at least 10 minutes), oldest first:

@@ -67,5 +67,5 @@ async def test_diagnostics_keep_their_openapi_contract(tmp_path: Path, mqtt_brok
             await eventually(lambda: gw.subscriber is not None and gw.subscriber.connected)
             document = (await api.get("/openapi.json")).json()
             ran, failures = await asyncio.to_thread(fuzz, document, str(gw.api_url), key)
-    assert ran == 9  # status, meters, one meter, payloads, poll, registers, dead letters, events, panel
+    assert ran == 10  # status, meters, one meter, payloads, poll, registers, attribute, dead letters, events, panel
     assert not failures, "\n\n".join(failures)
