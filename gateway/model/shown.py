@@ -124,6 +124,11 @@ def _digits(x32: npt.NDArray[np.float32]) -> tuple[F64, I64, F64] | None:
 
 
 
+#: Up to this many values `_exact_f32` is the cheaper: fewer calls; beyond, `_digits`' separate tries
+#: on arrays half the size cost less (a round of 5,000 polls decoded about 5 % slower through it).
+FEW_VALUES = 1024
+
+
 def _exact_f32(x32: npt.NDArray[np.float32], exact: Exact) -> F64 | None:
     """`shown_columns`' exact path for float32s in a dozen numpy calls (a pass of a poll or two pays
     for calls, not values): both tries of `_digits` at once on a leading axis of two, the same float64
@@ -246,7 +251,7 @@ def shown_columns(raw: npt.NDArray[np.generic], scale: F64, offset: F64, factor:
         ints, places = exact.ints, exact.places
         if raw.dtype.kind == "f" and raw.dtype.itemsize == 4:
             x32 = raw.astype(np.float32)
-            fast = _exact_f32(x32, exact)
+            fast = _exact_f32(x32, exact) if x32.size <= FEW_VALUES else None
             if fast is not None:
                 return fast
             found = _digits(x32)
