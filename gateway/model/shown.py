@@ -122,8 +122,6 @@ def _digits(x32: npt.NDArray[np.float32]) -> tuple[F64, I64, F64] | None:
     return digits, own, shown
 
 
-
-
 #: Up to this many values `_exact_f32` is the cheaper: fewer calls; beyond, `_digits`' separate tries
 #: on arrays half the size cost less (a round of 5,000 polls decoded about 5 % slower through it).
 FEW_VALUES = 1024
@@ -139,7 +137,7 @@ def _exact_f32(x32: npt.NDArray[np.float32], exact: Exact) -> F64 | None:
     digits = np.rint(x32.astype(np.float64) * tries)
     back = (digits / tries).astype(np.float32) == x32
     short = back[0]
-    if b"\0" in (short | back[1]).tobytes():  # a bytes search: ndarray.all() costs three ufunc calls
+    if b"\0" in (short | back[1]).tobytes():  # a bytes search: ndarray.all() costs two ufunc calls
         return None
     # 10^(own + places) as 10^own x 10^places: both exact, and so is their product up to 10^22.
     shown = (digits * exact.ints) / (tries * exact.powers)
@@ -235,7 +233,8 @@ def exact_of(scales: list[float], offsets: list[float], factors: list[float]) ->
         places.append(max(-exponent, 0))
     as_ints, as_places = np.asarray([ints], dtype=np.float64), np.asarray([places], dtype=np.int64)
     field = np.arange(512) & 0xFF  # a float32's exponent field, by its top nine bits
-    usual = ((field >= _EXACT_MIN) & (field <= _FAST_MAX) | (field == 0)) & (_DIGITS_K0[field] + max(places) <= _EXACT_POWER)
+    usual = (field >= _EXACT_MIN) & (field <= _FAST_MAX) | (field == 0)
+    usual &= _DIGITS_K0[field] + max(places) <= _EXACT_POWER
     tries = np.where(usual, np.tile(np.stack([_DIGITS_SHORTER, _DIGITS_USUAL]), 2), np.nan)
     return Exact(as_ints, as_places, _POW10[as_places], tries)
 
