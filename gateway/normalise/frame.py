@@ -303,7 +303,7 @@ class FrameDecoder:
                     values = v
                 else:
                     values[:, g.positions] = v
-                if unusable.any():
+                if b"\1" in unusable.tobytes():  # a bytes search: ndarray.any() costs two ufunc calls
                     odd += [(i, g.positions[p]) for i, p in np.argwhere(unusable).tolist()]
                     sources += 1
         if sources > 1:
