@@ -22,6 +22,7 @@ from simulators.modbus.datasheet import QUANTITIES, UNITS, Datasheet, Format, Sh
 
 Fault = Literal[
     "timeout", "slow", "exception", "garbage", "regression", "rollover", "spike", "stuck", "tamper",
+    "disconnected", "bypass",
 ]
 FAULTS: tuple[str, ...] = get_args(Fault)
 
@@ -80,6 +81,9 @@ class SimMeter:
       `spike_factor` times higher while the fault is set;
     - "stuck": every register keeps the words it had when the fault was set;
     - "tamper": the table's tamper status bits are raised.
+    - "disconnected": the supply relay is open: its status bits are raised and nothing is consumed;
+    - "bypass": the relay status bits are raised but energy is still counted (a meter bypassed
+      around its open relay, or a relay welded shut: the case usage-while-disconnected looks for).
 
     Three-phase values carry a fixed imbalance per meter (drawn from its own generator, so the
     load model's numbers do not move): L1 has the meter's voltage and current, L2 and L3 differ
@@ -162,7 +166,7 @@ class SimMeter:
         hour = (self.now % 86400) / 3600
         load = self.base_kw * _load_curve(hour) * max(0.2, self._rng.gauss(1.0, 0.1))
         pv = self.pv_kw * max(0.0, math.sin(math.pi * (hour - 6) / 12))
-        self.power = load - pv
+        self.power = 0.0 if self._fault == "disconnected" else load - pv
         self.energy_import += max(self.power, 0.0) * hours
         self.energy_export += max(-self.power, 0.0) * hours
         self.voltage = self._rng.gauss(230.0, 1.5)
@@ -254,7 +258,8 @@ class SimMeter:
             # A status word holds several bits: start from what is there, set or clear ours.
             key = (status.function_code, status.address)
             word = image.get(key, [0])[0]
-            raised = self._fault == "tamper" and status.condition == "tamper"
+            raised = (self._fault == "tamper" and status.condition == "tamper") or \
+                (self._fault in ("disconnected", "bypass") and status.condition == "relay_open")
             bit = raised if status.active else not raised
             image[key] = [(word | (1 << status.bit)) if bit else (word & ~(1 << status.bit))]
         if self._fault == "stuck":
