@@ -10,6 +10,7 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
+from api.cim.tables import load_tables
 from gateway.model import BalanceUpdate, Channel, EventKind, Kind, Quality, Reading, Relay, Severity, Status
 from gateway.model.frame import to_us
 from gateway.validate import sums
@@ -197,3 +198,11 @@ def test_timestamps_before_the_relay_opened_are_not_judged() -> None:
     got, _ = checked(energy([1.0, 2.0, 3.0]), validator, cross)
     assert not any(r.quality & Quality.USAGE_WHILE_DISCONNECTED for r in got)
     assert to_us(got[0].ts) < to_us(T0 + 5 * STEP)
+
+
+def test_the_new_flags_have_their_iec_61968_9_reading_quality_codes() -> None:
+    tables = load_tables()
+    suspect = Quality.USAGE_WHILE_DISCONNECTED | Quality.RELAY_OPEN
+    assert tables.qualities(Status.SUSPECT, int(suspect)) == ["3.5.258", "3.6.2", "1.2.3"]
+    assert tables.qualities(Status.SUSPECT, int(Quality.TOU_SUM_CHECK)) == ["3.5.258", "3.6.9"]
+    assert tables.qualities(Status.SUSPECT, int(Quality.SUM_CHECK)) == ["3.5.258", "3.6.0"]
