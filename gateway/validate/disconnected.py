@@ -95,10 +95,17 @@ class DisconnectedUsage:
         if self._meter.size:
             self._base[self._meter == m] = np.nan
 
+    def watching(self) -> bool:
+        """Whether any meter is known open or inside an episode: if not, only rows flagged RELAY_OPEN
+        can start one, and a batch without any has nothing to judge (the usual batch)."""
+        self._sync()
+        return bool((self._since != CLOSED).any() or np.isfinite(self._base).any())
+
     def check(self, s: I64, t: I64, v: F64, q: I64, cumulative: B) -> tuple[I64, list[Event]]:
         """USAGE_WHILE_DISCONNECTED bits per row and the tamper events of episodes that start."""
-        self._sync()
         flags = np.zeros(s.size, np.int64)
+        if not self.watching() and not (q & RELAY_OPEN).any():
+            return flags, []
         rows = np.flatnonzero(cumulative & ((q & _LEFT_OUT) == 0))
         if rows.size == 0:
             return flags, []

@@ -78,6 +78,11 @@ class TouSumCheck:
         self._bit = np.concatenate([self._bit, np.asarray(bit, np.int64)])
         self._known = n
 
+    def idle(self) -> bool:
+        """No meter has time-of-use registers: nothing to judge."""
+        self._sync()
+        return not self._names
+
     def check(self, s: I64, t: I64, v: F64, q: I64) -> tuple[I64, list[Event]]:
         """TOU_SUM_CHECK bits per row (zeros elsewhere) and the anomaly events of episodes that start."""
         self._sync()
