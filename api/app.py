@@ -31,6 +31,7 @@ from api.routes import (
     meters,
     payg,
     readings,
+    reads,
     status_page,
 )
 from api.schemas.common import ERRORS
@@ -81,7 +82,7 @@ def create_app(store: ApiStore, gateway: GatewayPort | None = None, *, key_cache
     app.state.cim_tables = cim_tables or load_tables()
     app.include_router(health.router)
     for router in (imports.router, meters.router, readings.router, accounts.router, payg.router, events.router,
-                   cim.router, greenbutton.router):
+                   cim.router, greenbutton.router, reads.router):
         app.include_router(router, responses=ERRORS)
     app.include_router(diag.router, responses=ERRORS)
     app.include_router(status_page.router, responses=ERRORS)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
 from gateway.model import BalanceUpdate, Channel, Command, CommandKind, DeadLetter, Event, Reading, Submission
 from gateway.model.health import MeterDiagnostics, MeterSummary, PollResult, RecentPayload
+from gateway.model.reads import ReadReason, SpecialRead
 
 
 class GatewayPort(Protocol):
@@ -48,6 +49,11 @@ class GatewayPort(Protocol):
     async def deadletters(self, *, meter_id: str | None = None, reason: str | None = None,
                           limit: int = 100) -> tuple[list[DeadLetter], bool]:
         """Dead letters, newest first, and whether the store answered."""
+
+    async def special_read(self, meter_id: str, reason: ReadReason, channels: Sequence[Channel] | None = None,
+                           key_id: str | None = None) -> SpecialRead:
+        """Queue a special read (taken now, stored as a real reading with its reason). NotFound (not
+        a meter of this gateway), Conflict (inactive, or a read of it already under way), InvalidRequest."""
 
     async def poll_now(self, meter_id: str) -> PollResult:
         """Poll a meter at once and decode it (not stored). InvalidRequest (a meter that pushes, or

@@ -7,10 +7,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from drivers.base import DriverSpec
+from drivers.dlms.spec import SPEC as DLMS
+from drivers.mbus.spec import SPEC as MBUS
 from drivers.modbus.spec import SPEC as MODBUS
 from drivers.mqtt.spec import SPEC as MQTT
+from drivers.obis_stream.spec import P1_SPEC as P1
+from drivers.obis_stream.spec import SML_SPEC as SML
 
 #: By protocol (meters[].protocol, the [<protocol>] section); the first is a meter's default.
-DRIVERS: Mapping[str, DriverSpec] = {s.protocol: s for s in (MODBUS, MQTT)}
+DRIVERS: Mapping[str, DriverSpec] = {s.protocol: s for s in (MODBUS, MQTT, MBUS, P1, SML, DLMS)}
 
 __all__ = ["DRIVERS"]

@@ -27,8 +27,9 @@ class ScanUsageError(ValueError):
     """A target or option the scan cannot use; the message says which and why."""
 
 
-def parse_units(text: str) -> tuple[int, ...]:
-    """'1-247', '5', '1-10,20,30-32' -> the unit ids (each 1..247, in the order given, once)."""
+def parse_units(text: str, low_id: int = 1, high_id: int = 247) -> tuple[int, ...]:
+    """'1-247', '5', '1-10,20,30-32' -> the unit ids (each 1..247, in the order given, once); M-Bus
+    primary addresses are 0..250."""
     units: list[int] = []
     for part in text.split(","):
         low, _, high = part.strip().partition("-")
@@ -37,8 +38,8 @@ def parse_units(text: str) -> tuple[int, ...]:
         except ValueError:
             msg = f"--units {text!r}: want ranges like 1-247 or 1-10,20"
             raise ScanUsageError(msg) from None
-        if not 1 <= first <= last <= 247:
-            msg = f"--units {text!r}: unit ids are 1..247, low before high (got {part.strip()!r})"
+        if not low_id <= first <= last <= high_id:
+            msg = f"--units {text!r}: unit ids are {low_id}..{high_id}, low before high (got {part.strip()!r})"
             raise ScanUsageError(msg)
         units.extend(u for u in range(first, last + 1) if u not in units)
     return tuple(units)
@@ -72,6 +73,78 @@ def build_request(target: str, *, transport: str | None, units: str, timeout: fl
         msg = f"target {target!r}: want host:port (e.g. 10.0.0.7:502) or a serial device (e.g. /dev/ttyUSB0)"
         raise ScanUsageError(msg)
     return ScanRequest(kind, host=host, port=port, timeout=timeout, units=ids, budget=budget)
+
+
+#: ScanHit.unit of an M-Bus slave found only by the wildcard search (it answers at 0xFD once selected).
+MBUS_SECONDARY_ONLY = 0xFD
+
+
+def mbus_request(target: str, *, units: str, timeout: float, budget: float, baudrate: int | None,
+                 parity: str | None) -> ScanRequest:
+    """An M-Bus line: a serial device (a level converter, 2400 8E1 by default) or host:port of an
+    M-Bus-to-Ethernet converter (port 10001 by default); primary addresses 0..250."""
+    if timeout <= 0 or budget <= 0:
+        msg = f"--timeout ({timeout:g}) and --budget ({budget:g}) must be above 0 seconds"
+        raise ScanUsageError(msg)
+    ids = parse_units(units, 0, 250)
+    if target.startswith("/") or re.fullmatch(r"COM\d+", target.upper()):
+        return ScanRequest("serial", serial_port=target, baudrate=baudrate or 2400, parity=parity or "E",
+                           timeout=timeout, units=ids, budget=budget)
+    host, _, port_text = target.rpartition(":") if ":" in target else (target, "", "10001")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        msg = f"--mbus {target!r}: want a serial device (e.g. /dev/ttyUSB0) or host:port of a converter"
+        raise ScanUsageError(msg)
+    return ScanRequest("tcp", host=host, port=int(port_text), timeout=timeout, units=ids, budget=budget)
+
+
+def mbus_config_text(report: ScanReport, request: ScanRequest, name: str) -> str:
+    """The [[mbus.buses]] entry and one [[meters]] table per slave found, as TOML to paste."""
+    lines = ["[[mbus.buses]]", f'name = "{name}"']
+    if request.transport == "serial":
+        lines += [f'serial_port = "{request.serial_port}"', f"baudrate = {request.baudrate}"]
+    else:
+        lines += [f'host = "{request.host}"', f"port = {request.port}"]
+    for hit in report.hits:
+        secondary = hit.how.split()[1] if hit.how.startswith("secondary ") else None
+        lines += ["", "[[meters]]", f'meter_id = "{secondary[:8] if secondary else hit.unit}"   # your meter number',
+                  'protocol = "mbus"', f'bus = "{name}"']
+        if hit.unit == MBUS_SECONDARY_ONLY and secondary:
+            lines.append(f'secondary_address = "{secondary}"')
+        else:
+            lines.append(f"primary_address = {hit.unit}")
+        lines.append(f'mbus_map = "{hit.profile}"' if hit.profile else "# no shipped map reads this medium: write one")
+        lines[-1] += f"   # {hit.how}"
+    return "\n".join(lines) + "\n"
+
+
+def run_mbus_scan(request: ScanRequest, name: str, out: Console, err: Console) -> int:
+    """The M-Bus scan (DRIVERS["mbus"].scan): a table and the configuration; 0 slaves found, 1 none."""
+    from drivers.registry import DRIVERS
+
+    scanner = DRIVERS["mbus"].scan
+    assert scanner is not None
+    with Progress(TextColumn("probing primary addresses"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task("scan", total=len(request.units))
+
+        async def go() -> ScanReport:
+            return await scanner(request, {}, lambda done, _total: bar.update(task, completed=done))
+
+        report = asyncio.run(go())
+    if report.hits:
+        table = Table(title=f"M-Bus slaves on {report.where}")
+        for column in ("primary", "map", "what"):
+            table.add_column(column)
+        for hit in report.hits:
+            table.add_row("-" if hit.unit == MBUS_SECONDARY_ONLY else str(hit.unit), hit.profile or "(none)", hit.how)
+        out.print(table)
+        out.print()
+        out.print(mbus_config_text(report, request, name), markup=False, highlight=False, soft_wrap=True)
+    if report.stopped:
+        err.print(report.stopped, markup=False)
+    err.print(f"{len(report.hits)} slave(s) found on {report.probed} of {report.wanted} primary addresses probed "
+              "and by the wildcard search", markup=False)
+    return 0 if report.hits else 1
 
 
 def request_for_endpoint(endpoint: object, *, units: str, budget: float) -> ScanRequest:
@@ -158,11 +231,26 @@ def scan_command(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Scan an endpoint of this configuration "
                                                 "(with --endpoint); its profile folders are used too")] = None,
     endpoint: Annotated[str | None, typer.Option(help="The [[modbus.endpoints]] name to scan (with --config)")] = None,
+    mbus: Annotated[str | None, typer.Option("--mbus", help="Scan an M-Bus line instead: a serial device (2400 8E1 "
+                                             "unless --baudrate/--parity) or host:port of a converter; --units "
+                                             "are primary addresses (default 0-250)")] = None,
 ) -> None:
     """Find the meters on one endpoint (read requests only) and print [[meters]] to paste."""
     from gateway.config.profiles import load_profiles
 
     out, err = Console(), Console(stderr=True)
+    if mbus is not None:
+        try:
+            if target is not None or config is not None:
+                msg = "--mbus takes the line itself: give no other target or --config"
+                raise ScanUsageError(msg)
+            request = mbus_request(mbus, units="0-250" if units == "1-247" else units, timeout=timeout or 0.5,
+                                   budget=budget, baudrate=None if baudrate == 9600 else baudrate,
+                                   parity=None if parity == "N" else parity)
+        except ScanUsageError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+        raise typer.Exit(run_mbus_scan(request, name or "mbus1", out, err))
     try:
         if (config is None) != (endpoint is None) or (config is None) == (target is None):
             msg = "give a target (host:port or a serial device), or --config with --endpoint, not both"
@@ -203,5 +291,5 @@ def _from_config(path: Path, endpoint: str, *, units: str, budget: float, timeou
     return (replace(request, timeout=timeout) if timeout else request), profiles
 
 
-__all__ = ["ScanUsageError", "build_request", "config_text", "parse_units", "request_for_endpoint", "run_scan",
-           "scan_command"]
+__all__ = ["ScanUsageError", "build_request", "config_text", "mbus_config_text", "mbus_request", "parse_units",
+           "request_for_endpoint", "run_mbus_scan", "run_scan", "scan_command"]

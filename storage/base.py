@@ -27,6 +27,7 @@ from gateway.model import (
     Status,
     Utility,
 )
+from gateway.model.reads import SpecialRead
 from storage.keys import ApiKey
 from storage.records import (
     BillingRead,
@@ -142,6 +143,14 @@ class Reader(Protocol):
 
     async def get_command(self, correlation_id: str) -> Command | None: ...
 
+    async def get_special_read(self, correlation_id: str) -> SpecialRead | None: ...
+
+    async def special_reads(self, meter_id: str, *, start: datetime, end: datetime) -> list[SpecialRead]:
+        """The meter's completed or partial special reads whose readings lie in [start, end), by time."""
+
+    async def open_special_reads(self, meter_id: str) -> list[SpecialRead]:
+        """The meter's special reads still queued or in progress."""
+
     async def commands(self, *, meter_id: str | None = None, limit: int = 100,
                        before: tuple[datetime, str] | None = None) -> list[Command]:
         """Most recent first, keyset-paginated: `before` is the (created_at, correlation_id) of
@@ -253,6 +262,9 @@ class Registry(Protocol):
 
     async def save_command(self, command: Command) -> None:
         """Insert or update a PAYG command by correlation_id."""
+
+    async def save_special_read(self, read: SpecialRead) -> None:
+        """Insert or update a special read by correlation_id."""
 
     async def claim_command(self, command: Command) -> list[Command]:
         """Store a new PENDING command under its keys (its reference, its idempotency key; each

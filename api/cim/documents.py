@@ -114,7 +114,7 @@ class IntervalBlock:
 
 
 def meter_reading(meter: Meter, usage_point: str | None, readings: Iterable[Reading], blocks: Sequence[IntervalBlock],
-                  tables: CimTables, reasons: dict[tuple[str, str], str] | None = None) -> Iterator[str]:
+                  tables: CimTables, reasons: dict[tuple[str, float], str] | None = None) -> Iterator[str]:
     """One MeterReading: its interval blocks, the meter, its register reads (only channels the table
     names: the caller leaves the others out and says so), the usage point."""
     yield "<m:MeterReading>"
@@ -123,7 +123,9 @@ def meter_reading(meter: Meter, usage_point: str | None, readings: Iterable[Read
         for b in block.buckets:
             if b.value is None:
                 continue
-            quality = '<m:ReadingQualities><m:ReadingQualityType ref="3.8.0"/></m:ReadingQualities>' if b.estimated else ""
+            codes = (["3.8.0"] if b.estimated else []) + (["3.5.258"] if b.suspect else [])
+            quality = "".join(f'<m:ReadingQualities><m:ReadingQualityType ref="{c}"/></m:ReadingQualities>'
+                              for c in codes)
             yield (f"<m:IntervalReadings>{_el('m:timeStamp', when(b.end))}{_el('m:value', text(b.value))}{quality}"
                    f"<m:timePeriod>{_el('m:end', when(b.end))}{_el('m:start', when(b.start))}</m:timePeriod>"
                    "</m:IntervalReadings>")
@@ -138,7 +140,7 @@ def meter_reading(meter: Meter, usage_point: str | None, readings: Iterable[Read
         if reading_type is None:
             continue
         parts = ["<m:Readings>"]
-        reason = reasons.get((r.channel.value, r.ts.isoformat())) if reasons else None
+        reason = reasons.get((r.channel.value, r.ts.timestamp())) if reasons else None
         if reason:
             parts.append(_el("m:reason", reason))
         if r.received_at is not None:

@@ -5,7 +5,7 @@ the cursor of the next one, and the interval blocks of a meter's first page."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from api.cim.documents import IntervalBlock, ReplyError
@@ -36,6 +36,8 @@ class Section:
     target: Target
     readings: list[Reading]
     blocks: list[IntervalBlock]
+    #: The reason of each reading a special read took, by (channel, ts as a POSIX time).
+    reasons: dict[tuple[str, float], str] = field(default_factory=dict)
 
 
 async def targets_of(store: ApiStore, meters: Sequence[str], consumers: Sequence[str], start: datetime,
@@ -72,21 +74,16 @@ async def fill(store: ApiStore, targets: Sequence[Target], *, channels: frozense
     and the warnings of a PARTIAL reply (channels with no ReadingType, left out). `channels`: only
     these (None: all)."""
     channel = next(iter(channels)) if channels is not None and len(channels) == 1 else None
-    index, after = 0, None
-    if cursor:
-        parts = decode_cursor(cursor, 3)
-        if not isinstance(parts[0], int) or parts[0] < 0 or parts[0] >= max(len(targets), 1):
-            msg = "cursor does not belong to this query"
-            raise InvalidRequest(msg)
-        index = parts[0]
-        if parts[1] is not None:
-            after = (datetime.fromisoformat(str(parts[1])), str(parts[2]))
+    index, after = (0, None) if not cursor else _position(cursor, targets)
     sections: list[Section] = []
     unmapped: set[str] = set()
     budget = limit
     for i in range(index, len(targets)):
         target = targets[i]
         section = Section(target, [], [])
+        for read in await store.special_reads(target.meter.meter_id, start=target.start, end=target.end):
+            if read.ts is not None:
+                section.reasons.update({(c.value, read.ts.timestamp()): read.reason.value for c, _ in read.values})
         if after is None and intervals:
             section.blocks = await _blocks(store, target, channels, tables, intervals, now)
         sections.append(section)
@@ -107,12 +104,38 @@ async def fill(store: ApiStore, targets: Sequence[Target], *, channels: frozense
                 break
             last = taken[-1]
             if budget == 0:
-                return sections, encode_cursor([i, last.ts.isoformat(), last.channel.value]), _warnings(unmapped)
+                return sections, _cursor(target, (last.ts, last.channel.value)), _warnings(unmapped)
             after = (last.ts, last.channel.value)
         after = None
         if budget == 0 and i + 1 < len(targets):
-            return sections, encode_cursor([i + 1, None, None]), _warnings(unmapped)
+            return sections, _cursor(targets[i + 1], None), _warnings(unmapped)
     return sections, None, _warnings(unmapped)
+
+
+def _cursor(target: Target, after: tuple[datetime, str] | None) -> str:
+    """Where the next page starts: the meter and its window's start (not a position in the list, which a
+    move-in between two pages would shift), and the last (ts, channel) read of it, if any."""
+    return encode_cursor([target.meter.meter_id, target.start.isoformat(),
+                          after[0].isoformat() if after else None, after[1] if after else None])
+
+
+def _position(cursor: str, targets: Sequence[Target]) -> tuple[int, tuple[datetime, str] | None]:
+    wrong = InvalidRequest("cursor does not belong to this query (or its meters' assignments changed since: "
+                           "start again without a cursor)")
+    meter_id, start, ts, channel = decode_cursor(cursor, 4)
+    index = next((i for i, t in enumerate(targets)
+                  if t.meter.meter_id == meter_id and t.start.isoformat() == start), None)
+    if index is None:
+        raise wrong
+    if ts is None:
+        return index, None
+    try:
+        at = datetime.fromisoformat(ts) if isinstance(ts, str) else None
+    except ValueError:
+        at = None
+    if at is None or at.tzinfo is None or not isinstance(channel, str):
+        raise wrong
+    return index, (at, channel)
 
 
 def _warnings(unmapped: set[str]) -> list[ReplyError]:

@@ -36,6 +36,8 @@ VALIDATED, LIKE_DAY, LINEAR, QUESTIONABLE = 17, 8, 9, 10
 #: North American DST rule words (second Sunday of March / first Sunday of November, 02:00), as the
 #: Green Button Alliance's example feed writes them; other zones' rules are not encoded (see local_time).
 _NORTH_AMERICA = ("360E2000", "B40E2000")
+#: usage.xsd's DstRuleType: all ones is "no rule" (a zone without daylight saving time).
+_DISABLED = "FFFFFFFF"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,18 +63,15 @@ def epoch(ts: datetime) -> int:
     return int(ts.timestamp())
 
 
-def multiplier(points: Sequence[UsagePoint]) -> dict[str, int]:
-    """Per meter, the powerOfTenMultiplier that turns every value into an integer exactly."""
-    out: dict[str, int] = {}
-    for p in points:
-        digits = 0
-        for b in p.buckets:
-            if b.value is not None:
-                exponent = (Decimal(repr(float(b.value))) * _TO_UOM[p.utility]).normalize().as_tuple().exponent
-                if isinstance(exponent, int):
-                    digits = max(digits, -exponent)
-        out[p.meter_id] = -digits
-    return out
+def multiplier(point: UsagePoint) -> int:
+    """The powerOfTenMultiplier that turns every value of a usage point into an integer exactly."""
+    digits = 0
+    for b in point.buckets:
+        if b.value is not None:
+            exponent = (Decimal(repr(float(b.value))) * _TO_UOM[point.utility]).normalize().as_tuple().exponent
+            if isinstance(exponent, int):
+                digits = max(digits, -exponent)
+    return -digits
 
 
 def quality(b: ConsumptionBucket) -> int:
@@ -80,22 +79,23 @@ def quality(b: ConsumptionBucket) -> int:
     if b.estimated:
         methods = {estimate_method(r) for r in reads} - {None}
         return LIKE_DAY if methods == {"profile"} else LINEAR
-    if any(r.status.value in ("suspect", "rejected") for r in reads):
+    if b.suspect or any(r.status.value in ("suspect", "rejected") for r in reads):
         return QUESTIONABLE
     return VALIDATED
 
 
 def local_time(zone: str, at: datetime) -> tuple[int, int, str, str]:
     """(tzOffset, dstOffset, dstStartRule, dstEndRule) of an IANA zone in the year of `at`: the standard
-    offset and the DST shift are exact; rule words are those of North America where the zone follows
-    its rule, else 00000000 (interval starts are UTC epochs, so no value depends on them)."""
+    offset and the DST shift are exact; rule words are FFFFFFFF (no rule) for a zone without DST and those
+    of North America where the zone follows its rule; other zones' rules are not encoded yet (00000000;
+    interval starts are UTC epochs, so no value depends on them)."""
     tz = ZoneInfo(zone)
     year = at.year
     jan, jul = datetime(year, 1, 15, tzinfo=tz), datetime(year, 7, 15, tzinfo=tz)
     offsets = sorted(int((d.utcoffset() or timedelta()).total_seconds()) for d in (jan, jul))
     standard, dst = offsets[0], offsets[1] - offsets[0]
     if dst == 0:
-        return standard, 0, "00000000", "00000000"
+        return standard, 0, _DISABLED, _DISABLED
     march = [datetime(year, 3, d, 12, tzinfo=tz) for d in range(1, 32)]
     starts = next((d.day for d in march if (d.utcoffset() or timedelta()).total_seconds() != standard), None)
     second_sunday = next(d.day for d in march if d.weekday() == 6 and d.day > 7)
@@ -130,8 +130,8 @@ def feed(consumer: str, points: Sequence[UsagePoint], *, zone: str, now: datetim
                  f'<LocalTimeParameters xmlns="{ESPI_NS}"><dstEndRule>{dst_end}</dstEndRule>'
                  f"<dstOffset>{dst_offset}</dstOffset><dstStartRule>{dst_start}</dstStartRule>"
                  f"<tzOffset>{tz_offset}</tzOffset></LocalTimeParameters>", now)
-    powers = multiplier(points)
     for n, p in enumerate(points, start=1):
+        power = multiplier(p)
         up_href = f"{customer}/UsagePoint/{n}"
         mr_href = f"{up_href}/MeterReading/1"
         rt_href = f"{base}/ReadingType/{n}"
@@ -147,9 +147,9 @@ def feed(consumer: str, points: Sequence[UsagePoint], *, zone: str, now: datetim
                      f'<ReadingType xmlns="{ESPI_NS}"><accumulationBehaviour>4</accumulationBehaviour>'
                      f"<commodity>{_COMMODITY[p.utility]}</commodity><dataQualifier>12</dataQualifier>"
                      "<flowDirection>1</flowDirection><intervalLength>3600</intervalLength>"
-                     f"<kind>{_KIND[p.utility]}</kind><powerOfTenMultiplier>{powers[p.meter_id]}</powerOfTenMultiplier>"
+                     f"<kind>{_KIND[p.utility]}</kind><powerOfTenMultiplier>{power}</powerOfTenMultiplier>"
                      f"<timeAttribute>0</timeAttribute><uom>{_UOM[p.utility]}</uom></ReadingType>", now)
-        yield from _blocks(p, blocks, powers[p.meter_id], now)
+        yield from _blocks(p, blocks, power, now)
     yield "</feed>\n"
 
 

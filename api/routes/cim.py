@@ -158,7 +158,7 @@ async def _meter_readings(store: StoreDep, now: datetime, tables: CimTables, *, 
         yield opening(env, READINGS_NS)
         yield PAYLOAD_OPEN[noun]
         for s in sections:
-            yield from meter_reading(s.target.meter, s.target.usage_point, s.readings, s.blocks, tables)
+            yield from meter_reading(s.target.meter, s.target.usage_point, s.readings, s.blocks, tables, s.reasons)
         yield PAYLOAD_CLOSE[noun]
 
     headers = {"X-Next-Cursor": next_cursor} if next_cursor else {}

@@ -21,6 +21,10 @@ Example::
     [[mqtt.sources]]                                # another topic, written differently
     topic = "legacy/{meter_id}/credit"
     payload_format = "number"
+
+    [[mqtt.sources]]                                # wireless M-Bus meters, decoded by wmbusmeters
+    topic = "wmbusmeters/{meter_id}"                # {meter_id}: the meter's name in wmbusmeters
+    payload_format = "wmbusmeters"                  # with meters[].wmbus_map = "wmbusmeters"
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.model.payloads import check_scales, resolve_mapping, resolve_value_maps
 
-PayloadFormatName = Literal["json", "number"]
+PayloadFormatName = Literal["json", "number", "wmbusmeters"]
 #: The most decimals a command amount may carry anywhere (the API's limit too).
 MAX_AMOUNT_DECIMALS = 6
 TimestampMode = Literal["auto", "iso8601", "epoch_s", "epoch_ms", "received"]
@@ -186,6 +190,9 @@ class MqttMeter:
         default=None, metadata={"description": "PAYG meters; default mqtt.low_credit_threshold"})
     max_drain_per_hour: Annotated[Decimal, Gt(0)] | None = field(
         default=None, metadata={"description": "PAYG meters; default mqtt.max_drain_per_hour"})
+    wmbus_map: str | None = field(default=None, metadata={
+        "description": "A wireless M-Bus meter read by wmbusmeters (its JSON on a topic of payload_format "
+        "'wmbusmeters'): the object map of its fields, e.g. 'wmbusmeters'. Unset: a PAYG meter"})
 
 
 __all__ = ["MAX_AMOUNT_DECIMALS", "MqttMeter", "MqttSection", "TopicSource"]

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from drivers.base import BuildContext, Driver, DriverSpec, LinkMetric, MeterFacts, Problem, Subscriber
+from drivers.mbus.maps import object_maps
 from drivers.mqtt.commands import CommandSettings, CommandTracker
 from drivers.mqtt.connection import MqttSettings
 from drivers.mqtt.settings import MqttMeter, MqttSection
@@ -49,6 +50,22 @@ def check(settings: MqttSection, meters: Sequence[MeterBinding], profiles: Mappi
         for key in ("command_topic", "reply_topic"):
             if getattr(m, key) in balance:
                 yield ("mqtt", key), f"{key} {getattr(m, key)!r} is also a balance topic"
+    maps = object_maps()
+    for b in meters:
+        wmbus_map = getattr(b.section, "wmbus_map", None)
+        if wmbus_map is None:
+            continue
+        if b.protocol != SPEC.protocol:
+            yield ("meters", b.index, "wmbus_map"), f"meter {b.meter_id}: only MQTT (wmbusmeters) meters have a wmbus_map"
+        elif wmbus_map not in maps:
+            yield ("meters", b.index, "wmbus_map"), (f"unknown object map {wmbus_map!r} "
+                                                     f"(known: {', '.join(sorted(maps))})")
+        elif getattr(b.section, "payg", False):
+            yield ("meters", b.index, "payg"), (f"meter {b.meter_id}: a wmbusmeters meter sends readings, not "
+                                                "balances (payg = true contradicts wmbus_map)")
+        elif not any(s.payload_format == "wmbusmeters" for s in m.sources) and m.payload_format != "wmbusmeters":
+            yield ("meters", b.index, "wmbus_map"), ("a wmbusmeters meter needs a topic of payload_format "
+                                                     "'wmbusmeters' ([[mqtt.sources]])")
     seen: dict[str, int] = {t: -1 for t in m.topics}
     for i, source in enumerate(m.sources):
         if source.topic in seen:
@@ -66,8 +83,15 @@ def _terms(settings: MqttSection, meter: MqttMeter | None = None) -> BalanceTerm
 
 
 def facts(binding: MeterBinding, settings: MqttSection, profiles: Mapping[str, DeviceProfile]) -> MeterFacts:
-    """A PAYG meter: the topic it pushes on, the terms its balances are read on."""
+    """A PAYG meter: the topic it pushes on, the terms its balances are read on. A wmbusmeters
+    meter: the topic of the wmbusmeters source, its object map, no balance."""
     topics = settings.all_topics()
+    wmbus_map = binding.fields.wmbus_map
+    if wmbus_map is not None:
+        wmbus = [s.topic for s in settings.sources if s.payload_format == "wmbusmeters"] or topics or ["{meter_id}"]
+        topic = wmbus[0].replace("{meter_id}", binding.meter_id)
+        return MeterFacts(protocol=Protocol.WMBUS, address=topic, model=wmbus_map, where=topic,
+                          objects=object_maps().get(wmbus_map))
     topic = (topics[0] if topics else "{meter_id}").replace("{meter_id}", binding.meter_id)
     return MeterFacts(protocol=Protocol.MQTT, address=topic, model="payg", where=topic,
                       balance=_terms(settings, binding.fields))
@@ -128,10 +152,13 @@ def details(drivers: Sequence[Driver]) -> dict[str, Any] | None:
 
 
 def config_rows(settings: MqttSection, meters: Sequence[MeterBinding]) -> list[tuple[str, str]]:
-    """`config check`'s summary: PAYG meters and the broker."""
-    payg = sum(1 for b in meters if b.protocol == SPEC.protocol)
-    return [("PAYG (MQTT) meters", str(payg)),
-            ("mqtt", f"{settings.host}:{settings.port}" if settings.enabled else "off")]
+    """`config check`'s summary: PAYG meters, wmbusmeters meters (when there are any) and the broker."""
+    mine = [b for b in meters if b.protocol == SPEC.protocol]
+    wmbus = sum(1 for b in mine if b.fields.wmbus_map is not None)
+    rows = [("PAYG (MQTT) meters", str(len(mine) - wmbus))]
+    if wmbus:
+        rows.append(("wmbusmeters (MQTT) meters", str(wmbus)))
+    return [*rows, ("mqtt", f"{settings.host}:{settings.port}" if settings.enabled else "off")]
 
 
 SPEC = DriverSpec(

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
@@ -201,6 +201,17 @@ class MeterSection(_Section):
         return tags
 
 
+class SpecialReadsSection(_Section):
+    timeout: float = Field(default=30.0, gt=0, le=3600, description="Seconds a polled meter has to answer a "
+                           "special read (POST /v1/meters/{id}/reads) before it is timed_out")
+    timeouts: dict[str, Annotated[float, Field(gt=0, le=3600)]] = Field(
+        default_factory=dict, description="Per driver protocol, a timeout other than `timeout`, e.g. "
+        "{ dlms = 60, mbus = 120 } (a slow bus, an association to set up)")
+    max_age: float = Field(default=900.0, gt=0, le=86_400 * 7, description="A meter that pushes its data (PAYG "
+                           "over MQTT) cannot be asked: its latest message no older than this many seconds "
+                           "answers a special read, and the result says so")
+
+
 class GatewayConfig(_Section):
     """The whole configuration file, validated. A registry's config class (`config_model`) adds one
     section per driver, named by its protocol (`config.modbus`, `config.mqtt`), and its meter keys."""
@@ -215,6 +226,7 @@ class GatewayConfig(_Section):
     vee: VeeSection = VeeSection()
     plausibility: PlausibilitySection = PlausibilitySection()
     diag: DiagSection = DiagSection()
+    special_reads: SpecialReadsSection = SpecialReadsSection()
     meters: list[MeterSection] = Field(default_factory=list)
 
     if TYPE_CHECKING:

@@ -28,6 +28,7 @@ from gateway.normalise.registers import (
     place,
     words_for,
 )
+from gateway.normalise.wmbusmeters import WmbusmetersReader
 
 PAYLOAD_KEEP = 2048  # bytes of a bad payload kept in the dead-letter store
 #: What each device-reported condition marks on the readings of the poll that reported it.
@@ -62,6 +63,7 @@ class Normaliser:
             self._formats.setdefault(template, fmt)
         self._default = next(iter(self._formats.values()), None) or PayloadFormat()
         self._tampered: set[str] = set()
+        self._wmbus = WmbusmetersReader()
         #: What each kind of sample gives: a table, not an isinstance chain.
         self._by_kind: dict[type, Callable[[Any], Batch]] = {
             RawRegisters: self.registers, RawPayload: self.payload, RawObjects: self.objects, PollFailure: self.failure,
@@ -163,6 +165,9 @@ class Normaliser:
 
     def payload(self, raw: RawPayload) -> Batch:
         """One MQTT message -> a balance update, or a dead letter (topic, truncated payload, reason)."""
+        fmt = self._formats.get(raw.template, self._default)
+        if fmt.format == "wmbusmeters":  # wireless M-Bus through wmbusmeters: readings, not a balance
+            return self._wmbusmeters(raw, fmt)
         batch = Batch()
         if raw.meter_id is None or raw.meter_id not in self._payg:
             batch.deadletters.append(self._dead(raw.received_at, RawPayload.SOURCE.value, raw.meter_id, "unknown_meter",
@@ -170,7 +175,6 @@ class Normaliser:
                                                 payload_preview(raw.payload), where=raw.topic))
             return batch
         opts = self._payg[raw.meter_id]
-        fmt = self._formats.get(raw.template, self._default)
         try:
             update = fmt.parse(raw.payload, raw.topic, raw.meter_id, received_at=raw.received_at,
                                low_credit_threshold=opts.low_credit_threshold, currency=opts.currency,
@@ -183,6 +187,17 @@ class Normaliser:
                                                 payload_preview(raw.payload), where=raw.topic))
             return batch
         batch.balances.append(update)
+        return batch
+
+    def _wmbusmeters(self, raw: RawPayload, fmt: PayloadFormat) -> Batch:
+        if len(raw.payload) > fmt.max_bytes:
+            return Batch(deadletters=[self._dead(raw.received_at, Source.WMBUS.value, raw.meter_id, "oversized",
+                                                 f"topic {raw.topic}: {len(raw.payload)} bytes, over {fmt.max_bytes}",
+                                                 payload_preview(raw.payload), where=raw.topic)])
+        batch = self._wmbus.read(raw, self._objects.get(raw.meter_id) if raw.meter_id else None)
+        if batch.readings:
+            batch.readings, dead = self.bounds.readings(batch.readings)
+            batch.deadletters += dead
         return batch
 
     def objects(self, raw: RawObjects) -> Batch:

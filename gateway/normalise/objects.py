@@ -42,11 +42,10 @@ class ObjectReader:
             if isinstance(factor, str):
                 batch.deadletters.append(self._dead(raw, code, value, "unit", factor))
                 continue
-            number = _number(value)
+            number = _scaled(value, spec.scale, factor)
             if number is None:
                 batch.deadletters.append(self._dead(raw, code, value, "decode", f"{code}: {value!r:.60} is no number"))
                 continue
-            number = number * spec.scale * factor
             if not math.isfinite(number):
                 batch.deadletters.append(self._dead(raw, code, value, "non_finite", f"{code} decoded to {number}"))
                 continue
@@ -67,7 +66,7 @@ class ObjectReader:
         return found
 
     def _dead(self, raw: RawObjects, code: str, value: object, reason: str, detail: str) -> DeadLetter:
-        telegram = raw.raw[:RAW_KEEP].decode("utf-8", errors="replace") if raw.raw else f"{code}={value!r}"
+        telegram = _telegram(raw.raw[:RAW_KEEP]) if raw.raw else f"{code}={value!r}"
         return DeadLetter(ts=raw.received_at, source=self.source.value, where=f"{raw.meter_id} {code}",
                           reason=reason, detail=detail, payload=telegram, meter_id=raw.meter_id)
 
@@ -80,6 +79,29 @@ def _number(value: Decimal | float | str) -> float | None:
         return float(value) if isinstance(value, (int, float, Decimal)) else float(value.strip())
     except (AttributeError, ValueError, OverflowError):
         return None
+
+
+def _telegram(raw: bytes) -> str:
+    """A text telegram (P1) as its text; a binary one (a DLMS APDU, an SML file) in hex."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.hex()
+    return text if text.isprintable() or all(c.isprintable() or c in "\r\n\t" for c in text) else raw.hex()
+
+
+def _scaled(value: Decimal | float | str, scale: float, factor: float) -> float | None:
+    """The value times the map's scale and the unit's factor. A decimal (P1's "000123.456", SML's
+    value x 10^scaler) is multiplied exactly, each factor read as its shortest decimal (Wh -> kWh is
+    0.001), so 6545766 Wh is 6545.766 kWh, not 6545.766000000001; a float as before."""
+    if isinstance(value, (Decimal, int)) and not isinstance(value, bool):
+        try:
+            exact = Decimal(value) * Decimal(repr(scale)) * Decimal(repr(factor))
+            return float(exact)
+        except (ArithmeticError, ValueError):  # sNaN, an exponent past any context
+            return None
+    number = _number(value)
+    return None if number is None else number * scale * factor
 
 
 def reader_table(maps: dict[str, tuple[ObjectMap, Source]]) -> dict[str, ObjectReader]:

@@ -67,9 +67,9 @@ REASONS = frozenset(
      "bad_text", "bad_number", "unmapped_value", "implausible_ts"}
 )
 
-Format = Literal["json", "number"]
+Format = Literal["json", "number", "wmbusmeters"]
 Timestamp = Literal["auto", "iso8601", "epoch_s", "epoch_ms", "received"]
-FORMATS: tuple[Format, ...] = ("json", "number")
+FORMATS: tuple[Format, ...] = ("json", "number", "wmbusmeters")
 TIMESTAMPS: tuple[Timestamp, ...] = ("auto", "iso8601", "epoch_s", "epoch_ms", "received")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -42,7 +42,12 @@ class CommandDesk:
 
     async def submit(self, meter_id: str, kind: CommandKind | str, amount: Decimal | None = None,
                      reference: str | None = None, idempotency_key: str | None = None) -> Submission:
-        """See `Gateway.submit_command`."""
+        """Publish a top-up, disconnect or reconnect to a PAYG meter and track it, once per key (the
+        reference, the idempotency key): a repeat gets the stored command (`replayed`). Returns the
+        command PENDING (FAILED if the broker did not confirm it). NotFound (not a PAYG meter),
+        InvalidRequest (bad kind or amount, commands off), InvalidField (too many decimals),
+        KeyConflict (a key of another command), ConnectionFailed (broker not connected),
+        SinkUnavailable (the store cannot record it): in those cases nothing was sent."""
         senders = self.senders()
         if not senders:
             raise InvalidRequest(f"meter {meter_id}: PAYG commands are off (no driver sends them: its protocol is "

@@ -16,6 +16,8 @@ from gateway.config.profiles import load_profiles
 from gateway.runtime.config import GatewayConfig
 from gateway.runtime.gateway import Gateway
 from simulators.broker import Broker
+from simulators.mbus.server import serve_tcp
+from simulators.mbus.slave import Bus, heat, water
 from simulators.modbus import SimFleet
 from simulators.mqtt.payg import PaygFleet
 from storage.keys import Scope, new_key
@@ -30,10 +32,14 @@ REGRESSING_METER = "M-0002"
 LOW_CREDIT_METER = "P-0001"
 #: Polls of the regressing meter before its register drops: VEE needs a good value to compare with.
 _POLLS_BEFORE_REGRESSION = 3
+#: The demo's wired M-Bus meters (an M-Bus-to-Ethernet converter simulated on a local port): two water
+#: meters and a heat meter; the second water meter reports "power low" in its status byte.
+MBUS_METERS = (("W-0001", "water", 1), ("W-0002", "water", 2), ("H-0001", "heat", 3))
+LOW_BATTERY_METER = "W-0002"
 
 
 def demo_config(data_dir: Path, api_port: int, modbus_port: int, broker_port: int, n_modbus: int,
-                n_payg: int, interval: float) -> GatewayConfig:
+                n_payg: int, interval: float, mbus_port: int | None = None) -> GatewayConfig:
     doc: dict[str, Any] = {
         "gateway": {"id": "demo", "data_dir": str(data_dir)},
         "api": {"host": "127.0.0.1", "port": api_port},
@@ -47,7 +53,30 @@ def demo_config(data_dir: Path, api_port: int, modbus_port: int, broker_port: in
         + [{"meter_id": f"P-{i:04d}", "protocol": "mqtt", "payg": True, "consumer_number": f"C-{2000 + i}"}
            for i in range(1, n_payg + 1)],
     }
+    if mbus_port is not None:
+        doc["mbus"] = {"default_interval": interval,
+                       "buses": [{"name": "mbus-sim", "host": "127.0.0.1", "port": mbus_port, "timeout": 1.0}]}
+        doc["meters"] += [{"meter_id": m, "protocol": "mbus", "utility": kind, "bus": "mbus-sim", "primary_address": a,
+                           "mbus_map": f"mbus_{kind}"} for m, kind, a in MBUS_METERS]
     return GatewayConfig.model_validate(doc)
+
+
+def mbus_fleet() -> Bus:
+    """The demo's M-Bus slaves (MBUS_METERS), their counters advanced by `_tick_mbus`."""
+    bus = Bus([(water if kind == "water" else heat)(a, 10000000 + a) for _, kind, a in MBUS_METERS])
+    bus.slaves[1].faults.status = 0x04  # power low: an anomaly event
+    return bus
+
+
+async def _tick_mbus(bus: Bus, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        for slave in bus.slaves:
+            v = slave.values
+            v["volume_l"] = v.get("volume_l", 12345) + 7
+            v["flow_lh"] = 420
+            v["energy_kwh"] = v.get("energy_kwh", 4711) + 1
+            v["volume_10l"] = v.get("volume_10l", 12345) + 1
 
 
 async def run_demo(stop: asyncio.Event, *, data_dir: Path, api_port: int, n_modbus: int, n_payg: int,
@@ -58,7 +87,11 @@ async def run_demo(stop: asyncio.Event, *, data_dir: Path, api_port: int, n_modb
         broker = stack.enter_context(Broker(data_dir / "mosquitto"))
         fleet = await stack.enter_async_context(SimFleet(profiles["generic"], n_modbus, seed=1, speedup=60.0,
                                                          meter_ids=[f"M-{i:04d}" for i in range(1, n_modbus + 1)]))
-        cfg = demo_config(data_dir, api_port, fleet.port, broker.port, n_modbus, n_payg, interval)
+        mbus = mbus_fleet()
+        mbus_server = await serve_tcp(mbus)
+        stack.callback(mbus_server.close)
+        mbus_port = mbus_server.sockets[0].getsockname()[1]
+        cfg = demo_config(data_dir, api_port, fleet.port, broker.port, n_modbus, n_payg, interval, mbus_port)
         gateway = Gateway(cfg, profiles)
         payg = PaygFleet(broker.host, broker.port, n_payg, seed=1, interval=interval,
                          meter_ids=[f"P-{i:04d}" for i in range(1, n_payg + 1)], currency="KES")
@@ -70,10 +103,14 @@ async def run_demo(stop: asyncio.Event, *, data_dir: Path, api_port: int, n_modb
             url = gateway.api_url
             key = await demo_key(gateway, "demo", Scope.READ)
             admin = await demo_key(gateway, "demo-admin", Scope.ADMIN)
+            ticking = tg.create_task(_tick_mbus(mbus, interval), name="demo-mbus")
+            stop_task = tg.create_task(_cancel_when(stop, ticking), name="demo-mbus-stop")
+            del stop_task
             if _has(fleet, REGRESSING_METER):
                 tg.create_task(_regress_later(fleet, _POLLS_BEFORE_REGRESSION * interval), name="demo-regression")
             console.print(f"\n[bold green]meter-gateway demo is running[/] — {n_modbus} Modbus meters on "
-                          f"127.0.0.1:{fleet.port}, {n_payg} PAYG meters via mosquitto on 127.0.0.1:{broker.port}")
+                          f"127.0.0.1:{fleet.port}, {n_payg} PAYG meters via mosquitto on 127.0.0.1:{broker.port}, "
+                          f"{len(MBUS_METERS)} M-Bus water/heat meters on 127.0.0.1:{mbus_port}")
             console.print(f"  API docs:        {url}/docs", soft_wrap=True)
             console.print(f"  meters:          {url}/v1/meters", soft_wrap=True)
             console.print(f"  latest readings: {url}/v1/meters/M-0001/readings/latest", soft_wrap=True)
@@ -86,6 +123,7 @@ async def run_demo(stop: asyncio.Event, *, data_dir: Path, api_port: int, n_modb
                           highlight=False, markup=False, soft_wrap=True)
             console.print(f"  try:             curl -H 'Authorization: Bearer {key}' {url}/v1/meters",
                           highlight=False, markup=False, soft_wrap=True)
+            misbehaving.append(f"{LOW_BATTERY_METER} (M-Bus) reports power low in its status byte: an anomaly event")
             for line in misbehaving:
                 console.print(f"  on purpose:      {line}", highlight=False, markup=False, soft_wrap=True)
             console.print(f"  data:            {data_dir.resolve()}", soft_wrap=True)
@@ -111,6 +149,11 @@ def misbehave(fleet: SimFleet, payg: PaygFleet) -> list[str]:
 
 def _has(fleet: SimFleet, meter_id: str) -> bool:
     return any(m.meter_id == meter_id for m in fleet.meters.values())
+
+
+async def _cancel_when(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
+    await stop.wait()
+    task.cancel()
 
 
 async def _regress_later(fleet: SimFleet, after: float) -> None:

@@ -285,8 +285,12 @@ class Diagnostics:
             raise InvalidRequest(msg)
         raw = await driver.poll_now(meter_id)
         # A throw-away normaliser: the pipeline's remembers tamper episodes, a preview must not.
-        profile = self.gw.facts[meter_id].profile
-        batch = Normaliser({meter_id: profile} if profile is not None else {}, {}).sample(raw)
+        facts = self.gw.facts[meter_id]
+        profile = facts.profile
+        # A coded meter's map too (M-Bus, DLMS ...), read with its protocol's source.
+        objects = ({meter_id: (facts.objects, self.gw.registry[watched.protocol].source)}
+                   if facts.objects is not None and watched.protocol in self.gw.registry else {})
+        batch = Normaliser({meter_id: profile} if profile is not None else {}, {}, objects=objects).sample(raw)
         registers = raw if isinstance(raw, RawRegisters) else None
         return PollResult(meter_id=meter_id, endpoint=watched.endpoint or driver.target, unit=watched.unit or 0,
                           received_at=raw.received_at,

@@ -66,6 +66,7 @@ from gateway.runtime.plan import (
     payload_formats,
 )
 from gateway.runtime.port import LocalPort
+from gateway.runtime.reads import ReadDesk
 from gateway.runtime.store import key_mirror, maintain, open_configured_store, retention_of
 from gateway.runtime.supervise import supervise
 from gateway.runtime.systemd import Notifier, PipelineProgress, watchdog
@@ -123,6 +124,8 @@ class Gateway:
         self.diag = Diagnostics(self, self.health)
         self.payg_checker = payg_checker(config, drivers)
         self.commands = CommandDesk(self, self.payg_checker.command_replied)
+        self.reads = ReadDesk.configured(self, config.special_reads)
+        self.special_read = self.reads.request  # the API's port (api.ports.GatewayPort)
 
     # -- the drivers -------------------------------------------------------------------------------
     def _build_drivers(self) -> None:
@@ -163,12 +166,7 @@ class Gateway:
 
     async def submit_command(self, meter_id: str, kind: CommandKind | str, amount: Decimal | None = None,
                              reference: str | None = None, idempotency_key: str | None = None) -> Submission:
-        """Publish a top-up, disconnect or reconnect to a PAYG meter and track it, once per key (the
-        reference, the idempotency key): a repeat gets the stored command (`replayed`). Returns the
-        command PENDING (FAILED if the broker did not confirm it). NotFound (not a PAYG meter),
-        InvalidRequest (bad kind or amount, commands off), InvalidField (too many decimals),
-        KeyConflict (a key of another command), ConnectionFailed (broker not connected),
-        SinkUnavailable (the store cannot record it): in those cases nothing was sent."""
+        """Publish a PAYG command once per key and track it: see `CommandDesk.submit`."""
         return await self.commands.submit(meter_id, kind, amount, reference, idempotency_key)
 
     async def get_command(self, correlation_id: str) -> Command:
@@ -216,7 +214,8 @@ class Gateway:
                 background = [tg.create_task(self._keep_store(validator, floors), name="store-keeper"),
                               tg.create_task(maintain(self.store, cfg.storage, self.store_ready), name="maintenance"),
                               tg.create_task(self.spool.watch(cfg.spool.check_interval), name="spool-watch"),
-                              tg.create_task(floors.run(self.store, self.store_ready), name="installation-floors")]
+                              tg.create_task(floors.run(self.store, self.store_ready), name="installation-floors"),
+                              tg.create_task(self.reads.run(), name="special-reads")]
                 pipeline_task = tg.create_task(self.pipeline.run(), name="pipeline")
                 forwarder_task = tg.create_task(self._forward(), name="forwarder")
                 drivers_task = tg.create_task(self._run_drivers(), name="drivers")
@@ -341,7 +340,8 @@ class Gateway:
             "recent_payloads": self.recent_payloads, "recent_values": self.recent_values,
             "recent_balances": self.recent_balances, "recent_events": self.recent_events,
             "deadletters": self.deadletters, "poll_now": self.poll_now, "read_raw": self.read_raw,
-            "submit_command": self.submit_command, "get_command": self.get_command, "processes": book.report}
+            "submit_command": self.submit_command, "get_command": self.get_command, "processes": book.report,
+            "special_read": self.reads.request}
 
     # -- technicians' reads (the diagnostics API calls these; see runtime/diag.py) ------------------
     async def poll_now(self, meter_id: str) -> PollResult:

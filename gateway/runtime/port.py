@@ -4,12 +4,13 @@ run`, they cross the core's control socket (gateway.runtime.remote); here they a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
 from gateway.model import BalanceUpdate, Channel, Command, CommandKind, DeadLetter, Event, Reading, Submission
 from gateway.model.health import MeterDiagnostics, MeterSummary, PollResult, RecentPayload
+from gateway.model.reads import ReadReason, SpecialRead
 
 
 class InProcess(Protocol):
@@ -28,6 +29,8 @@ class InProcess(Protocol):
     async def deadletters(self, *, meter_id: str | None = None, reason: str | None = None,
                           limit: int = 100) -> tuple[list[DeadLetter], bool]: ...
     async def poll_now(self, meter_id: str) -> PollResult: ...
+    async def special_read(self, meter_id: str, reason: ReadReason, channels: Sequence[Channel] | None = None,
+                           key_id: str | None = None) -> SpecialRead: ...
     async def read_raw(self, target: str, request: Mapping[str, Any]) -> Mapping[str, Any]: ...
     def commands_available(self) -> bool: ...
     async def submit_command(self, meter_id: str, kind: CommandKind | str, amount: Decimal | None = None,
@@ -73,6 +76,10 @@ class LocalPort:
     async def deadletters(self, *, meter_id: str | None = None, reason: str | None = None,
                           limit: int = 100) -> tuple[list[DeadLetter], bool]:
         return await self.gateway.deadletters(meter_id=meter_id, reason=reason, limit=limit)
+
+    async def special_read(self, meter_id: str, reason: ReadReason, channels: Sequence[Channel] | None = None,
+                           key_id: str | None = None) -> SpecialRead:
+        return await self.gateway.special_read(meter_id, reason, channels, key_id)
 
     async def poll_now(self, meter_id: str) -> PollResult:
         return await self.gateway.poll_now(meter_id)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
 from gateway.errors import CoreUnavailable
 from gateway.model import BalanceUpdate, Channel, Command, CommandKind, DeadLetter, Event, Reading, Submission
 from gateway.model.health import MeterDiagnostics, MeterSummary, PollResult, RecentPayload
+from gateway.model.reads import ReadReason, SpecialRead
 from gateway.runtime.control import CoreClient
 from storage.base import Store
 
@@ -109,6 +110,12 @@ class RemoteGateway:
                           limit: int = 100) -> tuple[list[DeadLetter], bool]:
         got: tuple[list[DeadLetter], bool] = await self._call("deadletters", meter_id=meter_id, reason=reason,
                                                               limit=limit)
+        return got
+
+    async def special_read(self, meter_id: str, reason: ReadReason, channels: Sequence[Channel] | None = None,
+                           key_id: str | None = None) -> SpecialRead:
+        got: SpecialRead = await self._call("special_read", meter_id, reason,
+                                            None if channels is None else list(channels), key_id)
         return got
 
     async def poll_now(self, meter_id: str) -> PollResult:

@@ -30,6 +30,7 @@ from storage.records import ReorderResult, RetentionResult, WriteResult
 from storage.sql.accounts import SqlAccounts
 from storage.sql.conn import Conn, SqliteConn
 from storage.sql.dialect import SQLITE
+from storage.sql.reads import SqlReads
 from storage.sql.registry import SqlRegistry
 from storage.sqlite import rows
 from storage.sqlite.ingest import write_batch
@@ -81,7 +82,7 @@ def _errors(path: Path, action: str) -> Iterator[None]:
 #: The reader connection's page cache, KiB (a month query 10 % faster than with 2 MB).
 READER_CACHE_KIB = 65_536
 
-class SqliteStore(SqliteQueries, SqlAccounts, SqlRegistry):
+class SqliteStore(SqliteQueries, SqlAccounts, SqlRegistry, SqlReads):
     """`Store` on one SQLite file. Open with `await SqliteStore.open(path)`; close it after.
 
     Writes are serialised (one writer connection, one transaction per batch) and are

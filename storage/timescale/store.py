@@ -30,6 +30,7 @@ from storage.sql.accounts import SqlAccounts
 from storage.sql.conn import Conn as SqlConn
 from storage.sql.conn import PgConn
 from storage.sql.dialect import POSTGRES
+from storage.sql.reads import SqlReads
 from storage.sql.registry import SqlRegistry
 from storage.timescale import policies, rows
 from storage.timescale.ingest import STAGING, record_channels, write_batch
@@ -109,7 +110,7 @@ async def _check_if_dropped(conn: Conn) -> None:
         await AsyncConnectionPool.check_connection(conn)
 
 
-class TimescaleStore(TimescaleQueries, SqlAccounts, SqlRegistry):
+class TimescaleStore(TimescaleQueries, SqlAccounts, SqlRegistry, SqlReads):
     """`Store` on PostgreSQL, with readings, balances and events as hypertables when
     TimescaleDB is there. Open with `await TimescaleStore.open(dsn)`; close it after.
 

@@ -15,6 +15,7 @@ import pytest
 from api.app import create_app
 from api.cim.documents import text
 from api.cim.tables import TableError, load_tables
+from api.pagination import encode_cursor
 from storage.base import Store
 from tests.api.conftest import Keys
 from tests.api.helpers import WIDE, all_pages, ok
@@ -23,6 +24,8 @@ MSG = "{http://iec.ch/TC57/2011/schema/message}"
 MR = "{http://iec.ch/TC57/2011/MeterReadings#}"
 EV = "{http://iec.ch/TC57/2011/EndDeviceEvents#}"
 KWH_REGISTER = "0.0.0.1.1.1.12.0.0.0.0.0.0.0.0.3.72.0"
+CURSOR_OF_ANOTHER_METER = encode_cursor(["M-0002", "2026-01-01T00:00:00+00:00", None, None])
+CURSOR_WITH_A_NAIVE_TIME = encode_cursor(["M-0001", "x", "2026-01-01T00:00:00", "energy_import"])
 DAY: dict[str, Any] = {"from": (datetime.now(UTC) - timedelta(days=2)).isoformat(), "to": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}
 
 
@@ -150,6 +153,9 @@ async def test_a_consumers_document_has_its_usage_point_and_hourly_interval_bloc
     ({"meter": "M-0001", "from": "2150-01-01T00:00:00Z", "to": "2150-01-02T00:00:00Z"}, 400, "in the future"),
     ({"meter": "M-0001", "cursor": "WzEsMiwzXQ"}, 400, "cursor"),
     ({"meter": "M-0001", "cursor": "bm9wZQ"}, 400, "cursor"),
+    ({"meter": "M-0001", "cursor": "WzAsIngiLCJ5Il0"}, 400, "cursor"),  # [0,"x","y"]: decodes, not ours
+    ({"meter": "M-0001", "cursor": CURSOR_OF_ANOTHER_METER}, 400, "cursor"),
+    ({"meter": "M-0001", "cursor": CURSOR_WITH_A_NAIVE_TIME}, 400, "cursor"),
 ])
 async def test_a_bad_request_is_a_failed_reply_saying_what(api: httpx.AsyncClient, params: dict[str, Any],
                                                          status: int, words: str) -> None:
