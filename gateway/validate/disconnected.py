@@ -104,15 +104,20 @@ class DisconnectedUsage:
     def check(self, s: I64, t: I64, v: F64, q: I64, cumulative: B) -> tuple[I64, list[Event]]:
         """USAGE_WHILE_DISCONNECTED bits per row and the tamper events of episodes that start."""
         flags = np.zeros(s.size, np.int64)
-        if not self.watching() and not (q & RELAY_OPEN).any():
+        device = (q & RELAY_OPEN) != 0
+        if not self.watching() and not device.any():
             return flags, []
-        rows = np.flatnonzero(cumulative & ((q & _LEFT_OUT) == 0))
+        # Only series of meters known open or inside an episode, and series with a row the device says
+        # open, can be judged; the rest of the batch (most of it) is not sorted.
+        watched = (self._since[self._meter] != CLOSED) | np.isfinite(self._base)
+        watched[s[device]] = True  # every row of those series: a closed read between two open ones ends a run
+        rows = np.flatnonzero(cumulative & ((q & _LEFT_OUT) == 0) & watched[s])
         if rows.size == 0:
             return flags, []
         rows = rows[np.lexsort((t[rows], s[rows]))]
         rs, rt, rv = s[rows], t[rows], v[rows]
         meter = self._meter[rs]
-        device = (q[rows] & RELAY_OPEN) != 0
+        device = device[rows]
         opened = device | (rt >= self._since[meter])
         first = group_firsts(rs)
         before: B = shifted(opened, False)  # type: ignore[assignment]

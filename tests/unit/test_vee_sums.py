@@ -206,3 +206,13 @@ def test_the_new_flags_have_their_iec_61968_9_reading_quality_codes() -> None:
     assert tables.qualities(Status.SUSPECT, int(suspect)) == ["3.5.258", "3.6.2", "1.2.3"]
     assert tables.qualities(Status.SUSPECT, int(Quality.TOU_SUM_CHECK)) == ["3.5.258", "3.6.9"]
     assert tables.qualities(Status.SUSPECT, int(Quality.SUM_CHECK)) == ["3.5.258", "3.6.0"]
+
+
+def test_a_closed_read_between_two_open_ones_in_one_batch_starts_a_new_baseline() -> None:
+    validator = Validator()
+    cross = CrossChecks(validator)
+    reads = energy([5.0], quality=Quality.RELAY_OPEN) + energy([6.0], start=1) \
+        + energy([6.0, 6.001], start=2, quality=Quality.RELAY_OPEN)
+    got, events = checked(reads, validator, cross, one_by_one=False)
+    assert not any(r.quality & Quality.USAGE_WHILE_DISCONNECTED for r in got)
+    assert not events
