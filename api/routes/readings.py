@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from api.auth import RequireScope, WriteKey
 from api.deps import NowDep, StoreDep, check_text_params
@@ -20,9 +20,9 @@ from api.schemas.readings import (
     ConsumptionOut,
     FeedOut,
     HistoryEntryOut,
+    QualityCodes,
     ReadingOut,
     VerifyIn,
-    reading_dict,
 )
 from api.schemas.time import Timestamp
 from gateway.model import UNITS, Channel, Status
@@ -36,21 +36,29 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: error("No such meter")}
 _DEFAULT_SPAN = {"hour": timedelta(days=1), "day": timedelta(days=31), "month": timedelta(days=365)}
 
 
+def _quality_codes(request: Request) -> QualityCodes:
+    """The readings' ReadingQuality codes from this app's CIM tables (the CIM routes' own)."""
+    return QualityCodes(request.app.state.cim_tables)
+
+
+CodesDep = Annotated[QualityCodes, Depends(_quality_codes)]
+
+
 @router.get("/v1/meters/{meter_id}/readings/latest", response_model=Page[ReadingOut] | list[ReadingOut],
             dependencies=READ, responses=_NOT_FOUND)
-async def latest_readings(store: StoreDep, meter_id: MeterPath, shape: Shape = "page") -> PageJSON:
+async def latest_readings(store: StoreDep, codes: CodesDep, meter_id: MeterPath, shape: Shape = "page") -> PageJSON:
     """The latest reading of each channel of the meter, by channel: one page (`next_cursor` is always null, a
     meter has a few dozen channels at most)."""
     latest = await store.latest_readings(meter_id)
     if not latest:  # only then is it worth a second query: unknown meter (404) or no reading yet
         await require_meter(store, meter_id)
-    items = [reading_dict(r) for r in latest]
+    items = [codes.reading(r) for r in latest]
     return PageJSON({"items": items, "next_cursor": None} if shape == "page" else items)
 
 
 @router.get("/v1/meters/{meter_id}/readings", response_model=Page[ReadingOut], dependencies=READ,
             responses=_NOT_FOUND)
-async def readings(store: StoreDep, now: NowDep, meter_id: MeterPath, start: From = None, end: To = None,
+async def readings(store: StoreDep, now: NowDep, codes: CodesDep, meter_id: MeterPath, start: From = None, end: To = None,
                    channel: Annotated[Channel | None, Query(examples=["energy_import"])] = None,
                    status: Annotated[Status | None, Query(examples=["suspect"])] = None,
                    limit: Limit = 1000, cursor: Cursor = None) -> PageJSON:
@@ -64,11 +72,11 @@ async def readings(store: StoreDep, now: NowDep, meter_id: MeterPath, start: Fro
     more = len(rows) > limit
     rows = rows[:limit]
     nxt = encode_cursor([rows[-1].ts.isoformat(), rows[-1].channel.value]) if more else None
-    return await PageJSON.page(rows, reading_dict, next_cursor=nxt)
+    return await PageJSON.page(rows, codes.reading, next_cursor=nxt)
 
 
 @router.get("/v1/readings/feed", response_model=FeedOut, dependencies=READ)
-async def feed(store: StoreDep,
+async def feed(store: StoreDep, codes: CodesDep,
                after: Annotated[str | None, Query(max_length=200, description="The `next_cursor` you stored; "
                                                   "leave out to start from the beginning",
                                                   examples=["WzQ4MjEzXQ"])] = None,
@@ -77,18 +85,18 @@ async def feed(store: StoreDep,
     """Every new reading and every later status change, in ingest order, exactly once for a client that stores
     the cursor."""
     page = await store.feed(after=decode_seq(after), limit=limit)
-    return await PageJSON.page(page.items, reading_dict, next_cursor=encode_cursor([page.next_after]),
+    return await PageJSON.page(page.items, codes.reading, next_cursor=encode_cursor([page.next_after]),
                                more=len(page.items) >= limit)
 
 
 @router.post("/v1/readings/verify", response_model=ReadingOut,
              responses={404: error("No such reading")})
-async def verify(store: StoreDep, key: WriteKey, body: VerifyIn) -> dict[str, Any]:
+async def verify(store: StoreDep, codes: CodesDep, key: WriteKey, body: VerifyIn) -> dict[str, Any]:
     """Mark a reading verified or rejected, with a note; it appears again in the feed. The status it has already
     changes nothing (same seq, no new history entry)."""
     reading = await store.set_status(body.meter_id, body.channel, utc(body.ts, "ts"), Status(body.status),
                                      note=body.note, by=key.name, key_id=key.key_id)
-    return reading_dict(reading)
+    return codes.reading(reading)
 
 
 @router.get("/v1/meters/{meter_id}/readings/history", response_model=Page[HistoryEntryOut], dependencies=READ,

@@ -55,6 +55,9 @@ class VeeThresholds(BaseModel):
     estimate_max_hours: float | None = Field(default=None, ge=0, description="No estimates beyond this gap (default 168)")
     inspection_regressions: int | None = Field(default=None, ge=1, description="Regression episodes that recommend an inspection (default 3)")
     inspection_days: float | None = Field(default=None, gt=0, description="... within this many days (default 30)")
+    sum_tolerance: float | None = Field(default=None, ge=0, lt=1, description="Sum checks: fraction of the register's advance (default 0.01)")
+    sum_resolutions: float | None = Field(default=None, ge=0, description="... or this many register resolutions, whichever is larger (default 2)")
+    disconnected_resolutions: float | None = Field(default=None, ge=0, description="Usage while disconnected: register steps of advance tolerated (default 1)")
 
 
 class VeeUtility(VeeThresholds):

@@ -32,7 +32,7 @@ from gateway.normalise.wmbusmeters import WmbusmetersReader
 
 PAYLOAD_KEEP = 2048  # bytes of a bad payload kept in the dead-letter store
 #: What each device-reported condition marks on the readings of the poll that reported it.
-_FLAG_QUALITY: dict[DeviceFlag, Quality] = {DeviceFlag.TAMPER: Quality.TAMPER}
+_FLAG_QUALITY: dict[DeviceFlag, Quality] = {DeviceFlag.TAMPER: Quality.TAMPER, DeviceFlag.RELAY_OPEN: Quality.RELAY_OPEN}
 
 
 @dataclass(frozen=True, slots=True)

@@ -199,7 +199,7 @@ class Gateway:
                 self.store = await open_configured_store(cfg)
                 stack.push_async_callback(self.store.close)
             self.pipeline = Pipeline(normaliser, validator, self.spool, queue_size=cfg.gateway.queue_size,
-                                     on_batch=self._observed, payg=self.payg_checker)
+                                     on_batch=self._observed, payg=self.payg_checker, inactive=cfg.inactive_meters())
             # Before any driver runs: what is spooled but not yet stored is already accepted, so a
             # re-delivered message must not raise its PAYG events again.
             await self._seed_payg_from_spool()

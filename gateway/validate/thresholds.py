@@ -75,6 +75,14 @@ class Thresholds:
     #: inspection_recommended: this many regression episodes within inspection_days, or any tamper.
     inspection_regressions: int = 3
     inspection_days: float = 30.0
+    #: Sum check and TOU sum check (Oracle D2-SUM-CHK, Connexo MeterAdvanceValidator): the parts'
+    #: advance may differ from the register's by max(sum_tolerance x |advance|, sum_resolutions x
+    #: resolution) (domain.md §3.3: max(1 %, 2 x the register's resolution)).
+    sum_tolerance: float = 0.01
+    sum_resolutions: float = 2.0
+    #: Usage while disconnected (CIM 3.6.2): an advance of more than this many register steps since
+    #: the first read with the relay open (or the meter inactive). One step is the read in flight.
+    disconnected_resolutions: float = 1.0
 
 
 THRESHOLD_FIELDS: frozenset[str] = frozenset(f.name for f in fields(Thresholds))

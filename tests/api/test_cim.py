@@ -281,3 +281,26 @@ async def test_a_bad_request_message_is_a_failed_reply(api: httpx.AsyncClient, b
     result, errors = reply(root)
     assert result == "FAILED" and words in errors[0], errors
     assert root.find(f"{MSG}Payload") is None
+
+
+async def test_json_readings_and_the_feed_carry_the_same_quality_codes_as_the_cim_reply(
+        api: httpx.AsyncClient, store: Store, keys: Keys, tmp_path: Path) -> None:
+    """Issue 24 item 9: every reading in the JSON API and the feed also carries its qualities as
+    IEC 61968-9 codes, from the same table the CIM replies use (a deployment's override included)."""
+    root, _ = await doc(api, "/v1/cim/meter-readings", meter="M-0004", channel="energy_import", **DAY)
+    want = await all_pages(api, "/v1/meters/M-0004/readings", channel="energy_import", **DAY)
+    assert [codes for *_, codes, _ in readings_of(root)] == [w["quality_codes"] for w in want]
+    assert any(w["status"] == "suspect" and "3.6.4" in w["quality_codes"] for w in want)
+    feed = (await ok(api.get("/v1/readings/feed", params={"limit": 10_000})))["items"]
+    assert any(r["status"] == "suspect" for r in feed)
+    assert all(r["quality_codes"][:1] == ["3.5.258"] for r in feed if r["status"] == "suspect")
+    assert all(r["quality_codes"] == [] for r in feed if r["status"] == "valid" and not r["quality"])
+    latest = (await ok(api.get("/v1/meters/M-0004/readings/latest")))["items"]
+    assert latest and all("quality_codes" in r for r in latest)
+    (tmp_path / "reading_qualities.toml").write_text('[flags]\nregression = "3.6.1004"\n')
+    app = create_app(store, key_cache_ttl=0, cim_tables=load_tables(tmp_path))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw.test",
+                                 headers=keys.header("read")) as client:
+        mine = await all_pages(client, "/v1/meters/M-0004/readings", channel="energy_import", **DAY)
+    assert any("3.6.1004" in r["quality_codes"] for r in mine)
+    assert not any("3.6.4" in r["quality_codes"] for r in mine)

@@ -29,7 +29,10 @@ from gateway.model import Channel, EventKind, Quality, Reading, Source
 from gateway.validate.validator import Validator
 from simulators.dataset import DataSet, generate, label_key
 
-CHECKS = [q for q in Quality if q and q is not Quality.ESTIMATED]
+#: The checks across series (issue 24: sum checks, usage while disconnected) and the relay device flag
+#: are not in this data set yet (its labelled evaluation is issue 24 item 11): tests/unit/test_vee_sums.py.
+ACROSS = Quality.ESTIMATED | Quality.SUM_CHECK | Quality.TOU_SUM_CHECK | Quality.USAGE_WHILE_DISCONNECTED | Quality.RELAY_OPEN
+CHECKS = [q for q in Quality if q and not q & ACROSS]
 STATISTICAL = {Quality.REGRESSION: (0.95, 0.95), Quality.ROLLOVER: (0.95, 0.95), Quality.SPIKE: (0.95, 0.90)}
 RULE = (0.99, 0.99)
 
