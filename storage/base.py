@@ -117,8 +117,8 @@ class Reader(Protocol):
 
     async def reading_history(self, meter_id: str, channel: Channel, ts: datetime, *, limit: int = 100,
                               after: int | None = None) -> list[StatusChange]:
-        """The reading's verdicts, oldest first, after the entry with id `after`. NotFound if
-        there is no such reading."""
+        """The reading's audit trail (storage.trail: verdicts, edits, replaced estimates), oldest
+        first, after the entry with id `after`. NotFound if there is no such reading."""
 
     async def consumption(self, meter_id: str, channel: Channel, *, start: datetime, end: datetime,
                           bucket: str, tz: str = "UTC", now: datetime | None = None) -> list[ConsumptionBucket]:

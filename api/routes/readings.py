@@ -153,8 +153,9 @@ async def reading_history(
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size", examples=[100])] = 100,
     cursor: Cursor = None,
 ) -> dict[str, Any]:
-    """A reading's history: every verdict (verified, rejected) with its time, the status before and after, the
-    note, and the API key that made it; oldest first."""
+    """A reading's history: every verdict (verified, rejected), edit and replaced estimate with its time, the
+    status before and after, the note, and the API key that made it; oldest first. The whole trail, with the
+    values before and after and the reading as first recorded: `GET .../readings/{channel}/{ts}/history`."""
     after = decode_seq(cursor) if cursor else None
     entries = await store.reading_history(meter_id, channel, utc(ts, "ts"), limit=limit + 1, after=after)
     more = len(entries) > limit
