@@ -210,6 +210,9 @@ class ReadingOrigin:
     reading: Reading  # as it is now
     value: float  # the value first recorded (before any edit)
     status: Status  # the status first recorded (before any verdict)
+    #: The trail's first change of value (an edit, a replaced estimate): its previous value, rule and
+    #: recorded_at describe the reading as first recorded. None while the value never changed.
+    first_change: StatusChange | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -136,11 +136,9 @@ async def reading_trail(
     take = limit - 1 if first else limit  # the first page starts with the `recorded` entry
     fetched = await store.reading_history(meter_id, channel, at, limit=take + 1, after=after)
     changes = fetched[:take]
-    head = None
-    if first:  # the first change says whether the reading was first recorded as an estimate
-        head = (await store.reading_origin(meter_id, channel, at), fetched[0] if fetched else None)
+    origin = await store.reading_origin(meter_id, channel, at) if first else None
     nxt = encode_cursor([changes[-1].id if changes else 0]) if len(fetched) > take else None
-    return {"items": trail_items(head, changes), "next_cursor": nxt}
+    return {"items": trail_items(origin, changes), "next_cursor": nxt}
 
 
 @router.get("/v1/meters/{meter_id}/readings/history", response_model=Page[HistoryEntryOut], dependencies=READ,

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from api.schemas.common import Identifier, Text
 from api.schemas.readings import VerifierOut
 from api.schemas.time import Timestamp
-from gateway.model import Channel, Reading, Source
+from gateway.model import Channel, Source
 from storage.boundary import estimate_method
 from storage.records import ESTIMATE_REPLACED, ReadingOrigin, StatusChange
 
@@ -66,34 +66,38 @@ class TrailOut(BaseModel):
     next_cursor: str | None = Field(examples=[None])
 
 
-def _recorded(origin: ReadingOrigin, first: StatusChange | None) -> dict[str, Any]:
-    """The trail's first entry: the reading as first recorded."""
-    r = origin.reading
-    if first is not None and first.action == ESTIMATE_REPLACED:  # it was an estimate
-        method = estimate_method(Reading(r.meter_id, r.channel, r.ts, 0.0, r.kind, source=Source.ESTIMATE,
-                                         note=first.rule))
-        return {"action": RECORDED, "at": first.recorded_at, "from_status": None,
-                "to_status": first.previous.value if first.previous else "estimated", "previous_value": None,
-                "value": first.previous_value, "method": method, "rule": first.rule, "note": None,
-                "by": {"key_id": None, "name": Source.ESTIMATE.value}}
-    method = estimate_method(r)
-    rule = r.note if method is not None else (",".join(r.quality.names()) or None)
-    return {"action": RECORDED, "at": r.received_at, "from_status": None, "to_status": origin.status.value,
+def _recorded(origin: ReadingOrigin) -> dict[str, Any]:
+    """The trail's first entry: the reading as first recorded. Once its value changed (an edit, a
+    replaced estimate), the first such change says what it was: value, rule and when recorded."""
+    r, first = origin.reading, origin.first_change
+    if first is None:
+        at, note = r.received_at, r.note
+        method = estimate_method(r)
+        rule = r.note if method is not None else (",".join(r.quality.names()) or None)
+    else:
+        at, note, rule = first.recorded_at, None, first.rule
+        method = _method(rule)
+    estimated = method is not None
+    return {"action": RECORDED, "at": at, "from_status": None, "to_status": origin.status.value,
             "previous_value": None, "value": origin.value, "method": method, "rule": rule,
-            "note": None if method is not None else r.note, "by": {"key_id": None, "name": r.source.value}}
+            "note": None if estimated else note,
+            "by": {"key_id": None, "name": Source.ESTIMATE.value if estimated else r.source.value}}
+
+
+def _method(rule: str | None) -> str | None:
+    """The method of an estimate's note ('estimate=like_day from=...'); None for another rule."""
+    if not rule or not rule.startswith("estimate="):
+        return None
+    return rule.split()[0].removeprefix("estimate=")
 
 
 def _entry(c: StatusChange) -> dict[str, Any]:
-    method = None
-    if c.action == ESTIMATE_REPLACED and c.rule:
-        method = c.rule.split()[0].removeprefix("estimate=")
+    method = _method(c.rule) if c.action == ESTIMATE_REPLACED else None
     return {"action": c.action, "at": c.at, "from_status": None if c.previous is None else c.previous.value,
             "to_status": c.status.value, "previous_value": c.previous_value, "value": c.value, "method": method,
             "rule": c.rule, "note": c.note, "by": {"key_id": c.key_id, "name": c.by}}
 
 
-def trail_items(head: tuple[ReadingOrigin, StatusChange | None] | None,
-                changes: list[StatusChange]) -> list[dict[str, Any]]:  # fmt: skip
-    """The entries of one page: on the first page (`head`: the reading's origin and the trail's first
-    change, if any) the `recorded` entry, then the changes."""
-    return ([] if head is None else [_recorded(*head)]) + [_entry(c) for c in changes]
+def trail_items(origin: ReadingOrigin | None, changes: list[StatusChange]) -> list[dict[str, Any]]:
+    """The entries of one page: on the first page (`origin` given) the `recorded` entry, then the changes."""
+    return ([] if origin is None else [_recorded(origin)]) + [_entry(c) for c in changes]

@@ -357,9 +357,11 @@ class SqliteStore(SqliteQueries, SqlAccounts, SqlRegistry, SqlReads):
             )
             await db.execute(
                 "INSERT INTO verification_log (meter_id, channel, ts, previous_status, status, note, actor, key_id,"
-                " created_at, action, previous_value, value, rule) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, action, previous_value, value, rule, recorded_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (*key, current.status.value, trail.EDITED.value, note, by, key_id, rows.us(self._clock()), EDIT,
-                 current.value, value, trail.edit_rule(current)),
+                 current.value, value, trail.edit_rule(current),
+                 None if current.received_at is None else rows.us(current.received_at)),
             )
         return rows.reading(next(iter(updated)))
 

@@ -317,11 +317,13 @@ async def edit_in(conn: Conn, meter_id: str, channel: Channel, ts: datetime, val
     assert updated is not None  # locked above
     await conn.execute(
         "INSERT INTO verification_log (meter_id, channel, ts, previous_status, status, note, actor, key_id,"
-        " created_at, action, previous_value, value, rule) VALUES (%(m)s, %(ch)s, %(ts)s, %(prev)s, %(status)s,"
-        " %(note)s, %(by)s, %(key)s, %(now)s, %(action)s, %(prev_value)s, %(value)s, %(rule)s)",
+        " created_at, action, previous_value, value, rule, recorded_at) VALUES (%(m)s, %(ch)s, %(ts)s, %(prev)s,"
+        " %(status)s, %(note)s, %(by)s, %(key)s, %(now)s, %(action)s, %(prev_value)s, %(value)s, %(rule)s,"
+        " %(recorded)s)",
         {**key, "prev": current.status.value, "status": trail.EDITED.value, "note": note, "by": by, "key": key_id,
          "now": rows.utc(now), "action": EDIT, "prev_value": current.value, "value": value,
-         "rule": trail.edit_rule(current)},
+         "rule": trail.edit_rule(current),
+         "recorded": None if current.received_at is None else rows.utc(current.received_at)},
     )
     return rows.reading(updated)
 

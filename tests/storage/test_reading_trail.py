@@ -126,3 +126,22 @@ async def test_an_upgraded_store_keeps_its_verdicts_as_the_trails_first_entries(
         assert (origin.value, origin.status) == (5.0, Status.SUSPECT)
     finally:
         await store.close()
+
+
+async def test_an_edited_estimate_replaced_by_the_real_read_keeps_its_origin(store: Store) -> None:
+    note = "estimate=linear from=2024-03-01T12:00:00.123456Z,2024-03-01T12:30:00.123456Z linear_hours=3"
+    estimate = reading(minutes=15, value=10.4, quality=Quality.ESTIMATED, status=Status.ESTIMATED,
+                       source=Source.ESTIMATE, note=note)
+    await store.write(Batch(readings=[estimate]))
+    await store.edit_reading("M-1", E, TS, 10.6, note="customer's photo", by="clerk", key_id="k1")
+    await store.write(Batch(readings=[reading(minutes=15, value=10.55)]))
+
+    history = await store.reading_history("M-1", E, TS)
+    assert [(h.action, h.previous, h.status, h.previous_value, h.value, h.rule) for h in history] == [
+        ("edit", Status.ESTIMATED, Status.VERIFIED, 10.4, 10.6, note),
+        ("estimate_replaced", Status.VERIFIED, Status.VALID, 10.6, 10.55, note)]
+    origin = await store.reading_origin("M-1", E, TS)
+    assert (origin.value, origin.status, origin.reading.value, origin.reading.source) == (
+        10.4, Status.ESTIMATED, 10.55, Source.MODBUS)
+    assert origin.first_change is not None
+    assert (origin.first_change.rule, origin.first_change.recorded_at) == (note, estimate.received_at)
