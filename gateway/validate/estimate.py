@@ -47,6 +47,12 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 LIKE_DAYS: tuple[tuple[int, ...], ...] = ((0,), (1, 2, 3), (2, 1, 3), (3, 2, 1), (4,), (5,), (6,))
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SLOTS = np.arange(168)
+#: For each hour-of-week slot, the weekday of each like day in order of preference (padded with the
+#: last), and the like day's slot at the same hour.
+_LIKE_DAY_OF = np.array([[*LIKE_DAYS[s // 24], *[LIKE_DAYS[s // 24][-1]] * (3 - len(LIKE_DAYS[s // 24]))]
+                         for s in range(168)], dtype=np.int64)
+_LIKE_SLOTS = _LIKE_DAY_OF * 24 + (_SLOTS % 24)[:, None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,23 +91,18 @@ def like_day_rates(profile: F64, mids: I64) -> tuple[F64, list[str]] | None:
     """The like-day rate of each time (µs) from an hour-of-week profile (168 mean rates, NaN where
     never seen), and which weekday stood in for which ('tue:wed' = Tuesday from Wednesdays).
     None if some time has no like day in the profile."""
+    # The rate of each of the 168 slots from its first known like day, then one gather: a 7-day gap
+    # has 672 boundaries and a fleet thousands of gaps.
+    candidates = profile[_LIKE_SLOTS]
+    first = np.argmax(np.isfinite(candidates), axis=1)  # 0 where none is known: NaN stays NaN
+    table = candidates[_SLOTS, first]
+    source = _LIKE_DAY_OF[_SLOTS, first]
     slots = hour_of_week(mids)
-    day, hour = slots // 24, slots % 24
-    rates = np.full(mids.shape, np.nan)
-    used: dict[tuple[int, int], None] = {}
-    for d in np.unique(day).tolist():
-        at = day == d
-        for like in LIKE_DAYS[d]:
-            todo = at & np.isnan(rates)
-            if not todo.any():
-                break
-            found = profile[like * 24 + hour[todo]]
-            rates[todo] = found
-            if np.isfinite(found).any():
-                used[(d, like)] = None
+    rates = table[slots]
     if not np.isfinite(rates).all():
         return None
-    return rates, [DAYS[d] if d == like else f"{DAYS[d]}:{DAYS[like]}" for d, like in used]
+    pairs = np.unique((slots // 24) * 7 + source[slots]).tolist()
+    return rates, [DAYS[d] if d == like else f"{DAYS[d]}:{DAYS[like]}" for d, like in (divmod(p, 7) for p in pairs)]
 
 
 def estimate_gap(t0: int, v0: float, t1: int, v1: float, *, interval_us: int, modulus: float,
