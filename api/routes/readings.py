@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from api.auth import RequireScope, WriteKey
 from api.deps import NowDep, StoreDep, check_text_params
@@ -25,6 +25,8 @@ from api.schemas.readings import (
     VerifyIn,
 )
 from api.schemas.time import Timestamp
+from api.schemas.trail import EditIn, TrailOut, trail_items
+from gateway.errors import InvalidField, NotFound
 from gateway.model import UNITS, Channel, Status
 from storage.boundary import check_period
 from storage.keys import Scope
@@ -99,6 +101,54 @@ async def verify(store: StoreDep, codes: CodesDep, key: WriteKey, body: VerifyIn
     return codes.reading(reading)
 
 
+@router.post("/v1/readings/edit", response_model=ReadingOut,
+             responses={422: error("No such reading, or a value that is not a number (`where` names the field); "
+                                   "nothing is stored")})
+async def edit(store: StoreDep, codes: CodesDep, key: WriteKey, body: EditIn) -> dict[str, Any]:
+    """A person's corrected value of a stored reading (a misread register, a customer's photo), with a note: the
+    reading takes the value and status `verified`, appears again in the feed (once), and its trail keeps the value
+    and status it had, the note and the key (`GET .../readings/{channel}/{ts}/history`). The value it has already
+    changes nothing."""
+    at = utc(body.ts, "ts")
+    try:
+        reading = await store.edit_reading(body.meter_id, body.channel, at, body.value, note=body.note, by=key.name,
+                                           key_id=key.key_id)
+    except NotFound:
+        if await store.get_meter(body.meter_id) is None:
+            raise InvalidField("body.meter_id", f"no meter {body.meter_id!r}; nothing stored") from None
+        msg = (f"meter {body.meter_id!r} has no {body.channel.value} reading at {at.isoformat()} to edit (an edit "
+               "corrects a stored reading; a missing one is estimated or sent as a reading); nothing stored")
+        raise InvalidField("body.ts", msg) from None
+    except InvalidField as exc:
+        raise InvalidField(f"body.{exc.field}", exc.detail) from exc
+    return codes.reading(reading)
+
+
+@router.get("/v1/meters/{meter_id}/readings/{channel}/{ts}/history", response_model=TrailOut, dependencies=READ,
+            responses={404: error("No such reading")})
+async def reading_trail(
+    store: StoreDep, meter_id: MeterPath,
+    channel: Annotated[Channel, Path(examples=["energy_import"])],
+    ts: Annotated[Timestamp, Path(description="The reading's measurement time, ISO 8601 with zone (a '+' "
+                                  "encoded as %2B)", examples=["2026-03-01T12:15:00Z"])],
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size", examples=[100])] = 100,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    """A reading's audit trail, oldest first: the reading as first recorded (by the meter, or by the estimator
+    with its method, the real reads it was built from and its parameters, or with the VEE flags it got), then
+    every verdict, edit and replaced estimate, each with who (the API key, or the source), when, the rule or
+    method, and the value and status before. The original value is never lost."""
+    after = decode_seq(cursor) if cursor else None
+    at = utc(ts, "ts")
+    first = after is None
+    take = limit - 1 if first else limit  # the first page starts with the `recorded` entry
+    fetched = await store.reading_history(meter_id, channel, at, limit=take + 1, after=after)
+    changes = fetched[:take]
+    origin = await store.reading_origin(meter_id, channel, at) if first else None
+    nxt = encode_cursor([changes[-1].id if changes else 0]) if len(fetched) > take else None
+    return {"items": trail_items(origin, changes), "next_cursor": nxt}
+
+
 @router.get("/v1/meters/{meter_id}/readings/history", response_model=Page[HistoryEntryOut], dependencies=READ,
             responses={404: error("No such reading")})
 async def reading_history(
@@ -109,8 +159,9 @@ async def reading_history(
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size", examples=[100])] = 100,
     cursor: Cursor = None,
 ) -> dict[str, Any]:
-    """A reading's history: every verdict (verified, rejected) with its time, the status before and after, the
-    note, and the API key that made it; oldest first."""
+    """A reading's history: every verdict (verified, rejected), edit and replaced estimate with its time, the
+    status before and after, the note, and the API key that made it; oldest first. The whole trail, with the
+    values before and after and the reading as first recorded: `GET .../readings/{channel}/{ts}/history`."""
     after = decode_seq(cursor) if cursor else None
     entries = await store.reading_history(meter_id, channel, utc(ts, "ts"), limit=limit + 1, after=after)
     more = len(entries) > limit

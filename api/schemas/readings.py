@@ -98,7 +98,8 @@ class PeriodReadOut(ReadingOut):
                              "the boundary; see estimate_method); opening_after_start: no billable read at or before "
                              "the start, so the first one after it (its ts says when)",
                              examples=[["opening_after_start"]])
-    estimate_method: str | None = Field(description="How the estimate was made (linear | profile | unknown); null for "
+    estimate_method: str | None = Field(description="How the estimate was made (linear | like_day | flat; profile: a like-day estimate "
+                                        "stored before the method had its name; unknown); null for "
                                         "a real read", examples=[None])
 
 

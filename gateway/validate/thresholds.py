@@ -68,9 +68,9 @@ class Thresholds:
     nominal_voltage: float = 230.0
     voltage_band: float = 0.20
     #: Estimation: linear interpolation for gaps up to this long (Itron IEE example 3 h,
-    #: Claridge & Chen 1-6 h), same-hour-of-week profile beyond; nothing past the maximum
+    #: Claridge & Chen 1-6 h), like-day (gateway.validate.estimate) beyond; nothing past the maximum
     #: (Oracle "Prolonged Estimation Check": a person looks at it instead).
-    estimate_linear_hours: float = 2.0
+    estimate_linear_hours: float = 3.0
     estimate_max_hours: float = 168.0
     #: inspection_recommended: this many regression episodes within inspection_days, or any tamper.
     inspection_regressions: int = 3

@@ -38,7 +38,7 @@ async def test_migrations_are_recorded_once(sqlite_store: SqliteStore) -> None:
     rows = _query(sqlite_store.path, "SELECT version, name FROM schema_migrations")
     assert rows == [(1, "init"), (2, "wave2"), (3, "accounts"), (4, "gateway_id"),
                     (5, "readings_cover"), (6, "command_keys"), (7, "device_numbers_and_verification_keys"),
-                    (8, "special_reads")]
+                    (8, "special_reads"), (9, "reading_audit")]
     tables = {r[0] for r in _query(sqlite_store.path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"meters", "readings", "balances", "events", "deadletters", "assignments", "api_keys",
             "verification_log", "commands", "special_reads", "schema_migrations"} <= tables  # fmt: skip
