@@ -64,6 +64,13 @@ _EACH_CHANNEL = f"json_each('{_ALL_CHANNELS}')"
 _LAST_SEEN = f"""max(coalesce((SELECT max((SELECT max(r.ts) FROM readings AS r WHERE r.meter_id = m.meter_id
                                    AND r.channel = c.value AND r.ts >= :since)) FROM {_EACH_CHANNEL} AS c), -1),
             coalesce((SELECT max(b.ts) FROM balances AS b WHERE b.meter_id = m.meter_id AND b.ts >= :since), -1))"""
+# Silent: nothing at or after max(:since, :now - after), that is last_seen < :now - after. Said
+# with EXISTS so that a meter that is not silent stops at its first recent channel (one probe for
+# most meters) instead of taking all its channels' newest readings, and the fleet counts never
+# compute last_seen at all.
+_SILENT = f"""NOT EXISTS (SELECT 1 FROM {_EACH_CHANNEL} AS c WHERE EXISTS (SELECT 1 FROM readings AS r
+                WHERE r.meter_id = a.meter_id AND r.channel = c.value AND r.ts >= max(:since, :now - a.after_us)))
+    AND NOT EXISTS (SELECT 1 FROM balances AS b WHERE b.meter_id = a.meter_id AND b.ts >= max(:since, :now - a.after_us))"""
 _ACTIVITY = f"""
 WITH t(meter_id, after_us) AS MATERIALIZED (SELECT key, value FROM json_each(:after_map)),
 a AS (
@@ -102,7 +109,7 @@ class SqliteQueries(SqlQueries):
 
     _activity = _ACTIVITY
     _readings_before = _BEFORE
-    _silent = "a.last_seen < :now - a.after_us"
+    _silent = _SILENT
     _activity_since = f"SELECT m.meter_id, m.status, m.utility, m.payg, {_LAST_SEEN} FROM meters AS m ORDER BY 1"
     _latest_balances = ("SELECT {cols} FROM balances WHERE seq IN (SELECT (SELECT b.seq FROM balances AS b"
                         " WHERE b.meter_id = m.meter_id ORDER BY b.ts DESC LIMIT 1) FROM meters AS m WHERE m.payg = 1)")
