@@ -28,9 +28,11 @@ _S_IN = ", ".join(f"s.{c.strip()}" for c in _IN.split(","))
 
 _STAGE = f"INSERT INTO temp.staging_readings (idx, {_IN}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 # Stored estimates whose real reading arrives: replaced (rare, so one by one, each with a new seq
-# so the feed shows the real value).
+# so the feed shows the real value). Looked up in readings_flagged, the partial index that holds
+# every estimate (its predicate has source = 'estimate'): a probe of a small index per staged row
+# instead of one of the unique index over every reading (0.9 -> 0.1 µs a row, issue 26).
 _ESTIMATES = (
-    "SELECT r.seq, min(s.idx) FROM temp.staging_readings AS s JOIN readings AS r"
+    "SELECT r.seq, min(s.idx) FROM temp.staging_readings AS s JOIN readings AS r INDEXED BY readings_flagged"
     " ON r.meter_id = s.meter_id AND r.channel = s.channel AND r.ts = s.ts"
     " WHERE r.source = 'estimate' AND s.source <> 'estimate' GROUP BY r.seq ORDER BY min(s.idx)"
 )

@@ -52,7 +52,6 @@ CREATE TEMP TABLE IF NOT EXISTS staging_readings (
     kind TEXT, quality INTEGER, status TEXT, source TEXT, received_at INTEGER, note TEXT
 )"""
 
-
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -253,12 +252,14 @@ class SqliteStore(SqliteQueries, SqlAccounts, SqlRegistry, SqlReads):
         meters = await self._fetch("apply retention", "SELECT DISTINCT meter_id FROM meters")
         for table in ("readings", "balances"):
             total = 0
-            # Per meter: the (meter_id, ts) indexes find the old rows without a scan, and
-            # each transaction stays short, so writers are not held up for long.
+            # Per meter: the meter-ordered indexes find the old rows without a scan (readings:
+            # one range per channel), and each transaction stays short, so writers are not held
+            # up for long.
             known = {m[0] for m in meters} | await self._distinct_meters(table)
+            old = self._readings_before if table == "readings" else "meter_id = :m AND ts < :t"
             for meter_id in sorted(known):
                 async with self._transaction("apply retention") as db:
-                    cur = await db.execute(f"DELETE FROM {table} WHERE meter_id = ? AND ts < ?", (meter_id, cutoff))
+                    cur = await db.execute(f"DELETE FROM {table} WHERE {old}", {"m": meter_id, "t": cutoff})
                     total += cur.rowcount
             removed[table] = total
         for table in ("events", "deadletters"):
