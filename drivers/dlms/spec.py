@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.base import BuildContext, Driver, DriverSpec, LinkMetric, MeterFacts, Poller, Problem
+from drivers.dlms.commands import DlmsCommands
 from drivers.dlms.cosem import normal_code, obis_bytes
 from drivers.dlms.poller import DlmsPoller, DlmsTarget
 from drivers.dlms.push import PushListener, PushSender, layouts_of, push_problems, sender
@@ -193,17 +194,21 @@ def _senders(ctx: BuildContext, s: DlmsSection) -> list[PushSender]:
                    [spec.code for spec in maps[m.object_map].objects]) for b, m in mine]
 
 
-def build_all(ctx: BuildContext) -> list[DlmsPoller | PushListener]:
-    """The pollers, and the push listener when [dlms] push_listen is set."""
+def build_all(ctx: BuildContext) -> list[DlmsPoller | PushListener | DlmsCommands]:
+    """The pollers, the PAYG commands of their payg meters, and the push listener when [dlms]
+    push_listen is set."""
     pollers = build(ctx)
     s: DlmsSection = ctx.settings
+    payg = [b.meter_id for b, _ in _mine(ctx.meters) if b.active and b.payg]
+    commands = ([DlmsCommands(pollers, payg, ctx.commands, ctx.emit, origin=ctx.gateway_id, clock=ctx.clock)]
+                if ctx.commands is not None and payg else [])
     if not s.push_listen:
-        return list(pollers)
+        return [*pollers, *commands]
     try:
         senders = _senders(ctx, s)
     except SecretError as exc:
         raise ConfigError("[dlms]", [ConfigProblem("dlms.key_file", None, str(exc))]) from None
-    return [*pollers, PushListener(s.push_listen, senders, layouts_of(pollers), ctx.emit, clock=ctx.clock)]
+    return [*pollers, *commands, PushListener(s.push_listen, senders, layouts_of(pollers), ctx.emit, clock=ctx.clock)]
 
 
 def details(drivers: Sequence[Driver]) -> dict[str, dict[str, dict[str, Any]]]:

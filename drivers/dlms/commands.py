@@ -1,0 +1,201 @@
+"""PAYG commands to DLMS meters: disconnect and reconnect through Disconnect control (class 70).
+
+`POST /v1/meters/{id}/commands` reaches `DlmsCommands.submit` (the runtime's CommandDesk finds it as
+the `Commanding` driver that serves the meter). The command is claimed in the store (once per
+reference / Idempotency-Key, as over MQTT), returned PENDING, and carried out in this driver's
+task: one association through the meter's poller (under its bus lock, with its client SAP and
+security), ACTION remote_disconnect (method 1) or remote_reconnect (method 2), then GET
+output_state (attribute 2) and control_state (attribute 3). It is ACKNOWLEDGED when the action
+succeeded and the read-back state is the one asked for (a reconnect may leave the meter
+"ready for reconnection": the customer closes the relay, as its control mode says), FAILED
+otherwise, with what the meter said in the detail. Every status is saved in the commands table
+and each settled command is an Event of kind `command`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from dlms_cosem import cosem, dlms_data, enumerations
+from dlms_cosem.protocol import xdlms
+
+from drivers.base import CommandPorts, DriverStatus, Observed
+from drivers.dlms import axdr
+from drivers.dlms.cosem import obis_bytes
+from drivers.dlms.errors import FrameError
+from drivers.dlms.poller import DlmsPoller
+from drivers.dlms.session import Session
+from drivers.polling.health import MeterHealth
+from gateway.errors import DriverError, InvalidRequest, KeyConflict, NotFound
+from gateway.model import Command, CommandKind, CommandStatus, Event, EventKind, Severity, Submission
+from gateway.model.samples import Sample
+
+log = logging.getLogger(__name__)
+Emit = Callable[[Sample], Awaitable[None]]
+
+DISCONNECT_CONTROL = "0-0:96.3.10.255"
+#: control_state (attribute 3) of class 70.
+CONTROL_STATES = {0: "disconnected", 1: "connected", 2: "ready for reconnection"}
+_METHOD = {CommandKind.DISCONNECT: 1, CommandKind.RECONNECT: 2}
+#: Settled commands kept in memory for GET /v1/commands (the store keeps all).
+MAX_TRACKED = 1000
+
+
+async def disconnect_control(session: Session, method: int) -> tuple[bool, str]:
+    """ACTION `method` on Disconnect control, then read back its state: (as asked, what the meter says)."""
+    target = cosem.CosemMethod(enumerations.CosemInterface.DISCONNECT_CONTROL,
+                               cosem.Obis.from_bytes(obis_bytes(DISCONNECT_CONTROL)), method)
+    # Session has no ACTION of its own (the poller only reads); its request path maps every way the
+    # meter can fail us to the driver's typed errors.
+    answer = await session._request(xdlms.ActionRequestNormal(
+        cosem_method=target, data=dlms_data.IntegerData(0).to_bytes()))
+    name = "remote_disconnect" if method == 1 else "remote_reconnect"
+    status = getattr(answer, "status", None)
+    if not isinstance(answer, (xdlms.ActionResponseNormal, xdlms.ActionResponseNormalWithData,
+                               xdlms.ActionResponseNormalWithError)):
+        raise FrameError(session.meter_id, session.where, f"{name}: unexpected {type(answer).__name__}",
+                         session.last_raw)
+    if status is not enumerations.ActionResultStatus.SUCCESS:
+        said = str(getattr(status, "name", status)).lower().replace("_", " ")
+        return False, f"{name} refused by the meter: {said}"
+    output = axdr.decode(await session.get(70, obis_bytes(DISCONNECT_CONTROL), 2))
+    control = axdr.decode(await session.get(70, obis_bytes(DISCONNECT_CONTROL), 3))
+    if not isinstance(output, bool) or not isinstance(control, int):
+        raise FrameError(session.meter_id, session.where, f"disconnect control state {output!r}, {control!r}",
+                         session.last_raw)
+    state = CONTROL_STATES.get(control, f"control state {control}")
+    said = f"output_state {'connected' if output else 'disconnected'}, control_state {state}"
+    ok = (not output and control == 0) if method == 1 else control in (1, 2)
+    return ok, said
+
+
+class DlmsCommands:
+    """The DLMS meters' command sender and the driver that carries commands out (`commands` is itself)."""
+
+    def __init__(self, pollers: Iterable[DlmsPoller], payg: Iterable[str], ports: CommandPorts, emit: Emit, *,
+                 origin: str = "", clock: Callable[[], datetime] | None = None) -> None:
+        self._by_meter = {m: p for p in pollers for m in p.meter_ids()}
+        self._payg = frozenset(m for m in payg if m in self._by_meter)
+        self._ports = ports
+        self._emit = emit
+        self._origin = origin
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._queue: asyncio.Queue[Command] = asyncio.Queue()
+        self._commands: OrderedDict[str, Command] = OrderedDict()
+        self.by_status: dict[str, int] = {s.value: 0 for s in CommandStatus}
+
+    # -- the driver contract -----------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return "dlms:commands"
+
+    @property
+    def target(self) -> str:
+        return "dlms commands"
+
+    def meter_ids(self) -> tuple[str, ...]:
+        return ()  # its meters are their pollers'
+
+    def meter_health(self, meter_id: str) -> MeterHealth | None:
+        return None
+
+    def status(self, observed: Observed) -> DriverStatus:
+        return DriverStatus(label="dlms commands", where="disconnect control", connected=True, rate=0.0,
+                            rate_unit="commands/s", errors_by_kind={}, meters=len(self._payg),
+                            detail={"by_status": dict(self.by_status), "queued": self._queue.qsize()})
+
+    @property
+    def commands(self) -> DlmsCommands | None:
+        return self if self._payg else None
+
+    async def run(self) -> None:
+        while True:
+            command = await self._queue.get()
+            try:
+                await self._carry_out(command)
+            except Exception as exc:  # the store refused the outcome: logged, the next command goes on
+                log.warning("command %s to meter %s: outcome not recorded: %s", command.correlation_id,
+                            command.meter_id, exc)
+
+    # -- CommandSender -----------------------------------------------------------------------------
+    def serves(self, meter_id: str) -> bool:
+        return meter_id in self._payg
+
+    def get(self, correlation_id: str) -> Command | None:
+        return self._commands.get(correlation_id)
+
+    def restore(self, commands: Iterable[Command]) -> int:
+        """A DLMS command still PENDING from before a restart was cut off mid-association: nothing
+        says whether the meter carried it out, so it is not sent again (the store keeps it)."""
+        return 0
+
+    async def submit(self, meter_id: str, kind: CommandKind | str, *, amount: Decimal | None = None,
+                     reference: str | None = None, key: str | None = None) -> Submission:
+        try:
+            kind = CommandKind(kind)
+        except ValueError:
+            raise InvalidRequest(f"unknown command {kind!r} for meter {meter_id}") from None
+        if meter_id not in self._payg:
+            raise NotFound("PAYG meter", meter_id)
+        if kind not in _METHOD:
+            raise InvalidRequest(f"{kind.value} of DLMS meter {meter_id}: a DLMS meter takes disconnect and "
+                                 "reconnect (a top-up is a token)")
+        if amount is not None:
+            raise InvalidRequest(f"{kind.value} of meter {meter_id} takes no amount (got {amount})")
+        now = self._clock()
+        cid = f"{self._origin}.{uuid.uuid4().hex}" if self._origin else uuid.uuid4().hex
+        command = Command(correlation_id=cid, meter_id=meter_id, kind=kind, created_at=now, amount=None,
+                          reference=reference, updated_at=now, idempotency_key=key)
+        held = await self._ports.claim(command)
+        if held:
+            for stored in held:
+                differences = stored.differences(command)
+                if differences:
+                    which = "reference" if reference is not None and stored.reference == reference else "Idempotency-Key"
+                    raise KeyConflict(which, (reference if which == "reference" else key) or "",
+                                      stored.correlation_id, differences)
+            return Submission(self._commands.get(held[0].correlation_id, held[0]), replayed=True)
+        self._track(command)
+        self._queue.put_nowait(command)
+        return Submission(command)
+
+    # -- carrying one out ----------------------------------------------------------------------------
+    async def _carry_out(self, command: Command) -> None:
+        poller = self._by_meter[command.meter_id]
+        method = _METHOD[command.kind]
+        sent = self._clock()
+        try:
+            ok, said = await poller.in_session(command.meter_id,
+                                               lambda s, _r: disconnect_control(s, method))
+        except (DriverError, axdr.DataError) as exc:  # AccessError, refusals, timeouts, bad frames
+            ok, said = False, f"not carried out: {exc}"
+        status = CommandStatus.ACKNOWLEDGED if ok else CommandStatus.FAILED
+        done = replace(command, status=status, updated_at=self._clock(), detail=said)
+        self._track(done)
+        await self._ports.save(done)
+        self._ports.replied(command.meter_id, sent, self._clock())
+        outcome = "acknowledged by the meter" if ok else "failed"
+        await self._emit(Event(ts=done.updated_at or sent, meter_id=done.meter_id, kind=EventKind.COMMAND,
+                               severity=Severity.INFO if ok else Severity.WARNING,
+                               detail=f"command {done.kind.value}, correlation id {done.correlation_id}: "
+                                      f"{outcome}: {said}"))
+
+    def _track(self, command: Command) -> None:
+        before = self._commands.get(command.correlation_id)
+        if before is not None:
+            self.by_status[before.status.value] -= 1
+        self._commands[command.correlation_id] = command
+        self._commands.move_to_end(command.correlation_id)
+        self.by_status[command.status.value] += 1
+        while len(self._commands) > MAX_TRACKED:
+            self._commands.popitem(last=False)
+
+
+__all__ = ["CONTROL_STATES", "DISCONNECT_CONTROL", "DlmsCommands", "disconnect_control"]
