@@ -1,4 +1,5 @@
-"""PAYG commands to DLMS meters: disconnect and reconnect through Disconnect control (class 70).
+"""PAYG commands to DLMS meters: disconnect and reconnect through Disconnect control (class 70), and
+prepayment tokens through the Token gateway (class 115).
 
 `POST /v1/meters/{id}/commands` reaches `DlmsCommands.submit` (the runtime's CommandDesk finds it as
 the `Commanding` driver that serves the meter). The command is claimed in the store (once per
@@ -8,7 +9,10 @@ security), ACTION remote_disconnect (method 1) or remote_reconnect (method 2), t
 output_state (attribute 2) and control_state (attribute 3). It is ACKNOWLEDGED when the action
 succeeded and the read-back state is the one asked for (a reconnect may leave the meter
 "ready for reconnection": the customer closes the relay, as its control mode says), FAILED
-otherwise, with what the meter said in the detail. Every status is saved in the commands table
+otherwise, with what the meter said in the detail. A token (kind token, digits only) is passed
+as it came to the Token gateway's enter (method 1) and its token_status (attribute 6) read back:
+acknowledged when executed, failed otherwise (a reused token: validation failure); the token and
+that result are the command's detail ("token <digits>: executed"). Every status is saved in the commands table
 and each settled command is an Event of kind `command`.
 """
 
@@ -44,6 +48,11 @@ DISCONNECT_CONTROL = "0-0:96.3.10.255"
 #: control_state (attribute 3) of class 70.
 CONTROL_STATES = {0: "disconnected", 1: "connected", 2: "ready for reconnection"}
 _METHOD = {CommandKind.DISCONNECT: 1, CommandKind.RECONNECT: 2}
+TOKEN_GATEWAY = "0-0:19.40.0.255"
+#: token_status (attribute 6) of class 115, Blue Book.
+TOKEN_STATUS = {0: "format ok", 1: "authentication ok", 2: "validation ok", 3: "executed",
+                4: "format failure", 5: "authentication failure", 6: "validation failure (used or not for this meter)",
+                7: "execution failure", 8: "received, not yet processed"}
 #: Settled commands kept in memory for GET /v1/commands (the store keeps all).
 MAX_TRACKED = 1000
 
@@ -74,6 +83,23 @@ async def disconnect_control(session: Session, method: int) -> tuple[bool, str]:
     said = f"output_state {'connected' if output else 'disconnected'}, control_state {state}"
     ok = (not output and control == 0) if method == 1 else control in (1, 2)
     return ok, said
+
+
+async def enter_token(session: Session, token: str) -> tuple[bool, str]:
+    """ACTION enter (method 1) on the Token gateway with the token as it came, then its token_status
+    (attribute 6): (executed, what the meter says)."""
+    target = cosem.CosemMethod(enumerations.CosemInterface(115), cosem.Obis.from_bytes(obis_bytes(TOKEN_GATEWAY)), 1)
+    answer = await session._request(xdlms.ActionRequestNormal(
+        cosem_method=target, data=dlms_data.OctetStringData(token.encode("ascii")).to_bytes()))
+    status = getattr(answer, "status", None)
+    if status is not enumerations.ActionResultStatus.SUCCESS:
+        said = str(getattr(status, "name", status)).lower().replace("_", " ")
+        return False, f"token {token}: enter refused by the meter: {said}"
+    result = axdr.decode(await session.get(115, obis_bytes(TOKEN_GATEWAY), 6))
+    code = result[0] if isinstance(result, tuple) and result and isinstance(result[0], int) else None
+    if code is None:
+        raise FrameError(session.meter_id, session.where, f"token_status {result!r:.60}", session.last_raw)
+    return code == 3, f"token {token}: {TOKEN_STATUS.get(code, f'token status {code}')}"
 
 
 class DlmsCommands:
@@ -137,22 +163,27 @@ class DlmsCommands:
         return 0
 
     async def submit(self, meter_id: str, kind: CommandKind | str, *, amount: Decimal | None = None,
-                     reference: str | None = None, key: str | None = None) -> Submission:
+                     reference: str | None = None, key: str | None = None,
+                     token: str | None = None) -> Submission:
         try:
             kind = CommandKind(kind)
         except ValueError:
             raise InvalidRequest(f"unknown command {kind!r} for meter {meter_id}") from None
         if meter_id not in self._payg:
             raise NotFound("PAYG meter", meter_id)
-        if kind not in _METHOD:
-            raise InvalidRequest(f"{kind.value} of DLMS meter {meter_id}: a DLMS meter takes disconnect and "
-                                 "reconnect (a top-up is a token)")
+        if kind not in _METHOD and kind is not CommandKind.TOKEN:
+            raise InvalidRequest(f"{kind.value} of DLMS meter {meter_id}: a DLMS meter takes disconnect, "
+                                 "reconnect and token (a top-up is a token)")
+        if (kind is CommandKind.TOKEN) != (token is not None) or (token is not None and not token.isdigit()):
+            raise InvalidRequest(f"{kind.value} of meter {meter_id}: a token command takes a token of digits, "
+                                 "and only it")
         if amount is not None:
             raise InvalidRequest(f"{kind.value} of meter {meter_id} takes no amount (got {amount})")
         now = self._clock()
         cid = f"{self._origin}.{uuid.uuid4().hex}" if self._origin else uuid.uuid4().hex
         command = Command(correlation_id=cid, meter_id=meter_id, kind=kind, created_at=now, amount=None,
-                          reference=reference, updated_at=now, idempotency_key=key)
+                          reference=reference, updated_at=now, idempotency_key=key,
+                          detail=f"token {token}" if token else None)
         held = await self._ports.claim(command)
         if held:
             for stored in held:
@@ -169,11 +200,16 @@ class DlmsCommands:
     # -- carrying one out ----------------------------------------------------------------------------
     async def _carry_out(self, command: Command) -> None:
         poller = self._by_meter[command.meter_id]
-        method = _METHOD[command.kind]
         sent = self._clock()
         try:
-            ok, said = await poller.in_session(command.meter_id,
-                                               lambda s, _r: disconnect_control(s, method))
+            if command.kind is CommandKind.TOKEN:
+                # The token travels in the command's detail ("token <digits>"): the commands table
+                # keeps it with its result, and no column is added for it.
+                token = (command.detail or "").removeprefix("token ")
+                ok, said = await poller.in_session(command.meter_id, lambda s, _r: enter_token(s, token))
+            else:
+                method = _METHOD[command.kind]
+                ok, said = await poller.in_session(command.meter_id, lambda s, _r: disconnect_control(s, method))
         except (DriverError, axdr.DataError) as exc:  # AccessError, refusals, timeouts, bad frames
             ok, said = False, f"not carried out: {exc}"
         status = CommandStatus.ACKNOWLEDGED if ok else CommandStatus.FAILED
@@ -198,4 +234,5 @@ class DlmsCommands:
             self._commands.popitem(last=False)
 
 
-__all__ = ["CONTROL_STATES", "DISCONNECT_CONTROL", "DlmsCommands", "disconnect_control"]
+__all__ = ["CONTROL_STATES", "DISCONNECT_CONTROL", "TOKEN_GATEWAY", "TOKEN_STATUS", "DlmsCommands", "disconnect_control",
+           "enter_token"]

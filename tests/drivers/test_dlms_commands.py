@@ -1,7 +1,8 @@
 """PAYG commands to DLMS meters (issue #17 item 6): `POST /v1/meters/{id}/commands` disconnect and
 reconnect on a running gateway drive Disconnect control (class 70: ACTION remote_disconnect /
 remote_reconnect, then output_state and control_state read back) over real TCP, against our
-simulator and against Gurux's server (a DLMS server we did not write, in its own process); every
+simulator and against Gurux's server (a DLMS server we did not write, in its own process); a token
+(kind token) is entered at the Token gateway (class 115) once, and a reused one is refused; every
 command is in the commands table with its outcome."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import httpx
 
 from gateway.runtime.config import GatewayConfig, cross_check
 from simulators.dlms import DlmsFleet, FleetOptions
+from simulators.dlms.meter import make_token
 from tests.fixtures.dlms_peer import DlmsPeer
 from tests.fixtures.gateway import eventually, gateway_config, running_gateway
 
@@ -34,8 +36,8 @@ def _config(tmp_path: Path, host: str, port: int, *, client: int, auth: str, pas
     return cfg
 
 
-async def _command(api: httpx.AsyncClient, kind: str) -> dict[str, Any]:
-    resp = await api.post("/v1/meters/D-0001/commands", json={"kind": kind})
+async def _command(api: httpx.AsyncClient, kind: str, **body: str) -> dict[str, Any]:
+    resp = await api.post("/v1/meters/D-0001/commands", json={"kind": kind, **body})
     assert resp.status_code == 202, resp.text
     sent = resp.json()
     assert sent["status"] == "pending"
@@ -67,7 +69,7 @@ async def test_disconnect_and_reconnect_round_trip_through_the_api_on_the_simula
     assert "output_state connected, control_state connected" in on["detail"]
     assert relay_after_on is True
     assert [(c["kind"], c["status"]) for c in audit] == [("reconnect", "acknowledged"), ("disconnect", "acknowledged")]
-    assert topup.status_code == 400 and "disconnect and reconnect" in topup.text
+    assert topup.status_code == 400 and "a top-up is a token" in topup.text
 
 
 async def test_a_meter_that_refuses_the_action_fails_the_command(tmp_path: Path) -> None:
@@ -94,3 +96,25 @@ async def test_disconnect_and_reconnect_against_gurux(tmp_path: Path, dlms_peer_
     assert "output_state disconnected" in off["detail"]
     assert on["status"] == "acknowledged", on
     assert "output_state connected" in on["detail"]
+
+
+async def test_a_token_is_entered_once_and_a_reused_token_is_refused_with_its_result_recorded(tmp_path: Path) -> None:
+    options = FleetOptions(meters=1, port=0, seed=5, speedup=0.0)
+    token = make_token(50_000, 12_345)  # KES 500.00, as the vendor would sell it
+    async with DlmsFleet(options) as fleet:
+        meter = fleet.meters["D-0001"]
+        credit_before = meter.state.credit()
+        cfg = _config(tmp_path, "127.0.0.1", meter.port, client=1, auth="low", password="12345678")
+        async with running_gateway(cfg) as (_gw, api):
+            first = await _command(api, "token", token=token)
+            credit_after = meter.state.credit()
+            again = await _command(api, "token", token=token)
+            audit = (await api.get("/v1/meters/D-0001/commands")).json()["items"]
+            letters = await api.post("/v1/meters/D-0001/commands", json={"kind": "token", "token": "1234-5678"})
+            missing = await api.post("/v1/meters/D-0001/commands", json={"kind": "token"})
+    assert first["status"] == "acknowledged" and first["detail"] == f"token {token}: executed"
+    assert credit_after - credit_before == 50_000
+    assert again["status"] == "failed" and again["detail"].startswith(f"token {token}: validation failure")
+    assert [(c["kind"], c["status"], c["detail"]) for c in audit] == [
+        ("token", "failed", again["detail"]), ("token", "acknowledged", first["detail"])]
+    assert letters.status_code == 422 and missing.status_code == 422
