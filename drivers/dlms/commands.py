@@ -22,7 +22,7 @@ import asyncio
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -33,12 +33,13 @@ from dlms_cosem.protocol import xdlms
 from drivers.base import CommandPorts, DriverStatus, Observed
 from drivers.dlms import axdr
 from drivers.dlms.cosem import obis_bytes
-from drivers.dlms.errors import FrameError
+from drivers.dlms.errors import AccessError, FrameError
 from drivers.dlms.poller import DlmsPoller
 from drivers.dlms.session import Session
 from drivers.polling.health import MeterHealth
 from gateway.errors import DriverError, InvalidRequest, KeyConflict, NotFound
-from gateway.model import Command, CommandKind, CommandStatus, Event, EventKind, Severity, Submission
+from gateway.model import BalanceUpdate, Command, CommandKind, CommandStatus, Event, EventKind, Severity, Submission
+from gateway.model.payg import Relay
 from gateway.model.samples import Sample
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ DISCONNECT_CONTROL = "0-0:96.3.10.255"
 CONTROL_STATES = {0: "disconnected", 1: "connected", 2: "ready for reconnection"}
 _METHOD = {CommandKind.DISCONNECT: 1, CommandKind.RECONNECT: 2}
 TOKEN_GATEWAY = "0-0:19.40.0.255"
+CREDIT, ACCOUNT = "0-0:19.10.0.255", "0-0:19.0.0.255"
 #: token_status (attribute 6) of class 115, Blue Book.
 TOKEN_STATUS = {0: "format ok", 1: "authentication ok", 2: "validation ok", 3: "executed",
                 4: "format failure", 5: "authentication failure", 6: "validation failure (used or not for this meter)",
@@ -102,11 +104,37 @@ async def enter_token(session: Session, token: str) -> tuple[bool, str]:
     return code == 3, f"token {token}: {TOKEN_STATUS.get(code, f'token status {code}')}"
 
 
+async def read_balance(session: Session, meter_id: str, now: datetime) -> BalanceUpdate | None:
+    """The credit as a PAYG balance: Credit current_credit_amount (class 112, attribute 2) in the
+    Account's currency (class 111, attribute 13: name, scale), with the relay of Disconnect control
+    where it has one; None for a meter without the prepayment objects."""
+    try:
+        amount = axdr.decode(await session.get(112, obis_bytes(CREDIT), 2))
+        currency = axdr.decode(await session.get(111, obis_bytes(ACCOUNT), 13))
+    except AccessError:
+        return None
+    if (isinstance(amount, bool) or not isinstance(amount, int) or not isinstance(currency, tuple)
+            or len(currency) < 2 or not isinstance(currency[0], str) or not isinstance(currency[1], int)):
+        raise FrameError(meter_id, session.where, f"credit {amount!r:.40} in currency {currency!r:.60}",
+                         session.last_raw)
+    relay = None
+    try:
+        output = axdr.decode(await session.get(70, obis_bytes(DISCONNECT_CONTROL), 2))
+        relay = (Relay.CONNECTED if output else Relay.DISCONNECTED) if isinstance(output, bool) else None
+    except AccessError:
+        pass
+    return BalanceUpdate(meter_id=meter_id, ts=now, balance=Decimal(amount).scaleb(currency[1]), currency=currency[0],
+                         relay=relay, credit_exhausted=amount <= 0, received_at=now)
+
+
 class DlmsCommands:
     """The DLMS meters' command sender and the driver that carries commands out (`commands` is itself)."""
 
     def __init__(self, pollers: Iterable[DlmsPoller], payg: Iterable[str], ports: CommandPorts, emit: Emit, *,
-                 origin: str = "", clock: Callable[[], datetime] | None = None) -> None:
+                 intervals: Mapping[str, float] | None = None, origin: str = "",
+                 clock: Callable[[], datetime] | None = None) -> None:
+        #: Seconds between credit reads of each meter (its poll interval).
+        self._intervals = dict(intervals or {})
         self._by_meter = {m: p for p in pollers for m in p.meter_ids()}
         self._payg = frozenset(m for m in payg if m in self._by_meter)
         self._ports = ports
@@ -142,6 +170,26 @@ class DlmsCommands:
         return self if self._payg else None
 
     async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for meter_id in sorted(self._payg):
+                tg.create_task(self._credit_loop(meter_id), name=f"dlms credit {meter_id}")
+            tg.create_task(self._commands_loop(), name="dlms commands")
+
+    async def _credit_loop(self, meter_id: str) -> None:
+        """The credit at start, then every poll interval (commands read it too, at once)."""
+        while True:
+            try:
+                balance = await self._by_meter[meter_id].in_session(
+                    meter_id, lambda s, _r: read_balance(s, meter_id, self._clock()))
+            except (DriverError, axdr.DataError) as exc:
+                log.info("meter %s: credit not read: %s", meter_id, exc, extra={"meter_id": meter_id})
+            else:
+                if balance is None:
+                    return  # no prepayment objects: nothing to follow
+                await self._emit(balance)
+            await asyncio.sleep(self._intervals.get(meter_id, 900.0))
+
+    async def _commands_loop(self) -> None:
         while True:
             command = await self._queue.get()
             try:
@@ -206,22 +254,37 @@ class DlmsCommands:
                 # The token travels in the command's detail ("token <digits>"): the commands table
                 # keeps it with its result, and no column is added for it.
                 token = (command.detail or "").removeprefix("token ")
-                ok, said = await poller.in_session(command.meter_id, lambda s, _r: enter_token(s, token))
+                ok, said, balance = await poller.in_session(
+                    command.meter_id, lambda s, _r: self._then_credit(s, command.meter_id, enter_token(s, token)))
             else:
                 method = _METHOD[command.kind]
-                ok, said = await poller.in_session(command.meter_id, lambda s, _r: disconnect_control(s, method))
+                ok, said, balance = await poller.in_session(
+                    command.meter_id, lambda s, _r: self._then_credit(s, command.meter_id,
+                                                                      disconnect_control(s, method)))
         except (DriverError, axdr.DataError) as exc:  # AccessError, refusals, timeouts, bad frames
-            ok, said = False, f"not carried out: {exc}"
+            ok, said, balance = False, f"not carried out: {exc}", None
         status = CommandStatus.ACKNOWLEDGED if ok else CommandStatus.FAILED
         done = replace(command, status=status, updated_at=self._clock(), detail=said)
         self._track(done)
         await self._ports.save(done)
         self._ports.replied(command.meter_id, sent, self._clock())
+        if balance is not None:
+            await self._emit(balance)
         outcome = "acknowledged by the meter" if ok else "failed"
         await self._emit(Event(ts=done.updated_at or sent, meter_id=done.meter_id, kind=EventKind.COMMAND,
                                severity=Severity.INFO if ok else Severity.WARNING,
                                detail=f"command {done.kind.value}, correlation id {done.correlation_id}: "
                                       f"{outcome}: {said}"))
+
+    async def _then_credit(self, session: Session, meter_id: str, act: Awaitable[tuple[bool, str]]
+                           ) -> tuple[bool, str, BalanceUpdate | None]:
+        """The command, then the credit in the same association (a failed read of it is not the command's)."""
+        ok, said = await act
+        try:
+            balance = await read_balance(session, meter_id, self._clock())
+        except (DriverError, axdr.DataError):
+            balance = None
+        return ok, said, balance
 
     def _track(self, command: Command) -> None:
         before = self._commands.get(command.correlation_id)
@@ -235,4 +298,4 @@ class DlmsCommands:
 
 
 __all__ = ["CONTROL_STATES", "DISCONNECT_CONTROL", "TOKEN_GATEWAY", "TOKEN_STATUS", "DlmsCommands", "disconnect_control",
-           "enter_token"]
+           "enter_token", "read_balance"]

@@ -200,7 +200,9 @@ def build_all(ctx: BuildContext) -> list[DlmsPoller | PushListener | DlmsCommand
     pollers = build(ctx)
     s: DlmsSection = ctx.settings
     payg = [b.meter_id for b, _ in _mine(ctx.meters) if b.active and b.payg]
-    commands = ([DlmsCommands(pollers, payg, ctx.commands, ctx.emit, origin=ctx.gateway_id, clock=ctx.clock)]
+    intervals = {b.meter_id: m.interval or s.default_interval for b, m in _mine(ctx.meters)}
+    commands = ([DlmsCommands(pollers, payg, ctx.commands, ctx.emit, intervals=intervals, origin=ctx.gateway_id,
+                              clock=ctx.clock)]
                 if ctx.commands is not None and payg else [])
     if not s.push_listen:
         return [*pollers, *commands]

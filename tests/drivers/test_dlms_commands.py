@@ -2,12 +2,14 @@
 reconnect on a running gateway drive Disconnect control (class 70: ACTION remote_disconnect /
 remote_reconnect, then output_state and control_state read back) over real TCP, against our
 simulator and against Gurux's server (a DLMS server we did not write, in its own process); a token
-(kind token) is entered at the Token gateway (class 115) once, and a reused one is refused; every
+(kind token) is entered at the Token gateway (class 115) once, and a reused one is refused; the
+credit (Credit class 112 in the Account's currency, class 111) is read as a PAYG balance; every
 command is in the commands table with its outcome."""
 
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +110,14 @@ async def test_a_token_is_entered_once_and_a_reused_token_is_refused_with_its_re
         async with running_gateway(cfg) as (_gw, api):
             first = await _command(api, "token", token=token)
             credit_after = meter.state.credit()
+
+            async def balance_now() -> dict[str, Any] | None:
+                resp = await api.get("/v1/meters/D-0001/balance")
+                got: dict[str, Any] = resp.json()
+                return got if resp.status_code == 200 and Decimal(str(got["balance"])) * 100 == credit_after else None
+
+            # The credit read in the token's association, as a PAYG balance (Account currency KES, scale -2).
+            balance = await eventually(balance_now)
             again = await _command(api, "token", token=token)
             audit = (await api.get("/v1/meters/D-0001/commands")).json()["items"]
             letters = await api.post("/v1/meters/D-0001/commands", json={"kind": "token", "token": "1234-5678"})
@@ -118,3 +128,5 @@ async def test_a_token_is_entered_once_and_a_reused_token_is_refused_with_its_re
     assert [(c["kind"], c["status"], c["detail"]) for c in audit] == [
         ("token", "failed", again["detail"]), ("token", "acknowledged", first["detail"])]
     assert letters.status_code == 422 and missing.status_code == 422
+    assert balance["currency"] == "KES" and balance["relay"] == "connected"
+    assert Decimal(str(balance["balance"])) == Decimal(credit_after).scaleb(-2)  # exactly, cents as the meter counts
