@@ -163,6 +163,14 @@ class DlmsPoller:
         rows: ProfileRows = await self._session(target, lambda s: read_profile(state.reader, s, code, start, end))
         return rows
 
+    async def in_session(self, meter_id: str, work: Callable[[Session, Reader], Awaitable[Any]]) -> Any:
+        """`work` in one association with the meter, with its reader (the push listener's layout reads)."""
+        target = self._targets.get(meter_id)
+        if target is None:
+            raise NotFound("meter", meter_id)
+        state = self._state[meter_id]
+        return await self._session(target, lambda s: work(s, state.reader))
+
     # -- one poll ----------------------------------------------------------------------------------
     async def _read(self, target: DlmsTarget, ts: datetime) -> RawObjects:
         state = self._state[target.meter_id]

@@ -16,6 +16,7 @@ from typing import ClassVar
 
 from gateway.errors import DriverError
 from gateway.model.events import DeadLetter, Event
+from gateway.model.payg import BalanceUpdate
 from gateway.model.readings import Source
 
 #: Called by the pipeline once the sample's data is durable (committed to the spool).
@@ -96,6 +97,7 @@ class PollFailure:
 
 
 #: Everything a driver may hand the pipeline.
-Sample = RawRegisters | RawPayload | RawObjects | PollFailure | Event | DeadLetter
+#: A BalanceUpdate is a driver's when it reads the credit itself (DLMS prepayment objects).
+Sample = RawRegisters | RawPayload | RawObjects | PollFailure | Event | DeadLetter | BalanceUpdate
 
 __all__ = ["Ack", "ObjectValue", "PollFailure", "RawObjects", "RawPayload", "RawRegisters", "RegisterBlock", "Sample"]

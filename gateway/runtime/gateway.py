@@ -164,10 +164,10 @@ class Gateway:
         """`submit_command`, for callers that need only the command."""
         return (await self.submit_command(meter_id, kind, amount, reference)).command
 
-    async def submit_command(self, meter_id: str, kind: CommandKind | str, amount: Decimal | None = None,
-                             reference: str | None = None, idempotency_key: str | None = None) -> Submission:
+    async def submit_command(self, meter_id: str, kind: CommandKind | str, amount: Decimal | None = None, reference:
+                             str | None = None, idempotency_key: str | None = None, token: str | None = None) -> Submission:
         """Publish a PAYG command once per key and track it: see `CommandDesk.submit`."""
-        return await self.commands.submit(meter_id, kind, amount, reference, idempotency_key)
+        return await self.commands.submit(meter_id, kind, amount, reference, idempotency_key, token)
 
     async def get_command(self, correlation_id: str) -> Command:
         """A command's latest status: the tracker's if it holds it, else the store's. NotFound."""
