@@ -106,7 +106,7 @@ class DlmsMeter:
         "description": "The meter's frame counter object, read by the public client at start"})
     interval: Annotated[float, Gt(0)] | None = None
     align: bool | None = None
-    profile: str = field(default="1-0:99.1.0", metadata={
+    load_profile: str = field(default="1-0:99.1.0", metadata={
         "description": "The load profile (class 7) the backfill after a gap reads"})
 
 

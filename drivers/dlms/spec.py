@@ -181,10 +181,10 @@ def _build(ctx: BuildContext) -> list[DlmsPoller]:
     breaker = BreakerPolicy(s.breaker_failures, s.breaker_cooldown, s.breaker_max_cooldown)
     times: dict[str, Any] = {k: v for k, v in (("clock", ctx.clock), ("monotonic", ctx.monotonic)) if v is not None}
     backfill = BackfillPolicy(max_window=timedelta(days=s.backfill_max_days), pause=s.backfill_pause,
-                              profiles={b.meter_id: m.profile for b, m in mine}) if s.backfill_max_days else None
+                              profiles={b.meter_id: m.load_profile for b, m in mine}) if s.backfill_max_days else None
     return [DlmsPoller(ep, by_endpoint[ep.name], ctx.emit, breaker=breaker, failures_before_lost=s.failures_before_lost,
                        backoff=Backoff(s.reconnect_initial, max(s.reconnect_initial, s.reconnect_max)),
-                       backfill=backfill, **times)
+                       backfill=backfill, since=ctx.last_reading, **times)
             for ep in s.endpoints if ep.name in by_endpoint]
 
 
