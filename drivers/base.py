@@ -221,6 +221,9 @@ class BuildContext:
     commands: CommandPorts | None = None
     clock: Callable[[], datetime] | None = None  # None: the driver's default (UTC now)
     monotonic: Callable[[], float] | None = None
+    #: The time of a meter's newest stored reading (None: none), for a driver that fills the gap
+    #: since then from the meter's memory (DLMS backfill); None: the driver is not told.
+    last_reading: Callable[[str], Awaitable[datetime | None]] | None = None
 
 
 def _no_problems(settings: Any, meters: Sequence[MeterBinding], profiles: Mapping[str, DeviceProfile]

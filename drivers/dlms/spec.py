@@ -12,12 +12,14 @@ import hashlib
 import os
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import timedelta
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from drivers.base import BuildContext, Driver, DriverSpec, LinkMetric, MeterFacts, Poller, Problem
+from drivers.dlms.backfill import BackfillPolicy
 from drivers.dlms.commands import DlmsCommands
 from drivers.dlms.cosem import normal_code, obis_bytes
 from drivers.dlms.poller import DlmsPoller, DlmsTarget
@@ -181,8 +183,11 @@ def _build(ctx: BuildContext) -> list[DlmsPoller]:
             fixed=frozenset(classes)))
     breaker = BreakerPolicy(s.breaker_failures, s.breaker_cooldown, s.breaker_max_cooldown)
     times: dict[str, Any] = {k: v for k, v in (("clock", ctx.clock), ("monotonic", ctx.monotonic)) if v is not None}
+    backfill = BackfillPolicy(max_window=timedelta(days=s.backfill_max_days), pause=s.backfill_pause,
+                              profiles={b.meter_id: m.load_profile for b, m in mine}) if s.backfill_max_days else None
     return [DlmsPoller(ep, by_endpoint[ep.name], ctx.emit, breaker=breaker, failures_before_lost=s.failures_before_lost,
-                       backoff=Backoff(s.reconnect_initial, max(s.reconnect_initial, s.reconnect_max)), **times)
+                       backoff=Backoff(s.reconnect_initial, max(s.reconnect_initial, s.reconnect_max)),
+                       backfill=backfill, since=ctx.last_reading, **times)
             for ep in s.endpoints if ep.name in by_endpoint]
 
 

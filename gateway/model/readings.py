@@ -124,6 +124,10 @@ class Quality(IntFlag):
     USAGE_WHILE_DISCONNECTED = 1 << 15
     #: The meter reports its disconnect relay open in a status register (a device flag, like TAMPER).
     RELAY_OPEN = 1 << 16
+    #: Device-reported in a load profile's status byte (DLMS backfill): the interval saw a power
+    #: failure, or the meter's clock was set during it. Warnings: the reading stays valid.
+    POWER_FAIL = 1 << 17
+    CLOCK_ADJUSTED = 1 << 18
 
     def names(self) -> list[str]:
         """Flag names in bit order, e.g. ['regression', 'gap']."""

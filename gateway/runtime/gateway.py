@@ -67,7 +67,7 @@ from gateway.runtime.plan import (
 )
 from gateway.runtime.port import LocalPort
 from gateway.runtime.reads import ReadDesk
-from gateway.runtime.store import key_mirror, maintain, open_configured_store, retention_of
+from gateway.runtime.store import key_mirror, maintain, newest_reading, open_configured_store, retention_of
 from gateway.runtime.supervise import supervise
 from gateway.runtime.systemd import Notifier, PipelineProgress, watchdog
 from gateway.validate.validator import Validator
@@ -132,11 +132,11 @@ class Gateway:
         """Each spec's drivers, from its own section and its meters (the pipeline is their sink)."""
         assert self.pipeline is not None
         meters = bindings(self.config)
-        ports = self.commands.ports()
+        ports, newest = self.commands.ports(), partial(newest_reading, self.store, self.store_ready)
         for protocol, spec in self.registry.items():
             ctx = BuildContext(settings=self.config.section(protocol), profiles=self.profiles,
                                meters=[b for b in meters if b.protocol == protocol], emit=self.pipeline.emit,
-                               gateway_id=self.config.gateway.id, commands=ports)
+                               gateway_id=self.config.gateway.id, commands=ports, last_reading=newest)
             built = list(spec.build(ctx))
             self._by_protocol[protocol] = built
             self.drivers += built
