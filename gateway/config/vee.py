@@ -58,6 +58,8 @@ class VeeThresholds(BaseModel):
     sum_tolerance: float | None = Field(default=None, ge=0, lt=1, description="Sum checks: fraction of the register's advance (default 0.01)")
     sum_resolutions: float | None = Field(default=None, ge=0, description="... or this many register resolutions, whichever is larger (default 2)")
     disconnected_resolutions: float | None = Field(default=None, ge=0, description="Usage while disconnected: register steps of advance tolerated (default 1)")
+    leak_hours: float | None = Field(default=None, gt=0, description="Leak: hours a volume register advancing at every read raises leak_suspected (default 24)")
+    leak_max_step_hours: float | None = Field(default=None, gt=0, description="Leak: a longer step between two reads breaks the run (default 3)")
 
 
 class VeeUtility(VeeThresholds):

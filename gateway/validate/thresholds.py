@@ -83,6 +83,11 @@ class Thresholds:
     #: Usage while disconnected (CIM 3.6.2): an advance of more than this many register steps since
     #: the first read with the relay open (or the meter inactive). One step is the read in flight.
     disconnected_resolutions: float = 1.0
+    #: Leak (issue 18 item 7): a volume register that advanced at every read for this long raises
+    #: one `leak_suspected` event per run; None: off. A step between two reads longer than
+    #: `leak_max_step_hours` breaks the run (flow between them cannot be told from a burst).
+    leak_hours: float | None = 24.0
+    leak_max_step_hours: float = 3.0
 
 
 THRESHOLD_FIELDS: frozenset[str] = frozenset(f.name for f in fields(Thresholds))
