@@ -69,7 +69,8 @@ class GatewayPort(Protocol):
         """Whether PAYG commands can be sent (MQTT with commands enabled)."""
 
     async def submit_command(self, meter_id: str, kind: CommandKind, amount: Decimal | None = None,
-                             reference: str | None = None, idempotency_key: str | None = None) -> Submission:
+                             reference: str | None = None, idempotency_key: str | None = None,
+                             token: str | None = None) -> Submission:
         """Publish a PAYG command once per key (its reference, the idempotency key) and track it; a
         repeat gets the stored command (`replayed`). NotFound, InvalidRequest, InvalidField,
         KeyConflict, ConnectionFailed, SinkUnavailable."""

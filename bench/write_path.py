@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/write_path.py                     # 22,000 readings/s, loop 70 % busy, 30 s, SQLite
     .venv/bin/python bench/write_path.py --busy 0            # the same on an idle loop
+    .venv/bin/python bench/write_path.py --catch-up 24       # larger writes while behind
     BENCH_GATEWAY_ROOT=../other-checkout .venv/bin/python bench/write_path.py   # another version's code
 
 What `meter-gateway run` does with each pass of polls, without the polls: readings made (2,000 meters x
@@ -31,7 +32,7 @@ sys.path.insert(0, os.environ.get("BENCH_GATEWAY_ROOT", str(Path(__file__).resol
 
 from gateway.model import Batch, Channel, Kind, Reading
 from storage.spool import Spool
-from storage.spool.forwarder import Forwarder
+from storage.spool.forwarder import CATCH_UP, Forwarder
 from storage.sqlite.store import SqliteStore
 
 CHANNELS = [c for c in Channel][:11]
@@ -75,7 +76,7 @@ async def main(args: argparse.Namespace) -> None:
         store = await SqliteStore.open(Path(tmp) / "store.db")
         await store.migrate()
         async with Spool(Path(tmp) / "spool.db") as spool:
-            forwarder = Forwarder(spool, store, batch_items=args.batch, linger=0.05)
+            forwarder = Forwarder(spool, store, batch_items=args.batch, linger=0.05, catch_up=args.catch_up)
             stop = asyncio.Event()
             highest = 0
             tens: list[int] = []  # readings committed in each 10 s
@@ -124,12 +125,15 @@ if __name__ == "__main__":
     p.add_argument("--busy", type=float, default=0.7, help="share of the loop's time taken by the stand-in")
     p.add_argument("--slice", type=float, default=20.0, help="ms of each busy slice")
     p.add_argument("--batch", type=int, default=2000, help="spool.batch_size")
+    p.add_argument("--catch-up", type=int, default=CATCH_UP,
+                   help="how many times --batch one write may take while the forwarder is behind")
     a = p.parse_args()
     from bench.machine import speed
 
     print(speed())
     print(f"write path: {a.meters:,} meters x {len(CHANNELS)} channels a second in {a.passes} passes, loop "
-          f"{a.busy:.0%} busy in {a.slice:g} ms slices, {a.duration:g} s, SQLite store")
+          f"{a.busy:.0%} busy in {a.slice:g} ms slices, {a.duration:g} s, SQLite store, writes of up to "
+          f"{a.batch:,} x {a.catch_up} items when behind")
     from gateway.runtime import eventloop
 
     eventloop.run(main(a))

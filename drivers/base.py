@@ -187,7 +187,8 @@ class CommandSender(Protocol):
     def serves(self, meter_id: str) -> bool: ...
 
     async def submit(self, meter_id: str, kind: CommandKind | str, *, amount: Decimal | None = None,
-                     reference: str | None = None, key: str | None = None) -> Submission: ...
+                     reference: str | None = None, key: str | None = None,
+                     token: str | None = None) -> Submission: ...
 
     def get(self, correlation_id: str) -> Command | None: ...
 
@@ -227,6 +228,9 @@ class BuildContext:
     commands: CommandPorts | None = None
     clock: Callable[[], datetime] | None = None  # None: the driver's default (UTC now)
     monotonic: Callable[[], float] | None = None
+    #: The time of a meter's newest stored reading (None: none), for a driver that fills the gap
+    #: since then from the meter's memory (DLMS backfill); None: the driver is not told.
+    last_reading: Callable[[str], Awaitable[datetime | None]] | None = None
 
 
 def _no_problems(settings: Any, meters: Sequence[MeterBinding], profiles: Mapping[str, DeviceProfile]

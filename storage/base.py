@@ -39,6 +39,7 @@ from storage.records import (
     LastValue,
     MeterActivity,
     PaygTotals,
+    ReadingOrigin,
     ReorderResult,
     RetentionResult,
     SharedDeviceNumber,
@@ -116,8 +117,8 @@ class Reader(Protocol):
 
     async def reading_history(self, meter_id: str, channel: Channel, ts: datetime, *, limit: int = 100,
                               after: int | None = None) -> list[StatusChange]:
-        """The reading's verdicts, oldest first, after the entry with id `after`. NotFound if
-        there is no such reading."""
+        """The reading's audit trail (storage.trail: verdicts, edits, replaced estimates), oldest
+        first, after the entry with id `after`. NotFound if there is no such reading."""
 
     async def consumption(self, meter_id: str, channel: Channel, *, start: datetime, end: datetime,
                           bucket: str, tz: str = "UTC", now: datetime | None = None) -> list[ConsumptionBucket]:
@@ -259,6 +260,16 @@ class Registry(Protocol):
         log (note, `by` and the API key's id), gives the reading a new seq so the feed shows
         it again. A verdict the reading already has changes nothing (same seq, no log entry).
         NotFound if absent."""
+
+    async def edit_reading(self, meter_id: str, channel: Channel, ts: datetime, value: float, *,
+                           note: str, by: str, key_id: str | None = None) -> Reading:
+        """A person's corrected value (storage.trail): the reading gets `value`, status EDITED and
+        a new seq (the feed shows it once); the verification log keeps the value and status it had,
+        the note, `by` and the key's id. The value and status it has already change nothing.
+        NotFound if absent, InvalidField('value') for a value that is not finite; nothing stored then."""
+
+    async def reading_origin(self, meter_id: str, channel: Channel, ts: datetime) -> ReadingOrigin:
+        """The reading now, and its value and status as first recorded. NotFound if absent."""
 
     async def save_command(self, command: Command) -> None:
         """Insert or update a PAYG command by correlation_id."""

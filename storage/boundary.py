@@ -45,7 +45,8 @@ def is_estimated(r: Reading) -> bool:
 
 
 def estimate_method(r: Reading) -> str | None:
-    """How an estimate was made ('linear', 'profile', from VEE's `estimate=<method>` note;
+    """How an estimate was made ('linear', 'like_day', 'flat'; 'profile' on stores written before
+    like-day had its name; from VEE's `estimate=<method>` note;
     'unknown' without one); None for a real read."""
     if not is_estimated(r):
         return None

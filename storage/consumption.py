@@ -23,7 +23,7 @@ The rules (documented for the account system):
   an estimate (status estimated, source estimate or the ESTIMATED flag), the last *real*
   billable read at or before t is taken instead if it lies within the estimate window before
   t (`storage.billing_estimate_window`, default 15 minutes); only without one is the estimate
-  used, marked `estimated` with its method (linear | profile).
+  used, marked `estimated` with its method (linear | like_day | flat).
 * **Opening after the start.** When no billable read exists at or before the start, the
   opening read is the first billable read after the start (up to the end), flagged
   `opening_after_start` (its ts says when), so that a meter's whole advance inside its first

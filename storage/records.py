@@ -180,9 +180,14 @@ class SharedDeviceNumber:
     meter_ids: tuple[str, ...]  # in order of registration; the first holds it
 
 
+#: StatusChange.action: a person's verdict, a person's corrected value, an estimate the real read replaced.
+VERDICT, EDIT, ESTIMATE_REPLACED = "verdict", "edit", "estimate_replaced"
+
+
 @dataclass(frozen=True, slots=True)
 class StatusChange:
-    """One entry of a reading's history: a person's verdict, when, why and with which key."""
+    """One entry of a reading's audit trail: a person's verdict or edit, or an estimate the real read
+    replaced; when, why, by whom (the key) and what it was before."""
 
     id: int  # the keyset of history pages
     at: datetime
@@ -191,6 +196,23 @@ class StatusChange:
     note: str | None
     by: str | None  # the key's name ("api key <id> (<name>)" for verdicts stored before key_id)
     key_id: str | None  # None for verdicts stored before the key was recorded
+    action: str = VERDICT  # VERDICT | EDIT | ESTIMATE_REPLACED
+    previous_value: float | None = None  # the value it replaced (EDIT, ESTIMATE_REPLACED)
+    value: float | None = None  # the value after (EDIT, ESTIMATE_REPLACED)
+    rule: str | None = None  # the rule or method of the previous value (a replaced estimate's note)
+    recorded_at: datetime | None = None  # when the previous value was recorded (ESTIMATE_REPLACED)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingOrigin:
+    """A reading and what it was when first recorded (its trail may have changed both since)."""
+
+    reading: Reading  # as it is now
+    value: float  # the value first recorded (before any edit)
+    status: Status  # the status first recorded (before any verdict)
+    #: The trail's first change of value (an edit, a replaced estimate): its previous value, rule and
+    #: recorded_at describe the reading as first recorded. None while the value never changed.
+    first_change: StatusChange | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,22 +74,7 @@ async def fill(store: ApiStore, targets: Sequence[Target], *, channels: frozense
     and the warnings of a PARTIAL reply (channels with no ReadingType, left out). `channels`: only
     these (None: all)."""
     channel = next(iter(channels)) if channels is not None and len(channels) == 1 else None
-    index, after = 0, None
-    if cursor:
-        parts = decode_cursor(cursor, 3)
-        if not isinstance(parts[0], int) or parts[0] < 0 or parts[0] >= max(len(targets), 1):
-            msg = "cursor does not belong to this query"
-            raise InvalidRequest(msg)
-        index = parts[0]
-        if parts[1] is not None:
-            try:
-                at = datetime.fromisoformat(parts[1]) if isinstance(parts[1], str) else None
-            except ValueError:
-                at = None
-            if at is None or at.tzinfo is None or not isinstance(parts[2], str):
-                msg = "cursor does not belong to this query"
-                raise InvalidRequest(msg)
-            after = (at, parts[2])
+    index, after = (0, None) if not cursor else _position(cursor, targets)
     sections: list[Section] = []
     unmapped: set[str] = set()
     budget = limit
@@ -119,12 +104,38 @@ async def fill(store: ApiStore, targets: Sequence[Target], *, channels: frozense
                 break
             last = taken[-1]
             if budget == 0:
-                return sections, encode_cursor([i, last.ts.isoformat(), last.channel.value]), _warnings(unmapped)
+                return sections, _cursor(target, (last.ts, last.channel.value)), _warnings(unmapped)
             after = (last.ts, last.channel.value)
         after = None
         if budget == 0 and i + 1 < len(targets):
-            return sections, encode_cursor([i + 1, None, None]), _warnings(unmapped)
+            return sections, _cursor(targets[i + 1], None), _warnings(unmapped)
     return sections, None, _warnings(unmapped)
+
+
+def _cursor(target: Target, after: tuple[datetime, str] | None) -> str:
+    """Where the next page starts: the meter and its window's start (not a position in the list, which a
+    move-in between two pages would shift), and the last (ts, channel) read of it, if any."""
+    return encode_cursor([target.meter.meter_id, target.start.isoformat(),
+                          after[0].isoformat() if after else None, after[1] if after else None])
+
+
+def _position(cursor: str, targets: Sequence[Target]) -> tuple[int, tuple[datetime, str] | None]:
+    wrong = InvalidRequest("cursor does not belong to this query (or its meters' assignments changed since: "
+                           "start again without a cursor)")
+    meter_id, start, ts, channel = decode_cursor(cursor, 4)
+    index = next((i for i, t in enumerate(targets)
+                  if t.meter.meter_id == meter_id and t.start.isoformat() == start), None)
+    if index is None:
+        raise wrong
+    if ts is None:
+        return index, None
+    try:
+        at = datetime.fromisoformat(ts) if isinstance(ts, str) else None
+    except ValueError:
+        at = None
+    if at is None or at.tzinfo is None or not isinstance(channel, str):
+        raise wrong
+    return index, (at, channel)
 
 
 def _warnings(unmapped: set[str]) -> list[ReplyError]:

@@ -78,7 +78,8 @@ def quality(b: ConsumptionBucket) -> int:
     reads = [r for r in (b.first_read, b.last_read) if r is not None]
     if b.estimated:
         methods = {estimate_method(r) for r in reads} - {None}
-        return LIKE_DAY if methods == {"profile"} else LINEAR
+        # "profile": like-day estimates stored before the method had its name.
+        return LIKE_DAY if methods and methods <= {"like_day", "profile"} else LINEAR
     if b.suspect or any(r.status.value in ("suspect", "rejected") for r in reads):
         return QUESTIONABLE
     return VALIDATED

@@ -108,7 +108,8 @@ async def send_command(store: StoreDep, gateway: GatewayDep, meter_id: MeterPath
         raise Conflict(msg)
     try:
         sent = await gateway.submit_command(meter_id, CommandKind(body.kind), amount=body.amount,
-                                            reference=body.reference, idempotency_key=idempotency_key)
+                                            reference=body.reference, idempotency_key=idempotency_key,
+                                            token=body.token)
     except InvalidField as exc:
         raise InvalidField(_FIELD.get(exc.field, exc.field), exc.detail) from exc
     if sent.replayed:

@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.schemas.common import Text
 from gateway.model import BalanceUpdate, Command
@@ -72,7 +72,7 @@ class CommandIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["topup", "disconnect", "reconnect"] = Field(examples=["topup"])
+    kind: Literal["topup", "disconnect", "reconnect", "token"] = Field(examples=["topup"])
     amount: Decimal | None = Field(default=None, gt=0, max_digits=18, decimal_places=6,
                                    description=("Top-up amount in the meter's currency (top-ups only), with at most "
                                                 "the currency's decimals: its ISO 4217 minor unit (KES 2, JPY 0, "
@@ -83,6 +83,16 @@ class CommandIn(BaseModel):
                                                 "store, so posting it again returns that command (200) instead of "
                                                 "sending another"),
                                    examples=["PAY-2026-000123"])
+    token: str | None = Field(default=None, min_length=20, max_length=20, pattern=r"^[0-9]{20}$",
+                              description=("The prepayment token to enter (kind token only): an STS token, 20 "
+                                           "digits, passed to the meter's Token gateway as it is"),
+                              examples=["00001000123456789012"])
+
+    @model_validator(mode="after")
+    def _token_with_its_kind(self) -> CommandIn:
+        if (self.kind == "token") != (self.token is not None):
+            raise ValueError("token: a token command needs 'token' (20 digits), and only a token command takes one")
+        return self
 
 
 class CommandOut(BaseModel):

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from api.cim.tables import CimTables
 from api.schemas.common import Identifier, Page, Text
 from api.schemas.time import Timestamp
 from gateway.model import UNITS, Channel, Reading
@@ -15,7 +16,7 @@ from storage.boundary import estimate_method
 from storage.records import BillingRead, ConsumptionBucket, StatusChange
 
 __all__ = ["DEPRECATED", "BillingMeterOut", "BillingOut", "BucketOut", "ConsumptionOut", "FeedOut", "HistoryEntryOut",
-           "Page", "PeriodReadOut", "ReadingOut", "VerifierOut", "VerifyIn", "period_read_dict", "reading_dict"]
+           "Page", "PeriodReadOut", "QualityCodes", "ReadingOut", "VerifierOut", "VerifyIn", "period_read_dict", "reading_dict"]
 
 #: Marks a field the OpenAPI document lists as deprecated (kept one release; see CHANGELOG.md).
 #: In the schema only: pydantic's own `deprecated=` also warns whenever the field is read.
@@ -35,6 +36,10 @@ class ReadingOut(BaseModel):
     kind: str = Field(examples=["cumulative"])
     status: str = Field(description="valid | suspect | rejected | estimated | verified", examples=["valid"])
     quality: list[str] = Field(description="VEE quality flags", examples=[["rollover"]])
+    quality_codes: list[str] = Field(
+        default_factory=list, description="The status and the quality flags as IEC 61968-9 ReadingQuality codes "
+        "(system.category.index; the table the README lists, replaceable per deployment: [api] cim_tables)",
+        examples=[["3.5.258", "3.6.4"]])
     source: str = Field(examples=["modbus"])
     received_at: datetime | None = Field(default=None, examples=["2026-03-01T12:15:01.204Z"])
     seq: int | None = Field(default=None, description="Store-wide ingest sequence", examples=[48213])
@@ -52,15 +57,36 @@ _UNIT = {c.value: unit for c, unit in UNITS.items()}
 
 
 
-def reading_dict(r: Reading) -> dict[str, Any]:
+class QualityCodes:
+    """A reading's ReadingQuality codes, worked out once per (status, flags) combination: a page of
+    readings holds a handful of them. One per request (or per use), never shared between apps."""
+
+    def __init__(self, tables: CimTables) -> None:
+        self._tables = tables
+        self._known: dict[tuple[str, int], list[str]] = {}
+
+    def __call__(self, r: Reading) -> list[str]:
+        key = (r.status._value_, int(r.quality))
+        codes = self._known.get(key)
+        if codes is None:
+            codes = self._known[key] = self._tables.qualities(r.status, key[1])
+        return codes
+
+    def reading(self, r: Reading) -> dict[str, Any]:
+        """`reading_dict` with the codes."""
+        return reading_dict(r, self)
+
+
+def reading_dict(r: Reading, codes: QualityCodes | None = None) -> dict[str, Any]:
     """A reading as ReadingOut's fields; pages are built from these (pydantic validates and
-    serialises them in one pass, several times faster than building the models here)."""
+    serialises them in one pass, several times faster than building the models here).
+    `codes` gives `quality_codes` (the app's CIM tables); without it the list is empty."""
     # `_value_` is the member's plain attribute: `.value` is a descriptor call, and a page
     # of readings reads four of them per row. Plain str is also what pydantic writes fastest.
     channel = r.channel._value_
     return {"meter_id": r.meter_id, "channel": channel, "ts": r.ts, "value": r.value, "unit": _UNIT[channel],
             "kind": r.kind._value_, "status": r.status._value_, "quality": flag_names(r.quality),
-            "source": r.source._value_, "received_at": r.received_at, "seq": r.seq,
+            "quality_codes": codes(r) if codes is not None else [], "source": r.source._value_, "received_at": r.received_at, "seq": r.seq,
             "gateway_id": r.gateway_id}
 
 
@@ -72,7 +98,8 @@ class PeriodReadOut(ReadingOut):
                              "the boundary; see estimate_method); opening_after_start: no billable read at or before "
                              "the start, so the first one after it (its ts says when)",
                              examples=[["opening_after_start"]])
-    estimate_method: str | None = Field(description="How the estimate was made (linear | profile | unknown); null for "
+    estimate_method: str | None = Field(description="How the estimate was made (linear | like_day | flat; profile: a like-day estimate "
+                                        "stored before the method had its name; unknown); null for "
                                         "a real read", examples=[None])
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from drivers.base import DriverStatus, Observed
 from drivers.dlms import diag
+from drivers.dlms.backfill import Backfill, BackfillPolicy, Since
 from drivers.dlms.errors import AccessError, AssociationRefused, FrameError
 from drivers.dlms.links import HdlcLink, Link, SerialLine, WrapperLink, serial_opener, tcp_opener
 from drivers.dlms.reads import DATA, ObjectRead, ProfileRows, Reader, read_profile
@@ -85,13 +86,15 @@ class DlmsPoller:
     def __init__(self, endpoint: DlmsEndpoint, targets: Sequence[DlmsTarget], emit: Emit, *,
                  breaker: BreakerPolicy | None = None, failures_before_lost: int = 3,
                  backoff: Backoff | None = None, clock: Callable[[], datetime] | None = None,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, backfill: BackfillPolicy | None = None,
+                 since: Since | None = None) -> None:
         self.endpoint = endpoint
         self._targets = {t.meter_id: t for t in targets}
         self._emit = emit
         self._clock = clock or (lambda: datetime.now(UTC))
         self._monotonic = monotonic
         self._lost_after = failures_before_lost
+        self.backfill = Backfill(backfill, emit, self._clock, since) if backfill else None  # drivers/dlms/backfill.py
         self._bus = BusLock()
         self._backoff = backoff or Backoff(1.0, 300.0)
         self._retry_at = 0.0
@@ -182,6 +185,14 @@ class DlmsPoller:
         state = self._state[meter_id]
         rows: ProfileRows = await self._session(target, lambda s: read_profile(state.reader, s, code, start, end))
         return rows
+
+    async def in_session(self, meter_id: str, work: Callable[[Session, Reader], Awaitable[Any]]) -> Any:
+        """`work` in one association with the meter, with its reader (the push listener's layout reads)."""
+        target = self._targets.get(meter_id)
+        if target is None:
+            raise NotFound("meter", meter_id)
+        state = self._state[meter_id]
+        return await self._session(target, lambda s: work(s, state.reader))
 
     # -- one poll ----------------------------------------------------------------------------------
     async def _read(self, target: DlmsTarget, ts: datetime) -> RawObjects:
@@ -325,6 +336,8 @@ class DlmsPoller:
         schedule = Schedule(target.interval, align=target.align,
                             offset=send_offset(target.meter_id, target.interval) if target.interval else 0.0)
         state = self._state[target.meter_id]
+        if self.backfill:
+            await self.backfill.start(target.meter_id)
         while True:
             now = self._clock().timestamp()
             slot = schedule.next(now)
@@ -358,6 +371,8 @@ class DlmsPoller:
         restored, failed_before = h.comm_lost, h.consecutive_failures
         state.breaker.success()
         h.last_success, h.consecutive_failures, h.comm_lost = raw.received_at, 0, False
+        if self.backfill:  # the gap's intervals from the meter's memory first, so VEE finds them real
+            await self.backfill.before(self, raw)
         await self._emit(raw)
         if restored:
             await self._emit(Event(self._clock(), target.meter_id, EventKind.COMM_RESTORED, Severity.INFO,

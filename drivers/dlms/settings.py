@@ -79,6 +79,13 @@ class DlmsSection(_Section):
                                      "derived from gateway.id")
     object_dirs: list[Path] = Field(default_factory=list, description="Folders of more object maps (*.toml)")
     endpoints: list[DlmsEndpoint] = Field(default_factory=list)
+    push_listen: str | None = Field(default=None, description="HOST:PORT where meters push DataNotifications "
+                                    "(IEC 62056-47 wrapper), e.g. 0.0.0.0:4059; none: no listener")
+    backfill_max_days: float = Field(default=7.0, ge=0, le=7, description="After a gap, read the missing intervals "
+                                     "from the meter's load profile, at most this far back (0: off; VEE's stale_ts "
+                                     "is 7 days)")
+    backfill_pause: float = Field(default=0.0, ge=0, le=60, description="Seconds between the profile chunks of a "
+                                  "backfill (6 h each), the endpoint's bus lock free")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +108,12 @@ class DlmsMeter:
         "description": "The meter's frame counter object, read by the public client at start"})
     interval: Annotated[float, Gt(0)] | None = None
     align: bool | None = None
+    system_title: str | None = field(default=None, metadata={
+        "description": "The meter's 8-byte system title in hex: its ciphered pushes are known by it"})
+    logical_device_name: str | None = field(default=None, metadata={
+        "description": "The meter's logical device name (0-0:42.0.0), as text: its plain pushes are known by it"})
+    load_profile: str = field(default="1-0:99.1.0", metadata={
+        "description": "The load profile (class 7) the backfill after a gap reads"})
 
 
 __all__ = ["DlmsEndpoint", "DlmsMeter", "DlmsSection"]

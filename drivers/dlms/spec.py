@@ -12,14 +12,18 @@ import hashlib
 import os
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import timedelta
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from drivers.base import BuildContext, Driver, DriverSpec, LinkMetric, MeterFacts, Poller, Problem
+from drivers.dlms.backfill import BackfillPolicy
+from drivers.dlms.commands import DlmsCommands
 from drivers.dlms.cosem import normal_code, obis_bytes
 from drivers.dlms.poller import DlmsPoller, DlmsTarget
+from drivers.dlms.push import PushListener, PushSender, layouts_of, push_problems, sender
 from drivers.dlms.reads import codes_to_read
 from drivers.dlms.secrets import CounterFile, SecretError, key_file_problem, load_key_file, security_for
 from drivers.dlms.settings import DlmsMeter, DlmsSection
@@ -134,6 +138,7 @@ def check(settings: DlmsSection, meters: Sequence[MeterBinding], profiles: Mappi
                 security_for(b.meter_id, m.authentication, m.ciphering, b"\0" * 8, secrets, os.environ)
             except SecretError as exc:
                 yield ("meters", i, "authentication"), str(exc)
+    yield from push_problems(settings, mine)
 
 
 def facts(binding: MeterBinding, settings: DlmsSection, profiles: Mapping[str, DeviceProfile]) -> MeterFacts:
@@ -178,9 +183,39 @@ def _build(ctx: BuildContext) -> list[DlmsPoller]:
             fixed=frozenset(classes)))
     breaker = BreakerPolicy(s.breaker_failures, s.breaker_cooldown, s.breaker_max_cooldown)
     times: dict[str, Any] = {k: v for k, v in (("clock", ctx.clock), ("monotonic", ctx.monotonic)) if v is not None}
+    backfill = BackfillPolicy(max_window=timedelta(days=s.backfill_max_days), pause=s.backfill_pause,
+                              profiles={b.meter_id: m.load_profile for b, m in mine}) if s.backfill_max_days else None
     return [DlmsPoller(ep, by_endpoint[ep.name], ctx.emit, breaker=breaker, failures_before_lost=s.failures_before_lost,
-                       backoff=Backoff(s.reconnect_initial, max(s.reconnect_initial, s.reconnect_max)), **times)
+                       backoff=Backoff(s.reconnect_initial, max(s.reconnect_initial, s.reconnect_max)),
+                       backfill=backfill, since=ctx.last_reading, **times)
             for ep in s.endpoints if ep.name in by_endpoint]
+
+
+def _senders(ctx: BuildContext, s: DlmsSection) -> list[PushSender]:
+    maps, title = object_maps(tuple(s.object_dirs)), system_title(s, ctx.gateway_id)
+    mine = [(b, m) for b, m in _mine(ctx.meters) if b.active]
+    secrets = load_key_file(s.key_file) if mine else {}
+    return [sender(b.meter_id, m, security_for(b.meter_id, m.authentication, m.ciphering, title, secrets, os.environ),
+                   [spec.code for spec in maps[m.object_map].objects]) for b, m in mine]
+
+
+def build_all(ctx: BuildContext) -> list[DlmsPoller | PushListener | DlmsCommands]:
+    """The pollers, the PAYG commands of their payg meters, and the push listener when [dlms]
+    push_listen is set."""
+    pollers = build(ctx)
+    s: DlmsSection = ctx.settings
+    payg = [b.meter_id for b, _ in _mine(ctx.meters) if b.active and b.payg]
+    intervals = {b.meter_id: m.interval or s.default_interval for b, m in _mine(ctx.meters)}
+    commands = ([DlmsCommands(pollers, payg, ctx.commands, ctx.emit, intervals=intervals, origin=ctx.gateway_id,
+                              clock=ctx.clock)]
+                if ctx.commands is not None and payg else [])
+    if not s.push_listen:
+        return [*pollers, *commands]
+    try:
+        senders = _senders(ctx, s)
+    except SecretError as exc:
+        raise ConfigError("[dlms]", [ConfigProblem("dlms.key_file", None, str(exc))]) from None
+    return [*pollers, *commands, PushListener(s.push_listen, senders, layouts_of(pollers), ctx.emit, clock=ctx.clock)]
 
 
 def details(drivers: Sequence[Driver]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -199,9 +234,9 @@ def config_rows(settings: DlmsSection, meters: Sequence[MeterBinding]) -> list[t
 
 SPEC = DriverSpec(
     protocol="dlms", source=Source.DLMS, settings=DlmsSection, meter_fields=DlmsMeter,
-    build=build, facts=facts, check=check, config_rows=config_rows, details=details,
+    build=build_all, facts=facts, check=check, config_rows=config_rows, details=details,
     link_metric=LinkMetric("dlms_endpoint_connected", "1 if the last connection to the DLMS endpoint opened",
                            label="endpoint"),
 )
 
-__all__ = ["SPEC", "build", "check", "facts", "object_maps", "system_title"]
+__all__ = ["SPEC", "build", "build_all", "check", "facts", "object_maps", "system_title"]

@@ -186,7 +186,8 @@ class CommandTracker:
         return (await self.submit(meter_id, kind, amount=amount, reference=reference, key=key)).command
 
     async def submit(self, meter_id: str, kind: CommandKind | str, *, amount: Decimal | None = None,
-                     reference: str | None = None, key: str | None = None) -> Submission:
+                     reference: str | None = None, key: str | None = None,
+                     token: str | None = None) -> Submission:
         """Send a command once per key and return it: PENDING once the broker has it, or, for a
         repeat under a key the store already holds (`replayed`), the stored command as it is now.
 
@@ -199,6 +200,9 @@ class CommandTracker:
         settles it), `unsent` if nothing can have reached the broker.
         """
         kind, amount = self._check(meter_id, kind, amount, reference, key)
+        if kind is CommandKind.TOKEN or token is not None:
+            raise InvalidRequest(f"meter {meter_id}: tokens are entered at a DLMS meter's Token gateway; "
+                                 "an MQTT meter is topped up with kind topup")
         publisher = self._publisher
         if publisher is None or not publisher.connected:
             where = "MQTT broker"

@@ -239,3 +239,7 @@ class GatewayConfig(_Section):
     def section(self, protocol: str) -> Any:
         """The validated [<protocol>] section of a registered driver."""
         return getattr(self, protocol)
+
+    def inactive_meters(self) -> frozenset[str]:
+        """Meters whose registry status is `inactive` (their consumption is usage while disconnected)."""
+        return frozenset(m.meter_id for m in self.meters if m.status is MeterStatus.INACTIVE)

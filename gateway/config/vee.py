@@ -51,10 +51,15 @@ class VeeThresholds(BaseModel):
     high: float | None = Field(default=None, description="Highest believable value (canonical unit)")
     nominal_voltage: float | None = Field(default=None, gt=0, description="Voltage limits default to nominal x (1 -/+ band) (230)")
     voltage_band: float | None = Field(default=None, gt=0, lt=1, description="(default 0.20)")
-    estimate_linear_hours: float | None = Field(default=None, ge=0, description="Linear fill up to this gap (default 2)")
+    estimate_linear_hours: float | None = Field(default=None, ge=0, description="Linear fill up to this gap; like-day beyond (default 3)")
     estimate_max_hours: float | None = Field(default=None, ge=0, description="No estimates beyond this gap (default 168)")
     inspection_regressions: int | None = Field(default=None, ge=1, description="Regression episodes that recommend an inspection (default 3)")
     inspection_days: float | None = Field(default=None, gt=0, description="... within this many days (default 30)")
+    sum_tolerance: float | None = Field(default=None, ge=0, lt=1, description="Sum checks: fraction of the register's advance (default 0.01)")
+    sum_resolutions: float | None = Field(default=None, ge=0, description="... or this many register resolutions, whichever is larger (default 2)")
+    disconnected_resolutions: float | None = Field(default=None, ge=0, description="Usage while disconnected: register steps of advance tolerated (default 1)")
+    leak_hours: float | None = Field(default=None, gt=0, description="Leak: hours a volume register advancing at every read raises leak_suspected (default 24)")
+    leak_max_step_hours: float | None = Field(default=None, gt=0, description="Leak: a longer step between two reads breaks the run (default 3)")
 
 
 class VeeUtility(VeeThresholds):

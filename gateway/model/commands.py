@@ -21,6 +21,8 @@ class CommandKind(StrEnum):
     TOPUP = "topup"
     DISCONNECT = "disconnect"
     RECONNECT = "reconnect"
+    #: A prepayment token (STS: 20 digits) entered at the meter's Token gateway (DLMS class 115).
+    TOKEN = "token"
 
 
 class CommandStatus(StrEnum):

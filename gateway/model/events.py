@@ -43,6 +43,8 @@ class EventKind(StrEnum):
     #: One of the gateway's processes (its core, its API) died and was started again by
     #: `meter-gateway run`; the detail names the process and how it ended.
     PROCESS_RESTARTED = "process_restarted"
+    #: A water or gas volume register advanced at every read for [vee] leak_hours (issue 18 item 7).
+    LEAK_SUSPECTED = "leak_suspected"
 
 
 class Severity(StrEnum):

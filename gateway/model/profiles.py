@@ -93,6 +93,7 @@ class DeviceFlag(StrEnum):
     """A condition a meter reports in a status register. Each maps to a Quality flag."""
 
     TAMPER = "tamper"  # cover opened, magnetic field, reverse current, ... as the device reports it
+    RELAY_OPEN = "relay_open"  # the supply (disconnect) relay is open, as the device reports it
 
 
 @dataclass(frozen=True, slots=True)

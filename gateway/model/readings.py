@@ -116,6 +116,18 @@ class Quality(IntFlag):
     DUPLICATE_CONFLICT = 1 << 10
     TAMPER = 1 << 11
     ESTIMATED = 1 << 12
+    #: Sum check (issue 24): the interval consumption over a window differs from the register's advance.
+    SUM_CHECK = 1 << 13
+    #: TOU sum check: the time-of-use registers' advances do not add up to the total's advance.
+    TOU_SUM_CHECK = 1 << 14
+    #: The register advanced while the meter's relay was known to be open, or the meter is inactive.
+    USAGE_WHILE_DISCONNECTED = 1 << 15
+    #: The meter reports its disconnect relay open in a status register (a device flag, like TAMPER).
+    RELAY_OPEN = 1 << 16
+    #: Device-reported in a load profile's status byte (DLMS backfill): the interval saw a power
+    #: failure, or the meter's clock was set during it. Warnings: the reading stays valid.
+    POWER_FAIL = 1 << 17
+    CLOCK_ADJUSTED = 1 << 18
 
     def names(self) -> list[str]:
         """Flag names in bit order, e.g. ['regression', 'gap']."""

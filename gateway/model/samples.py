@@ -16,7 +16,8 @@ from typing import ClassVar
 
 from gateway.errors import DriverError
 from gateway.model.events import DeadLetter, Event
-from gateway.model.readings import Source
+from gateway.model.payg import BalanceUpdate
+from gateway.model.readings import Quality, Source
 
 #: Called by the pipeline once the sample's data is durable (committed to the spool).
 #: For MQTT it sends the PUBACK; it must be safe to call from the event loop thread.
@@ -82,6 +83,8 @@ class RawObjects:
     received_at: datetime
     values: tuple[ObjectValue, ...]
     raw: bytes = b""
+    #: Flags the device states for these values (a load profile row's status byte, DLMS backfill).
+    quality: Quality = Quality.NONE
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,7 @@ class PollFailure:
 
 
 #: Everything a driver may hand the pipeline.
-Sample = RawRegisters | RawPayload | RawObjects | PollFailure | Event | DeadLetter
+#: A BalanceUpdate is a driver's when it reads the credit itself (DLMS prepayment objects).
+Sample = RawRegisters | RawPayload | RawObjects | PollFailure | Event | DeadLetter | BalanceUpdate
 
 __all__ = ["Ack", "ObjectValue", "PollFailure", "RawObjects", "RawPayload", "RawRegisters", "RegisterBlock", "Sample"]

@@ -11,6 +11,7 @@ from typing import Any
 
 from gateway.errors import DecodeError, PayloadError
 from gateway.model import Batch, Channel, DeadLetter, Event, EventKind, Quality, Reading, Severity, Source
+from gateway.model.payg import BalanceUpdate
 from gateway.model.profiles import DeviceFlag, DeviceProfile, ObjectMap, RegisterSpec
 from gateway.model.samples import PollFailure, RawObjects, RawPayload, RawRegisters, Sample
 from gateway.model.shown import shown_value
@@ -32,7 +33,7 @@ from gateway.normalise.wmbusmeters import WmbusmetersReader
 
 PAYLOAD_KEEP = 2048  # bytes of a bad payload kept in the dead-letter store
 #: What each device-reported condition marks on the readings of the poll that reported it.
-_FLAG_QUALITY: dict[DeviceFlag, Quality] = {DeviceFlag.TAMPER: Quality.TAMPER}
+_FLAG_QUALITY: dict[DeviceFlag, Quality] = {DeviceFlag.TAMPER: Quality.TAMPER, DeviceFlag.RELAY_OPEN: Quality.RELAY_OPEN}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,7 @@ class Normaliser:
         self._by_kind: dict[type, Callable[[Any], Batch]] = {
             RawRegisters: self.registers, RawPayload: self.payload, RawObjects: self.objects, PollFailure: self.failure,
             DeadLetter: lambda d: Batch(deadletters=[d]), Event: lambda e: Batch(events=[e]),
+            BalanceUpdate: self.balance,
         }
         self._placements: dict[tuple[int, Layout], tuple[DeviceProfile, list[tuple[RegisterSpec, int, int, float]]]] = {}
 
@@ -162,6 +164,15 @@ class Normaliser:
         else:
             self._tampered.discard(raw.meter_id)
         return quality
+
+    def balance(self, update: BalanceUpdate) -> Batch:
+        """A balance a driver read from the meter's own credit objects: bounded as a payload's is."""
+        try:
+            self.bounds.balance(update, configured=update.currency)
+        except Refused as exc:
+            return Batch(deadletters=[self._dead(update.received_at or update.ts, "dlms", update.meter_id, exc.reason,
+                                                 str(exc), f"balance {update.balance} {update.currency}")])
+        return Batch(balances=[update])
 
     def payload(self, raw: RawPayload) -> Batch:
         """One MQTT message -> a balance update, or a dead letter (topic, truncated payload, reason)."""

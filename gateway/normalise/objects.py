@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from decimal import Decimal
 
-from gateway.model import Batch, DeadLetter, Quality, Reading, Source
+from gateway.model import Batch, DeadLetter, Reading, Source
 from gateway.model.profiles import ObjectMap, ObjectSpec
 from gateway.model.samples import RawObjects
 from gateway.model.units import conversion_factor
@@ -50,7 +50,7 @@ class ObjectReader:
                 batch.deadletters.append(self._dead(raw, code, value, "non_finite", f"{code} decoded to {number}"))
                 continue
             batch.readings.append(Reading(meter_id=raw.meter_id, channel=spec.channel, ts=raw.ts, value=number,
-                                          kind=spec.kind, quality=Quality.NONE, source=self.source,
+                                          kind=spec.kind, quality=raw.quality, source=self.source,
                                           received_at=raw.received_at))
         return batch
 

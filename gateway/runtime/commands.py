@@ -41,7 +41,8 @@ class CommandDesk:
         return bool(self.senders())
 
     async def submit(self, meter_id: str, kind: CommandKind | str, amount: Decimal | None = None,
-                     reference: str | None = None, idempotency_key: str | None = None) -> Submission:
+                     reference: str | None = None, idempotency_key: str | None = None,
+                     token: str | None = None) -> Submission:
         """Publish a top-up, disconnect or reconnect to a PAYG meter and track it, once per key (the
         reference, the idempotency key): a repeat gets the stored command (`replayed`). Returns the
         command PENDING (FAILED if the broker did not confirm it). NotFound (not a PAYG meter),
@@ -53,7 +54,8 @@ class CommandDesk:
             raise InvalidRequest(f"meter {meter_id}: PAYG commands are off (no driver sends them: its protocol is "
                                  "off, no PAYG meters are configured, or its commands are turned off)")
         sender = next((s for s in senders if s.serves(meter_id)), senders[0])  # which says NotFound
-        return await sender.submit(meter_id, kind, amount=amount, reference=reference, key=idempotency_key)
+        return await sender.submit(meter_id, kind, amount=amount, reference=reference, key=idempotency_key,
+                                   token=token)
 
     async def get(self, correlation_id: str) -> Command:
         """A command's latest status: its sender's if one holds it, else the store's. NotFound."""

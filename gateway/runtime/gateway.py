@@ -67,7 +67,7 @@ from gateway.runtime.plan import (
 )
 from gateway.runtime.port import LocalPort
 from gateway.runtime.reads import ReadDesk
-from gateway.runtime.store import key_mirror, maintain, open_configured_store, retention_of
+from gateway.runtime.store import key_mirror, maintain, newest_reading, open_configured_store, retention_of
 from gateway.runtime.supervise import supervise
 from gateway.runtime.systemd import Notifier, PipelineProgress, watchdog
 from gateway.validate.validator import Validator
@@ -132,11 +132,11 @@ class Gateway:
         """Each spec's drivers, from its own section and its meters (the pipeline is their sink)."""
         assert self.pipeline is not None
         meters = bindings(self.config)
-        ports = self.commands.ports()
+        ports, newest = self.commands.ports(), partial(newest_reading, self.store, self.store_ready)
         for protocol, spec in self.registry.items():
             ctx = BuildContext(settings=self.config.section(protocol), profiles=self.profiles,
                                meters=[b for b in meters if b.protocol == protocol], emit=self.pipeline.emit,
-                               gateway_id=self.config.gateway.id, commands=ports)
+                               gateway_id=self.config.gateway.id, commands=ports, last_reading=newest)
             built = list(spec.build(ctx))
             self._by_protocol[protocol] = built
             self.drivers += built
@@ -164,10 +164,10 @@ class Gateway:
         """`submit_command`, for callers that need only the command."""
         return (await self.submit_command(meter_id, kind, amount, reference)).command
 
-    async def submit_command(self, meter_id: str, kind: CommandKind | str, amount: Decimal | None = None,
-                             reference: str | None = None, idempotency_key: str | None = None) -> Submission:
+    async def submit_command(self, meter_id: str, kind: CommandKind | str, amount: Decimal | None = None, reference:
+                             str | None = None, idempotency_key: str | None = None, token: str | None = None) -> Submission:
         """Publish a PAYG command once per key and track it: see `CommandDesk.submit`."""
-        return await self.commands.submit(meter_id, kind, amount, reference, idempotency_key)
+        return await self.commands.submit(meter_id, kind, amount, reference, idempotency_key, token)
 
     async def get_command(self, correlation_id: str) -> Command:
         """A command's latest status: the tracker's if it holds it, else the store's. NotFound."""
@@ -199,7 +199,7 @@ class Gateway:
                 self.store = await open_configured_store(cfg)
                 stack.push_async_callback(self.store.close)
             self.pipeline = Pipeline(normaliser, validator, self.spool, queue_size=cfg.gateway.queue_size,
-                                     on_batch=self._observed, payg=self.payg_checker)
+                                     on_batch=self._observed, payg=self.payg_checker, inactive=cfg.inactive_meters())
             # Before any driver runs: what is spooled but not yet stored is already accepted, so a
             # re-delivered message must not raise its PAYG events again.
             await self._seed_payg_from_spool()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,6 +31,7 @@ from gateway.model.samples import Ack, PollFailure, RawPayload, RawRegisters, Sa
 from gateway.normalise.frame import FrameDecoder
 from gateway.normalise.normaliser import Normaliser
 from gateway.runtime.boundary import Failed, FailureLog, failed_item
+from gateway.validate.cross import CrossChecks
 from gateway.validate.payg import PaygChecker
 from gateway.validate.validator import Validator
 
@@ -65,9 +66,11 @@ class Pipeline:
     def __init__(self, normaliser: Normaliser, validator: Validator, spool: BatchSink, *,
                  queue_size: int = 10_000, max_batch: int = 5000,
                  on_batch: Callable[[list[Item], Batch], None] | None = None,
-                 payg: PaygChecker | None = None) -> None:
+                 payg: PaygChecker | None = None, inactive: Collection[str] = ()) -> None:
         self.normaliser = normaliser
         self.validator = validator
+        #: Checks across a meter's series (TOU sums, usage while disconnected), after the validator's.
+        self.cross = CrossChecks(validator, inactive=inactive)
         # Series ids are the validator's, so the decoded frame indexes its state directly.
         self.decoder = FrameDecoder(normaliser.profiles, validator.series, normaliser.bounds.channels)
         #: Derives PAYG events (low credit, top-up, relay, ...) from the balance updates.
@@ -153,6 +156,8 @@ class Pipeline:
                 coded += out.readings
                 out.readings = []
             batch.extend(out)
+        # Relay states first: a disconnect reported in this batch already counts for its readings.
+        self.cross.relay(batch.balances)
         batch.readings = self._readings(polls, batch)
         if coded:
             batch.readings += self._validated(coded, batch)
@@ -213,6 +218,7 @@ class Pipeline:
             part.events.extend(events)
             frame, found = self.validator.validate_frame(frame, ordered=True)
             part.events.extend(found)
+            part.events.extend(self.cross.check_frame(frame))
             readings = frame.to_readings(self.validator.series)
         except Exception as exc:
             if len(polls) == 1:
@@ -232,6 +238,8 @@ class Pipeline:
         part that raises is split as `_readings` splits polls, down to the readings that raise."""
         try:
             out, events = self.validator.validate(readings)
+            out, crossed = self.cross.check(out)
+            events += crossed
         except Exception as exc:
             if len(readings) == 1:
                 batch.deadletters.append(self._failed(readings[0], "validate", exc))

@@ -34,7 +34,8 @@ class InProcess(Protocol):
     async def read_raw(self, target: str, request: Mapping[str, Any]) -> Mapping[str, Any]: ...
     def commands_available(self) -> bool: ...
     async def submit_command(self, meter_id: str, kind: CommandKind | str, amount: Decimal | None = None,
-                             reference: str | None = None, idempotency_key: str | None = None) -> Submission: ...
+                             reference: str | None = None, idempotency_key: str | None = None,
+                             token: str | None = None) -> Submission: ...
     async def get_command(self, correlation_id: str) -> Command: ...
     def poll_intervals(self) -> dict[str, float]: ...
 
@@ -91,8 +92,9 @@ class LocalPort:
         return self.gateway.commands_available()
 
     async def submit_command(self, meter_id: str, kind: CommandKind, amount: Decimal | None = None,
-                             reference: str | None = None, idempotency_key: str | None = None) -> Submission:
-        return await self.gateway.submit_command(meter_id, kind, amount, reference, idempotency_key)
+                             reference: str | None = None, idempotency_key: str | None = None,
+                             token: str | None = None) -> Submission:
+        return await self.gateway.submit_command(meter_id, kind, amount, reference, idempotency_key, token)
 
     async def get_command(self, correlation_id: str) -> Command:
         return await self.gateway.get_command(correlation_id)

@@ -131,8 +131,10 @@ class RemoteGateway:
         return self._commands
 
     async def submit_command(self, meter_id: str, kind: CommandKind, amount: Decimal | None = None,
-                             reference: str | None = None, idempotency_key: str | None = None) -> Submission:
-        got: Submission = await self._call("submit_command", meter_id, kind, amount, reference, idempotency_key)
+                             reference: str | None = None, idempotency_key: str | None = None,
+                             token: str | None = None) -> Submission:
+        got: Submission = await self._call("submit_command", meter_id, kind, amount, reference, idempotency_key,
+                                           token)
         return got
 
     async def get_command(self, correlation_id: str) -> Command:

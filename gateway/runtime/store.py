@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from gateway.config.periods import parse_period
@@ -15,6 +15,18 @@ from storage.base import Store
 from storage.open import ManagedStore, open_store
 
 log = logging.getLogger(__name__)
+
+
+async def newest_reading(store: Store | None, ready: asyncio.Event, meter_id: str, wait: float = 30.0
+                         ) -> datetime | None:
+    """The time of the meter's newest stored reading (a driver's backfill after a restart); None when the
+    store is not ready within `wait` s: the driver starts without it rather than wait for ever."""
+    try:
+        await asyncio.wait_for(ready.wait(), timeout=wait)
+    except TimeoutError:
+        return None
+    assert store is not None
+    return max((r.ts for r in await store.latest_readings(meter_id)), default=None)
 
 
 def retention_of(config: GatewayConfig) -> timedelta | None:
@@ -60,4 +72,4 @@ async def maintain(store: Store, storage: StorageSection, ready: asyncio.Event) 
         await asyncio.sleep(storage.retention_check)
 
 
-__all__ = ["key_mirror", "maintain", "open_configured_store", "retention_of"]
+__all__ = ["key_mirror", "maintain", "newest_reading", "open_configured_store", "retention_of"]

@@ -207,7 +207,7 @@ class ReferenceValidator:
                            linear_us=float(cfg["linear_us"]), profile=np.asarray(profile))
         return [Reading(r.meter_id, r.channel, from_us(int(ts)), float(value), Kind.CUMULATIVE,
                         quality=Quality.ESTIMATED, status=Status.ESTIMATED, source=Source.ESTIMATE,
-                        received_at=r.received_at, note=f"estimate={est.method}")
+                        received_at=r.received_at, note=est.note)
                 for ts, value in zip(est.ts.tolist(), est.values.tolist(), strict=True)]
 
 

@@ -4,10 +4,11 @@
     -------------------------------------------------------    ---------
     OUT_OF_RANGE (NaN, +-inf, outside the High/Low limits)     rejected   impossible for the channel
     REGRESSION, SPIKE, FLATLINE, TAMPER, DUPLICATE_CONFLICT,   suspect    possibly wrong: a person verifies
-      FUTURE_TS, STALE_TS
+      FUTURE_TS, STALE_TS, SUM_CHECK, TOU_SUM_CHECK,
+      USAGE_WHILE_DISCONNECTED
     ESTIMATED (made by estimation, never read from a meter)    estimated
-    none of the above; ROLLOVER, GAP, CLOCK_SKEW and            valid      the read itself is right: a wrap is
-      ZERO_CONSUMPTION alone                                               counted, a gap is missing data *before*
+    none of the above; ROLLOVER, GAP, CLOCK_SKEW,              valid      the read itself is right: a wrap is
+      ZERO_CONSUMPTION and RELAY_OPEN alone                                counted, a gap is missing data *before*
                                                                            it, skew is a warning, zero is a true
                                                                            reading of an empty premises (an event
                                                                            tells the account system)
@@ -25,7 +26,8 @@ from gateway.model.frame import STATUS_CODE
 
 REJECT = Quality.OUT_OF_RANGE
 SUSPECT = (Quality.REGRESSION | Quality.SPIKE | Quality.FLATLINE | Quality.TAMPER | Quality.DUPLICATE_CONFLICT
-           | Quality.FUTURE_TS | Quality.STALE_TS)
+           | Quality.FUTURE_TS | Quality.STALE_TS | Quality.SUM_CHECK | Quality.TOU_SUM_CHECK
+           | Quality.USAGE_WHILE_DISCONNECTED)
 
 
 def status_for(quality: Quality) -> Status:

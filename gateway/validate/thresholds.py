@@ -68,13 +68,26 @@ class Thresholds:
     nominal_voltage: float = 230.0
     voltage_band: float = 0.20
     #: Estimation: linear interpolation for gaps up to this long (Itron IEE example 3 h,
-    #: Claridge & Chen 1-6 h), same-hour-of-week profile beyond; nothing past the maximum
+    #: Claridge & Chen 1-6 h), like-day (gateway.validate.estimate) beyond; nothing past the maximum
     #: (Oracle "Prolonged Estimation Check": a person looks at it instead).
-    estimate_linear_hours: float = 2.0
+    estimate_linear_hours: float = 3.0
     estimate_max_hours: float = 168.0
     #: inspection_recommended: this many regression episodes within inspection_days, or any tamper.
     inspection_regressions: int = 3
     inspection_days: float = 30.0
+    #: Sum check and TOU sum check (Oracle D2-SUM-CHK, Connexo MeterAdvanceValidator): the parts'
+    #: advance may differ from the register's by max(sum_tolerance x |advance|, sum_resolutions x
+    #: resolution) (domain.md §3.3: max(1 %, 2 x the register's resolution)).
+    sum_tolerance: float = 0.01
+    sum_resolutions: float = 2.0
+    #: Usage while disconnected (CIM 3.6.2): an advance of more than this many register steps since
+    #: the first read with the relay open (or the meter inactive). One step is the read in flight.
+    disconnected_resolutions: float = 1.0
+    #: Leak (issue 18 item 7): a volume register that advanced at every read for this long raises
+    #: one `leak_suspected` event per run; None: off. A step between two reads longer than
+    #: `leak_max_step_hours` breaks the run (flow between them cannot be told from a burst).
+    leak_hours: float | None = 24.0
+    leak_max_step_hours: float = 3.0
 
 
 THRESHOLD_FIELDS: frozenset[str] = frozenset(f.name for f in fields(Thresholds))

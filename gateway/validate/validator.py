@@ -578,7 +578,7 @@ def _estimate_frame(made: list[tuple[int, Estimate, int]]) -> ReadingFrame:
                                source=Source.ESTIMATE, status=Status.ESTIMATED)
     offset = 0
     for (_, est, _), size in zip(made, sizes, strict=True):
-        frame.notes.update(dict.fromkeys(range(offset, offset + size), f"estimate={est.method}"))
+        frame.notes.update(dict.fromkeys(range(offset, offset + size), est.note))
         offset += size
     return frame
 

@@ -29,6 +29,8 @@ _PHASES = ("l1", "l2", "l3")
 QUANTITIES: Mapping[str, str] = MappingProxyType({
     **{q: "energy" for q in ("energy_import", "energy_export", "energy_total", "energy_net", "energy_import_partial")},
     **{f"energy_{d}_{p}": "energy" for d in ("import", "export", "total") for p in _PHASES},
+    # Time-of-use registers: the energy counted while tariff n was in force (see SimMeter.tariff_of).
+    **{f"energy_{d}_t{n}": "energy" for d in ("import", "export") for n in range(1, 5)},
     **{q: "reactive_energy" for q in ("reactive_import", "reactive_export", "reactive_total")},
     **{q: "power" for q in ("power", *(f"power_{p}" for p in _PHASES))},
     **{q: "reactive_power" for q in ("reactive_power", *(f"reactive_power_{p}" for p in _PHASES))},

@@ -22,6 +22,7 @@ from simulators.modbus.datasheet import QUANTITIES, UNITS, Datasheet, Format, Sh
 
 Fault = Literal[
     "timeout", "slow", "exception", "garbage", "regression", "rollover", "spike", "stuck", "tamper",
+    "disconnected", "bypass", "tou_stuck",
 ]
 FAULTS: tuple[str, ...] = get_args(Fault)
 
@@ -80,6 +81,14 @@ class SimMeter:
       `spike_factor` times higher while the fault is set;
     - "stuck": every register keeps the words it had when the fault was set;
     - "tamper": the table's tamper status bits are raised.
+    - "disconnected": the supply relay is open: its status bits are raised and nothing is consumed;
+    - "bypass": the relay status bits are raised but energy is still counted (a meter bypassed
+      around its open relay, or a relay welded shut: the case usage-while-disconnected looks for).
+    - "tou_stuck": the time-of-use registers stop counting while the totals go on (a tariff
+      switch that lost its schedule: the case the TOU sum check looks for).
+
+    Time-of-use registers: tariff 1 (day, 07:00-23:00 UTC) and tariff 2 (night) count the energy of
+    their hours; they start as 60/40 % of the totals, so t1 + t2 = total until a fault.
 
     Three-phase values carry a fixed imbalance per meter (drawn from its own generator, so the
     load model's numbers do not move): L1 has the meter's voltage and current, L2 and L3 differ
@@ -106,6 +115,9 @@ class SimMeter:
         self.flow = 0.0  # m3/h
         self.heat_energy = 0.0  # kWh
         self.now = (start or datetime.now(UTC)).timestamp()
+        #: Energy per tariff (index 0 = t1), import and export: what the TOU registers hold.
+        self.tariffs = {"import": [0.6 * self.energy_import, 0.4 * self.energy_import, 0.0, 0.0],
+                        "export": [0.0, 0.0, 0.0, 0.0]}
         self._fault: Fault | None = None
         self._exception_code = ExcCodes.ILLEGAL_ADDRESS
         self.delay = 2.0  # seconds, for the "slow" fault
@@ -162,13 +174,22 @@ class SimMeter:
         hour = (self.now % 86400) / 3600
         load = self.base_kw * _load_curve(hour) * max(0.2, self._rng.gauss(1.0, 0.1))
         pv = self.pv_kw * max(0.0, math.sin(math.pi * (hour - 6) / 12))
-        self.power = load - pv
+        self.power = 0.0 if self._fault == "disconnected" else load - pv
         self.energy_import += max(self.power, 0.0) * hours
         self.energy_export += max(-self.power, 0.0) * hours
+        if self._fault != "tou_stuck":
+            tariff = self.tariff_of(hour)
+            self.tariffs["import"][tariff] += max(self.power, 0.0) * hours
+            self.tariffs["export"][tariff] += max(-self.power, 0.0) * hours
         self.voltage = self._rng.gauss(230.0, 1.5)
         self.frequency = self._rng.gauss(50.0, 0.02)
         self.power_factor = min(1.0, max(0.5, self._rng.gauss(0.95, 0.01)))
         self.revision += 1
+
+    @staticmethod
+    def tariff_of(hour: float) -> int:
+        """The tariff in force at `hour` (UTC): 0 (t1, day) from 07:00 to 23:00, else 1 (t2, night)."""
+        return 0 if 7.0 <= hour < 23.0 else 1
 
     def value(self, channel: Channel) -> float:
         """The channel's value in its canonical unit, as the meter would report it now."""
@@ -210,6 +231,7 @@ class SimMeter:
             "voltage_l3_l1": lines[2], "voltage_ll_avg": sum(lines) / 3,
             "current_avg": sum(amps) / 3, "current_sum": sum(amps), "current_n": abs(amps[0] - (amps[1] + amps[2]) / 2),
             "volume": self.volume, "flow": self.flow, "heat_energy": self.heat_energy,
+            **{f"energy_{d}_t{n + 1}": kwh for d, counters in self.tariffs.items() for n, kwh in enumerate(counters)},
         }
         for k, p in enumerate(("l1", "l2", "l3")):
             out |= {
@@ -254,7 +276,8 @@ class SimMeter:
             # A status word holds several bits: start from what is there, set or clear ours.
             key = (status.function_code, status.address)
             word = image.get(key, [0])[0]
-            raised = self._fault == "tamper" and status.condition == "tamper"
+            raised = (self._fault == "tamper" and status.condition == "tamper") or \
+                (self._fault in ("disconnected", "bypass") and status.condition == "relay_open")
             bit = raised if status.active else not raised
             image[key] = [(word | (1 << status.bit)) if bit else (word & ~(1 << status.bit))]
         if self._fault == "stuck":

@@ -58,10 +58,12 @@ def _channel(utility: str) -> Channel:
 class SqlAccounts(SqlBase):
     """Account methods. The store's class names the two summaries' SQL, shaped per engine:
     `_latest_balances` (the newest balance row of each PAYG meter) and `_activity_since` (per
-    meter: meter_id, status, utility, payg and its newest ts at or after :since)."""
+    meter: meter_id, status, utility, payg and its newest ts at or after :since). `_readings_before`
+    is the WHERE clause of meter :m's readings before :t, shaped for the engine's indexes."""
 
     _latest_balances: ClassVar[str]
     _activity_since: ClassVar[str]
+    _readings_before: ClassVar[str] = "meter_id = :m AND ts < :t"
 
     def _key(self, row: Any) -> ApiKey:
         d = self.dialect
@@ -356,7 +358,7 @@ class SqlAccounts(SqlBase):
         """Conflict if readings or an assignment of the meter lie before `installed_at`."""
         d = self.dialect
         key = {"m": meter_id, "t": d.ts(installed_at)}
-        found = await c.one("SELECT count(*), min(ts) FROM readings WHERE meter_id = :m AND ts < :t", key)
+        found = await c.one(f"SELECT count(*), min(ts) FROM readings WHERE {self._readings_before}", key)
         orphaned, first = found if found else (0, None)
         assigned = await c.one("SELECT consumer_number, start_ts FROM assignments"
                                " WHERE meter_id = :m AND start_ts < :t ORDER BY start_ts LIMIT 1", key)

@@ -26,10 +26,14 @@ from gateway.model import (
     Status,
     Utility,
 )
-from storage.records import StatusChange
+from storage.records import ReadingOrigin, StatusChange
 from storage.rows import STATUS, converted
 from storage.sql.conn import SqlBase
 from storage.sql.rows import BALANCE_COLS, COMMAND_COLS, DEADLETTER_COLS, EVENT_COLS, METER_COLS, READING_COLS
+
+#: A verification log row as StatusChange reads it (SqlQueries._change).
+_LOG_COLS = ("v.id, v.created_at, v.previous_status, v.status, v.note, v.actor, v.key_id, v.action,"
+             " v.previous_value, v.value, v.rule, v.recorded_at")
 
 
 class SqlQueries(SqlBase):
@@ -68,18 +72,46 @@ class SqlQueries(SqlBase):
 
     async def reading_history(self, meter_id: str, channel: Channel, ts: datetime, *, limit: int = 100,
                               after: int | None = None) -> list[StatusChange]:
-        """The reading's verdicts from the verification log, oldest first. NotFound if there is no such reading."""
-        d = self.dialect
+        """The reading's audit trail from the verification log (verdicts, edits, replaced estimates),
+        oldest first. NotFound if there is no such reading."""
         found = await self._select(
             f"history of a reading of {meter_id}",
-            "SELECT v.id, v.created_at, v.previous_status, v.status, v.note, v.actor, v.key_id FROM readings AS r"
+            f"SELECT {_LOG_COLS} FROM readings AS r"
             " LEFT JOIN verification_log AS v ON v.meter_id = r.meter_id AND v.channel = r.channel AND v.ts = r.ts"
             " AND v.id > :after WHERE r.meter_id = :m AND r.channel = :ch AND r.ts = :ts ORDER BY v.id LIMIT :limit",
-            {"after": after or 0, "m": meter_id, "ch": channel.value, "ts": d.ts(ts), "limit": limit})
+            {"after": after or 0, "m": meter_id, "ch": channel.value, "ts": self.dialect.ts(ts), "limit": limit})
         if not found:
             raise NotFound("reading", f"{meter_id}/{channel.value}@{ts.isoformat()}")
-        return [StatusChange(r[0], d.dt(r[1]), STATUS.get(r[2]), STATUS[r[3]], r[4], r[5], r[6])
-                for r in found if r[0] is not None]
+        return [self._change(r) for r in found if r[0] is not None]
+
+    async def reading_origin(self, meter_id: str, channel: Channel, ts: datetime) -> ReadingOrigin:
+        """The reading now, and its value and status as first recorded: those the trail's first
+        change replaced (the reading's own while nothing changed). NotFound if there is no such reading."""
+        key = {"m": meter_id, "ch": channel.value, "ts": self.dialect.ts(ts)}
+        found = await self._select(
+            f"origin of a reading of {meter_id}",
+            f"SELECT {', '.join('r.' + c.strip() for c in READING_COLS.split(','))},"
+            " (SELECT v.previous_status FROM verification_log AS v WHERE v.meter_id = r.meter_id"
+            " AND v.channel = r.channel AND v.ts = r.ts ORDER BY v.id LIMIT 1)"
+            " FROM readings AS r WHERE r.meter_id = :m AND r.channel = :ch AND r.ts = :ts", key)
+        if not found:
+            raise NotFound("reading", f"{meter_id}/{channel.value}@{ts.isoformat()}")
+        reading = self.rows.reading(found[0][:-1])
+        status = STATUS.get(found[0][-1]) or reading.status
+        changed = await self._select(
+            f"first change of a reading of {meter_id}",
+            f"SELECT {_LOG_COLS} FROM verification_log AS v WHERE v.meter_id = :m AND v.channel = :ch"
+            " AND v.ts = :ts AND v.previous_value IS NOT NULL ORDER BY v.id LIMIT 1", key)
+        if not changed:
+            return ReadingOrigin(reading, reading.value, status)
+        first = self._change(changed[0])
+        assert first.previous_value is not None  # selected so
+        return ReadingOrigin(reading, first.previous_value, status, first)
+
+    def _change(self, r: Any) -> StatusChange:
+        d = self.dialect
+        return StatusChange(r[0], d.dt(r[1]), STATUS.get(r[2]), STATUS[r[3]], r[4], r[5], r[6], r[7],
+                            _opt_float(r[8]), _opt_float(r[9]), r[10], d.opt_dt(r[11]))
 
     async def readings(self, meter_id: str, *, start: datetime, end: datetime,
                        channel: Channel | None = None, limit: int = 1000,
@@ -223,3 +255,7 @@ def _filters(**equal: str | None) -> tuple[str, dict[str, Any]]:
     """A WHERE clause of `column = :column` for every filter that is set (names are ours)."""
     used = {col: value for col, value in equal.items() if value is not None}
     return " AND ".join(f"{col} = :{col}" for col in used) or "true", used
+
+
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else float(v)

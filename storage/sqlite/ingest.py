@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.model import Batch, Reading
-from storage.records import WriteResult
+from storage.records import ESTIMATE_REPLACED, WriteResult
 from storage.sqlite import rows
 
 _IN = rows.READING_IN
@@ -28,15 +28,25 @@ _S_IN = ", ".join(f"s.{c.strip()}" for c in _IN.split(","))
 
 _STAGE = f"INSERT INTO temp.staging_readings (idx, {_IN}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 # Stored estimates whose real reading arrives: replaced (rare, so one by one, each with a new seq
-# so the feed shows the real value).
+# so the feed shows the real value). Looked up in readings_flagged, the partial index that holds
+# every estimate (its predicate has source = 'estimate'): a probe of a small index per staged row
+# instead of one of the unique index over every reading (0.9 -> 0.1 µs a row, issue 26).
 _ESTIMATES = (
-    "SELECT r.seq, min(s.idx) FROM temp.staging_readings AS s JOIN readings AS r"
+    "SELECT r.seq, min(s.idx) FROM temp.staging_readings AS s JOIN readings AS r INDEXED BY readings_flagged"
     " ON r.meter_id = s.meter_id AND r.channel = s.channel AND r.ts = s.ts"
     " WHERE r.source = 'estimate' AND s.source <> 'estimate' GROUP BY r.seq ORDER BY min(s.idx)"
 )
 _REPLACE = (
     f"UPDATE readings SET (seq, {_IN}, gateway_id) = (SELECT ?, {_S_IN}, ? FROM temp.staging_readings AS s"
     " WHERE s.idx = ?) WHERE seq = ?"
+)
+# The replaced estimate goes to the reading's audit trail (storage.trail) first: its value, status,
+# method (note) and when it was made.
+_LOG_REPLACED = (
+    "INSERT INTO verification_log (meter_id, channel, ts, previous_status, status, actor, created_at, action,"
+    " previous_value, value, rule, recorded_at) SELECT r.meter_id, r.channel, r.ts, r.status, s.status, s.source, ?,"
+    f" '{ESTIMATE_REPLACED}', r.value, s.value, r.note, r.received_at"
+    " FROM readings AS r JOIN temp.staging_readings AS s ON s.idx = ? WHERE r.seq = ?"
 )
 _NEXT_SEQ = (
     "UPDATE sqlite_sequence SET seq = max(seq, (SELECT coalesce(max(seq), 0) FROM readings)) + 1"
@@ -70,16 +80,18 @@ _DEADLETTERS = (
 )
 
 
-def write_batch(db: sqlite3.Connection, batch: Batch, gateway_id: str | None) -> WriteResult:
+def write_batch(db: sqlite3.Connection, batch: Batch, gateway_id: str | None,
+                now: datetime | None = None) -> WriteResult:  # fmt: skip
     """Write `batch` in one transaction (BEGIN IMMEDIATE ... COMMIT) on `db`, which is in autocommit
-    mode (isolation_level None). Rolled back whole if anything fails; the error is raised as is."""
+    mode (isolation_level None). Rolled back whole if anything fails; the error is raised as is.
+    `now`: the time a replaced estimate's trail entry is given (default: the system clock)."""
     result = WriteResult()
     # IMMEDIATE takes the write lock now, so a busy database fails here (after busy_timeout)
     # instead of half-way through the batch.
     db.execute("BEGIN IMMEDIATE")
     try:
         if batch.readings:
-            _write_readings(db, batch.readings, result, gateway_id)
+            _write_readings(db, batch.readings, result, gateway_id, rows.us(now or datetime.now(UTC)))
         if batch.balances:
             cur = db.executemany(_BALANCES, [(*rows.balance_row(b), gateway_id) for b in batch.balances])
             result.balances_inserted = cur.rowcount
@@ -100,11 +112,12 @@ def write_batch(db: sqlite3.Connection, batch: Batch, gateway_id: str | None) ->
 
 
 def _write_readings(db: sqlite3.Connection, readings: list[Reading], result: WriteResult,
-                    gateway_id: str | None) -> None:  # fmt: skip
+                    gateway_id: str | None, now_us: int) -> None:  # fmt: skip
     db.execute("DELETE FROM temp.staging_readings")
     db.executemany(_STAGE, _staged(readings))
     replace = db.execute(_ESTIMATES).fetchall()
     for old_seq, idx in replace:
+        db.execute(_LOG_REPLACED, (now_us, idx, old_seq))
         seq = db.execute(_NEXT_SEQ).fetchone()[0]
         db.execute(_REPLACE, (seq, gateway_id, idx, old_seq))
     result.readings_inserted = db.execute(_INSERT, (gateway_id,)).rowcount

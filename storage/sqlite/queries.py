@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from gateway.model import Channel, Kind, Reading
+from gateway.model import Channel, Kind, Reading, Status
 from storage import boundary
 from storage import consumption as cons
 from storage.records import FeedPage, LastValue, SilentRule
@@ -53,12 +53,24 @@ SELECT 1, NULL, {rows.READING_COLS}, {_NULLS} FROM readings
 WHERE meter_id = :m AND channel = :ch AND ts <= :until AND {cons.FLAGGED_SQL}
   AND ts >= min(coalesce((SELECT p.ts FROM readings AS p WHERE p.seq = ({_LAST.format(t=":lo")})), :lo), :lo - :w)"""
 _ORDER = " ORDER BY 1, 2, 6"
+# The canonical channels as an SQL literal (our constant: JSON text without a quote).
+_EACH_CHANNEL = f"json_each('{_ALL_CHANNELS}')"
 # Per active meter: its newest reading or balance update since :since (-1: none), and after how
 # long it counts as silent (the rule's own value for the meters in :after, else :default).
-# Each max() is one probe of a (meter_id, ts) index; the thresholds are a materialized CTE, which
-# SQLite looks up through an automatic index.
-_LAST_SEEN = """max(coalesce((SELECT max(r.ts) FROM readings AS r WHERE r.meter_id = m.meter_id AND r.ts >= :since), -1),
+# A reading's newest ts is one backward probe of readings_cover per channel (there is no
+# (meter_id, ts) index on readings since migration 9: each index costs every insert), a balance's
+# one probe of its (meter_id, ts) key; the thresholds are a materialized CTE, which SQLite looks
+# up through an automatic index.
+_LAST_SEEN = f"""max(coalesce((SELECT max((SELECT max(r.ts) FROM readings AS r WHERE r.meter_id = m.meter_id
+                                   AND r.channel = c.value AND r.ts >= :since)) FROM {_EACH_CHANNEL} AS c), -1),
             coalesce((SELECT max(b.ts) FROM balances AS b WHERE b.meter_id = m.meter_id AND b.ts >= :since), -1))"""
+# Silent: nothing at or after max(:since, :now - after), that is last_seen < :now - after. Said
+# with EXISTS so that a meter that is not silent stops at its first recent channel (one probe for
+# most meters) instead of taking all its channels' newest readings, and the fleet counts never
+# compute last_seen at all.
+_SILENT = f"""NOT EXISTS (SELECT 1 FROM {_EACH_CHANNEL} AS c WHERE EXISTS (SELECT 1 FROM readings AS r
+                WHERE r.meter_id = a.meter_id AND r.channel = c.value AND r.ts >= max(:since, :now - a.after_us)))
+    AND NOT EXISTS (SELECT 1 FROM balances AS b WHERE b.meter_id = a.meter_id AND b.ts >= max(:since, :now - a.after_us))"""
 _ACTIVITY = f"""
 WITH t(meter_id, after_us) AS MATERIALIZED (SELECT key, value FROM json_each(:after_map)),
 a AS (
@@ -68,11 +80,36 @@ a AS (
 )"""
 
 
+# A meter's readings of every channel in (ts, channel) order: one range of readings_cover per
+# channel (channel fixed, so each comes in ts order), merged by SQLite's compound-select merge,
+# which pulls from each range only as far as the LIMIT needs: no sort, no table lookup. The
+# keyset (ts, channel) > (:a_ts, :a_ch) is, for a channel c, ts > :a_ts when c <= :a_ch and
+# ts >= :a_ts otherwise; ts being integer microseconds, ts >= :a_ts + (c <= :a_ch).
+_RANGE_ARM = ("SELECT {cols} FROM readings WHERE meter_id = :m AND channel = '{ch}'"
+              " AND ts >= max(:start, :a_ts + ('{ch}' <= :a_ch)) AND ts < :end{status}")
+
+
+def _range_sql(*, status: bool) -> str:
+    arms = [_RANGE_ARM.format(cols=rows.READING_COLS, ch=c.value, status=" AND status = :status" if status else "")
+            for c in Channel]
+    return " UNION ALL ".join(arms) + " ORDER BY ts, channel LIMIT :limit"
+
+
+_RANGE = {status: _range_sql(status=status) for status in (False, True)}
+# A meter's readings before :t: one range of (meter_id, channel, ts) per channel the meter has
+# (found by seeks, so a channel outside today's list is not missed).
+_BEFORE = ("meter_id = :m AND channel IN (WITH RECURSIVE c(ch) AS ("
+           " SELECT min(channel) FROM readings WHERE meter_id = :m UNION ALL"
+           " SELECT (SELECT min(r.channel) FROM readings AS r WHERE r.meter_id = :m AND r.channel > c.ch)"
+           " FROM c WHERE c.ch IS NOT NULL) SELECT ch FROM c WHERE ch IS NOT NULL) AND ts < :t")
+
+
 class SqliteQueries(SqlQueries):
     """SQLite's own read paths; the store provides `_fetch` (on its read-only connection)."""
 
     _activity = _ACTIVITY
-    _silent = "a.last_seen < :now - a.after_us"
+    _readings_before = _BEFORE
+    _silent = _SILENT
     _activity_since = f"SELECT m.meter_id, m.status, m.utility, m.payg, {_LAST_SEEN} FROM meters AS m ORDER BY 1"
     _latest_balances = ("SELECT {cols} FROM balances WHERE seq IN (SELECT (SELECT b.seq FROM balances AS b"
                         " WHERE b.meter_id = m.meter_id ORDER BY b.ts DESC LIMIT 1) FROM meters AS m WHERE m.payg = 1)")
@@ -100,6 +137,24 @@ class SqliteQueries(SqlQueries):
             [meter_id, _ALL_CHANNELS],
         )
         return [rows.reading(r) for r in found]
+
+    async def readings(self, meter_id: str, *, start: datetime, end: datetime,
+                       channel: Channel | None = None, limit: int = 1000,
+                       after: tuple[datetime, str] | None = None,
+                       status: Status | None = None) -> list[Reading]:  # fmt: skip
+        """Readings with start <= ts < end ordered by (ts, channel), keyset-paginated: one channel
+        is one range of readings_cover (the shared query); every channel, a merge of those ranges."""
+        if channel is not None:
+            return await super().readings(meter_id, start=start, end=end, channel=channel, limit=limit, after=after,
+                                          status=status)
+        params: dict[str, Any] = {"m": meter_id, "start": rows.us(start), "end": rows.us(end), "limit": limit,
+                                  "a_ts": rows.us(start), "a_ch": ""}
+        if after is not None:
+            params["a_ts"], params["a_ch"] = rows.us(after[0]), str(after[1])
+        if status is not None:
+            params["status"] = status.value
+        found = await self._fetch(f"readings of {meter_id}", _RANGE[status is not None], params)
+        return await converted(found, rows.reading)
 
     async def last_cumulative(self) -> list[LastValue]:
         """The latest reading of every (meter, channel) whose latest reading is cumulative.

@@ -21,12 +21,13 @@ import aiosqlite
 
 from gateway.errors import InvalidRequest, NotFound, SinkError, SinkUnavailable
 from gateway.model import Batch, Channel, Meter, Reading, Status
+from storage import trail
 from storage.boundary import DEFAULT_ESTIMATE_WINDOW
 from storage.files import private_database
 from storage.identity import digest
 from storage.migrate import load_migrations, pending
 from storage.onthread import on_thread
-from storage.records import ReorderResult, RetentionResult, WriteResult
+from storage.records import EDIT, ReorderResult, RetentionResult, WriteResult
 from storage.sql.accounts import SqlAccounts
 from storage.sql.conn import Conn, SqliteConn
 from storage.sql.dialect import SQLITE
@@ -50,7 +51,6 @@ CREATE TEMP TABLE IF NOT EXISTS staging_readings (
     idx INTEGER PRIMARY KEY, meter_id TEXT, channel TEXT, ts INTEGER, value REAL,
     kind TEXT, quality INTEGER, status TEXT, source TEXT, received_at INTEGER, note TEXT
 )"""
-
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -252,12 +252,14 @@ class SqliteStore(SqliteQueries, SqlAccounts, SqlRegistry, SqlReads):
         meters = await self._fetch("apply retention", "SELECT DISTINCT meter_id FROM meters")
         for table in ("readings", "balances"):
             total = 0
-            # Per meter: the (meter_id, ts) indexes find the old rows without a scan, and
-            # each transaction stays short, so writers are not held up for long.
+            # Per meter: the meter-ordered indexes find the old rows without a scan (readings:
+            # one range per channel), and each transaction stays short, so writers are not held
+            # up for long.
             known = {m[0] for m in meters} | await self._distinct_meters(table)
+            old = self._readings_before if table == "readings" else "meter_id = :m AND ts < :t"
             for meter_id in sorted(known):
                 async with self._transaction("apply retention") as db:
-                    cur = await db.execute(f"DELETE FROM {table} WHERE meter_id = ? AND ts < ?", (meter_id, cutoff))
+                    cur = await db.execute(f"DELETE FROM {table} WHERE {old}", {"m": meter_id, "t": cutoff})
                     total += cur.rowcount
             removed[table] = total
         for table in ("events", "deadletters"):
@@ -283,10 +285,10 @@ class SqliteStore(SqliteQueries, SqlAccounts, SqlRegistry, SqlReads):
         The whole transaction runs on the writer's thread in one hop (storage.sqlite.ingest)."""
         if len(batch) == 0:
             return WriteResult()
-        gateway_id = self.gateway_id
+        gateway_id, now = self.gateway_id, self._clock()
         async with self._write_lock:
             with _errors(self.path, "write"):
-                return await on_thread(self._writer, lambda db: write_batch(db, batch, gateway_id))
+                return await on_thread(self._writer, lambda db: write_batch(db, batch, gateway_id, now))
 
     async def upsert_meters(self, meters: Sequence[Meter]) -> None:
         """Create or update meters by meter_id; created_at is kept on update."""
@@ -334,6 +336,35 @@ class SqliteStore(SqliteQueries, SqlAccounts, SqlRegistry, SqlReads):
             )
         return rows.reading(next(iter(updated)))
 
+
+    async def edit_reading(self, meter_id: str, channel: Channel, ts: datetime, value: float, *,
+                           note: str, by: str, key_id: str | None = None) -> Reading:  # fmt: skip
+        """A person's corrected value: see Store.edit_reading."""
+        trail.check_edit(value)
+        key = (meter_id, channel.value, rows.us(ts))
+        async with self._transaction(f"edit a reading of {meter_id}") as db:
+            found = await db.execute_fetchall(
+                f"SELECT {rows.READING_COLS} FROM readings WHERE meter_id = ? AND channel = ? AND ts = ?", key
+            )
+            if not found:
+                raise NotFound("reading", f"{meter_id}/{channel.value}@{rows.dt(key[2]).isoformat()}")
+            current = rows.reading(next(iter(found)))
+            if trail.unchanged(current, value):
+                return current
+            seq = await _next_seq(db)
+            updated = await db.execute_fetchall(
+                f"UPDATE readings SET value = ?, status = ?, seq = ? WHERE seq = ? RETURNING {rows.READING_COLS}",
+                (value, trail.EDITED.value, seq, current.seq),
+            )
+            await db.execute(
+                "INSERT INTO verification_log (meter_id, channel, ts, previous_status, status, note, actor, key_id,"
+                " created_at, action, previous_value, value, rule, recorded_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*key, current.status.value, trail.EDITED.value, note, by, key_id, rows.us(self._clock()), EDIT,
+                 current.value, value, trail.edit_rule(current),
+                 None if current.received_at is None else rows.us(current.received_at)),
+            )
+        return rows.reading(next(iter(updated)))
 
 async def _next_seq(db: aiosqlite.Connection) -> int:
     """A new seq above every seq ever given (AUTOINCREMENT's own counter, moved on by one)."""

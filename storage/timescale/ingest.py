@@ -19,13 +19,14 @@ their fallback is a plain `INSERT ... ON CONFLICT DO NOTHING`, whose row count i
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import errors
 
 from gateway.model import BalanceUpdate, Batch, Reading
-from storage.records import WriteResult
+from storage.records import ESTIMATE_REPLACED, WriteResult
 from storage.timescale import rows
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
@@ -39,13 +40,25 @@ CREATE TEMP TABLE IF NOT EXISTS staging_readings (
     received_at timestamptz, note text
 ) ON COMMIT DELETE ROWS"""
 
+# The replaced estimate goes to the reading's audit trail (storage.trail) first: its value, status,
+# method (note) and when it was made. FOR UPDATE: of two writers with the same real read, the
+# second finds the row no longer an estimate once the first commits, and logs nothing.
 _REPLACE_ESTIMATES = f"""
+WITH s AS (SELECT DISTINCT ON (meter_id, channel, ts) {rows.READING_IN}, idx FROM staging_readings
+           WHERE source <> 'estimate' ORDER BY meter_id, channel, ts, idx),
+old AS (SELECT r.meter_id, r.channel, r.ts, r.value, r.status, r.note, r.received_at FROM readings AS r
+        JOIN s ON r.meter_id = s.meter_id AND r.channel = s.channel AND r.ts = s.ts
+        WHERE r.source = 'estimate' AND r.ts >= %(lo)s AND r.ts <= %(hi)s FOR UPDATE OF r),
+logged AS (INSERT INTO verification_log (meter_id, channel, ts, previous_status, status, actor, created_at, action,
+                                         previous_value, value, rule, recorded_at)
+           SELECT o.meter_id, o.channel, o.ts, o.status, s.status, s.source, coalesce(%(now)s::timestamptz, now()),
+                  '{ESTIMATE_REPLACED}', o.value, s.value, o.note, o.received_at
+           FROM old AS o JOIN s ON o.meter_id = s.meter_id AND o.channel = s.channel AND o.ts = s.ts)
 UPDATE readings AS r SET value = s.value, kind = s.kind, quality = s.quality, status = s.status,
     source = s.source, received_at = s.received_at, note = s.note, seq = nextval('readings_seq'),
     gateway_id = DEFAULT
-FROM (SELECT DISTINCT ON (meter_id, channel, ts) {rows.READING_IN}, idx FROM staging_readings
-      WHERE source <> 'estimate' ORDER BY meter_id, channel, ts, idx) AS s
-WHERE r.meter_id = s.meter_id AND r.channel = s.channel AND r.ts = s.ts AND r.source = 'estimate'
+FROM old AS o JOIN s ON o.meter_id = s.meter_id AND o.channel = s.channel AND o.ts = s.ts
+WHERE r.meter_id = o.meter_id AND r.channel = o.channel AND r.ts = o.ts
   AND r.ts >= %(lo)s AND r.ts <= %(hi)s
 RETURNING s.idx"""
 
@@ -67,9 +80,10 @@ WHERE r.ts >= %(lo)s AND r.ts <= %(hi)s AND r.value IS DISTINCT FROM s.value
 ORDER BY s.idx"""
 
 
-async def write_batch(conn: Conn, batch: Batch, *, fast: bool = True) -> WriteResult:
+async def write_batch(conn: Conn, batch: Batch, *, fast: bool = True, now: datetime | None = None) -> WriteResult:
     """Write `batch` inside the caller's transaction. `fast=False` skips the COPY attempts
-    (used by the benchmark to measure the careful path alone)."""
+    (used by the benchmark to measure the careful path alone). `now`: the time a replaced
+    estimate's trail entry is given (the database's clock if None)."""
     result = WriteResult()
     cur = conn.cursor()
     if batch.readings:
@@ -81,7 +95,7 @@ async def write_batch(conn: Conn, batch: Batch, *, fast: bool = True) -> WriteRe
         if copied:
             result.readings_inserted = len(batch.readings)
         else:
-            await _write_careful(cur, batch.readings, result)
+            await _write_careful(cur, batch.readings, result, now)
     if batch.balances:
         copied = fast and await _copy_new(
             conn, "balances", rows.BALANCE_IN, rows.BALANCE_TYPES, map(rows.balance_row, batch.balances)
@@ -131,14 +145,15 @@ async def _insert_balances(cur: psycopg.AsyncCursor[Any], balances: list[Balance
     return cur.rowcount
 
 
-async def _write_careful(cur: psycopg.AsyncCursor[Any], readings: list[Reading], result: WriteResult) -> None:
+async def _write_careful(cur: psycopg.AsyncCursor[Any], readings: list[Reading], result: WriteResult,
+                         now: datetime | None) -> None:
     async with cur.copy(f"COPY staging_readings (idx, {rows.READING_IN}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(["int4", *rows.READING_TYPES])
         for i, r in enumerate(readings):
             await copy.write_row((i, *rows.reading_row(r)))
     times = [r.ts for r in readings]
     bounds = {"lo": rows.utc(min(times)), "hi": rows.utc(max(times))}
-    await cur.execute(_REPLACE_ESTIMATES, bounds)
+    await cur.execute(_REPLACE_ESTIMATES, {**bounds, "now": None if now is None else rows.utc(now)})
     replaced = {row[0] for row in await cur.fetchall()}
     await cur.execute(_INSERT_NEW)
     result.readings_inserted = cur.rowcount

@@ -16,10 +16,10 @@ import psycopg
 
 from gateway.errors import NotFound
 from gateway.model import Channel, Kind, Reading, Status
-from storage import boundary
+from storage import boundary, trail
 from storage import consumption as cons
 from storage.coalesce import Coalescer
-from storage.records import FeedPage, LastValue, SilentRule
+from storage.records import EDIT, FeedPage, LastValue, SilentRule
 from storage.rows import CHANNEL, converted
 from storage.sql.queries import SqlQueries
 from storage.timescale import rows
@@ -291,4 +291,40 @@ async def set_status_in(conn: Conn, meter_id: str, channel: Channel, ts: datetim
     return rows.reading(updated)
 
 
-__all__ = ["TimescaleQueries", "set_status_in"]
+
+async def edit_in(conn: Conn, meter_id: str, channel: Channel, ts: datetime, value: float, *,
+                  note: str, by: str, now: datetime, key_id: str | None = None) -> Reading:  # fmt: skip
+    """Inside the caller's transaction: a person's corrected value (Store.edit_reading)."""
+    trail.check_edit(value)
+    key = {"m": meter_id, "ch": channel.value, "ts": rows.utc(ts)}
+    cur = await conn.execute(
+        f"SELECT {rows.READING_COLS} FROM readings WHERE meter_id = %(m)s AND channel = %(ch)s AND ts = %(ts)s"
+        " FOR UPDATE", key
+    )
+    found = await cur.fetchone()
+    if found is None:
+        raise NotFound("reading", f"{meter_id}/{channel.value}@{rows.utc(ts).isoformat()}")
+    current = rows.reading(found)
+    if trail.unchanged(current, value):
+        return current
+    await conn.execute("SELECT meter_gateway_feed_register()")
+    cur = await conn.execute(
+        "UPDATE readings SET value = %(value)s, status = %(status)s, seq = nextval('readings_seq')"
+        f" WHERE meter_id = %(m)s AND channel = %(ch)s AND ts = %(ts)s RETURNING {rows.READING_COLS}",
+        {**key, "value": value, "status": trail.EDITED.value},
+    )
+    updated = await cur.fetchone()
+    assert updated is not None  # locked above
+    await conn.execute(
+        "INSERT INTO verification_log (meter_id, channel, ts, previous_status, status, note, actor, key_id,"
+        " created_at, action, previous_value, value, rule, recorded_at) VALUES (%(m)s, %(ch)s, %(ts)s, %(prev)s,"
+        " %(status)s, %(note)s, %(by)s, %(key)s, %(now)s, %(action)s, %(prev_value)s, %(value)s, %(rule)s,"
+        " %(recorded)s)",
+        {**key, "prev": current.status.value, "status": trail.EDITED.value, "note": note, "by": by, "key": key_id,
+         "now": rows.utc(now), "action": EDIT, "prev_value": current.value, "value": value,
+         "rule": trail.edit_rule(current),
+         "recorded": None if current.received_at is None else rows.utc(current.received_at)},
+    )
+    return rows.reading(updated)
+
+__all__ = ["TimescaleQueries", "edit_in", "set_status_in"]

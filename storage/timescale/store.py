@@ -34,7 +34,7 @@ from storage.sql.reads import SqlReads
 from storage.sql.registry import SqlRegistry
 from storage.timescale import policies, rows
 from storage.timescale.ingest import STAGING, record_channels, write_batch
-from storage.timescale.queries import GENERIC_PLANS, TimescaleQueries, set_status_in
+from storage.timescale.queries import GENERIC_PLANS, TimescaleQueries, edit_in, set_status_in
 
 log = logging.getLogger(__name__)
 
@@ -357,7 +357,7 @@ class TimescaleStore(TimescaleQueries, SqlAccounts, SqlRegistry, SqlReads):
             return WriteResult()
         pairs = {(r.meter_id, r.channel.value) for r in batch.readings} - self._known_channels
         async with self._conn("write") as conn, conn.transaction():
-            result = await write_batch(conn, batch, fast=fast)
+            result = await write_batch(conn, batch, fast=fast, now=self._clock())
             if pairs:
                 await record_channels(conn, pairs)
         # Only after the commit: a rolled-back batch must not mark its pairs as recorded.
@@ -389,6 +389,13 @@ class TimescaleStore(TimescaleQueries, SqlAccounts, SqlRegistry, SqlReads):
             return await set_status_in(conn, meter_id, channel, ts, status, note=note, by=by, now=self._clock(),
                                        key_id=key_id)
 
+
+    async def edit_reading(self, meter_id: str, channel: Channel, ts: datetime, value: float, *,
+                           note: str, by: str, key_id: str | None = None) -> Reading:  # fmt: skip
+        """A person's corrected value: see Store.edit_reading. The row lock orders concurrent edits."""
+        async with self._conn(f"edit a reading of {meter_id}") as conn, conn.transaction():
+            return await edit_in(conn, meter_id, channel, ts, value, note=note, by=by, now=self._clock(),
+                                 key_id=key_id)
 
 def _check_verdict(status: Status) -> None:
     if status is Status.ESTIMATED:

@@ -15,6 +15,7 @@ import pytest
 from api.app import create_app
 from api.cim.documents import text
 from api.cim.tables import TableError, load_tables
+from api.pagination import encode_cursor
 from storage.base import Store
 from tests.api.conftest import Keys
 from tests.api.helpers import WIDE, all_pages, ok
@@ -23,6 +24,8 @@ MSG = "{http://iec.ch/TC57/2011/schema/message}"
 MR = "{http://iec.ch/TC57/2011/MeterReadings#}"
 EV = "{http://iec.ch/TC57/2011/EndDeviceEvents#}"
 KWH_REGISTER = "0.0.0.1.1.1.12.0.0.0.0.0.0.0.0.3.72.0"
+CURSOR_OF_ANOTHER_METER = encode_cursor(["M-0002", "2026-01-01T00:00:00+00:00", None, None])
+CURSOR_WITH_A_NAIVE_TIME = encode_cursor(["M-0001", "x", "2026-01-01T00:00:00", "energy_import"])
 DAY: dict[str, Any] = {"from": (datetime.now(UTC) - timedelta(days=2)).isoformat(), "to": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}
 
 
@@ -151,7 +154,8 @@ async def test_a_consumers_document_has_its_usage_point_and_hourly_interval_bloc
     ({"meter": "M-0001", "cursor": "WzEsMiwzXQ"}, 400, "cursor"),
     ({"meter": "M-0001", "cursor": "bm9wZQ"}, 400, "cursor"),
     ({"meter": "M-0001", "cursor": "WzAsIngiLCJ5Il0"}, 400, "cursor"),  # [0,"x","y"]: decodes, not ours
-    ({"meter": "M-0001", "cursor": "WzAsIjIwMjYtMDEtMDFUMDA6MDA6MDAiLCJ5Il0"}, 400, "cursor"),  # a naive time
+    ({"meter": "M-0001", "cursor": CURSOR_OF_ANOTHER_METER}, 400, "cursor"),
+    ({"meter": "M-0001", "cursor": CURSOR_WITH_A_NAIVE_TIME}, 400, "cursor"),
 ])
 async def test_a_bad_request_is_a_failed_reply_saying_what(api: httpx.AsyncClient, params: dict[str, Any],
                                                          status: int, words: str) -> None:
@@ -277,3 +281,26 @@ async def test_a_bad_request_message_is_a_failed_reply(api: httpx.AsyncClient, b
     result, errors = reply(root)
     assert result == "FAILED" and words in errors[0], errors
     assert root.find(f"{MSG}Payload") is None
+
+
+async def test_json_readings_and_the_feed_carry_the_same_quality_codes_as_the_cim_reply(
+        api: httpx.AsyncClient, store: Store, keys: Keys, tmp_path: Path) -> None:
+    """Issue 24 item 9: every reading in the JSON API and the feed also carries its qualities as
+    IEC 61968-9 codes, from the same table the CIM replies use (a deployment's override included)."""
+    root, _ = await doc(api, "/v1/cim/meter-readings", meter="M-0004", channel="energy_import", **DAY)
+    want = await all_pages(api, "/v1/meters/M-0004/readings", channel="energy_import", **DAY)
+    assert [codes for *_, codes, _ in readings_of(root)] == [w["quality_codes"] for w in want]
+    assert any(w["status"] == "suspect" and "3.6.4" in w["quality_codes"] for w in want)
+    feed = (await ok(api.get("/v1/readings/feed", params={"limit": 10_000})))["items"]
+    assert any(r["status"] == "suspect" for r in feed)
+    assert all(r["quality_codes"][:1] == ["3.5.258"] for r in feed if r["status"] == "suspect")
+    assert all(r["quality_codes"] == [] for r in feed if r["status"] == "valid" and not r["quality"])
+    latest = (await ok(api.get("/v1/meters/M-0004/readings/latest")))["items"]
+    assert latest and all("quality_codes" in r for r in latest)
+    (tmp_path / "reading_qualities.toml").write_text('[flags]\nregression = "3.6.1004"\n')
+    app = create_app(store, key_cache_ttl=0, cim_tables=load_tables(tmp_path))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw.test",
+                                 headers=keys.header("read")) as client:
+        mine = await all_pages(client, "/v1/meters/M-0004/readings", channel="energy_import", **DAY)
+    assert any("3.6.1004" in r["quality_codes"] for r in mine)
+    assert not any("3.6.4" in r["quality_codes"] for r in mine)

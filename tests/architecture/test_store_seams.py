@@ -12,7 +12,9 @@ from storage import base
 from tests.architecture.imports import ROOT
 
 #: storage/sqlite/ + storage/timescale/ together, in lines (3,437 before storage/sql/ took their shared half).
-ENGINE_LINES = 1_900
+#: 1,900 until SQLite dropped readings_meter_ts (issue 26): its per-channel reads of a meter (a merge of
+#: readings_cover ranges, a probe per channel) are SQLite's alone, TimescaleDB keeps the plain SQL.
+ENGINE_LINES = 1_950
 ENGINES = ("storage/sqlite", "storage/timescale")
 
 

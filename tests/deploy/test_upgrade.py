@@ -31,8 +31,9 @@ from tests.storage.backends import open_backend
 PREVIOUS_SCHEMA = 3
 #: SQLite's version 5 is the covering index of one meter's readings (no TimescaleDB counterpart);
 #: the commands' keys are SQLite's 6 and TimescaleDB's 5; unique device numbers and verification keys
-#: SQLite's 7 and TimescaleDB's 6.
-LATEST_SCHEMA = {"sqlite": 7, "timescale": 6}
+#: SQLite's 7 and TimescaleDB's 6; special reads SQLite's 8 and TimescaleDB's 7; the readings' audit
+#: trail SQLite's 9 and TimescaleDB's 8; SQLite's 10 drops its readings_meter_ts index (issue 26).
+LATEST_SCHEMA = {"sqlite": 10, "timescale": 8}
 
 #: One spool record exactly as release 0.1.0 wrote it (storage/spool/codec.py of that release):
 #: a reading with every field set, a balance update, an event and a dead letter.

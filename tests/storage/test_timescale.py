@@ -57,7 +57,7 @@ async def test_migrations_are_recorded_once_even_when_gateways_race(timescale_ds
 
     assert _query(timescale_dsn, "SELECT version, name FROM schema_migrations ORDER BY version") == [
         (1, "init"), (2, "wave2"), (3, "accounts"), (4, "gateway_id"), (5, "command_keys"),
-        (6, "device_numbers_and_verification_keys"), (7, "special_reads")]
+        (6, "device_numbers_and_verification_keys"), (7, "special_reads"), (8, "reading_audit")]
 
 
 async def test_plain_postgresql_mode_makes_no_hypertables(timescale_dsn: str) -> None:

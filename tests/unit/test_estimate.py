@@ -1,4 +1,4 @@
-"""Estimation: gaps of interval data filled linearly (short) or from the meter's own profile
+"""Estimation: gaps of interval data filled linearly (short) or from the meter's own like days
 (long); estimates are marked, never made without real reads at both ends, and replaced in
 the store when the real read arrives."""
 
@@ -45,7 +45,7 @@ def test_a_short_gap_in_the_stream_is_filled_linearly_and_marked() -> None:
     est = estimates(out)
     assert [(r.ts, r.value) for r in est] == [(T0 + 2 * STEP, 12.0), (T0 + 3 * STEP, 13.0)]
     assert all(r.status is Status.ESTIMATED and r.quality == Quality.ESTIMATED and r.kind is Kind.CUMULATIVE
-               and r.note == "estimate=linear" for r in est)
+               and r.note == "estimate=linear from=2026-03-02T00:15:00Z,2026-03-02T01:00:00Z linear_hours=3" for r in est)
     assert [r.ts for r in out if r.source is not Source.ESTIMATE][2] == T0 + 4 * STEP  # the real read stays
 
 
@@ -57,7 +57,7 @@ def test_a_long_gap_follows_the_meters_own_profile_scaled_to_the_real_reads() ->
     del readings[lo + 1:hi]
     out, _ = run(readings)
     est = estimates(out)
-    assert len(est) == hi - lo - 1 and {r.note for r in est} == {"estimate=profile"}
+    assert len(est) == hi - lo - 1 and {(r.note or "").split()[0] for r in est} == {"estimate=like_day"}
     got = np.array([r.value for r in est])
     true = np.array(values[lo + 1:hi])
     assert got[0] > values[lo] and np.all(np.diff(got) >= 0) and got[-1] < values[hi]

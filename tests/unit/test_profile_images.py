@@ -28,6 +28,7 @@ SHOWN: dict[str, dict[str, float]] = {
         "current_l1": 5.25, "current_l2": 4.5, "current_l3": 3.75,
         "frequency": 49.9, "power_factor": 0.93,
         "volume": 1234.567, "flow": 1.25, "heat_energy": 8765.4,
+        "energy_import_t1": 8000.5, "energy_import_t2": 4345.1, "energy_export_t1": 300.5, "energy_export_t2": 20.6,
     },
     "exporting": {
         "energy_import": 7.5, "energy_export": 98765.4, "power": -2.75,
@@ -35,6 +36,7 @@ SHOWN: dict[str, dict[str, float]] = {
         "current_l1": 11.5, "current_l2": 0.25, "current_l3": 16.0,
         "frequency": 50.1, "power_factor": 0.97,
         "volume": 0.5, "flow": 0.0, "heat_energy": 0.1,
+        "energy_import_t1": 5.25, "energy_import_t2": 2.25, "energy_export_t1": 90000.4, "energy_export_t2": 8765.0,
     },
 }
 

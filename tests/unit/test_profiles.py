@@ -125,8 +125,9 @@ def test_tamper_bit_flags_every_reading_of_the_poll_and_raises_one_event() -> No
 
     assert poll(0b0) == ({Quality.NONE}, [])
     assert poll(0b1) == ({Quality.TAMPER}, [EventKind.TAMPER])
-    assert poll(0b11) == ({Quality.TAMPER}, [])  # still tampered: no second event
-    assert poll(0b10) == ({Quality.NONE}, [])  # another bit: not ours
+    assert poll(0b101) == ({Quality.TAMPER}, [])  # still tampered: no second event
+    assert poll(0b100) == ({Quality.NONE}, [])  # another bit: not ours
+    assert poll(0b10) == ({Quality.RELAY_OPEN}, [])  # bit 1: the supply relay is open (issue 24)
     assert poll(0b1) == ({Quality.TAMPER}, [EventKind.TAMPER])  # a new episode
 
 
@@ -162,7 +163,7 @@ def test_user_profile_with_an_inverted_flag() -> None:
 
 @pytest.mark.parametrize(("change", "expected"), [
     (("bit = 3", "bit = 16"), "flags[0].bit at line 19: Input should be less than or equal to 15 (got 16)"),
-    (('flag = "tamper"', 'flag = "smoke"'), "flags[0].flag at line 17: Input should be 'tamper' (got 'smoke')"),
+    (('flag = "tamper"', 'flag = "smoke"'), "flags[0].flag at line 17: Input should be 'tamper' or 'relay_open' (got 'smoke')"),
     (("[profile]", "[profile]\nmax_registers_per_request = 1"),
      "registers[0].type at line 11: energy_import (uint32) needs 2 registers but max_registers_per_request is 1"),
     (('unit = "kWh"', 'unit = "kWh"\n\n[[registers]]\nchannel = "energy_import"\naddress = 9\ntype = "int16"'),

@@ -29,7 +29,12 @@ from gateway.model import Channel, EventKind, Quality, Reading, Source
 from gateway.validate.validator import Validator
 from simulators.dataset import DataSet, generate, label_key
 
-CHECKS = [q for q in Quality if q and q is not Quality.ESTIMATED]
+#: The checks across series (issue 24: sum checks, usage while disconnected) and the relay device flag
+#: are not in this data set yet (its labelled evaluation is issue 24 item 11): tests/unit/test_vee_sums.py.
+#: POWER_FAIL and CLOCK_ADJUSTED are device flags of a DLMS profile row (drivers/dlms/backfill.py), no VEE check.
+ACROSS = (Quality.ESTIMATED | Quality.SUM_CHECK | Quality.TOU_SUM_CHECK | Quality.USAGE_WHILE_DISCONNECTED
+          | Quality.RELAY_OPEN | Quality.POWER_FAIL | Quality.CLOCK_ADJUSTED)
+CHECKS = [q for q in Quality if q and not q & ACROSS]
 STATISTICAL = {Quality.REGRESSION: (0.95, 0.95), Quality.ROLLOVER: (0.95, 0.95), Quality.SPIKE: (0.95, 0.90)}
 RULE = (0.99, 0.99)
 
@@ -111,7 +116,7 @@ def test_profile_estimates_beat_a_straight_line_on_long_gaps(
         rows.sort(key=lambda r: r.ts)
         i = 0
         while i < len(rows):
-            if rows[i].note != "estimate=profile":
+            if not (rows[i].note or "").startswith("estimate=like_day "):
                 i += 1
                 continue
             j = i
