@@ -27,7 +27,8 @@ from tests.fixtures.modbus import Collected, running, wait_until
 
 F32, I16, U16, I32, U32, I64, U64 = (DataType.FLOAT32, DataType.INT16, DataType.UINT16, DataType.INT32,
                                      DataType.UINT32, DataType.INT64, DataType.UINT64)
-_WORDS = {F32: 2, I16: 1, U16: 1, I32: 2, U32: 2, I64: 4, U64: 4}
+F64 = DataType.FLOAT64
+_WORDS = {F32: 2, F64: 4, I16: 1, U16: 1, I32: 2, U32: 2, I64: 4, U64: 4}
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,13 @@ DEVICES = {
         V(0, U16, 0xC0), V(100, F32, 8765.4, Channel.HEAT_ENERGY, 8765.4), V(104, U16, 0),
         V(200, F32, 1234.567, Channel.VOLUME, 1234.567), V(204, U16, 1), V(500, F32, 12.5, Channel.POWER, 12.5),
         V(502, U16, 1), V(600, F32, 1.25, Channel.FLOW, 1.25), V(602, U16, 2),
+    )),
+    # meter-gateway generic time-of-use map v1 (issue 24): input registers, float64 big-endian.
+    22: Device("generic_tou", "input", 0, (
+        V(0, F64, 4321.5, Channel.ENERGY_IMPORT, 4321.5), V(4, F64, 12.25, Channel.ENERGY_EXPORT, 12.25),
+        V(8, F64, 1.75, Channel.POWER, 1.75), V(12, F64, 2592.9, Channel.ENERGY_IMPORT_T1, 2592.9),
+        V(16, F64, 1728.6, Channel.ENERGY_IMPORT_T2, 1728.6), V(20, F64, 7.35, Channel.ENERGY_EXPORT_T1, 7.35),
+        V(24, F64, 4.9, Channel.ENERGY_EXPORT_T2, 4.9),
     )),
 }
 

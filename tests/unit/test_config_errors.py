@@ -48,7 +48,7 @@ def test_good_config_loads() -> None:
     (GOOD + '\n[[meters]]\nmeter_id = "M-1"\nendpoint = "gw1"\nunit = 2\nprofile = "sdm360"\n',
      ["meters[1].meter_id at line 15: meter 'M-1' repeats meters[0]",
       "meters[1].profile at line 18: unknown profile 'sdm360' (known: abb_b21, abb_b23, aquametro_calec_st, "
-      "cg_em340, cg_et340, em24, finder_7m38, generic, iem3x55, inepro_pro380, janitza_umg604, janitza_umg96rm, "
+      "cg_em340, cg_et340, em24, finder_7m38, generic, generic_tou, iem3x55, inepro_pro380, janitza_umg604, janitza_umg96rm, "
       "orno_we514, orno_we516, pm5xxx, sdm120, sdm230, sdm630, sdm72dm, sdm72dm_v2, socomec_countis_e2x)"]),
     (GOOD.replace('unit = 1', 'unit = 1\ndevice_number = "SN-1"')
      + '\n[[meters]]\nmeter_id = "M-2"\nendpoint = "gw1"\nunit = 2\ndevice_number = "SN-1"\n'
