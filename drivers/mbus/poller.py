@@ -238,7 +238,7 @@ class MBusPoller:
             if at is None:
                 continue
             out.append(((storage, _subunit), RawObjects(target.meter_id, at, received, tuple(values),
-                                                        raw.hex(" ").encode())))
+                                                        raw.hex(" ").encode(), recorded=storage != 0)))
         return out
 
     async def _diagnose(self, target: MBusTarget, readout: Readout, received: datetime) -> None:

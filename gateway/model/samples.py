@@ -85,6 +85,10 @@ class RawObjects:
     raw: bytes = b""
     #: Flags the device states for these values (a load profile row's status byte, DLMS backfill).
     quality: Quality = Quality.NONE
+    #: Values the meter recorded earlier and keeps (an M-Bus storage number's due-day value): their
+    #: readings carry no receive time, so VEE's time checks (stale, future) leave them alone, as
+    #: they do an import's; `ts` is the time the meter recorded them.
+    recorded: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,7 +51,7 @@ class ObjectReader:
                 continue
             batch.readings.append(Reading(meter_id=raw.meter_id, channel=spec.channel, ts=raw.ts, value=number,
                                           kind=spec.kind, quality=raw.quality, source=self.source,
-                                          received_at=raw.received_at))
+                                          received_at=None if raw.recorded else raw.received_at))
         return batch
 
     def _factor(self, spec: ObjectSpec, unit: str | None) -> float | str:

@@ -83,6 +83,7 @@ async def test_water_and_heat_meters_over_tcp_primary_and_secondary() -> None:
     assert water_values[(Channel.VOLUME, due)] == 10.0  # storage 1: the due-day value at its own date
     # ... sent once, not with every read (it has not changed)
     assert len([r for r in got.of(RawObjects, "W-1") if r.ts == due]) == 1
+    assert all(r.recorded == (r.ts == due) for r in got.of(RawObjects, "W-1"))  # storage 1 is the meter's record
     now_volume = [v for (c, ts), v in water_values.items() if c is Channel.VOLUME and ts != due]
     assert now_volume and set(now_volume) == {54.321}
     assert repr(now_volume[0]) == "54.321"  # exact: litres x 10^-3, as the meter shows
@@ -217,3 +218,25 @@ async def test_a_meter_exchange_is_an_event() -> None:
     event = next(e for e in got.of(Event) if "exchanged" in e.detail)
     assert "87650000" in event.detail and "12345678" in event.detail and event.kind is EventKind.ANOMALY
     assert ("volume", Decimal("0.003"), "m3") in got.of(RawObjects)[-1].values
+
+
+def test_a_due_day_value_is_a_recorded_value_vee_does_not_call_stale() -> None:
+    """Storage 1 (last due day) is the meter's own record of an earlier date: its reading has no receive
+    time to be judged against, so it is stored valid, not stale_ts / suspect; the current value
+    keeps its receive time and is judged as ever."""
+    from gateway.model import Quality, Status
+    from gateway.validate.validator import Validator
+
+    now = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    due = datetime(2026, 1, 1, tzinfo=UTC)
+    reader = ObjectReader(object_maps()["mbus_water"], Source.MBUS)
+    current = reader.read(RawObjects("W-1", now, now, (("volume", Decimal("54.321"), "m3"),)))
+    recorded = reader.read(RawObjects("W-1", due, now, (("volume", Decimal("10"), "m3"),), recorded=True))
+    stale = reader.read(RawObjects("W-2", due, now, (("volume", Decimal("10"), "m3"),)))
+    assert [r.received_at for r in recorded.readings] == [None]
+    validator = Validator()
+    got, _ = validator.validate([*current.readings, *recorded.readings, *stale.readings])
+    by_meter_ts = {(r.meter_id, r.ts): r for r in got}
+    assert by_meter_ts[("W-1", due)].status is Status.VALID
+    assert not by_meter_ts[("W-1", due)].quality & Quality.STALE_TS
+    assert by_meter_ts[("W-2", due)].quality & Quality.STALE_TS  # the same value with a receive time: stale
