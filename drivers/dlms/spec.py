@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
-from functools import cache
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from drivers.base import BuildContext, Driver, DriverSpec, LinkMetric, MeterFacts, Poller, Problem
@@ -33,29 +29,12 @@ from gateway.backoff import Backoff
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.model import Protocol, Source
 from gateway.model.meters import MeterBinding
-from gateway.model.profiles import DeviceProfile, ObjectMap
+from gateway.model.objectmaps import object_maps
+from gateway.model.profiles import DeviceProfile
 
 
 def _mine(meters: Sequence[MeterBinding]) -> Iterator[tuple[MeterBinding, DlmsMeter]]:
     return ((b, b.fields) for b in meters if b.protocol == SPEC.protocol)
-
-
-@cache
-def object_maps(dirs: tuple[Path, ...] = ()) -> dict[str, ObjectMap]:
-    """The shipped maps and those of `dirs`, by name (ValueError naming the file and entry)."""
-    texts = [(f"object map {e.name}", e.read_text(encoding="utf-8"))
-             for e in sorted(resources.files("gateway.profiles.objects").iterdir(), key=lambda e: e.name)
-             if e.name.endswith(".toml")]
-    for folder in dirs:
-        texts.extend((str(p), p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.toml")))
-    found = {}
-    for source, text in texts:
-        try:
-            m = ObjectMap.from_dict(tomllib.loads(text))
-        except (ValueError, tomllib.TOMLDecodeError) as exc:
-            raise ValueError(f"{source}: {exc}") from None
-        found[m.name] = m
-    return found
 
 
 def system_title(settings: DlmsSection, gateway_id: str) -> bytes:

@@ -9,13 +9,13 @@ from datetime import timedelta
 from typing import Any
 
 from drivers.base import BuildContext, Driver, DriverSpec, LinkMetric, MeterFacts, Problem, Subscriber
-from drivers.mbus.maps import object_maps
 from drivers.mqtt.commands import CommandSettings, CommandTracker
 from drivers.mqtt.connection import MqttSettings
 from drivers.mqtt.settings import MqttMeter, MqttSection
 from drivers.mqtt.subscriber import MqttSubscriber
 from gateway.model import Protocol, Source
 from gateway.model.meters import MeterBinding
+from gateway.model.objectmaps import object_maps
 from gateway.model.payg import BalanceTerms
 from gateway.model.payloads import PayloadLayout, check_scales, resolve_value_maps
 from gateway.model.profiles import DeviceProfile
