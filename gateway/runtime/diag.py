@@ -21,9 +21,9 @@ from drivers.base import MeterDetail, MeterFacts, MeterHealth, PollNow, RawRead,
 from gateway import __version__
 from gateway.config.schema import GatewayConfig
 from gateway.errors import GatewayError, InvalidRequest, NotFound, SinkError
-from gateway.model import BalanceUpdate, Channel, DeadLetter, Event, Reading
+from gateway.model import BalanceUpdate, Batch, Channel, DeadLetter, Event, Reading
 from gateway.model.health import MeterDiagnostics, MeterSummary, PollResult, RawBlock, RecentPayload
-from gateway.model.samples import RawRegisters
+from gateway.model.samples import RawObjects, RawRegisters
 from gateway.normalise.normaliser import Normaliser
 from gateway.runtime.health import HealthBook, WatchedMeter, merge_deadletters, merge_events
 from gateway.runtime.view import GatewayView
@@ -288,13 +288,7 @@ class Diagnostics:
                    f"with a raw read on endpoint {watched.endpoint} unit {watched.unit}")
             raise InvalidRequest(msg)
         raw = await driver.poll_now(meter_id)
-        # A throw-away normaliser: the pipeline's remembers tamper episodes, a preview must not.
-        facts = self.gw.facts[meter_id]
-        profile = facts.profile
-        # A coded meter's map too (M-Bus, DLMS ...), read with its protocol's source.
-        objects = ({meter_id: (facts.objects, self.gw.registry[watched.protocol].source)}
-                   if facts.objects is not None and watched.protocol in self.gw.registry else {})
-        batch = Normaliser({meter_id: profile} if profile is not None else {}, {}, objects=objects).sample(raw)
+        batch = preview(self.gw, meter_id, watched.protocol, raw)
         registers = raw if isinstance(raw, RawRegisters) else None
         return PollResult(meter_id=meter_id, endpoint=watched.endpoint or driver.target, unit=watched.unit or 0,
                           received_at=raw.received_at,
@@ -319,4 +313,15 @@ class Diagnostics:
         return await driver.read_raw(request)
 
 
-__all__ = ["Diagnostics", "watched_meters"]
+def preview(gw: GatewayView, meter_id: str, protocol: str, raw: RawRegisters | RawObjects) -> Batch:
+    """What the pipeline would make of one poll of a meter, by a throw-away normaliser (the pipeline's
+    remembers tamper episodes, a preview must not): its profile, or its object map read with its
+    protocol's source (M-Bus, DLMS ...)."""
+    facts = gw.facts[meter_id]
+    objects = ({meter_id: (facts.objects, gw.registry[protocol].source)}
+               if facts.objects is not None and protocol in gw.registry else {})
+    profiles = {meter_id: facts.profile} if facts.profile is not None else {}
+    return Normaliser(profiles, {}, objects=objects).sample(raw)
+
+
+__all__ = ["Diagnostics", "preview", "watched_meters"]

@@ -22,7 +22,7 @@ from gateway.config.schema import SpecialReadsSection
 from gateway.errors import DriverError, GatewayError, InvalidRequest, MeterTimeout, NotFound
 from gateway.model import Channel, MeterStatus, Reading
 from gateway.model.reads import ReadReason, ReadState, SpecialRead
-from gateway.normalise.normaliser import Normaliser
+from gateway.runtime.diag import preview as diag_preview
 from gateway.runtime.view import GatewayView
 from storage.records import Conflict
 
@@ -153,15 +153,11 @@ class ReadDesk:
             return read.moved(ReadState.TIMED_OUT, self._clock(), detail=detail)
         except DriverError as exc:
             return read.moved(ReadState.FAILED, self._clock(), detail=f"the meter's answer: {exc}")
-        facts = self.gw.facts[read.meter_id]
-        # Which channels the answer holds (a throw-away normaliser, as diagnostics'); what counts is
-        # what the store then holds at the read's time.
+        # Which channels the answer holds (diagnostics' preview); what counts is what the store then
+        # holds at the read's time.
         serving = self.gw.driver_for(read.meter_id)
         protocol = serving.name.split(":", 1)[0] if serving is not None else ""
-        objects = ({read.meter_id: (facts.objects, self.gw.registry[protocol].source)}
-                   if facts.objects is not None and protocol in self.gw.registry else {})
-        preview = Normaliser({read.meter_id: facts.profile} if facts.profile is not None else {}, {},
-                             objects=objects).sample(raw)
+        preview = diag_preview(self.gw, read.meter_id, protocol, raw)
         ts = preview.readings[0].ts if preview.readings else raw.ts
         pipeline = self.gw.pipeline
         assert pipeline is not None
